@@ -1,0 +1,54 @@
+# pve-operator developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+SCENARIO ?= examples/scenarios/two-nodes.yaml
+SIM_PORT ?= 8006
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv with the project (editable) and its dev tools
+
+.PHONY: controlplane
+controlplane: ## Build (or reuse from the cache) kube-apiserver, etcd and kubectl for the local control plane
+	bash hack/build-controlplane.sh
+
+.PHONY: test
+test: install controlplane ## Run every test suite (unit, simulator, control plane, integration); installs what it needs
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## ruff, mypy --strict on pve_operator and pve_sim, import-linter boundaries
+	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: sim
+sim: install ## Serve the Proxmox VE simulator on https://127.0.0.1:$(SIM_PORT) with $(SCENARIO)
+	$(VPY) -m pve_sim serve --scenario $(SCENARIO) --port $(SIM_PORT)
+
+.PHONY: crds
+crds: install ## Regenerate crds/*.yaml from the API types
+	$(VPY) -m pve_operator.api.crdgen --output crds
+
+.PHONY: bench
+bench: install ## Run the benchmarks under bench/ (print tables)
+	for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (the control-plane binary cache outside the clone stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
