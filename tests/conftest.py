@@ -8,4 +8,5 @@ servers started in-process over HTTPS).
 pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.sim",
+    "tests.fixtures.crds",
 ]
