@@ -1,0 +1,116 @@
+"""The planner's view of a Proxmox cluster: one snapshot, taken in one API call per cycle.
+
+Units are in the names: ``*_bytes`` are bytes, ``*_fraction`` is 0..1, ``cpu_cores`` counts cores.
+A snapshot is immutable; planners that project the effect of their own actions build new snapshots
+with :meth:`ClusterSnapshot.with_container` rather than mutating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class Metric(StrEnum):
+    """Which resource a threshold is measured on. ``MAX`` is the highest of the three."""
+
+    MEMORY = "memory"
+    CPU = "cpu"
+    DISK = "disk"
+    MAX = "max"
+
+
+class ContainerStatus(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    #: PVE shows ``unknown`` before pvestatd's first broadcast and for CTs on offline nodes.
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    """One node's capacity and current use."""
+
+    name: str
+    online: bool
+    cpu_cores: float
+    cpu_used_fraction: float
+    memory_total_bytes: int
+    memory_used_bytes: int
+    disk_total_bytes: int
+    disk_used_bytes: int
+
+    def used_fraction(self, metric: Metric) -> float:
+        """Use of ``metric`` as a fraction of capacity (0 when the capacity is unknown)."""
+        if metric is Metric.MAX:
+            return max(self.used_fraction(m) for m in (Metric.MEMORY, Metric.CPU, Metric.DISK))
+        if metric is Metric.CPU:
+            return self.cpu_used_fraction
+        used, total = (
+            (self.memory_used_bytes, self.memory_total_bytes)
+            if metric is Metric.MEMORY
+            else (self.disk_used_bytes, self.disk_total_bytes)
+        )
+        return used / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ContainerObservation:
+    """One CT as the cluster snapshot shows it (``/cluster/resources`` fields, typed)."""
+
+    vmid: int
+    node: str
+    status: ContainerStatus
+    name: str = ""
+    tags: frozenset[str] = frozenset()
+    lock: str | None = None
+    pool: str | None = None
+    cpu_cores: float = 0.0
+    #: CPU use as a fraction of the CT's own cores (PVE's ``cpu`` field).
+    cpu_used_fraction: float = 0.0
+    memory_limit_bytes: int = 0
+    memory_used_bytes: int = 0
+    disk_limit_bytes: int = 0
+    disk_used_bytes: int = 0
+    uptime_seconds: int = 0
+    template: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status is ContainerStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """Nodes and CTs at ``taken_at`` (epoch seconds, as the caller's clock said)."""
+
+    taken_at: float
+    nodes: Mapping[str, NodeUsage]
+    containers: Mapping[int, ContainerObservation] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        taken_at: float,
+        nodes: Iterable[NodeUsage],
+        containers: Iterable[ContainerObservation] = (),
+    ) -> ClusterSnapshot:
+        return cls(
+            taken_at=taken_at,
+            nodes=MappingProxyType({n.name: n for n in nodes}),
+            containers=MappingProxyType({c.vmid: c for c in containers}),
+        )
+
+    def used_vmids(self) -> frozenset[int]:
+        return frozenset(self.containers)
+
+    def containers_on(self, node: str) -> list[ContainerObservation]:
+        return [c for c in self.containers.values() if c.node == node]
+
+    def with_container(self, container: ContainerObservation) -> ClusterSnapshot:
+        """A copy with ``container`` added or replaced (node usage is not recomputed)."""
+        containers = dict(self.containers)
+        containers[container.vmid] = container
+        return replace(self, containers=MappingProxyType(containers))

@@ -1,0 +1,145 @@
+"""Weighted placement of new CTs over a pool's nodes, under the creation ceiling.
+
+Two strategies, both pure:
+
+* ``WeightedSpread`` (default, deterministic): each new CT goes to the eligible node with the lowest
+  ``count / weight``; ties go to the higher weight, then the node name. At weights 2:1 nine CTs land
+  exactly 6 and 3, and any prefix of the sequence is as close to 2:1 as integers allow.
+* ``WeightedRandom``: the lab's ``random.choices(nodes, weights)`` draw, seeded per CT (policy seed +
+  CT index) so a retried reconcile makes the same choice instead of a new one.
+
+A node is eligible when it is online, not in maintenance, has a positive weight, and stays at or
+under the creation ceiling after the new CT is counted at its configured size (memory limit,
+cores, rootfs size). Counting the limit rather than the expected use is deliberately conservative:
+a CT may grow to its limit, and the ceiling exists so that it can.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from pve_operator.planning.model import Metric, NodeUsage
+
+
+class PlacementStrategy(StrEnum):
+    WEIGHTED_SPREAD = "WeightedSpread"
+    WEIGHTED_RANDOM = "WeightedRandom"
+
+
+@dataclass(frozen=True)
+class ContainerDemand:
+    """The most a new CT can take from its node: its configured size."""
+
+    memory_bytes: int
+    cpu_cores: float
+    disk_bytes: int
+
+
+@dataclass(frozen=True)
+class NodeCandidate:
+    """A node of the pool as placement sees it."""
+
+    usage: NodeUsage
+    weight: int
+    #: CTs of this policy already on the node (spread counts only the policy's own CTs).
+    managed_count: int = 0
+    maintenance: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.usage.name
+
+
+def with_demand(node: NodeUsage, demand: ContainerDemand) -> NodeUsage:
+    """The node's usage after a CT of ``demand`` is added to it (projected, not measured)."""
+    extra_cpu = demand.cpu_cores / node.cpu_cores if node.cpu_cores > 0 else 1.0
+    return replace(
+        node,
+        cpu_used_fraction=node.cpu_used_fraction + extra_cpu,
+        memory_used_bytes=node.memory_used_bytes + demand.memory_bytes,
+        disk_used_bytes=node.disk_used_bytes + demand.disk_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    """Where each requested CT goes, in request order; CTs that fit nowhere are not placed."""
+
+    nodes: list[str]
+    #: For every node that was not eligible at the end: a short reason users can read.
+    refusals: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def placed(self) -> int:
+        return len(self.nodes)
+
+
+def _refusal(candidate: NodeCandidate, demand: ContainerDemand, metric: Metric, ceiling: float) -> str | None:
+    if not candidate.usage.online:
+        return "offline"
+    if candidate.maintenance:
+        return "in maintenance"
+    if candidate.weight <= 0:
+        return "weight 0"
+    projected = with_demand(candidate.usage, demand).used_fraction(metric)
+    if projected > ceiling + 1e-9:
+        now = candidate.usage.used_fraction(metric)
+        return f"{metric.value} {now:.0%} now, {projected:.0%} with one more CT > ceiling {ceiling:.0%}"
+    return None
+
+
+def place(
+    indices: Sequence[int],
+    candidates: Sequence[NodeCandidate],
+    demand: ContainerDemand,
+    *,
+    metric: Metric,
+    ceiling_fraction: float,
+    strategy: PlacementStrategy = PlacementStrategy.WEIGHTED_SPREAD,
+    seed: str = "",
+) -> PlacementResult:
+    """Choose a node for each new CT (identified by its policy index), one at a time.
+
+    Each choice is counted before the next is made, so a batch never overshoots the ceiling or the
+    weights. Placement stops at the first CT that fits nowhere: the rest would not fit either.
+    """
+    state = {c.name: c for c in candidates}
+    chosen: list[str] = []
+    for index in indices:
+        eligible = [c for c in state.values() if _refusal(c, demand, metric, ceiling_fraction) is None]
+        if not eligible:
+            break
+        if strategy is PlacementStrategy.WEIGHTED_RANDOM:
+            ordered = sorted(eligible, key=lambda c: c.name)
+            rng = random.Random(f"{seed}:{index}")
+            target = rng.choices(ordered, weights=[c.weight for c in ordered])[0]
+        else:
+            target = min(eligible, key=lambda c: (c.managed_count / c.weight, -c.weight, c.name))
+        chosen.append(target.name)
+        state[target.name] = replace(
+            target, usage=with_demand(target.usage, demand), managed_count=target.managed_count + 1
+        )
+    refusals = {
+        name: reason
+        for name, c in state.items()
+        if (reason := _refusal(c, demand, metric, ceiling_fraction)) is not None
+    }
+    return PlacementResult(nodes=chosen, refusals=refusals)
+
+
+def allocate_vmids(count: int, vmid_range: range, used: frozenset[int] | set[int]) -> list[int]:
+    """The ``count`` lowest VMIDs of ``vmid_range`` that nothing uses (fewer when the range is full).
+
+    ``used`` must hold every VMID in the cluster, ours and foreign, CTs and VMs: PVE VMIDs are
+    cluster-wide, and an id in use by anything else is skipped, never taken over.
+    """
+    free: list[int] = []
+    for vmid in vmid_range:
+        if len(free) >= count:
+            break
+        if vmid not in used:
+            free.append(vmid)
+    return free
