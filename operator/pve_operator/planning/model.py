@@ -89,6 +89,8 @@ class ClusterSnapshot:
     taken_at: float
     nodes: Mapping[str, NodeUsage]
     containers: Mapping[int, ContainerObservation] = field(default_factory=dict)
+    #: VMIDs of QEMU VMs: never ours, but VMIDs are cluster-wide, so they are never free either.
+    vm_vmids: frozenset[int] = frozenset()
 
     @classmethod
     def of(
@@ -96,15 +98,18 @@ class ClusterSnapshot:
         taken_at: float,
         nodes: Iterable[NodeUsage],
         containers: Iterable[ContainerObservation] = (),
+        vm_vmids: Iterable[int] = (),
     ) -> ClusterSnapshot:
         return cls(
             taken_at=taken_at,
             nodes=MappingProxyType({n.name: n for n in nodes}),
             containers=MappingProxyType({c.vmid: c for c in containers}),
+            vm_vmids=frozenset(vm_vmids),
         )
 
     def used_vmids(self) -> frozenset[int]:
-        return frozenset(self.containers)
+        """Every VMID in use in the cluster, by a CT or a VM, ours or not."""
+        return frozenset(self.containers) | self.vm_vmids
 
     def containers_on(self, node: str) -> list[ContainerObservation]:
         return [c for c in self.containers.values() if c.node == node]

@@ -1,0 +1,414 @@
+"""PveClient: typed calls to one Proxmox VE cluster through proxmoxer.
+
+Rules this class keeps:
+
+* One request per monitoring cycle for the cluster view (:meth:`PveClient.snapshot` reads
+  ``/cluster/resources`` once, whatever the number of CTs); per-CT reads only where an action needs
+  authoritative state (config before a destructive action, status before a power action).
+* Reads are retried on transport errors; mutating requests (POST/PUT/DELETE) never are: after a
+  transport error their outcome is unknown, so the caller re-reads the state and decides again.
+* Booleans go out as ``1``/``0`` (PVE rejects proxmoxer's ``True``); ``unprivileged`` is always
+  sent explicitly on create because PVE 8 and 9 default differently.
+* Credentials live only inside proxmoxer's auth object; every message this module produces passes
+  through :func:`redact`, and proxmoxer's request logger (which would print POST bodies) is muted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import proxmoxer
+import requests
+from proxmoxer.core import AuthenticationError, ResourceException
+
+from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, NodeUsage
+from pve_operator.planning.ownership import normalize_tags
+from pve_operator.pve.errors import PveAuthenticationError, PveError, PveUnreachable, classify
+from pve_operator.pve.tasks import Backoff, TaskResult, Upid, wait_for_task
+
+log = logging.getLogger(__name__)
+# proxmoxer logs request bodies at INFO; bodies can carry secrets (e.g. a CT password).
+logging.getLogger("proxmoxer").setLevel(logging.WARNING)
+
+_T = TypeVar("_T")
+_insecure_warned: set[str] = set()
+_insecure_lock = threading.Lock()
+DEFAULT_BACKOFF = Backoff()
+
+
+@dataclass(frozen=True)
+class PveCredentials:
+    """An API token (``user@realm!tokenid`` + secret) or a user and password. Secrets never print."""
+
+    token_id: str | None = None
+    token_secret: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token_id:
+            user, sep, name = self.token_id.partition("!")
+            if not (sep and user and "@" in user and name):
+                raise ValueError("tokenId must look like user@realm!tokenid")
+            if not self.token_secret:
+                raise ValueError("tokenSecret is required with tokenId")
+        elif not (self.username and self.password):
+            raise ValueError("either tokenId and tokenSecret, or username and password, are required")
+
+    @property
+    def user(self) -> str:
+        """The PVE user the operator acts as (``user@realm`` or ``user@realm!tokenid``)."""
+        return self.token_id or self.username or ""
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.token_secret, self.password) if s]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How to verify PVE's certificate: a CA bundle (PEM text), the system store, or not at all."""
+
+    ca_pem: str | None = field(default=None, repr=False)
+    insecure_skip_verify: bool = False
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _as_pve_value(value: Any) -> Any:
+    """PVE accepts booleans only as 1/0 at the top level of a request."""
+    if isinstance(value, bool):
+        return 1 if value else 0
+    return value
+
+
+def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _as_pve_value(v) for k, v in params.items() if v is not None}
+
+
+class PveClient:
+    """A connection to one PVE cluster. Thread-safe for concurrent calls (one requests session each)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: PveCredentials,
+        tls: TlsSettings = TlsSettings(),
+        *,
+        timeout_seconds: float = 30.0,
+        read_retries: int = 2,
+    ) -> None:
+        parsed = urlsplit(endpoint)
+        if parsed.scheme != "https" or not parsed.hostname:
+            raise ValueError(f"endpoint must be an https:// URL, got {endpoint!r}")
+        self.endpoint = endpoint
+        self._host = parsed.hostname
+        self._port = parsed.port or 8006
+        self._path_prefix = parsed.path.strip("/") or None
+        self._credentials = credentials
+        self._timeout = timeout_seconds
+        self._read_retries = read_retries
+        self._ca_file: str | None = None
+        self._verify: bool | str
+        if tls.insecure_skip_verify:
+            self._verify = False
+            with _insecure_lock:
+                if endpoint not in _insecure_warned:
+                    _insecure_warned.add(endpoint)
+                    log.warning("TLS verification is disabled for %s (tls.insecureSkipVerify)", endpoint)
+        elif tls.ca_pem:
+            fd, self._ca_file = tempfile.mkstemp(prefix="pve-ca-", suffix=".pem")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(tls.ca_pem)
+            self._verify = self._ca_file
+        else:
+            self._verify = True
+        self._api_lock = threading.Lock()
+        self._api: Any = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._ca_file:
+            with suppress(FileNotFoundError):
+                os.unlink(self._ca_file)
+            self._ca_file = None
+
+    def __enter__(self) -> PveClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connect(self) -> Any:
+        """The proxmoxer API object; password logins fetch a ticket here (proxmoxer renews it)."""
+        with self._api_lock:
+            if self._api is None:
+                creds = self._credentials
+                kwargs: dict[str, Any] = {
+                    "port": self._port,
+                    "verify_ssl": self._verify,
+                    "timeout": self._timeout,
+                    "path_prefix": self._path_prefix,
+                }
+                if creds.token_id:
+                    user, _, token_name = creds.token_id.partition("!")
+                    kwargs.update(user=user, token_name=token_name, token_value=creds.token_secret)
+                else:
+                    kwargs.update(user=creds.username, password=creds.password)
+                with self._translate_errors("POST /access/ticket", mutating=False):
+                    self._api = proxmoxer.ProxmoxAPI(self._host, backend="https", **kwargs)
+            return self._api
+
+    @contextmanager
+    def _translate_errors(self, request: str, *, mutating: bool) -> Iterator[None]:
+        secrets = self._credentials.secrets()
+        try:
+            yield
+        except ResourceException as exc:
+            errors = exc.errors if isinstance(exc.errors, dict) and "errors" not in exc.errors else None
+            message = redact(str(exc.content or ""), secrets)
+            raise classify(exc.status_code, message, request=request, errors=errors) from None
+        except AuthenticationError:
+            # proxmoxer's message names the user and URL only; we say the same in our words.
+            raise PveAuthenticationError(
+                f"authentication failed for {self._credentials.user}", status=401, request=request
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            raise PveUnreachable(
+                redact(f"TLS verification failed: {exc}", secrets), request=request
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            outcome = (
+                " (outcome unknown: state will be re-read, the request is not repeated)" if mutating else ""
+            )
+            raise PveUnreachable(
+                redact(f"{type(exc).__name__}: {exc}", secrets) + outcome, request=request
+            ) from None
+
+    def _read(self, request: str, call: Callable[[Any], _T]) -> _T:
+        """A GET, retried on transport errors (reads are safe to repeat)."""
+        attempt = 0
+        while True:
+            try:
+                api = self._connect()
+                with self._translate_errors(request, mutating=False):
+                    return call(api)
+            except PveUnreachable:
+                attempt += 1
+                if attempt > self._read_retries:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+
+    def _write(self, request: str, call: Callable[[Any], _T]) -> _T:
+        """A POST/PUT/DELETE: exactly one attempt."""
+        api = self._connect()
+        with self._translate_errors(request, mutating=True):
+            return call(api)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return dict(self._read("GET /version", lambda api: api.version.get()))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._read("GET /nodes", lambda api: api.nodes.get()))
+
+    def cluster_resources(self) -> list[dict[str, Any]]:
+        return list(self._read("GET /cluster/resources", lambda api: api.cluster.resources.get()))
+
+    def permissions(self) -> dict[str, dict[str, int]]:
+        return dict(self._read("GET /access/permissions", lambda api: api.access.permissions.get()))
+
+    def container_config(self, node: str, vmid: int) -> dict[str, Any]:
+        return dict(
+            self._read(
+                f"GET /nodes/{node}/lxc/{vmid}/config",
+                lambda api: api.nodes(node).lxc(vmid).config.get(),
+            )
+        )
+
+    def container_status(self, node: str, vmid: int) -> dict[str, Any]:
+        return dict(
+            self._read(
+                f"GET /nodes/{node}/lxc/{vmid}/status/current",
+                lambda api: api.nodes(node).lxc(vmid).status.current.get(),
+            )
+        )
+
+    def snapshot(self, taken_at: float) -> ClusterSnapshot:
+        """The whole cluster in one request: nodes, CTs, VM ids, CT storages."""
+        return snapshot_from_resources(self.cluster_resources(), taken_at)
+
+    # -- writes (each returns a UPID, except the synchronous config update) -------------------
+
+    def create_container(self, node: str, vmid: int, params: Mapping[str, Any]) -> str:
+        body = _clean({"vmid": vmid, **params})
+        return str(self._write(f"POST /nodes/{node}/lxc", lambda api: api.nodes(node).lxc.post(**body)))
+
+    def start_container(self, node: str, vmid: int) -> str:
+        return str(
+            self._write(
+                f"POST /nodes/{node}/lxc/{vmid}/status/start",
+                lambda api: api.nodes(node).lxc(vmid).status.start.post(),
+            )
+        )
+
+    def stop_container(self, node: str, vmid: int) -> str:
+        return str(
+            self._write(
+                f"POST /nodes/{node}/lxc/{vmid}/status/stop",
+                lambda api: api.nodes(node).lxc(vmid).status.stop.post(),
+            )
+        )
+
+    def shutdown_container(
+        self, node: str, vmid: int, *, timeout_seconds: int, force_stop: bool = True
+    ) -> str:
+        body = _clean({"timeout": timeout_seconds, "forceStop": force_stop})
+        return str(
+            self._write(
+                f"POST /nodes/{node}/lxc/{vmid}/status/shutdown",
+                lambda api: api.nodes(node).lxc(vmid).status.shutdown.post(**body),
+            )
+        )
+
+    def destroy_container(self, node: str, vmid: int, *, purge: bool = True, force: bool = False) -> str:
+        params = _clean({"purge": purge, "force": force})
+        return str(
+            self._write(
+                f"DELETE /nodes/{node}/lxc/{vmid}",
+                lambda api: api.nodes(node).lxc(vmid).delete(**params),
+            )
+        )
+
+    def migrate_container(
+        self, node: str, vmid: int, *, target: str, restart: bool, timeout_seconds: int = 180
+    ) -> str:
+        body = _clean({"target": target, "restart": restart, "timeout": timeout_seconds if restart else None})
+        return str(
+            self._write(
+                f"POST /nodes/{node}/lxc/{vmid}/migrate",
+                lambda api: api.nodes(node).lxc(vmid).migrate.post(**body),
+            )
+        )
+
+    def update_container_config(self, node: str, vmid: int, params: Mapping[str, Any]) -> None:
+        body = _clean(params)
+        self._write(
+            f"PUT /nodes/{node}/lxc/{vmid}/config",
+            lambda api: api.nodes(node).lxc(vmid).config.put(**body),
+        )
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    def task_status(self, upid: Upid) -> dict[str, Any]:
+        return dict(
+            self._read(
+                f"GET /nodes/{upid.node}/tasks/{upid.type}/status",
+                lambda api: api.nodes(upid.node).tasks(upid.raw).status.get(),
+            )
+        )
+
+    def task_log_tail(self, upid: Upid, lines: int = 20) -> list[str]:
+        try:
+            entries = self._read(
+                f"GET /nodes/{upid.node}/tasks/{upid.type}/log",
+                lambda api: api.nodes(upid.node).tasks(upid.raw).log.get(start=0, limit=5000),
+            )
+        except PveError:
+            return []  # the log only decorates a failure we already know about
+        return [str(e.get("t", "")) for e in entries][-lines:]
+
+    def wait(self, upid: str, *, timeout_seconds: float, backoff: Backoff = DEFAULT_BACKOFF) -> TaskResult:
+        return wait_for_task(
+            upid,
+            read_status=self.task_status,
+            read_log_tail=self.task_log_tail,
+            timeout_seconds=timeout_seconds,
+            backoff=backoff,
+        )
+
+
+def _number(entry: Mapping[str, Any], key: str) -> float:
+    try:
+        return float(entry.get(key) or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def snapshot_from_resources(resources: list[dict[str, Any]], taken_at: float) -> ClusterSnapshot:
+    """Build the planner's snapshot from one ``/cluster/resources`` answer.
+
+    A node's disk figures are those of its local (non-shared) storages that hold CT root disks,
+    which is what CTs consume; without such a storage the node's root filesystem is used.
+    """
+    ct_storage: dict[str, tuple[float, float]] = {}
+    for entry in resources:
+        if entry.get("type") == "storage" and not int(entry.get("shared") or 0):
+            content = str(entry.get("content") or "")
+            if "rootdir" in content.split(","):
+                used, total = ct_storage.get(str(entry.get("node")), (0.0, 0.0))
+                ct_storage[str(entry.get("node"))] = (
+                    used + _number(entry, "disk"),
+                    total + _number(entry, "maxdisk"),
+                )
+    nodes: list[NodeUsage] = []
+    containers: list[ContainerObservation] = []
+    vm_ids: list[int] = []
+    for entry in resources:
+        kind = entry.get("type")
+        if kind == "node":
+            name = str(entry.get("node"))
+            disk_used, disk_total = ct_storage.get(name, (_number(entry, "disk"), _number(entry, "maxdisk")))
+            nodes.append(
+                NodeUsage(
+                    name=name,
+                    online=entry.get("status") == "online",
+                    cpu_cores=_number(entry, "maxcpu"),
+                    cpu_used_fraction=_number(entry, "cpu"),
+                    memory_total_bytes=int(_number(entry, "maxmem")),
+                    memory_used_bytes=int(_number(entry, "mem")),
+                    disk_total_bytes=int(disk_total),
+                    disk_used_bytes=int(disk_used),
+                )
+            )
+        elif kind == "lxc":
+            status = str(entry.get("status") or "unknown")
+            containers.append(
+                ContainerObservation(
+                    vmid=int(entry["vmid"]),
+                    node=str(entry.get("node")),
+                    status=ContainerStatus(status)
+                    if status in ("running", "stopped")
+                    else ContainerStatus.UNKNOWN,
+                    name=str(entry.get("name") or ""),
+                    tags=normalize_tags(str(entry.get("tags") or "")),
+                    lock=str(entry["lock"]) if entry.get("lock") else None,
+                    pool=str(entry["pool"]) if entry.get("pool") else None,
+                    cpu_cores=_number(entry, "maxcpu"),
+                    cpu_used_fraction=_number(entry, "cpu"),
+                    memory_limit_bytes=int(_number(entry, "maxmem")),
+                    memory_used_bytes=int(_number(entry, "mem")),
+                    disk_limit_bytes=int(_number(entry, "maxdisk")),
+                    disk_used_bytes=int(_number(entry, "disk")),
+                    uptime_seconds=int(_number(entry, "uptime")),
+                    template=bool(int(entry.get("template") or 0)),
+                )
+            )
+        elif kind == "qemu":
+            vm_ids.append(int(entry["vmid"]))
+    return ClusterSnapshot.of(taken_at, nodes, containers, vm_ids)
