@@ -1,0 +1,286 @@
+"""Reconcile one ContainerPolicy: desired CTs versus the CTs of ours the snapshot shows.
+
+Input is data: the policy's intent, the cluster snapshot, and the CTs proven ours (with their
+ownership records). Output is a :class:`ReconcilePlan`: actions with reasons, plus what status
+needs (desired count, why growth stopped, why placement failed). The rules:
+
+* Count mode (``replicas``): create until there are ``replicas`` CTs, lowest free index first (a CT
+  deleted behind our back comes back with its index and hostname); scale down removes the newest
+  CTs first.
+* Fill mode (the lab's generator made safe): grow one projected CT at a time while the pool's
+  usage, counting each new CT at its configured size, stays under ``until`` and the count under
+  ``max_replicas``. It never shrinks by itself: the desired count only grows (pressure is
+  offload's job, not the generator's).
+* Repair: a stopped CT of ours is started unless the operator offloaded it on purpose; memory or
+  cores changed behind our back are put back. Locked CTs and CTs PVE does not yet report
+  (``unknown``) are left alone this cycle.
+* Paused policies plan nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pve_operator.planning.actions import (
+    Action,
+    CreateContainer,
+    DestroyContainer,
+    RestoreConfig,
+    StartContainer,
+)
+from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, Metric
+from pve_operator.planning.placement import (
+    ContainerDemand,
+    NodeCandidate,
+    PlacementStrategy,
+    allocate_vmids,
+    place,
+    with_demand,
+)
+
+MIB = 1024 * 1024
+
+
+class GrowthStop(StrEnum):
+    """Why fill mode stopped adding CTs (shown in status)."""
+
+    USAGE_LIMIT_REACHED = "UsageLimitReached"
+    MAX_REPLICAS_REACHED = "MaxReplicasReached"
+    POOL_FULL = "PoolFull"
+
+
+@dataclass(frozen=True)
+class FillIntent:
+    until_fraction: float
+    max_replicas: int
+
+
+@dataclass(frozen=True)
+class PolicyIntent:
+    """What the ContainerPolicy asks for, in planner terms."""
+
+    policy_uid: str
+    vmid_range: range
+    memory_mib: int
+    cores: int
+    rootfs_gib: int
+    hostname_for: Callable[[int], str]
+    node_weights: Mapping[str, int]
+    replicas: int | None = None
+    fill: FillIntent | None = None
+    maintenance_nodes: frozenset[str] = frozenset()
+    metric: Metric = Metric.MEMORY
+    ceiling_fraction: float = 0.8
+    strategy: PlacementStrategy = PlacementStrategy.WEIGHTED_SPREAD
+    paused: bool = False
+    #: Fill mode's previously decided count (from status), so the generator never shrinks.
+    previous_desired: int = 0
+
+    @property
+    def demand(self) -> ContainerDemand:
+        return ContainerDemand(
+            memory_bytes=self.memory_mib * MIB, cpu_cores=self.cores, disk_bytes=self.rootfs_gib * 1024 * MIB
+        )
+
+
+@dataclass(frozen=True)
+class OwnedContainer:
+    """A CT proven ours: its latest observation (None when gone from the cluster) and its record."""
+
+    vmid: int
+    index: int
+    created_at: str
+    observation: ContainerObservation | None
+    #: The operator stopped it on purpose (offload); repair must not start it.
+    offloaded: bool = False
+
+
+@dataclass(frozen=True)
+class ReconcilePlan:
+    actions: list[Action]
+    desired_replicas: int
+    growth_stop: GrowthStop | None = None
+    #: Non-empty when CTs are missing and no node can take one: node -> why (PoolFull).
+    placement_refusals: Mapping[str, str] = field(default_factory=dict)
+    #: CTs wanted but not placed this cycle.
+    unplaced: int = 0
+
+
+def pool_used_fraction(
+    snapshot: ClusterSnapshot, nodes: Sequence[str], metric: Metric, extra: ContainerDemand | None = None
+) -> float:
+    """Usage of ``metric`` over the given nodes together (sum of use / sum of capacity)."""
+    usages = [snapshot.nodes[n] for n in nodes if n in snapshot.nodes and snapshot.nodes[n].online]
+    if extra is not None and usages:
+        # Where one more CT would go does not matter for the pool total; add it to the first node.
+        usages = [with_demand(usages[0], extra), *usages[1:]]
+    if metric is Metric.MAX:
+        return max(
+            (pool_used_fraction(snapshot, nodes, m, extra) for m in (Metric.MEMORY, Metric.CPU, Metric.DISK)),
+            default=0.0,
+        )
+    if metric is Metric.CPU:
+        total = sum(u.cpu_cores for u in usages)
+        used = sum(u.cpu_used_fraction * u.cpu_cores for u in usages)
+    elif metric is Metric.MEMORY:
+        total = sum(u.memory_total_bytes for u in usages)
+        used = sum(u.memory_used_bytes for u in usages)
+    else:
+        total = sum(u.disk_total_bytes for u in usages)
+        used = sum(u.disk_used_bytes for u in usages)
+    return used / total if total else 0.0
+
+
+def _fill_target(
+    intent: PolicyIntent, snapshot: ClusterSnapshot, existing: int
+) -> tuple[int, GrowthStop | None]:
+    """How many CTs fill mode wants now: grow from max(existing, previous) while the pool has room."""
+    assert intent.fill is not None
+    target = max(existing, intent.previous_desired)
+    nodes = [n for n, w in intent.node_weights.items() if w > 0 and n not in intent.maintenance_nodes]
+    # Project the CTs already decided but not yet running as if they were there at full size.
+    pending = max(0, target - existing)
+    projected = ContainerDemand(
+        memory_bytes=intent.demand.memory_bytes * pending,
+        cpu_cores=intent.demand.cpu_cores * pending,
+        disk_bytes=intent.demand.disk_bytes * pending,
+    )
+    while True:
+        if target >= intent.fill.max_replicas:
+            # Lowering maxReplicas is the user's decision, so it does shrink the policy.
+            return intent.fill.max_replicas, GrowthStop.MAX_REPLICAS_REACHED
+        one_more = ContainerDemand(
+            projected.memory_bytes + intent.demand.memory_bytes,
+            projected.cpu_cores + intent.demand.cpu_cores,
+            projected.disk_bytes + intent.demand.disk_bytes,
+        )
+        if pool_used_fraction(snapshot, nodes, intent.metric, one_more) >= intent.fill.until_fraction:
+            return target, GrowthStop.USAGE_LIMIT_REACHED
+        target += 1
+        projected = one_more
+
+
+def plan_reconcile(
+    intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Sequence[OwnedContainer]
+) -> ReconcilePlan:
+    present = [o for o in owned if o.observation is not None]
+    if intent.paused:
+        return ReconcilePlan(actions=[], desired_replicas=intent.previous_desired or len(present))
+
+    growth_stop: GrowthStop | None = None
+    if intent.fill is not None:
+        desired, growth_stop = _fill_target(intent, snapshot, len(present))
+    else:
+        desired = intent.replicas or 0
+
+    actions: list[Action] = []
+    # Scale down: newest first (creation time, then index).
+    surplus = len(present) - desired
+    removed: set[int] = set()
+    if surplus > 0:
+        newest_first = sorted(present, key=lambda o: (o.created_at, o.index), reverse=True)
+        for victim in newest_first[:surplus]:
+            obs = victim.observation
+            assert obs is not None
+            if obs.lock:
+                continue  # busy in PVE: try again next cycle
+            removed.add(victim.vmid)
+            actions.append(
+                DestroyContainer(
+                    vmid=victim.vmid,
+                    node=obs.node,
+                    running=obs.running,
+                    reason=f"scale down to {desired}: newest CTs go first",
+                )
+            )
+
+    # Repairs on the CTs that stay.
+    for item in present:
+        obs = item.observation
+        assert obs is not None
+        if item.vmid in removed or obs.lock or obs.status is ContainerStatus.UNKNOWN:
+            continue
+        if obs.status is ContainerStatus.STOPPED and not item.offloaded:
+            actions.append(
+                StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again")
+            )
+        changes: dict[str, int | str] = {}
+        if obs.memory_limit_bytes and obs.memory_limit_bytes != intent.memory_mib * MIB:
+            changes["memory"] = intent.memory_mib
+        if obs.cpu_cores and round(obs.cpu_cores) != intent.cores:
+            changes["cores"] = intent.cores
+        if changes:
+            was = ", ".join(
+                f"{k} {obs.memory_limit_bytes // MIB if k == 'memory' else int(obs.cpu_cores)}→{v}"
+                for k, v in changes.items()
+            )
+            actions.append(
+                RestoreConfig(item.vmid, obs.node, changes, f"changed outside the operator: {was}")
+            )
+
+    # Creations: missing CTs get the lowest free indices.
+    missing = desired - len(present)
+    refusals: Mapping[str, str] = {}
+    unplaced = 0
+    if missing > 0:
+        taken_indices = {o.index for o in present}
+        highest_index = max(taken_indices, default=-1)
+        indices: list[int] = []
+        candidate_index = 0
+        while len(indices) < missing:
+            if candidate_index not in taken_indices:
+                indices.append(candidate_index)
+            candidate_index += 1
+        counts: dict[str, int] = {}
+        for item in present:
+            assert item.observation is not None
+            counts[item.observation.node] = counts.get(item.observation.node, 0) + 1
+        candidates = [
+            NodeCandidate(
+                usage=snapshot.nodes[name],
+                weight=weight,
+                managed_count=counts.get(name, 0),
+                maintenance=name in intent.maintenance_nodes,
+            )
+            for name, weight in intent.node_weights.items()
+            if name in snapshot.nodes
+        ]
+        placement = place(
+            indices,
+            candidates,
+            intent.demand,
+            metric=intent.metric,
+            ceiling_fraction=intent.ceiling_fraction,
+            strategy=intent.strategy,
+            seed=intent.policy_uid,
+        )
+        vmids = allocate_vmids(placement.placed, intent.vmid_range, set(snapshot.used_vmids()))
+        for index, node, vmid in zip(indices, placement.nodes, vmids, strict=False):
+            why = "replace a missing CT" if index < highest_index else "scale up"
+            actions.append(
+                CreateContainer(
+                    vmid=vmid,
+                    node=node,
+                    index=index,
+                    hostname=intent.hostname_for(index),
+                    reason=f"{why}: {len(present)} of {desired} exist",
+                )
+            )
+        unplaced = missing - min(placement.placed, len(vmids))
+        if placement.placed < missing:
+            refusals = placement.refusals
+            if intent.fill is not None:
+                growth_stop = GrowthStop.POOL_FULL
+        elif len(vmids) < placement.placed:
+            refusals = {
+                "vmidRange": f"no free VMID left in {intent.vmid_range.start}-{intent.vmid_range.stop - 1}"
+            }
+    return ReconcilePlan(
+        actions=actions,
+        desired_replicas=desired,
+        growth_stop=growth_stop,
+        placement_refusals=refusals,
+        unplaced=unplaced,
+    )

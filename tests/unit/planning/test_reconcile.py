@@ -1,0 +1,167 @@
+"""Policy reconciliation as users see it: counts, distribution, repairs, fill mode, refusals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from pve_operator.planning.actions import CreateContainer, DestroyContainer, RestoreConfig, StartContainer
+from pve_operator.planning.model import ClusterSnapshot, ContainerStatus
+from pve_operator.planning.reconcile import (
+    FillIntent,
+    GrowthStop,
+    OwnedContainer,
+    PolicyIntent,
+    plan_reconcile,
+    pool_used_fraction,
+)
+from tests.builders import GIB, build_ct, build_node
+
+INTENT = PolicyIntent(
+    policy_uid="uid-web",
+    vmid_range=range(3100, 3200),
+    memory_mib=2048,
+    cores=1,
+    rootfs_gib=8,
+    hostname_for=lambda i: f"ct-web-{i:02d}",
+    node_weights={"srv-px1": 2, "srv-px2": 1},
+    replicas=9,
+)
+
+
+def lab(*cts: object, px1_used_gib: float = 2, px2_used_gib: float = 2) -> ClusterSnapshot:
+    return ClusterSnapshot.of(
+        0.0,
+        [
+            build_node("srv-px1", memory_used_gib=px1_used_gib),
+            build_node("srv-px2", memory_used_gib=px2_used_gib),
+        ],
+        cts,  # type: ignore[arg-type]
+    )
+
+
+def owned(vmid: int, node: str, index: int, created: str = "", **ct: object) -> OwnedContainer:
+    return OwnedContainer(
+        vmid=vmid,
+        index=index,
+        created_at=created or f"2026-11-23T10:{index:02d}:00Z",
+        observation=build_ct(vmid, node, **ct),  # type: ignore[arg-type]
+    )
+
+
+def creates(plan_actions: list[object]) -> list[CreateContainer]:
+    return [a for a in plan_actions if isinstance(a, CreateContainer)]
+
+
+def test_lab_policy_creates_nine_cts_six_and_three_with_hostnames_and_vmids() -> None:
+    plan = plan_reconcile(INTENT, lab(), [])
+    made = creates(plan.actions)
+    assert Counter(a.node for a in made) == {"srv-px1": 6, "srv-px2": 3}
+    assert [a.vmid for a in made] == list(range(3100, 3109))
+    assert [a.hostname for a in made] == [f"ct-web-{i:02d}" for i in range(9)]
+    assert plan.desired_replicas == 9 and plan.unplaced == 0
+
+
+def test_vmids_used_by_foreign_cts_and_vms_are_skipped_never_taken() -> None:
+    foreign = build_ct(3100, "srv-px2", tags=frozenset({"legacy"}))
+    snapshot = ClusterSnapshot.of(0.0, lab().nodes.values(), [foreign], vm_vmids=[3101])
+    made = creates(plan_reconcile(replace(INTENT, replicas=2), snapshot, []).actions)
+    assert [a.vmid for a in made] == [3102, 3103]
+    full = plan_reconcile(INTENT, snapshot, [])
+    assert all(getattr(a, "vmid", None) not in (3100, 3101) for a in full.actions)
+
+
+def test_scale_down_removes_the_newest_cts_first() -> None:
+    present = [owned(3100 + i, "srv-px1", i) for i in range(12)]
+    plan = plan_reconcile(replace(INTENT, replicas=4), lab(*[p.observation for p in present]), present)
+    removed = [a for a in plan.actions if isinstance(a, DestroyContainer)]
+    assert sorted(a.vmid for a in removed) == list(range(3104, 3112))
+    assert all(a.running for a in removed)
+    assert not creates(plan.actions)
+
+
+def test_a_ct_deleted_behind_our_back_comes_back_with_its_index_and_hostname() -> None:
+    present = [owned(3100 + i, "srv-px1", i) for i in range(9) if i != 4]
+    gone = OwnedContainer(vmid=3104, index=4, created_at="2026-11-23T10:04:00Z", observation=None)
+    plan = plan_reconcile(INTENT, lab(*[p.observation for p in present]), [*present, gone])
+    made = creates(plan.actions)
+    assert len(made) == 1
+    assert made[0].index == 4 and made[0].hostname == "ct-web-04"
+    assert made[0].reason.startswith("replace a missing CT")
+
+
+def test_stopped_ct_is_started_unless_the_operator_offloaded_it() -> None:
+    stopped = owned(3100, "srv-px1", 0, status=ContainerStatus.STOPPED)
+    offloaded = replace(owned(3101, "srv-px1", 1, status=ContainerStatus.STOPPED), offloaded=True)
+    plan = plan_reconcile(
+        replace(INTENT, replicas=2), lab(stopped.observation, offloaded.observation), [stopped, offloaded]
+    )
+    assert [a.vmid for a in plan.actions if isinstance(a, StartContainer)] == [3100]
+
+
+def test_memory_and_cores_changed_behind_our_back_are_put_back() -> None:
+    drifted = owned(3100, "srv-px1", 0, memory_mib=4096, cores=2)
+    plan = plan_reconcile(replace(INTENT, replicas=1), lab(drifted.observation), [drifted])
+    (repair,) = [a for a in plan.actions if isinstance(a, RestoreConfig)]
+    assert repair.changes == {"memory": 2048, "cores": 1}
+    assert "memory 4096→2048" in repair.reason
+
+
+def test_locked_and_not_yet_reported_cts_are_left_alone() -> None:
+    locked = owned(3100, "srv-px1", 0, status=ContainerStatus.STOPPED, lock="migrate", memory_mib=1)
+    fresh = owned(3101, "srv-px1", 1, status=ContainerStatus.UNKNOWN, memory_mib=1)
+    plan = plan_reconcile(
+        replace(INTENT, replicas=2), lab(locked.observation, fresh.observation), [locked, fresh]
+    )
+    assert plan.actions == []
+
+
+def test_all_nodes_at_the_ceiling_refuses_with_reasons_per_node() -> None:
+    plan = plan_reconcile(INTENT, lab(px1_used_gib=25, px2_used_gib=30), [])
+    assert creates(plan.actions) == []
+    assert plan.unplaced == 9
+    assert set(plan.placement_refusals) == {"srv-px1", "srv-px2"}
+    assert "ceiling 80%" in plan.placement_refusals["srv-px1"]
+
+
+def test_fill_mode_grows_while_projected_pool_usage_stays_under_the_limit() -> None:
+    # Pool: 64 GiB, 4 GiB used. Each CT counts 2 GiB: 60% of 64 = 38.4 GiB -> n*2 + 4 < 38.4 -> 17 CTs.
+    intent = replace(INTENT, replicas=None, fill=FillIntent(until_fraction=0.6, max_replicas=50))
+    plan = plan_reconcile(intent, lab(), [])
+    assert plan.desired_replicas == 17
+    assert plan.growth_stop is GrowthStop.USAGE_LIMIT_REACHED
+    assert Counter(a.node for a in creates(plan.actions)) == {"srv-px1": 11, "srv-px2": 6}
+
+
+def test_fill_mode_never_shrinks_when_usage_rises_and_grows_again_when_it_falls() -> None:
+    intent = replace(
+        INTENT, replicas=None, fill=FillIntent(until_fraction=0.6, max_replicas=50), previous_desired=5
+    )
+    present = [owned(3100 + i, "srv-px1", i) for i in range(5)]
+    busy = lab(*[p.observation for p in present], px1_used_gib=30, px2_used_gib=30)
+    plan = plan_reconcile(intent, busy, present)
+    assert plan.desired_replicas == 5 and plan.actions == []
+    quiet = lab(*[p.observation for p in present], px1_used_gib=5, px2_used_gib=2)
+    assert plan_reconcile(intent, quiet, present).desired_replicas > 5
+
+
+def test_fill_mode_stops_at_max_replicas() -> None:
+    intent = replace(INTENT, replicas=None, fill=FillIntent(until_fraction=0.99, max_replicas=3))
+    plan = plan_reconcile(intent, lab(), [])
+    assert plan.desired_replicas == 3 and plan.growth_stop is GrowthStop.MAX_REPLICAS_REACHED
+
+
+def test_paused_policy_plans_nothing() -> None:
+    assert plan_reconcile(replace(INTENT, paused=True), lab(), []).actions == []
+
+
+def test_pool_usage_is_total_use_over_total_capacity_of_online_nodes() -> None:
+    snapshot = ClusterSnapshot.of(
+        0.0,
+        [
+            build_node("a", memory_used_gib=16),
+            build_node("b", memory_used_gib=8),
+            build_node("c", online=False),
+        ],
+    )
+    assert pool_used_fraction(snapshot, ["a", "b", "c"], INTENT.metric) == (24 * GIB) / (64 * GIB)
