@@ -1,0 +1,208 @@
+"""Execute a ContainerPolicy's actions against PVE, concurrently up to the pool's bound."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pve_operator.planning.actions import (
+    Action,
+    CreateContainer,
+    DestroyContainer,
+    RestoreConfig,
+    StartContainer,
+)
+from pve_operator.planning.ownership import (
+    OwnershipRecord,
+    format_description,
+    is_owned,
+    normalize_tags,
+    ownership_tags,
+    remove_record,
+)
+from pve_operator.pve.client import PveClient
+from pve_operator.pve.errors import PveConflict, PveError, PveNotFound
+from pve_operator.pve.params import ContainerBlueprint, create_params
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PolicyIdentity:
+    """Who the CTs belong to: written into every CT's marks, checked before destructive actions."""
+
+    namespace: str
+    name: str
+    uid: str
+    vmid_range: range
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    succeeded: bool
+    #: What happened (or why not), in words for events and status.
+    message: str
+    error: PveError | None = None
+    dry_run: bool = False
+
+
+class NotOurs(PveError):
+    """The CT's own config does not prove it belongs to this policy: nothing destructive happens."""
+
+
+class PolicyExecutor:
+    """Runs actions for one policy. ``limiter`` is shared by all policies of the same pool."""
+
+    def __init__(
+        self,
+        client: PveClient,
+        identity: PolicyIdentity,
+        *,
+        limiter: threading.BoundedSemaphore,
+        max_workers: int,
+        task_timeout_seconds: float = 600.0,
+        dry_run: bool = False,
+        now_rfc3339: Callable[[], str],
+    ) -> None:
+        self._client = client
+        self._identity = identity
+        self._limiter = limiter
+        self._max_workers = max(1, max_workers)
+        self._task_timeout = task_timeout_seconds
+        self._dry_run = dry_run
+        self._now = now_rfc3339
+
+    # -- public -----------------------------------------------------------------------------
+
+    def apply(self, actions: Sequence[Action], blueprint: ContainerBlueprint) -> list[Outcome]:
+        """Run ``actions`` (order of the result = order of ``actions``); failures don't stop others."""
+        if not actions:
+            return []
+        if self._dry_run:
+            return [
+                Outcome(a, True, f"would {a.kind.lower()} CT {a.vmid}: {a.reason}", dry_run=True)
+                for a in actions
+            ]
+        with ThreadPoolExecutor(
+            max_workers=min(self._max_workers, len(actions)), thread_name_prefix="pve"
+        ) as pool:
+            return list(pool.map(lambda a: self._run(a, blueprint), actions))
+
+    def release(self, vmid: int, node: str) -> str:
+        """Remove our marks from a CT (``deletionPolicy: Retain``) so nothing will touch it again."""
+        config = self._client.container_config(node, vmid)
+        self._prove_ownership(vmid, config)
+        tags = normalize_tags(str(config.get("tags") or "")) - ownership_tags(self._identity.uid)
+        description = remove_record(str(config.get("description") or ""))
+        changes: dict[str, Any] = {"tags": ";".join(sorted(tags))} if tags else {}
+        deletions = [] if tags else ["tags"]
+        if description:
+            changes["description"] = description
+        else:
+            deletions.append("description")
+        if deletions:
+            changes["delete"] = ",".join(deletions)
+        self._client.update_container_config(node, vmid, changes)
+        return f"released CT {vmid}: ownership marks removed, CT left as it is"
+
+    # -- one action -------------------------------------------------------------------------
+
+    def _run(self, action: Action, blueprint: ContainerBlueprint) -> Outcome:
+        with self._limiter:
+            try:
+                if isinstance(action, CreateContainer):
+                    message = self._create(action, blueprint)
+                elif isinstance(action, StartContainer):
+                    message = self._start(action.node, action.vmid)
+                elif isinstance(action, DestroyContainer):
+                    message = self._destroy(action)
+                else:
+                    message = self._restore_config(action)
+            except PveError as exc:
+                log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
+                return Outcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
+            return Outcome(action, True, message)
+
+    def _wait(self, upid: str) -> None:
+        self._client.wait(upid, timeout_seconds=self._task_timeout)
+
+    def _create(self, action: CreateContainer, blueprint: ContainerBlueprint) -> str:
+        record = OwnershipRecord(
+            policy_namespace=self._identity.namespace,
+            policy_name=self._identity.name,
+            policy_uid=self._identity.uid,
+            index=action.index,
+            created_at=self._now(),
+        )
+        params = create_params(
+            blueprint,
+            hostname=action.hostname,
+            description=format_description(record),
+            tags=ownership_tags(self._identity.uid),
+        )
+        self._wait(self._client.create_container(action.node, action.vmid, params))
+        if blueprint.start_on_create:
+            self._start(action.node, action.vmid)
+            return (
+                f"created and started CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
+            )
+        return f"created CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
+
+    def _start(self, node: str, vmid: int) -> str:
+        try:
+            self._wait(self._client.start_container(node, vmid))
+        except PveConflict as exc:
+            if "already running" not in exc.pve_message:
+                raise
+        return f"started CT {vmid} on {node}"
+
+    def _prove_ownership(self, vmid: int, config: dict[str, Any]) -> None:
+        if not is_owned(
+            vmid=vmid,
+            tags=normalize_tags(str(config.get("tags") or "")),
+            description=str(config.get("description") or ""),
+            policy_uid=self._identity.uid,
+            vmid_range=self._identity.vmid_range,
+        ):
+            raise NotOurs(f"CT {vmid} is not provably owned by this policy: left untouched")
+
+    def _current_node(self, vmid: int) -> str | None:
+        for entry in self._client.cluster_resources():
+            if entry.get("type") == "lxc" and int(entry.get("vmid", -1)) == vmid:
+                return str(entry.get("node"))
+        return None
+
+    def _destroy(self, action: DestroyContainer) -> str:
+        node = action.node
+        try:
+            config = self._client.container_config(node, action.vmid)
+        except PveNotFound:
+            # Gone, or moved since the snapshot: look once more before calling it gone.
+            moved_to = self._current_node(action.vmid)
+            if moved_to is None:
+                return f"CT {action.vmid} was already gone"
+            node = moved_to
+            config = self._client.container_config(node, action.vmid)
+        self._prove_ownership(action.vmid, config)
+        status = self._client.container_status(node, action.vmid)
+        if status.get("status") == "running":
+            try:
+                self._wait(self._client.stop_container(node, action.vmid))
+            except PveConflict as exc:
+                if "not running" not in exc.pve_message:
+                    raise
+        try:
+            self._wait(self._client.destroy_container(node, action.vmid, purge=True))
+        except PveNotFound:
+            return f"CT {action.vmid} was already gone"
+        return f"stopped and destroyed CT {action.vmid} on {node}: {action.reason}"
+
+    def _restore_config(self, action: RestoreConfig) -> str:
+        self._client.update_container_config(action.node, action.vmid, action.changes)
+        changed = ", ".join(f"{k}={v}" for k, v in action.changes.items())
+        return f"restored {changed} on CT {action.vmid}: {action.reason}"
