@@ -130,16 +130,32 @@ def place(
     return PlacementResult(nodes=chosen, refusals=refusals)
 
 
-def allocate_vmids(count: int, vmid_range: range, used: frozenset[int] | set[int]) -> list[int]:
-    """The ``count`` lowest VMIDs of ``vmid_range`` that nothing uses (fewer when the range is full).
+def allocate_vmids(
+    indices: Sequence[int], vmid_range: range, used: frozenset[int] | set[int]
+) -> dict[int, int]:
+    """A VMID for each CT index: ``range.start + index`` when that id is free (the lab's convention,
+    so ct-web-07 is 3107), else the lowest free id of the range that no other index prefers.
 
     ``used`` must hold every VMID in the cluster, ours and foreign, CTs and VMs: PVE VMIDs are
-    cluster-wide, and an id in use by anything else is skipped, never taken over.
+    cluster-wide, and an id in use by anything else is skipped, never taken over. Indices that get
+    no id (the range is full) are missing from the result.
     """
-    free: list[int] = []
-    for vmid in vmid_range:
-        if len(free) >= count:
+    taken = set(used)
+    preferred = {vmid_range.start + i for i in indices}
+    result: dict[int, int] = {}
+    fallback: list[int] = []
+    for index in indices:
+        vmid = vmid_range.start + index
+        if vmid in vmid_range and vmid not in taken:
+            result[index] = vmid
+            taken.add(vmid)
+        else:
+            fallback.append(index)
+    free = (v for v in vmid_range if v not in taken and v not in preferred)
+    for index in fallback:
+        spare = next(free, None)
+        if spare is None:
             break
-        if vmid not in used:
-            free.append(vmid)
-    return free
+        result[index] = spare
+        taken.add(spare)
+    return result

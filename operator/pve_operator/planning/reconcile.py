@@ -256,12 +256,15 @@ def plan_reconcile(
             strategy=intent.strategy,
             seed=intent.policy_uid,
         )
-        vmids = allocate_vmids(placement.placed, intent.vmid_range, set(snapshot.used_vmids()))
-        for index, node, vmid in zip(indices, placement.nodes, vmids, strict=False):
+        placed_indices = indices[: placement.placed]
+        vmids = allocate_vmids(placed_indices, intent.vmid_range, set(snapshot.used_vmids()))
+        for index, node in zip(placed_indices, placement.nodes, strict=True):
+            if index not in vmids:
+                break
             why = "replace a missing CT" if index < highest_index else "scale up"
             actions.append(
                 CreateContainer(
-                    vmid=vmid,
+                    vmid=vmids[index],
                     node=node,
                     index=index,
                     hostname=intent.hostname_for(index),

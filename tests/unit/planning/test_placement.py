@@ -113,8 +113,13 @@ def test_weighted_random_is_reproducible_per_ct_index() -> None:
     assert first.nodes != other.nodes
 
 
-def test_vmids_skip_anything_in_use_and_stop_at_the_range_end() -> None:
+def test_vmid_is_range_start_plus_index_when_free() -> None:
+    assert allocate_vmids([0, 1, 7], range(3100, 3200), set()) == {0: 3100, 1: 3101, 7: 3107}
+
+
+def test_vmids_used_by_anything_else_are_skipped_never_taken_over() -> None:
     used = {3100, 3101, 3103, 4000}
-    assert allocate_vmids(3, range(3100, 3200), used) == [3102, 3104, 3105]
-    assert allocate_vmids(5, range(3100, 3105), used) == [3102, 3104]
-    assert allocate_vmids(0, range(3100, 3200), used) == []
+    # Index 0 and 1 are taken by foreign guests: they get the lowest ids no index prefers.
+    assert allocate_vmids([0, 1, 2], range(3100, 3200), used) == {0: 3104, 1: 3105, 2: 3102}
+    assert allocate_vmids([0, 1, 2, 3, 4], range(3100, 3105), used) == {2: 3102, 4: 3104}
+    assert allocate_vmids([], range(3100, 3200), used) == {}
