@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 #: Tag on every CT the operator manages, whatever the policy.
 MANAGED_TAG = "pve-operator"
+#: Tag the operator adds to a CT it stopped on purpose (offload): repair leaves such CTs stopped,
+#: and restore starts them when there is room again. Kept in PVE so it survives operator restarts.
+OFFLOADED_TAG = "pve-operator-offloaded"
 #: Prefix of the per-policy tag; the rest is a short hash of the policy's UID.
 POLICY_TAG_PREFIX = "ctp-"
 #: Prefix of the ownership record's line in the CT description.

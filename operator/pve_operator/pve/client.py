@@ -230,8 +230,12 @@ class PveClient:
     def cluster_resources(self) -> list[dict[str, Any]]:
         return list(self._read("GET /cluster/resources", lambda api: api.cluster.resources.get()))
 
-    def permissions(self) -> dict[str, dict[str, int]]:
-        return dict(self._read("GET /access/permissions", lambda api: api.access.permissions.get()))
+    def permissions(self, path: str | None = None) -> dict[str, dict[str, int]]:
+        """Effective privileges of the operator's user or token (on ``path``, when given)."""
+        params = {"path": path} if path else {}
+        return dict(
+            self._read("GET /access/permissions", lambda api: api.access.permissions.get(**params))
+        )
 
     def container_config(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(

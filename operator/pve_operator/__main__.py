@@ -1,0 +1,46 @@
+"""``python -m pve_operator``: run the operator (Kopf) against the current Kubernetes context."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pve_operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the operator (the default)")
+    for p in (parser, run):
+        scope = p.add_mutually_exclusive_group()
+        scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+        scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeat)")
+        p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+        p.add_argument("--verbose", action="store_true", help="debug logging")
+        p.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
+    args = parser.parse_args(argv)
+
+    import kopf
+
+    import pve_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[
+            args.log_format
+        ],
+    )
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    namespaces = args.namespace
+    kopf.run(
+        standalone=True,
+        clusterwide=args.all_namespaces or not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

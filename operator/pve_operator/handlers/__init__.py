@@ -1,0 +1,8 @@
+"""Kopf handlers: decorators and thin glue only (validate → snapshot → plan → execute → status).
+
+Importing this package registers every handler with Kopf's default registry.
+"""
+
+from pve_operator.handlers import containerpolicy, lifecycle, serverpool
+
+__all__ = ["containerpolicy", "lifecycle", "serverpool"]

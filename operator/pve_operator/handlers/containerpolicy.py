@@ -1,0 +1,451 @@
+"""ContainerPolicy handlers: reconcile actual CTs toward the spec, repair drift, clean up on delete.
+
+Thin glue: validate spec → take one snapshot → prove ownership → plan (``planning.reconcile``) →
+execute (``execution``) → write status and events. Runs on create/update(spec)/resume and on a timer
+(drift repair, fill growth). A per-policy lock keeps the two from overlapping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from pve_operator.api.v1alpha1 import (
+    ConditionStatus,
+    ConditionType,
+    ContainerPolicySpec,
+    ContainerState,
+    DeletionPolicy,
+    FillStoppedReason,
+    ProxmoxServerPoolSpec,
+    describe_validation_error,
+)
+from pve_operator.execution.executor import Outcome, PolicyExecutor, PolicyIdentity
+from pve_operator.handlers.common import POLICIES, namespaced
+from pve_operator.handlers.runtime import (
+    MAX_PARALLEL_TASKS,
+    RECONCILE_INTERVAL_SECONDS,
+    TASK_TIMEOUT_SECONDS,
+    ConfigurationError,
+    OperatorRuntime,
+)
+from pve_operator.handlers.status import (
+    append_recent,
+    conditions_payload,
+    container_statuses,
+    distribution,
+    now_utc,
+    parse_conditions,
+    recorded,
+    rfc3339,
+    with_conditions,
+)
+from pve_operator.planning.actions import DestroyContainer
+from pve_operator.planning.model import ClusterSnapshot, Metric
+from pve_operator.planning.ownership import (
+    OFFLOADED_TAG,
+    OwnershipRecord,
+    has_ownership_tags,
+    is_owned,
+    normalize_tags,
+    parse_record,
+)
+from pve_operator.planning.placement import PlacementStrategy
+from pve_operator.planning.reconcile import FillIntent, GrowthStop, OwnedContainer, PolicyIntent, plan_reconcile
+from pve_operator.pve.client import PveClient
+from pve_operator.pve.errors import (
+    PveAuthenticationError,
+    PveError,
+    PveNotFound,
+    PvePermissionError,
+    PveUnreachable,
+)
+from pve_operator.pve.params import ContainerBlueprint, NetworkInterface
+
+log = logging.getLogger(__name__)
+
+Updates = list[tuple[str, ConditionStatus, str, str]]
+_GROWTH_REASON = {
+    GrowthStop.USAGE_LIMIT_REACHED: FillStoppedReason.USAGE_LIMIT_REACHED,
+    GrowthStop.MAX_REPLICAS_REACHED: FillStoppedReason.MAX_REPLICAS_REACHED,
+    GrowthStop.POOL_FULL: FillStoppedReason.USAGE_LIMIT_REACHED,
+}
+
+
+class PolicyBlocked(Exception):
+    """Reconciliation cannot proceed; ``reason``/``message`` go into the conditions."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# -- translation of API types into planner and executor inputs ------------------------------------
+
+
+def blueprint_from(policy: ContainerPolicySpec) -> ContainerBlueprint:
+    t = policy.template
+    return ContainerBlueprint(
+        ostemplate=t.ostemplate,
+        memory_mib=t.memory_mib,
+        swap_mib=t.swap_mib,
+        cores=t.cores,
+        rootfs_storage=t.rootfs.storage,
+        rootfs_gib=t.rootfs.size_gib,
+        networks=tuple(
+            NetworkInterface(name=n.name, bridge=n.bridge, ip=n.ip, gateway=n.gateway, vlan=n.vlan, firewall=n.firewall)
+            for n in t.networks
+        ),
+        unprivileged=t.unprivileged,
+        nesting=t.features.nesting,
+        tags=frozenset(t.tags),
+        start_on_create=t.start_on_create,
+    )
+
+
+def intent_from(
+    policy: ContainerPolicySpec, pool: ProxmoxServerPoolSpec, uid: str, previous_desired: int
+) -> PolicyIntent:
+    weights = policy.effective_node_weights(pool)
+    return PolicyIntent(
+        policy_uid=uid,
+        vmid_range=policy.vmid_range.as_range(),
+        memory_mib=policy.template.memory_mib,
+        cores=policy.template.cores,
+        rootfs_gib=policy.template.rootfs.size_gib,
+        hostname_for=policy.render_hostname,
+        node_weights=weights,
+        replicas=policy.replicas,
+        fill=FillIntent(policy.fill.until_percent / 100.0, policy.fill.max_replicas) if policy.fill else None,
+        maintenance_nodes=frozenset(n.name for n in pool.nodes if n.maintenance),
+        metric=Metric(pool.thresholds.metric.value),
+        ceiling_fraction=pool.thresholds.creation_ceiling_percent / 100.0,
+        strategy=PlacementStrategy(policy.placement.strategy.value),
+        paused=policy.paused,
+        previous_desired=previous_desired,
+    )
+
+
+# -- ownership discovery ------------------------------------------------------------------------
+
+
+def discover_owned(
+    client: PveClient,
+    snapshot: ClusterSnapshot,
+    uid: str,
+    vmid_range: range,
+    records: dict[int, OwnershipRecord | None],
+) -> list[OwnedContainer]:
+    """The CTs proven ours: in range, with our tags, and with our record in their description.
+
+    The record of each CT in the range is read once from its config (authoritative) and cached;
+    foreign CTs are cached as None so they cost one read, not one per cycle. A cached entry is
+    dropped when its VMID leaves the cluster (a VMID can be reused).
+    """
+    for vmid in [v for v in records if v not in snapshot.containers]:
+        del records[vmid]
+    owned: list[OwnedContainer] = []
+    for ct in snapshot.containers.values():
+        if ct.vmid not in vmid_range:
+            continue
+        if ct.tags and not has_ownership_tags(ct.tags, uid):
+            records[ct.vmid] = None  # visibly not ours (e.g. released by Retain, or foreign)
+            continue
+        if ct.vmid not in records:
+            try:
+                config = client.container_config(ct.node, ct.vmid)
+            except PveNotFound:
+                continue  # moved or deleted since the snapshot; the next cycle sees where
+            description = str(config.get("description") or "")
+            proven = is_owned(
+                vmid=ct.vmid,
+                tags=normalize_tags(str(config.get("tags") or "")),
+                description=description,
+                policy_uid=uid,
+                vmid_range=vmid_range,
+            )
+            records[ct.vmid] = parse_record(description) if proven else None
+        record = records[ct.vmid]
+        if record is None:
+            continue
+        owned.append(
+            OwnedContainer(
+                vmid=ct.vmid,
+                index=record.index,
+                created_at=record.created_at,
+                observation=ct,
+                offloaded=OFFLOADED_TAG in ct.tags,
+            )
+        )
+    return owned
+
+
+# -- conditions ---------------------------------------------------------------------------------
+
+
+def _blocked(reason: str, message: str) -> Updates:
+    return [
+        (ConditionType.READY, ConditionStatus.FALSE, reason, message),
+        (ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+    ]
+
+
+def _error_updates(exc: Exception, pool_name: str) -> Updates:
+    if isinstance(exc, PolicyBlocked | ConfigurationError):
+        return _blocked(exc.reason, exc.message)
+    if isinstance(exc, PveUnreachable):
+        return _blocked("Unreachable", f"Proxmox VE of pool {pool_name} is unreachable: {exc}")
+    if isinstance(exc, PveAuthenticationError):
+        return _blocked("AuthenticationFailed", f"Proxmox VE rejected pool {pool_name}'s credentials")
+    if isinstance(exc, PvePermissionError):
+        return _blocked("PermissionDenied", f"Proxmox VE denied a request: {exc}")
+    return _blocked("ProxmoxError", str(exc))
+
+
+# -- the reconcile cycle ------------------------------------------------------------------------
+
+
+def _pool_spec(index: Mapping[Any, Any], namespace: str, pool_name: str) -> ProxmoxServerPoolSpec:
+    found = list(index.get((namespace, pool_name), []))
+    if not found:
+        raise PolicyBlocked("PoolNotFound", f"ProxmoxServerPool {namespace}/{pool_name} does not exist")
+    try:
+        return ProxmoxServerPoolSpec.model_validate(found[0])
+    except ValidationError as exc:
+        raise PolicyBlocked("PoolInvalid", f"ProxmoxServerPool {pool_name}: {describe_validation_error(exc)}") from None
+
+
+def reconcile_policy(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    generation: int | None,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    body: Any,
+    patch: kopf.Patch,
+    runtime: OperatorRuntime,
+    pools: Mapping[Any, Any],
+) -> None:
+    now = now_utc()
+    previous = parse_conditions(status.get("conditions"))
+    pool_name = str(spec.get("poolRef", {}).get("name", ""))
+    try:
+        policy = ContainerPolicySpec.model_validate(spec)
+    except ValidationError as exc:
+        message = describe_validation_error(exc)
+        kopf.warn(body, reason="InvalidSpec", message=message)
+        _write_conditions(patch, previous, _blocked("InvalidSpec", message), now, generation)
+        return
+    try:
+        pool = _pool_spec(pools, namespace, pool_name)
+        connection = runtime.connection(namespace, pool_name, pool)
+        client = connection.client
+        snapshot = client.snapshot(time.time())
+        records = runtime.records_for(uid)
+        owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
+        previous_desired = int(status.get("desiredReplicas") or 0)
+        plan = plan_reconcile(intent_from(policy, pool, uid, previous_desired), snapshot, owned)
+        executor = PolicyExecutor(
+            client,
+            PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range()),
+            limiter=connection.limiter,
+            max_workers=MAX_PARALLEL_TASKS,
+            task_timeout_seconds=TASK_TIMEOUT_SECONDS,
+            now_rfc3339=lambda: rfc3339(now_utc()),
+        )
+        outcomes = executor.apply(plan.actions, blueprint_from(policy))
+        if outcomes:
+            snapshot = client.snapshot(time.time())
+            owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
+    except (PolicyBlocked, ConfigurationError, PveError) as exc:
+        updates = _error_updates(exc, pool_name)
+        _write_conditions(patch, previous, updates, now, generation)
+        old = next((c for c in previous if c.type == ConditionType.READY), None)
+        if old is None or old.reason != updates[0][2]:
+            kopf.warn(body, reason=updates[0][2], message=updates[0][3])
+        return
+
+    for outcome in outcomes:
+        _announce(body, outcome)
+    statuses = container_statuses(owned, snapshot, policy.render_hostname)
+    running = sum(1 for c in statuses if c.state is ContainerState.RUNNING)
+    offloaded = sum(1 for c in statuses if c.state is ContainerState.OFFLOADED)
+    migrating = sum(1 for c in statuses if c.state is ContainerState.MIGRATING)
+    desired = plan.desired_replicas
+    patch.status["replicas"] = len(statuses)
+    patch.status["desiredReplicas"] = desired
+    patch.status["readyReplicas"] = running
+    patch.status["offloadedReplicas"] = offloaded
+    patch.status["migratingReplicas"] = migrating
+    patch.status["containers"] = [c.to_dict() for c in statuses]
+    patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, pool.node_names)]
+    if policy.fill is not None:
+        patch.status["fillStoppedReason"] = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
+    if outcomes:
+        patch.status["recentActions"] = append_recent(
+            status.get("recentActions"), [recorded(o, policy=name, now=now) for o in outcomes]
+        )
+    failures = [o for o in outcomes if not o.succeeded]
+    updates = []
+    ready = running + offloaded >= desired and len(statuses) == desired and not failures
+    if policy.paused:
+        updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Paused", "spec.paused is true"))
+    elif plan.placement_refusals:
+        usage = "; ".join(f"{node}: {why}" for node, why in sorted(plan.placement_refusals.items()))
+        updates.append(
+            (
+                ConditionType.PROGRESSING,
+                ConditionStatus.FALSE,
+                "PoolFull",
+                f"{plan.unplaced} CT(s) cannot be placed: every node is at its limit ({usage})",
+            )
+        )
+    elif outcomes or not ready:
+        updates.append(
+            (ConditionType.PROGRESSING, ConditionStatus.TRUE, "Reconciling", f"{running} of {desired} CTs running")
+        )
+    else:
+        updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Reconciled", f"{desired} CTs in place"))
+    if failures:
+        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "ActionsFailed", failures[0].message))
+    else:
+        updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "AsExpected", ""))
+    if ready:
+        updates.append(
+            (ConditionType.READY, ConditionStatus.TRUE, "AllReplicasReady", f"{running} of {desired} CTs running")
+        )
+    else:
+        updates.append(
+            (ConditionType.READY, ConditionStatus.FALSE, "ReplicasNotReady", f"{running} of {desired} CTs running")
+        )
+    _write_conditions(patch, previous, updates, now, generation)
+
+
+def _write_conditions(patch: kopf.Patch, previous: Any, updates: Updates, now: Any, generation: int | None) -> None:
+    conditions = with_conditions(previous, updates, now=now, generation=generation)
+    patch.status["conditions"] = conditions_payload(conditions)
+    patch.status["observedGeneration"] = generation
+
+
+_EVENT_REASONS = {"Create": "Created", "Start": "Started", "Delete": "Deleted", "Repair": "Repaired"}
+
+
+def _announce(body: Any, outcome: Outcome) -> None:
+    kind = outcome.action.kind
+    if outcome.succeeded:
+        kopf.info(body, reason=_EVENT_REASONS.get(kind, kind), message=outcome.message)
+    else:
+        kopf.warn(body, reason=f"{kind}Failed", message=outcome.message)
+
+
+# -- Kopf handlers ------------------------------------------------------------------------------
+
+
+def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
+    memo = kwargs["memo"]
+    meta = kwargs["meta"]
+    uid = str(meta.get("uid"))
+    lock = memo.runtime.lock_for(uid)
+    if not lock.acquire(blocking=blocking):
+        return  # a reconcile of this policy is running; the timer comes back
+    try:
+        reconcile_policy(
+            name=kwargs["name"],
+            namespace=namespaced(kwargs["namespace"]),
+            uid=uid,
+            generation=meta.get("generation"),
+            spec=dict(kwargs["spec"]),
+            status=dict(kwargs["status"]),
+            body=kwargs["body"],
+            patch=kwargs["patch"],
+            runtime=memo.runtime,
+            pools=kwargs["pool_specs"],
+        )
+    finally:
+        lock.release()
+
+
+@kopf.on.resume(*POLICIES)
+@kopf.on.create(*POLICIES)
+@kopf.on.update(*POLICIES, field="spec")
+def policy_changed(**kwargs: Any) -> None:
+    _run_reconcile(True, **kwargs)
+
+
+@kopf.timer(*POLICIES, interval=RECONCILE_INTERVAL_SECONDS, initial_delay=RECONCILE_INTERVAL_SECONDS)
+def policy_timer(**kwargs: Any) -> None:
+    _run_reconcile(False, **kwargs)
+
+
+@kopf.on.delete(*POLICIES)
+def policy_deleted(
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    """Delete: stop and destroy every CT of ours. Retain: remove our marks and leave them.
+
+    The finalizer stays until this succeeds: while PVE is unreachable, deletion waits (and says so),
+    because CTs of ours may still exist.
+    """
+    runtime: OperatorRuntime = memo.runtime
+    pool_specs = kwargs["pool_specs"]
+    namespace = namespaced(namespace)
+    uid = str(meta.get("uid"))
+    raw = dict(spec)
+    pool_name = str(raw.get("poolRef", {}).get("name", ""))
+    vmid_range = range(int(raw["vmidRange"]["start"]), int(raw["vmidRange"]["end"]) + 1)
+    retain = raw.get("deletionPolicy") == DeletionPolicy.RETAIN.value
+    with runtime.lock_for(uid):
+        try:
+            pool = _pool_spec(pool_specs, namespace, pool_name)
+            connection = runtime.connection(namespace, pool_name, pool)
+            client = connection.client
+            snapshot = client.snapshot(time.time())
+            records: dict[int, OwnershipRecord | None] = {}
+            owned = discover_owned(client, snapshot, uid, vmid_range, records)
+            executor = PolicyExecutor(
+                client,
+                PolicyIdentity(namespace, name, uid, vmid_range),
+                limiter=connection.limiter,
+                max_workers=MAX_PARALLEL_TASKS,
+                task_timeout_seconds=TASK_TIMEOUT_SECONDS,
+                now_rfc3339=lambda: rfc3339(now_utc()),
+            )
+            if retain:
+                for item in owned:
+                    assert item.observation is not None
+                    kopf.info(body, reason="Released", message=executor.release(item.vmid, item.observation.node))
+                return
+            actions = [
+                DestroyContainer(
+                    vmid=o.vmid, node=o.observation.node, running=o.observation.running, reason="policy deleted"
+                )
+                for o in owned
+                if o.observation is not None
+            ]
+            outcomes = executor.apply(actions, blueprint_from(ContainerPolicySpec.model_validate(raw)))
+        except (PolicyBlocked, ConfigurationError, PveError) as exc:
+            updates = _error_updates(exc, pool_name)
+            message = f"deletion waits: {updates[0][3]}"
+            kopf.warn(body, reason="DeletionBlocked", message=message)
+            raise kopf.TemporaryError(message, delay=30) from None
+    for outcome in outcomes:
+        _announce(body, outcome)
+    failed = [o for o in outcomes if not o.succeeded]
+    if failed:
+        raise kopf.TemporaryError(f"deletion waits: {failed[0].message}", delay=30)
+    runtime.records.pop(uid, None)

@@ -1,0 +1,42 @@
+"""Operator-level handlers: settings at start-up, the shared runtime, and the liveness probe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from pve_operator.api.v1alpha1 import GROUP
+from pve_operator.handlers.runtime import OperatorRuntime, load_kubernetes_config
+
+#: Annotations and labels Argo CD writes for tracking; changing them is not a change of ours.
+ARGOCD_METADATA = (
+    ("metadata", "annotations", "argocd.argoproj.io/tracking-id"),
+    ("metadata", "annotations", "argocd.argoproj.io/installation-id"),
+    ("metadata", "annotations", "kubectl.kubernetes.io/last-applied-configuration"),
+    ("metadata", "labels", "app.kubernetes.io/instance"),
+)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration", ignored_fields=list(ARGOCD_METADATA)
+    )
+    settings.posting.reporting_component = "pve-operator"
+    settings.posting.level = 20  # logging.INFO: our events, not Kopf's debug chatter
+    # Watches that go quiet are restarted instead of silently hanging.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.execution.max_workers = 32
+    load_kubernetes_config()
+    memo.runtime = OperatorRuntime()
+
+
+@kopf.on.probe(id="pools")
+def connected_pools(memo: Any, **_: Any) -> int:
+    """Liveness detail: how many PVE connections the operator holds."""
+    runtime: OperatorRuntime | None = getattr(memo, "runtime", None)
+    return len(runtime.connections) if runtime else 0

@@ -1,0 +1,162 @@
+"""Process-wide state of the running operator: connections to PVE, locks, caches.
+
+Nothing here is authoritative: PVE and Kubernetes are (DESIGN.md principle 6). A restarted operator
+rebuilds all of it: connections from the pool specs and Secrets, ownership records from the CTs'
+own configs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+
+from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
+from pve_operator.api.v1alpha1.serverpool import PasswordCredentials, TokenCredentials, credentials_from_secret
+from pve_operator.planning.ownership import OwnershipRecord
+from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
+
+log = logging.getLogger(__name__)
+
+
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+#: Seconds between two reconciliations of a ContainerPolicy by its timer (drift repair, fill growth).
+RECONCILE_INTERVAL_SECONDS = env_float("PVE_OPERATOR_RECONCILE_INTERVAL", 15.0)
+#: Seconds between two timer ticks of a ProxmoxServerPool (each tick samples if the spec's interval is due).
+MONITOR_TICK_SECONDS = env_float("PVE_OPERATOR_MONITOR_TICK", 5.0)
+#: Creations and starts in flight at once per pool (the lab did one at a time, blocking on each).
+MAX_PARALLEL_TASKS = int(env_float("PVE_OPERATOR_MAX_PARALLEL_TASKS", 4))
+#: Deadline for one PVE task (create, start, stop, destroy) in seconds.
+TASK_TIMEOUT_SECONDS = env_float("PVE_OPERATOR_TASK_TIMEOUT", 600.0)
+
+
+class ConfigurationError(Exception):
+    """The pool's configuration cannot work (missing Secret, malformed credentials): user must fix."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def load_kubernetes_config() -> None:
+    """In-cluster service account first, then $KUBECONFIG / ~/.kube/config."""
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class PoolConnection:
+    client: PveClient
+    fingerprint: str
+    limiter: threading.BoundedSemaphore
+
+
+@dataclass
+class OperatorRuntime:
+    """Shared by all handlers (stored in Kopf's memo)."""
+
+    connections: dict[tuple[str, str], PoolConnection] = field(default_factory=dict)
+    records: dict[str, dict[int, OwnershipRecord | None]] = field(default_factory=dict)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock_for(self, key: str) -> threading.Lock:
+        """One lock per object (by UID): a policy is never reconciled twice at once."""
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def records_for(self, policy_uid: str) -> dict[int, OwnershipRecord | None]:
+        with self._guard:
+            return self.records.setdefault(policy_uid, {})
+
+    # -- Kubernetes reads -------------------------------------------------------------------
+
+    def _read_object_data(self, kind: str, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        core = kube_client.CoreV1Api()
+        try:
+            if kind == "Secret":
+                secret = core.read_namespaced_secret(name, namespace)
+                data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+                return data, str(secret.metadata.resource_version if secret.metadata else "")
+            config_map = core.read_namespaced_config_map(name, namespace)
+            return dict(config_map.data or {}), str(config_map.metadata.resource_version if config_map.metadata else "")
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ConfigurationError(f"{kind}NotFound", f"{kind} {namespace}/{name} does not exist") from None
+            if exc.status == 403:
+                raise ConfigurationError(
+                    f"{kind}Forbidden", f"the operator may not read {kind} {namespace}/{name}"
+                ) from None
+            raise
+
+    # -- PVE connections --------------------------------------------------------------------
+
+    def connection(self, namespace: str, pool_name: str, spec: ProxmoxServerPoolSpec) -> PoolConnection:
+        """The pool's PVE client, rebuilt when the spec's connection fields or the Secret change."""
+        secret, secret_version = self._read_object_data("Secret", namespace, spec.credentials_secret_ref.name)
+        try:
+            creds = credentials_from_secret(secret)
+        except ValueError as exc:
+            raise ConfigurationError(
+                "InvalidCredentials", f"Secret {spec.credentials_secret_ref.name}: {exc}"
+            ) from None
+        ca_pem: str | None = None
+        ca_version = ""
+        ca_source = spec.tls.ca_reference
+        if ca_source is not None:
+            kind, ref = ca_source
+            data, ca_version = self._read_object_data(kind, namespace, ref.name)
+            if ref.key not in data:
+                raise ConfigurationError("CANotFound", f"{kind} {ref.name} has no key {ref.key}")
+            ca_pem = data[ref.key]
+        fingerprint = hashlib.sha256(
+            f"{spec.endpoint}|{spec.tls.insecure_skip_verify}|{secret_version}|{ca_version}".encode()
+        ).hexdigest()
+        key = (namespace, pool_name)
+        with self._guard:
+            current = self.connections.get(key)
+            if current is not None and current.fingerprint == fingerprint:
+                return current
+            if isinstance(creds, TokenCredentials):
+                pve_creds = PveCredentials(token_id=creds.token_id, token_secret=creds.token_secret)
+            else:
+                assert isinstance(creds, PasswordCredentials)
+                pve_creds = PveCredentials(username=creds.username, password=creds.password)
+            client = PveClient(
+                spec.endpoint,
+                pve_creds,
+                TlsSettings(ca_pem=ca_pem, insecure_skip_verify=spec.tls.insecure_skip_verify),
+            )
+            limiter = current.limiter if current else threading.BoundedSemaphore(MAX_PARALLEL_TASKS)
+            if current is not None:
+                current.client.close()
+            connection = PoolConnection(client=client, fingerprint=fingerprint, limiter=limiter)
+            self.connections[key] = connection
+            return connection
+
+    def forget_pool(self, namespace: str, pool_name: str) -> None:
+        with self._guard:
+            current = self.connections.pop((namespace, pool_name), None)
+        if current is not None:
+            current.client.close()
+
+
+def kopf_body_uid(body: Any) -> str:
+    return str(body.get("metadata", {}).get("uid", ""))

@@ -1,0 +1,195 @@
+"""ProxmoxServerPool handlers: connect, read the cluster, write the node table and conditions.
+
+Thin glue: validate the spec, take one snapshot, write status. Runs on create/update/resume and on a
+timer whose period is the spec's ``balancing.intervalSeconds`` (Kopf timers have a fixed tick, so
+the tick is short and each tick checks whether a sample is due).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
+from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, namespaced
+from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
+from pve_operator.handlers.status import (
+    conditions_payload,
+    node_statuses,
+    now_utc,
+    parse_conditions,
+    with_conditions,
+)
+from pve_operator.pve.errors import (
+    PveAuthenticationError,
+    PveError,
+    PvePermissionError,
+    PveUnreachable,
+)
+
+_last_sample: dict[str, float] = {}
+
+
+@kopf.index(*POOLS)
+def pool_specs(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Pool specs by (namespace, name), for the ContainerPolicy handlers."""
+    return {(namespaced(namespace), name): dict(spec)}
+
+
+def missing_privileges(permissions_by_path: dict[str, dict[str, dict[str, int]]]) -> list[tuple[str, str]]:
+    missing = []
+    for path, privileges in REQUIRED_PRIVILEGES.items():
+        granted = permissions_by_path.get(path, {}).get(path, {})
+        missing += [(path, p) for p in privileges if not granted.get(p)]
+    return missing
+
+
+def probe_pool(
+    *,
+    name: str,
+    namespace: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    generation: int | None,
+    body: Any,
+    patch: kopf.Patch,
+    runtime: OperatorRuntime,
+) -> None:
+    now = now_utc()
+    previous = parse_conditions(status.get("conditions"))
+    updates: list[tuple[str, ConditionStatus, str, str]] = []
+    try:
+        pool = ProxmoxServerPoolSpec.model_validate(spec)
+        connection = runtime.connection(namespace, name, pool)
+        client = connection.client
+        version = client.version()
+        snapshot = client.snapshot(time.time())
+        permissions = {path: client.permissions(path) for path in REQUIRED_PRIVILEGES}
+    except ValidationError as exc:
+        updates = _failed("InvalidSpec", describe_validation_error(exc))
+    except ConfigurationError as exc:
+        updates = _failed(exc.reason, exc.message)
+    except PveUnreachable as exc:
+        updates = _failed("Unreachable", f"Proxmox VE API at {spec.get('endpoint')} is unreachable: {exc}")
+    except PveAuthenticationError as exc:
+        updates = _failed("AuthenticationFailed", f"Proxmox VE rejected the credentials: {exc.pve_message}")
+    except PvePermissionError as exc:
+        updates = _failed("PermissionDenied", f"Proxmox VE denied a request: {exc}")
+    except PveError as exc:
+        updates = _failed("ProxmoxError", str(exc))
+    else:
+        patch.status["pveVersion"] = str(version.get("version", ""))
+        nodes = node_statuses(pool, snapshot)
+        patch.status["nodes"] = [n.to_dict() for n in nodes]
+        online = sum(1 for n in nodes if n.online)
+        patch.status["nodeSummary"] = f"{online}/{len(nodes)}"
+        patch.status["lastSampleTime"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        unknown = [n for n in pool.node_names if n not in snapshot.nodes]
+        offline = [n.name for n in nodes if not n.online and n.name not in unknown]
+        denied = missing_privileges(permissions)
+        if unknown:
+            updates = _failed(
+                "NodeNotFound",
+                f"nodes {', '.join(unknown)} are not in the cluster (it has {', '.join(snapshot.nodes)})",
+            )
+        elif denied:
+            listed = ", ".join(f"{priv} on {path}" for path, priv in denied)
+            updates = _failed("PermissionDenied", f"the operator's Proxmox VE user lacks {listed}")
+        else:
+            message = f"connected to Proxmox VE {version.get('version', '?')}; {online}/{len(nodes)} nodes online"
+            updates = [
+                (ConditionType.READY, ConditionStatus.TRUE, "Connected", message),
+                (
+                    ConditionType.DEGRADED,
+                    ConditionStatus.TRUE if offline else ConditionStatus.FALSE,
+                    "NodeOffline" if offline else "AsExpected",
+                    f"nodes offline: {', '.join(offline)}" if offline else "",
+                ),
+            ]
+    conditions = with_conditions(previous, updates, now=now, generation=generation)
+    patch.status["conditions"] = conditions_payload(conditions)
+    patch.status["observedGeneration"] = generation
+    _announce_transition(body, previous, conditions)
+
+
+def _failed(reason: str, message: str) -> list[tuple[str, ConditionStatus, str, str]]:
+    return [
+        (ConditionType.READY, ConditionStatus.FALSE, reason, message),
+        (ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+    ]
+
+
+def _announce_transition(body: Any, before: Any, after: Any) -> None:
+    old = next((c for c in before if c.type == ConditionType.READY), None)
+    new = next((c for c in after if c.type == ConditionType.READY), None)
+    if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
+        return
+    if new.status is ConditionStatus.TRUE:
+        kopf.info(body, reason=new.reason, message=new.message)
+    else:
+        kopf.warn(body, reason=new.reason, message=new.message)
+
+
+@kopf.on.resume(*POOLS)
+@kopf.on.create(*POOLS)
+@kopf.on.update(*POOLS, field="spec")
+def pool_changed(
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    probe_pool(
+        name=name,
+        namespace=namespaced(namespace),
+        spec=dict(spec),
+        status=dict(status),
+        generation=meta.get("generation"),
+        body=body,
+        patch=patch,
+        runtime=memo.runtime,
+    )
+    _last_sample[str(meta.get("uid"))] = time.monotonic()
+
+
+@kopf.timer(*POOLS, interval=MONITOR_TICK_SECONDS, initial_delay=MONITOR_TICK_SECONDS)
+def pool_monitor(
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    uid = str(meta.get("uid"))
+    interval = float(dict(spec).get("balancing", {}).get("intervalSeconds", 30))
+    if time.monotonic() - _last_sample.get(uid, 0.0) < interval - 0.5:
+        return
+    _last_sample[uid] = time.monotonic()
+    probe_pool(
+        name=name,
+        namespace=namespaced(namespace),
+        spec=dict(spec),
+        status=dict(status),
+        generation=meta.get("generation"),
+        body=body,
+        patch=patch,
+        runtime=memo.runtime,
+    )
+
+
+@kopf.on.delete(*POOLS, optional=True)
+def pool_deleted(name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    memo.runtime.forget_pool(namespaced(namespace), name)
+    _last_sample.pop(str(meta.get("uid")), None)

@@ -1,0 +1,170 @@
+"""Status builders: snapshots, plans and outcomes → the API's status models. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pve_operator.api.v1alpha1 import (
+    MAX_RECENT_ACTIONS,
+    ActionKind,
+    ActionResult,
+    Condition,
+    ConditionStatus,
+    ContainerState,
+    ContainerStatus,
+    NodeDistribution,
+    RecordedAction,
+    set_condition,
+)
+from pve_operator.api.v1alpha1.serverpool import NodeStatus, ProxmoxServerPoolSpec
+from pve_operator.execution.executor import Outcome
+from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, Metric
+from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG
+from pve_operator.planning.reconcile import OwnedContainer
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_conditions(raw: Iterable[Mapping[str, Any]] | None) -> tuple[Condition, ...]:
+    result = []
+    for item in raw or ():
+        try:
+            result.append(Condition.model_validate(item))
+        except ValueError:
+            continue  # a hand-edited condition we cannot read is replaced, not fatal
+    return tuple(result)
+
+
+def with_conditions(
+    current: Sequence[Condition],
+    updates: Iterable[tuple[str, ConditionStatus, str, str]],
+    *,
+    now: datetime,
+    generation: int | None,
+) -> tuple[Condition, ...]:
+    """Apply (type, status, reason, message) updates, keeping lastTransitionTime where status holds."""
+    conditions = tuple(current)
+    for condition_type, status, reason, message in updates:
+        conditions = set_condition(
+            conditions,
+            condition_type,
+            status,
+            reason=reason,
+            message=message,
+            now=now,
+            observed_generation=generation,
+        )
+    return conditions
+
+
+def conditions_payload(conditions: Sequence[Condition]) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in conditions]
+
+
+def percent(value: float) -> float:
+    return round(value * 100.0, 1)
+
+
+def node_statuses(spec: ProxmoxServerPoolSpec, snapshot: ClusterSnapshot) -> list[NodeStatus]:
+    managed: dict[str, int] = {}
+    for ct in snapshot.containers.values():
+        if MANAGED_TAG in ct.tags:
+            managed[ct.node] = managed.get(ct.node, 0) + 1
+    result = []
+    for name in spec.node_names:
+        usage = snapshot.nodes.get(name)
+        if usage is None or not usage.online:
+            result.append(NodeStatus(name=name, online=False, managed_containers=managed.get(name, 0)))
+            continue
+        result.append(
+            NodeStatus(
+                name=name,
+                online=True,
+                cpu_percent=percent(usage.used_fraction(Metric.CPU)),
+                memory_percent=percent(usage.used_fraction(Metric.MEMORY)),
+                disk_percent=percent(usage.used_fraction(Metric.DISK)),
+                managed_containers=managed.get(name, 0),
+            )
+        )
+    return result
+
+
+def container_state(obs: ContainerObservation | None) -> ContainerState:
+    if obs is None:
+        return ContainerState.MISSING
+    if obs.lock == "migrate":
+        return ContainerState.MIGRATING
+    if obs.lock == "create" or obs.status.value == "unknown":
+        return ContainerState.CREATING
+    if obs.running:
+        return ContainerState.RUNNING
+    if OFFLOADED_TAG in obs.tags:
+        return ContainerState.OFFLOADED
+    return ContainerState.STOPPED
+
+
+def container_statuses(
+    owned: Sequence[OwnedContainer], snapshot: ClusterSnapshot, hostname_for: Callable[[int], str]
+) -> list[ContainerStatus]:
+    result = []
+    for item in sorted(owned, key=lambda o: o.vmid):
+        obs = item.observation
+        node = snapshot.nodes.get(obs.node) if obs else None
+        entry: dict[str, Any] = {
+            "vmid": item.vmid,
+            "hostname": (obs.name if obs and obs.name else hostname_for(item.index)),
+            "node": obs.node if obs else None,
+            "state": container_state(obs),
+            "created_at": item.created_at or None,
+        }
+        if obs is not None and node is not None and obs.running:
+            if node.cpu_cores:
+                entry["cpu_percent"] = percent(obs.cpu_used_fraction * obs.cpu_cores / node.cpu_cores)
+            if node.memory_total_bytes:
+                entry["memory_percent"] = percent(obs.memory_used_bytes / node.memory_total_bytes)
+            if node.disk_total_bytes:
+                entry["disk_percent"] = percent(obs.disk_used_bytes / node.disk_total_bytes)
+        result.append(ContainerStatus.model_validate(entry))
+    return result
+
+
+def distribution(statuses: Sequence[ContainerStatus], node_order: Sequence[str]) -> list[NodeDistribution]:
+    counts: dict[str, list[int]] = {name: [0, 0] for name in node_order}
+    for ct in statuses:
+        if ct.node is None:
+            continue
+        bucket = counts.setdefault(ct.node, [0, 0])
+        bucket[0] += 1
+        bucket[1] += ct.state is ContainerState.RUNNING
+    return [NodeDistribution(node=n, replicas=c[0], running=c[1]) for n, c in counts.items()]
+
+
+def recorded(outcome: Outcome, *, policy: str, now: datetime, hostname: str | None = None) -> RecordedAction:
+    action = outcome.action
+    source = getattr(action, "node", None)
+    return RecordedAction(
+        time=now,
+        action=ActionKind(action.kind),
+        vmid=action.vmid,
+        hostname=hostname or getattr(action, "hostname", None),
+        policy=policy,
+        source_node=None if action.kind == "Create" else source,
+        target_node=source if action.kind == "Create" else None,
+        reason=action.reason[:1024],
+        result=ActionResult.SUCCEEDED if outcome.succeeded else ActionResult.FAILED,
+        message=outcome.message[:1024],
+    )
+
+
+def append_recent(existing: Iterable[Mapping[str, Any]] | None, new: Sequence[RecordedAction]) -> list[dict[str, Any]]:
+    """recentActions with ``new`` appended, oldest dropped beyond the cap."""
+    merged = [dict(item) for item in existing or ()] + [a.to_dict() for a in new]
+    return merged[-MAX_RECENT_ACTIONS:]
