@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.sim",
     "tests.fixtures.crds",
+    "tests.fixtures.operator",
 ]

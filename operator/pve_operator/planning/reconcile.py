@@ -134,14 +134,17 @@ def pool_used_fraction(
 
 
 def _fill_target(
-    intent: PolicyIntent, snapshot: ClusterSnapshot, existing: int
+    intent: PolicyIntent, snapshot: ClusterSnapshot, existing: int, running: int
 ) -> tuple[int, GrowthStop | None]:
-    """How many CTs fill mode wants now: grow from max(existing, previous) while the pool has room."""
+    """How many CTs fill mode wants now: grow from max(existing, previous) while the pool has room.
+
+    Measured usage only includes CTs PVE reports running (its statistics lag creation and start),
+    so every CT decided but not yet running is projected at its full configured size.
+    """
     assert intent.fill is not None
     target = max(existing, intent.previous_desired)
     nodes = [n for n, w in intent.node_weights.items() if w > 0 and n not in intent.maintenance_nodes]
-    # Project the CTs already decided but not yet running as if they were there at full size.
-    pending = max(0, target - existing)
+    pending = max(0, target - running)
     projected = ContainerDemand(
         memory_bytes=intent.demand.memory_bytes * pending,
         cpu_cores=intent.demand.cpu_cores * pending,
@@ -171,7 +174,8 @@ def plan_reconcile(
 
     growth_stop: GrowthStop | None = None
     if intent.fill is not None:
-        desired, growth_stop = _fill_target(intent, snapshot, len(present))
+        running = sum(1 for o in present if o.observation is not None and o.observation.running)
+        desired, growth_stop = _fill_target(intent, snapshot, len(present), running)
     else:
         desired = intent.replicas or 0
 

@@ -1,0 +1,186 @@
+"""ContainerPolicy end to end: real kube-apiserver, real operator process, pve_sim over HTTPS.
+
+What a platform team sees: the lab's 9 CTs land 6 and 3, scaling works both ways, drift is
+repaired, deletion removes exactly the policy's CTs, and a crash mid-creation leaves no duplicate.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from pve_operator.planning.ownership import MANAGED_TAG, parse_record, policy_tag
+from tests.e2e.conftest import Lab, lab_scenario_data, ready_replicas
+from tests.fixtures.kube import wait_for
+from tests.fixtures.operator import connect_pool
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+FOREIGN_VMID = 3150  # legacy-db in the lab scenario: inside the range, never ours
+
+
+def get_row(lab: Lab, resource: str, name: str) -> list[str]:
+    out = lab.kube.kubectl("get", resource, "-n", lab.namespace).stdout.splitlines()
+    header, *rows = out
+    row = next(r.split() for r in rows if r.split()[0] == name)
+    assert len(row) == len(header.split()), out
+    return row
+
+
+def test_lab_policy_places_nine_cts_six_and_three_all_running(lab: Lab) -> None:
+    lab.apply_policy("web", replicas=9)
+    status = lab.wait_policy("web", ready_replicas(9), "9 of 9 CTs running")
+
+    ours = lab.managed_cts()
+    assert sorted(ct["vmid"] for ct in ours) == list(range(3100, 3109))
+    assert Counter(ct["node"] for ct in ours) == {"srv-px1": 6, "srv-px2": 3}
+    assert all(ct["status"] == "running" for ct in ours)
+    assert sorted(ct["name"] for ct in ours) == [f"ct-web-{i:02d}" for i in range(9)]
+    assert {d["node"]: d["replicas"] for d in status["distribution"]} == {"srv-px1": 6, "srv-px2": 3}
+
+    # The ownership record is in each CT's own config, naming this policy.
+    uid = lab.get("containerpolicy", "web")["metadata"]["uid"]
+    config = lab.ct_config(ours[0]["node"], ours[0]["vmid"])
+    record = parse_record(config["description"])
+    assert record is not None and record.policy_uid == uid and record.policy_name == "web"
+    assert {MANAGED_TAG, policy_tag(uid)} <= set(config["tags"].split(";"))
+
+    # kubectl shows it the way users read it: NAME POOL DESIRED RUNNING OFFLOADED MIGRATING READY AGE
+    for resource in ("ctpolicies", "ctp", "containerpolicies"):
+        assert get_row(lab, resource, "web")[:7] == ["web", "lab", "9", "9", "0", "0", "True"]
+    assert any(e["reason"] == "Created" and "3104" in e["message"] for e in lab.events())
+
+    # The foreign CT in the same range is untouched.
+    foreign = next(ct for ct in lab.cts() if ct["vmid"] == FOREIGN_VMID)
+    assert foreign["status"] == "running" and MANAGED_TAG not in str(foreign.get("tags", ""))
+
+
+def test_scale_to_twelve_then_four_removes_the_newest(lab: Lab) -> None:
+    lab.apply_policy("web", replicas=9)
+    lab.wait_policy("web", ready_replicas(9), "9 CTs")
+    lab.kube.kubectl("scale", "ctp", "web", "--replicas=12", "-n", lab.namespace)
+    lab.wait_policy("web", ready_replicas(12), "12 CTs after kubectl scale")
+    assert Counter(ct["node"] for ct in lab.managed_cts()) == {"srv-px1": 8, "srv-px2": 4}
+
+    lab.kube.kubectl("scale", "ctp", "web", "--replicas=4", "-n", lab.namespace)
+    lab.wait_policy("web", ready_replicas(4), "4 CTs after scaling down")
+    assert sorted(ct["vmid"] for ct in lab.managed_cts()) == [3100, 3101, 3102, 3103]
+    assert any(e["reason"] == "Deleted" for e in lab.events())
+
+
+def test_drift_behind_the_operators_back_is_repaired(lab: Lab) -> None:
+    lab.apply_policy("web", replicas=3)
+    lab.wait_policy("web", ready_replicas(3), "3 CTs")
+    api = lab.sim.proxmox()
+    by_vmid = {ct["vmid"]: ct for ct in lab.managed_cts()}
+
+    # Deleted by hand: recreated with the same index and host name.
+    node = by_vmid[3101]["node"]
+    lab.wait_task(api.nodes(node).lxc(3101).status.stop.post())
+    lab.wait_task(api.nodes(node).lxc(3101).delete(purge=1))
+    # Stopped by hand: started again.
+    lab.wait_task(api.nodes(by_vmid[3102]["node"]).lxc(3102).status.stop.post())
+    # Memory changed by hand: put back.
+    api.nodes(by_vmid[3100]["node"]).lxc(3100).config.put(memory=4096)
+
+    def repaired() -> bool:
+        cts = {ct["vmid"]: ct for ct in lab.managed_cts()}
+        if set(cts) != {3100, 3101, 3102} or any(ct["status"] != "running" for ct in cts.values()):
+            return False
+        return int(lab.ct_config(cts[3100]["node"], 3100)["memory"]) == 2048
+
+    wait_for(repaired, timeout_s=90, what="deleted CT recreated, stopped CT started, memory restored")
+    recreated = {ct["vmid"]: ct for ct in lab.managed_cts()}[3101]
+    assert recreated["name"] == "ct-web-01"
+    reasons = Counter(e["reason"] for e in lab.events())
+    assert reasons["Repaired"] >= 1 and reasons["Started"] >= 1
+
+
+def test_deleting_a_policy_destroys_exactly_its_cts_and_retain_keeps_them(lab: Lab) -> None:
+    lab.apply_policy("web", replicas=3, vmid_start=3100, vmid_end=3199)
+    lab.apply_policy("db", replicas=2, vmid_start=3200, vmid_end=3209, deletion_policy="Retain")
+    lab.wait_policy("web", ready_replicas(3), "web ready")
+    lab.wait_policy("db", ready_replicas(2), "db ready")
+
+    lab.kube.kubectl("delete", "ctp", "web", "-n", lab.namespace, "--timeout=90s", timeout=120)
+    remaining = {ct["vmid"]: ct for ct in lab.cts()}
+    assert not set(range(3100, 3103)) & set(remaining), "web's CTs must be destroyed"
+    assert remaining[FOREIGN_VMID]["status"] == "running", "the foreign CT in web's range must survive"
+    assert {3200, 3201} <= set(remaining), "another policy's CTs must survive"
+
+    lab.kube.kubectl("delete", "ctp", "db", "-n", lab.namespace, "--timeout=90s", timeout=120)
+    kept = {ct["vmid"]: ct for ct in lab.cts()}
+    for vmid in (3200, 3201):
+        assert kept[vmid]["status"] == "running"
+        config = lab.ct_config(kept[vmid]["node"], vmid)
+        assert MANAGED_TAG not in str(config.get("tags", "")), "Retain removes the ownership marks"
+        assert parse_record(str(config.get("description", ""))) is None
+
+
+def test_operator_killed_mid_creation_converges_without_duplicates(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    # Slower tasks (create takes 6 simulated s = 1.2 s here) so the kill lands mid-creation.
+    sim = pve_sim_server(time_scale=0.2)
+    connect_pool(kube, kube_namespace, sim)
+    operator = pve_operator_process(kube_namespace, PVE_OPERATOR_MAX_PARALLEL_TASKS="2")
+    lab = Lab(kube, kube_namespace, sim, operator)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    lab.apply_policy("web", replicas=6)
+
+    wait_for(lambda: 1 <= len(lab.managed_cts()) < 6, timeout_s=60, what="creation under way")
+    operator.kill()
+    in_flight = len(lab.managed_cts())
+    operator.start()
+
+    lab.wait_policy("web", ready_replicas(6), "6 CTs after the restart", timeout_s=120)
+    ours = lab.managed_cts()
+    assert len(ours) == 6, f"no duplicates or orphans (had {in_flight} when killed)"
+    assert sorted(ct["name"] for ct in ours) == [f"ct-web-{i:02d}" for i in range(6)]
+    in_range = [ct for ct in lab.cts() if 3100 <= ct["vmid"] <= 3199 and ct["vmid"] != FOREIGN_VMID]
+    assert len(in_range) == 6
+    assert operator.starts == 2
+
+
+def test_fill_mode_stops_where_the_limit_says_split_by_weight(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    data = lab_scenario_data()
+    data["containers"] = []  # only the policy's CTs load the pool: the expected count is exact
+    sim = pve_sim_server(_scenario_from(data, kube_namespace), time_scale=0.05)
+    connect_pool(kube, kube_namespace, sim)
+    pve_operator_process(kube_namespace)
+    lab = Lab(kube, kube_namespace, sim, None)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+
+    until_percent, memory_mib = 50, 2048
+    lab.apply_policy("gen", fill={"untilPercent": until_percent, "maxReplicas": 60}, memory_mib=memory_mib)
+
+    # Expected from the scenario: a CT uses 55% of its memory (usage rule ct-*), nodes carry 8% base.
+    mib_per_node = 32 * 1024
+    limit = until_percent / 100 * 2 * mib_per_node
+    base = 2 * 0.08 * mib_per_node
+    used_per_ct = 0.55 * memory_mib
+    # The generator adds a CT while used + one more CT at its full size stays under the limit.
+    expected = 0
+    while base + expected * used_per_ct + memory_mib < limit:
+        expected += 1
+
+    status = lab.wait_policy(
+        "gen",
+        lambda s: s.get("readyReplicas") == expected and s.get("fillStoppedReason") == "UsageLimitReached",
+        f"fill mode settles at {expected} CTs",
+        timeout_s=150,
+    )
+    assert status["desiredReplicas"] == expected
+    by_node = Counter(ct["node"] for ct in lab.managed_cts())
+    assert by_node["srv-px1"] == pytest.approx(expected * 2 / 3, abs=1)
+    assert by_node["srv-px1"] + by_node["srv-px2"] == expected
+
+
+def _scenario_from(data: dict[str, Any], name: str) -> Any:
+    from pve_sim.scenario import parse_scenario
+
+    return parse_scenario(data, f"<{name}>")

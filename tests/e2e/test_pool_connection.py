@@ -1,0 +1,72 @@
+"""ProxmoxServerPool connection states as users read them: Ready/Degraded with a reason and events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SIM_TIME_SCALE, Lab, lab_scenario_data
+from tests.fixtures.operator import connect_pool
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+
+def test_unreachable_proxmox_marks_the_pool_not_ready_and_it_recovers_by_itself(
+    lab: Lab, pve_sim_server: Any, tmp_path: Path
+) -> None:
+    port, cert_dir = lab.sim.port, tmp_path / "certs"
+    cert_dir.mkdir()
+    # Keep the simulator's certificate so the restarted one is trusted by the same CA ConfigMap.
+    for item in Path(lab.sim.cert_dir).iterdir():
+        (cert_dir / item.name).write_bytes(item.read_bytes())
+    lab.sim.stop()
+    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "Unreachable", timeout_s=60)
+    assert "unreachable" in found["message"]
+    assert any(e["reason"] == "Unreachable" and e["type"] == "Warning" for e in lab.events())
+
+    pve_sim_server(time_scale=SIM_TIME_SCALE, port=port, cert_dir=cert_dir)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected", timeout_s=60)
+
+
+def test_wrong_token_is_authentication_failed_and_the_secret_is_never_shown(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    wrong = "0badc0de-1111-4222-8333-deadbeefcafe"
+    sim = pve_sim_server(time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim, token_secret=wrong)
+    operator = pve_operator_process(kube_namespace)
+    lab = Lab(kube, kube_namespace, sim, operator)
+    lab.apply_policy("web", replicas=2)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "AuthenticationFailed")
+    lab.wait_condition("containerpolicy", "web", "Ready", "False", "AuthenticationFailed")
+
+    real = sim.token_secret("ctoperator@pve", "operator")
+    places = {
+        "operator log": operator.logs(),
+        "events": json.dumps(lab.events()),
+        "pool status": json.dumps(lab.status("proxmoxserverpool", "lab")),
+        "policy status": json.dumps(lab.status("containerpolicy", "web")),
+    }
+    for where, text in places.items():
+        assert text, f"{where} is empty: the search would prove nothing"
+        assert wrong not in text, f"the token secret appears in the {where}"
+        assert real not in text, f"the real token secret appears in the {where}"
+
+
+def test_token_without_vm_allocate_is_permission_denied_naming_the_privilege(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    from pve_sim.scenario import parse_scenario
+
+    data = lab_scenario_data()
+    role = next(r for r in data["roles"] if r["id"] == "CTOperator")
+    role["privileges"] = [p for p in role["privileges"] if p != "VM.Allocate"]
+    sim = pve_sim_server(parse_scenario(data, "<no VM.Allocate>"), time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim)
+    pve_operator_process(kube_namespace)
+    lab = Lab(kube, kube_namespace, sim, None)
+    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "PermissionDenied")
+    assert "VM.Allocate" in found["message"] and "/vms" in found["message"]
