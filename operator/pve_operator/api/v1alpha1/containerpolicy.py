@@ -1,0 +1,607 @@
+"""``ContainerPolicy``: a set of LXC containers (CTs) the operator keeps on a ProxmoxServerPool.
+
+The spec says how many CTs (a fixed ``replicas``, or ``fill``: keep adding while the pool has room),
+what each CT looks like (``template``), which VMIDs and host names they get, how they are spread
+over the pool's nodes, and what happens when the policy is deleted. CT number ``index`` (0-based)
+has VMID ``vmidRange.start + index`` and host name ``hostnamePattern.format(index=index)``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .common import (
+    CONDITIONS_SCHEMA,
+    DNS1123_LABEL,
+    MAX_RECENT_ACTIONS,
+    MAX_VMID,
+    MIN_VMID,
+    ApiModel,
+    CelRule,
+    Condition,
+    CustomResource,
+    LocalObjectReference,
+    Percent,
+    PrinterColumn,
+    PveNodeName,
+    RecordedAction,
+    ScaleSubresource,
+    StatusModel,
+    Timestamp,
+    full_match,
+    immutable,
+    kube_schema,
+)
+from .serverpool import ProxmoxServerPoolSpec
+
+MAX_REPLICAS = 1000
+"""Most CTs one policy may hold (bounds status size and the CEL cost of the rules)."""
+
+HOSTNAME_PATTERN = "^([a-z0-9][-a-z0-9]*)?[{]index(:(0[1-9])?d)?[}]([-a-z0-9]*[a-z0-9])?$"
+"""Syntax of ``hostnamePattern``: lowercase letters, digits and '-' around one ``{index}`` field."""
+
+_HOSTNAME_PATTERN_SYNTAX = CelRule(
+    rule=f"self.matches('{HOSTNAME_PATTERN}')",
+    message="hostnamePattern must contain exactly one {index} field (optionally zero-padded, like "
+    "{index:02d}) and otherwise only lowercase letters, digits and '-', not at the start or end",
+)
+
+_IPV4_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_ADDRESS = f"^{_IPV4_OCTET}([.]{_IPV4_OCTET}){{3}}$"
+"""A dotted-quad IPv4 address: ``192.168.1.1``."""
+
+IP_CONFIG = f"^(dhcp|manual|{_IPV4_OCTET}([.]{_IPV4_OCTET}){{3}}/([0-9]|[12][0-9]|3[0-2]))$"
+"""An interface's IPv4 configuration as Proxmox VE takes it: ``dhcp``, ``manual`` or ``address/prefix``."""
+
+_IP_CONFIG_SYNTAX = CelRule(
+    rule=f"self.matches('{IP_CONFIG}')",
+    message="ip must be dhcp, manual, or an IPv4 address with prefix length like 192.168.1.10/24",
+)
+_GATEWAY_SYNTAX = CelRule(
+    rule=f"self.matches('{IPV4_ADDRESS}')",
+    message="gateway must be an IPv4 address like 192.168.1.1",
+)
+_GATEWAY_NEEDS_STATIC_IP = CelRule(
+    rule="!has(self.gateway) || self.ip != 'dhcp'",
+    message="gateway is only allowed with a static ip: with ip dhcp the gateway comes from DHCP",
+    field_path=".gateway",
+)
+
+OSTEMPLATE = "^[a-z][-a-z0-9_.]*[a-z0-9]:vztmpl/[^/ ]+$"
+"""A container template volume ID: ``<storage>:vztmpl/<file>``."""
+
+_OSTEMPLATE_SYNTAX = CelRule(
+    rule=f"self.matches('{OSTEMPLATE}')",
+    message="ostemplate must be a template volume ID <storage>:vztmpl/<file>, "
+    "e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+)
+
+STORAGE_ID = "^[a-z][-a-z0-9_.]*[a-z0-9]$"
+"""A Proxmox VE storage ID (``pve-storage-id``): ``local-lvm``."""
+
+INTERFACE_NAME = "^[-_.a-zA-Z0-9]+$"
+"""A Linux network interface or bridge name: ``eth0``, ``vmbr0``."""
+
+TAG = "^[a-z0-9_][-a-z0-9_+.]*$"
+"""A Proxmox VE tag (``pve-tag``), lowercase: ``web``, ``team_a``."""
+
+_VMID_RANGE_ORDERED = CelRule(
+    rule="self.start <= self.end",
+    message="vmidRange.start must be less than or equal to vmidRange.end",
+)
+_EXACTLY_ONE_SIZE = CelRule(
+    rule="has(self.replicas) != has(self.fill)",
+    message="exactly one of replicas and fill must be set",
+)
+_RANGE_HOLDS_REPLICAS = CelRule(
+    rule="!has(self.replicas) || self.vmidRange.end - self.vmidRange.start + 1 >= self.replicas",
+    message="replicas must not exceed the number of VMIDs in vmidRange (end - start + 1)",
+    field_path=".replicas",
+)
+_RANGE_HOLDS_FILL = CelRule(
+    rule="!has(self.fill) || self.vmidRange.end - self.vmidRange.start + 1 >= self.fill.maxReplicas",
+    message="fill.maxReplicas must not exceed the number of VMIDs in vmidRange (end - start + 1)",
+    field_path=".fill.maxReplicas",
+)
+
+
+class PlacementStrategy(StrEnum):
+    """How new CTs are spread over the pool's nodes."""
+
+    WEIGHTED_SPREAD = "WeightedSpread"
+    """Deterministic: each new CT goes to the node furthest below its weighted share of the policy's CTs."""
+
+    WEIGHTED_RANDOM = "WeightedRandom"
+    """Each new CT goes to a node drawn at random with probability proportional to its weight."""
+
+
+class DeletionPolicy(StrEnum):
+    """What happens to the CTs when their ContainerPolicy is deleted."""
+
+    DELETE = "Delete"
+    """Stop and destroy them (with their disks)."""
+
+    RETAIN = "Retain"
+    """Leave them as they are in Proxmox VE, no longer managed."""
+
+
+class ContainerState(StrEnum):
+    """State of one CT of a policy, as the operator sees it."""
+
+    CREATING = "Creating"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    """Stopped, but not by the operator's offload (it will be started again)."""
+
+    OFFLOADED = "Offloaded"
+    """Stopped by the operator to relieve its node; started again once the node has room."""
+
+    MIGRATING = "Migrating"
+    MISSING = "Missing"
+    """Recorded in status but no longer found in Proxmox VE (it will be recreated)."""
+
+
+class FillStoppedReason(StrEnum):
+    """Why fill mode stopped adding CTs."""
+
+    USAGE_LIMIT_REACHED = "UsageLimitReached"
+    """The pool's usage reached fill.untilPercent (or every node reached the creation ceiling)."""
+
+    MAX_REPLICAS_REACHED = "MaxReplicasReached"
+    """The policy holds fill.maxReplicas CTs."""
+
+    VMID_RANGE_EXHAUSTED = "VmidRangeExhausted"
+    """No free VMID is left in vmidRange (other guests use some of it)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec
+
+
+class FillSpec(ApiModel):
+    """Generator mode: keep adding CTs while the pool has room, up to a maximum."""
+
+    until_percent: int = Field(ge=1, le=100)
+    """Add CTs while the pool's usage of its thresholds.metric stays below this, in percent of the capacity
+    of its nodes (nodes in maintenance and of weight 0 excluded). The pool's creationCeilingPercent still
+    applies to each node."""
+
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    """Never hold more CTs than this, however much room is left."""
+
+
+class RootFS(ApiModel):
+    """The CT's root file system volume."""
+
+    storage: str = Field(min_length=2, max_length=100, pattern=STORAGE_ID)
+    """Proxmox VE storage for the volume, e.g. local-lvm (it must exist on every node of the pool)."""
+
+    size_gib: int = Field(8, alias="sizeGiB", ge=1, le=131072)
+    """Size of the volume in GiB."""
+
+
+class NetworkInterface(ApiModel):
+    """A network interface of the CT (net0, net1, ... in list order)."""
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_GATEWAY_NEEDS_STATIC_IP))
+
+    name: str = Field(min_length=1, max_length=15, pattern=INTERFACE_NAME)
+    """Interface name inside the CT, e.g. eth0."""
+
+    bridge: str = Field(min_length=1, max_length=15, pattern=INTERFACE_NAME)
+    """Bridge on the node the interface is attached to, e.g. vmbr0."""
+
+    ip: str = Field("dhcp", max_length=18, json_schema_extra=kube_schema(_IP_CONFIG_SYNTAX))
+    """IPv4 configuration: dhcp, manual, or address/prefix like 192.168.1.10/24. A static address only
+    suits policies of one replica, since every CT would get the same address."""
+
+    gateway: str | None = Field(None, max_length=15, json_schema_extra=kube_schema(_GATEWAY_SYNTAX))
+    """IPv4 default gateway, only with a static ip."""
+
+    vlan: int | None = Field(None, ge=1, le=4094)
+    """VLAN tag of the interface (802.1Q) on a VLAN-aware bridge."""
+
+    firewall: bool = False
+    """Apply the Proxmox VE firewall rules of the CT to this interface."""
+
+    @field_validator("ip")
+    @classmethod
+    def _ip_syntax(cls, ip: str) -> str:
+        _IP_CONFIG_SYNTAX.require(full_match(IP_CONFIG, ip), f"got {ip!r}")
+        return ip
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_syntax(cls, gateway: str | None) -> str | None:
+        if gateway is not None:
+            _GATEWAY_SYNTAX.require(full_match(IPV4_ADDRESS, gateway), f"got {gateway!r}")
+        return gateway
+
+    @model_validator(mode="after")
+    def _gateway_with_static_ip(self) -> Self:
+        _GATEWAY_NEEDS_STATIC_IP.require(self.gateway is None or self.ip != "dhcp")
+        return self
+
+
+class Features(ApiModel):
+    """Optional LXC features of the CT."""
+
+    nesting: bool = False
+    """Allow nested namespaces (needed by systemd's sandboxing and by containers inside the CT). Best with
+    unprivileged CTs."""
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=63, pattern=TAG)]
+
+
+class ContainerTemplate(ApiModel):
+    """What each CT of the policy looks like."""
+
+    ostemplate: str = Field(max_length=255, json_schema_extra=kube_schema(_OSTEMPLATE_SYNTAX))
+    """Container template volume ID, e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst (it must be
+    readable from every node of the pool)."""
+
+    memory_mib: int = Field(512, alias="memoryMiB", ge=16, le=4194304)
+    """Memory of the CT in MiB."""
+
+    swap_mib: int = Field(512, alias="swapMiB", ge=0, le=4194304)
+    """Swap of the CT in MiB."""
+
+    cores: int = Field(1, ge=1, le=8192)
+    """CPU cores the CT may use."""
+
+    rootfs: RootFS
+    """The root file system volume."""
+
+    networks: tuple[NetworkInterface, ...] = Field(
+        (), max_length=10, json_schema_extra=kube_schema(list_map_keys=("name",))
+    )
+    """Network interfaces, net0 first. Names must be unique."""
+
+    unprivileged: bool = True
+    """Run the CT unprivileged (its root is not the host's root). Privileged CTs need Sys.Modify on /."""
+
+    features: Features = Field(default_factory=Features)
+    """Optional LXC features."""
+
+    tags: tuple[Tag, ...] = Field((), max_length=16, json_schema_extra=kube_schema(list_type="set"))
+    """Proxmox VE tags for the CT, shown in the Proxmox VE UI (the operator adds its own ownership tag)."""
+
+    start_on_create: bool = True
+    """Start the CT once it is created (false leaves new CTs stopped)."""
+
+    @field_validator("ostemplate")
+    @classmethod
+    def _ostemplate_syntax(cls, ostemplate: str) -> str:
+        _OSTEMPLATE_SYNTAX.require(full_match(OSTEMPLATE, ostemplate), f"got {ostemplate!r}")
+        return ostemplate
+
+    @field_validator("networks")
+    @classmethod
+    def _unique_interfaces(cls, networks: tuple[NetworkInterface, ...]) -> tuple[NetworkInterface, ...]:
+        names = [network.name for network in networks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"network names must be unique: {', '.join(duplicates)} appear more than once")
+        return networks
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        duplicates = sorted({tag for tag in tags if tags.count(tag) > 1})
+        if duplicates:
+            raise ValueError(f"tags must be unique: {', '.join(duplicates)} appear more than once")
+        return tags
+
+
+class VmidRange(ApiModel):
+    """The VMIDs the policy's CTs may use, both ends included. CT number index has VMID start + index.
+
+    Only CTs inside the range that carry the operator's ownership marks are treated as the policy's;
+    any other guest in the range is left alone and its VMID skipped.
+    """
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_VMID_RANGE_ORDERED))
+
+    start: int = Field(ge=MIN_VMID, le=MAX_VMID)
+    """First VMID of the range (100..999999999)."""
+
+    end: int = Field(ge=MIN_VMID, le=MAX_VMID)
+    """Last VMID of the range (100..999999999), at least start."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        _VMID_RANGE_ORDERED.require(self.start <= self.end, f"{self.start} > {self.end}")
+        return self
+
+    @property
+    def size(self) -> int:
+        """Number of VMIDs in the range."""
+        return self.end - self.start + 1
+
+    def as_range(self) -> range:
+        """The VMIDs as a Python range (end included)."""
+        return range(self.start, self.end + 1)
+
+    def __contains__(self, vmid: object) -> bool:
+        return isinstance(vmid, int) and self.start <= vmid <= self.end
+
+
+class NodeWeightOverride(ApiModel):
+    """This policy's own placement weight for one node of the pool."""
+
+    name: PveNodeName
+    """Node name, one of the pool's nodes."""
+
+    weight: int = Field(ge=0, le=1000)
+    """Placement weight for this policy's CTs on the node; 0 places none of them there."""
+
+
+class PlacementSpec(ApiModel):
+    """How the policy's CTs are spread over the pool's nodes."""
+
+    strategy: PlacementStrategy = PlacementStrategy.WEIGHTED_SPREAD
+    """WeightedSpread (deterministic: the node furthest below its weighted share) or WeightedRandom."""
+
+    node_weights: tuple[NodeWeightOverride, ...] = Field(
+        (), max_length=64, json_schema_extra=kube_schema(list_map_keys=("name",))
+    )
+    """Per-node weights for this policy instead of the pool's; nodes not listed keep the pool's weight."""
+
+
+class ContainerPolicySpec(ApiModel):
+    """A set of CTs the operator creates, keeps running and spreads over a ProxmoxServerPool."""
+
+    model_config = ConfigDict(
+        json_schema_extra=kube_schema(_EXACTLY_ONE_SIZE, _RANGE_HOLDS_REPLICAS, _RANGE_HOLDS_FILL)
+    )
+
+    pool_ref: LocalObjectReference = Field(
+        json_schema_extra=kube_schema(
+            immutable("poolRef", "create a new ContainerPolicy to use another pool")
+        )
+    )
+    """The ProxmoxServerPool (same namespace) the CTs run on. Immutable."""
+
+    replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
+    """Number of CTs to keep. Exactly one of replicas and fill must be set. kubectl scale changes it."""
+
+    fill: FillSpec | None = None
+    """Generator mode instead of replicas: keep adding CTs while the pool's usage stays below
+    fill.untilPercent, up to fill.maxReplicas."""
+
+    vmid_range: VmidRange = Field(
+        json_schema_extra=kube_schema(
+            immutable("vmidRange", "create a new ContainerPolicy to use another range")
+        )
+    )
+    """VMIDs of the CTs (CT number index gets start + index). Immutable; must not overlap other policies'."""
+
+    # 73 = a 63-character name whose one-digit index is written as the longest field, {index:09d}.
+    hostname_pattern: str = Field(max_length=73, json_schema_extra=kube_schema(_HOSTNAME_PATTERN_SYNTAX))
+    """Host name of CT number index (0-based, VMID start + index) in Python format syntax with one field
+    {index}, e.g. ct-web-{index:02d} gives ct-web-00, ct-web-01, ... Every rendered name must be a valid
+    DNS label (at most 63 characters)."""
+
+    template: ContainerTemplate
+    """What each CT looks like."""
+
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    """How CTs are spread over the pool's nodes."""
+
+    priority: int = Field(100, ge=0, le=1000)
+    """Offload order under pressure: CTs of lower priority are stopped first (the oldest first among equals)
+    and started again last."""
+
+    deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+    """What happens to the CTs when this policy is deleted: Delete destroys them, Retain leaves them."""
+
+    paused: bool = False
+    """Stop changing this policy's CTs (no create, delete, start, stop, migrate or offload) while keeping
+    status up to date."""
+
+    @field_validator("hostname_pattern")
+    @classmethod
+    def _hostname_pattern_syntax(cls, pattern: str) -> str:
+        _HOSTNAME_PATTERN_SYNTAX.require(full_match(HOSTNAME_PATTERN, pattern), f"got {pattern!r}")
+        return pattern
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _EXACTLY_ONE_SIZE.require((self.replicas is None) != (self.fill is None))
+        if self.replicas is not None:
+            _RANGE_HOLDS_REPLICAS.require(
+                self.replicas <= self.vmid_range.size,
+                f"replicas {self.replicas}, vmidRange holds {self.vmid_range.size}",
+            )
+        if self.fill is not None:
+            _RANGE_HOLDS_FILL.require(
+                self.fill.max_replicas <= self.vmid_range.size,
+                f"fill.maxReplicas {self.fill.max_replicas}, vmidRange holds {self.vmid_range.size}",
+            )
+        # The API server checks the pattern's syntax; only here can every rendered name be checked.
+        render_hostname(self.hostname_pattern, 0)
+        render_hostname(self.hostname_pattern, self.vmid_range.size - 1)
+        return self
+
+    @property
+    def max_replicas(self) -> int:
+        """Most CTs the policy may hold: replicas, or fill.maxReplicas in fill mode."""
+        if self.replicas is not None:
+            return self.replicas
+        assert self.fill is not None
+        return self.fill.max_replicas
+
+    def vmid_for_index(self, index: int) -> int:
+        """VMID of CT number ``index`` (0-based). Raises ``ValueError`` outside vmidRange."""
+        if not 0 <= index < self.vmid_range.size:
+            first, last = self.vmid_range.start, self.vmid_range.end
+            raise ValueError(f"index {index} is outside vmidRange {first}-{last}")
+        return self.vmid_range.start + index
+
+    def index_for_vmid(self, vmid: int) -> int | None:
+        """CT number of a VMID, or None when the VMID is outside vmidRange."""
+        return vmid - self.vmid_range.start if vmid in self.vmid_range else None
+
+    def render_hostname(self, index: int) -> str:
+        """Host name of CT number ``index`` (0-based). Raises ``ValueError`` outside vmidRange."""
+        self.vmid_for_index(index)
+        return render_hostname(self.hostname_pattern, index)
+
+    def effective_node_weights(self, pool: ProxmoxServerPoolSpec) -> dict[str, int]:
+        """Placement weight of every pool node for this policy, in the pool's node order.
+
+        A node in maintenance weighs 0 whatever its weight; otherwise this policy's override wins over
+        the pool's weight. Overrides for nodes outside the pool are ignored (see
+        ``unknown_weight_overrides``).
+        """
+        overrides = {override.name: override.weight for override in self.placement.node_weights}
+        return {
+            node.name: 0 if node.maintenance else overrides.get(node.name, node.weight) for node in pool.nodes
+        }
+
+    def unknown_weight_overrides(self, pool: ProxmoxServerPoolSpec) -> tuple[str, ...]:
+        """Nodes named in placement.nodeWeights that are not in the pool (worth a warning)."""
+        in_pool = set(pool.node_names)
+        return tuple(o.name for o in self.placement.node_weights if o.name not in in_pool)
+
+
+def render_hostname(pattern: str, index: int) -> str:
+    """The host name ``pattern`` gives CT number ``index``: ``render_hostname("ct-web-{index:02d}", 3)``
+    is ``ct-web-03``.
+
+    Raises ``ValueError`` when the pattern is malformed or the result is not a valid DNS label
+    (at most 63 characters of ``[a-z0-9-]``, no '-' at either end).
+    """
+    _HOSTNAME_PATTERN_SYNTAX.require(full_match(HOSTNAME_PATTERN, pattern), f"got {pattern!r}")
+    if index < 0:
+        raise ValueError(f"a CT index is never negative, got {index}")
+    hostname = pattern.format(index=index)
+    if len(hostname) > 63 or not full_match(DNS1123_LABEL, hostname):
+        raise ValueError(
+            f"hostnamePattern {pattern!r} renders CT index {index} as {hostname!r}, which is not a valid "
+            "host name (a DNS label: at most 63 characters of a-z, 0-9 and '-')"
+        )
+    return hostname
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+
+
+class ContainerStatus(StatusModel):
+    """One CT of the policy as the operator last saw it."""
+
+    vmid: int = Field(ge=MIN_VMID, le=MAX_VMID)
+    """VMID of the CT."""
+
+    hostname: str = Field(max_length=63)
+    """Host name of the CT."""
+
+    node: str | None = Field(None, max_length=63)
+    """Node the CT is on (absent while Missing)."""
+
+    state: ContainerState
+    """Creating, Running, Stopped, Offloaded, Migrating or Missing."""
+
+    created_at: Timestamp | None = None
+    """When the operator created the CT (offload stops the oldest CTs of the lowest priority first)."""
+
+    cpu_percent: Percent | None = None
+    """CPU use of the CT in percent of its node's CPU capacity (all cores), as Proxmox VE reports it."""
+
+    memory_percent: Percent | None = None
+    """Memory use of the CT in percent of its node's memory."""
+
+    disk_percent: Percent | None = None
+    """Root file system use of the CT in percent of its node's root disk."""
+
+
+class NodeDistribution(StatusModel):
+    """How many of the policy's CTs are on one node."""
+
+    node: str = Field(max_length=63)
+    """Node name."""
+
+    replicas: int = Field(0, ge=0)
+    """CTs of the policy on the node, in any state."""
+
+    running: int = Field(0, ge=0)
+    """CTs of the policy running on the node."""
+
+
+class ContainerPolicyStatus(StatusModel):
+    """Observed state of the policy's CTs, written by the operator."""
+
+    observed_generation: int | None = Field(None, ge=0)
+    """The metadata.generation of the spec this status reflects."""
+
+    conditions: tuple[Condition, ...] = Field((), max_length=16, json_schema_extra=CONDITIONS_SCHEMA)
+    """Ready (all desired CTs exist and run), Progressing, Degraded."""
+
+    replicas: int = Field(0, ge=0)
+    """CTs of the policy that exist in Proxmox VE, in any state (kubectl scale reads this)."""
+
+    desired_replicas: int | None = Field(None, ge=0)
+    """CTs the operator is converging to: spec.replicas, or in fill mode the count the generator chose."""
+
+    ready_replicas: int = Field(0, ge=0)
+    """CTs running on their node and not migrating (the Running column of kubectl get)."""
+
+    offloaded_replicas: int = Field(0, ge=0)
+    """CTs stopped by offload, waiting for room to be started again."""
+
+    migrating_replicas: int = Field(0, ge=0)
+    """CTs being migrated now."""
+
+    fill_stopped_reason: FillStoppedReason | None = None
+    """Fill mode only: why the generator stopped adding CTs (UsageLimitReached, MaxReplicasReached,
+    VmidRangeExhausted); absent while it is still growing."""
+
+    containers: tuple[ContainerStatus, ...] = Field(
+        (), max_length=MAX_REPLICAS, json_schema_extra=kube_schema(list_map_keys=("vmid",))
+    )
+    """Every CT of the policy, by VMID."""
+
+    distribution: tuple[NodeDistribution, ...] = Field(
+        (), max_length=64, json_schema_extra=kube_schema(list_map_keys=("node",))
+    )
+    """CTs per node."""
+
+    recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
+    """The last actions on the policy's CTs (create, delete, repair, migrate, offload, restore), oldest
+    first."""
+
+
+_READY = '.status.conditions[?(@.type=="Ready")]'
+
+CONTAINER_POLICY = CustomResource(
+    kind="ContainerPolicy",
+    plural="containerpolicies",
+    singular="containerpolicy",
+    short_names=("ctp", "ctpolicy", "ctpolicies"),
+    description="ContainerPolicy is a set of Proxmox VE LXC containers (CTs) the operator creates, keeps "
+    "running and spreads over a ProxmoxServerPool: how many, from which template, with which VMIDs and "
+    "host names, and what happens to them when the policy is deleted.",
+    spec_model=ContainerPolicySpec,
+    status_model=ContainerPolicyStatus,
+    printer_columns=(
+        PrinterColumn("Pool", "string", ".spec.poolRef.name", "ProxmoxServerPool the CTs run on"),
+        PrinterColumn("Desired", "integer", ".status.desiredReplicas", "CTs the operator converges to"),
+        PrinterColumn("Running", "integer", ".status.readyReplicas", "CTs running and not migrating"),
+        PrinterColumn("Offloaded", "integer", ".status.offloadedReplicas", "CTs stopped by offload"),
+        PrinterColumn("Migrating", "integer", ".status.migratingReplicas", "CTs being migrated"),
+        PrinterColumn("Ready", "string", f"{_READY}.status", "Whether all desired CTs exist and run"),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since the policy was created"),
+        PrinterColumn(
+            "Fill", "string", ".status.fillStoppedReason", "Why fill mode stopped adding CTs", priority=1
+        ),
+        PrinterColumn("Reason", "string", f"{_READY}.reason", "Reason of the Ready condition", priority=1),
+    ),
+    scale=ScaleSubresource(spec_replicas_path=".spec.replicas", status_replicas_path=".status.replicas"),
+    selectable_fields=(".spec.poolRef.name",),
+)
+"""The ContainerPolicy kind: names, columns and subresources of its CRD."""

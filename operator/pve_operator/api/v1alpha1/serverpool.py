@@ -1,0 +1,498 @@
+"""``ProxmoxServerPool``: one Proxmox VE cluster and the rules that govern the nodes the operator uses.
+
+The spec says how to reach the cluster (endpoint, credentials Secret, TLS), which nodes the operator
+may place CTs on and with what weights, when a node counts as loaded (thresholds), and whether the
+operator moves CTs on its own (balancing, offload). The status reports what the operator last saw
+of the nodes and what it did about them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple, Self
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .common import (
+    CONDITIONS_SCHEMA,
+    MAX_RECENT_ACTIONS,
+    MAX_RECOMMENDATIONS,
+    ApiModel,
+    CelRule,
+    Condition,
+    CustomResource,
+    KeyReference,
+    LocalObjectReference,
+    Percent,
+    PrinterColumn,
+    PveNodeName,
+    Recommendation,
+    RecordedAction,
+    StatusModel,
+    Timestamp,
+    kube_schema,
+)
+
+DEFAULT_PVE_PORT = 8006
+"""Port of pveproxy, used when the endpoint URL has none."""
+
+
+class UsageMetric(StrEnum):
+    """Which usage figure of a node the thresholds compare."""
+
+    MEMORY = "memory"
+    CPU = "cpu"
+    DISK = "disk"
+    MAX = "max"
+    """The highest of the three, in percent."""
+
+
+class AutomationMode(StrEnum):
+    """How far the operator acts on its own."""
+
+    AUTOMATIC = "Automatic"
+    """Decide and act."""
+
+    RECOMMEND = "Recommend"
+    """Decide and list the actions in ``status.recommendations``, but change nothing."""
+
+    OFF = "Off"
+    """Neither decide nor act."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec
+
+_ENDPOINT_IS_HTTPS = CelRule(
+    rule=(
+        "isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''"
+        " && !self.contains('@') && !self.contains('?') && !self.contains('#')"
+    ),
+    message="endpoint must be an https:// URL with a host and no user, query or fragment, "
+    "e.g. https://pve.example.com:8006",
+)
+
+
+class EndpointAddress(NamedTuple):
+    """Where the Proxmox VE API listens, split for clients that take host and port separately."""
+
+    host: str
+    """Host name or IP address (IPv6 without brackets)."""
+
+    port: int
+    """TCP port; 8006 when the URL has none."""
+
+    path_prefix: str
+    """Path before ``/api2/json`` when pveproxy sits behind a reverse proxy under a path; else ''."""
+
+
+def parse_endpoint(endpoint: str) -> EndpointAddress:
+    """Split an endpoint URL (``https://pve.example.com:8006``) into host, port and path prefix.
+
+    Raises ``ValueError`` with the rule's message when the URL is not a plain https URL.
+    """
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"{_ENDPOINT_IS_HTTPS.message} ({error})") from None
+    _ENDPOINT_IS_HTTPS.require(
+        parts.scheme == "https"
+        and bool(parts.hostname)
+        and not parts.username
+        and not parts.query
+        and not parts.fragment
+        and "?" not in endpoint
+        and "#" not in endpoint
+        and not any(c.isspace() for c in endpoint),
+        f"got {endpoint!r}",
+    )
+    assert parts.hostname is not None
+    return EndpointAddress(
+        host=parts.hostname,
+        port=port if port is not None else DEFAULT_PVE_PORT,
+        path_prefix=parts.path.rstrip("/"),
+    )
+
+
+_ONE_CA_SOURCE = CelRule(
+    rule="!(has(self.caSecretRef) && has(self.caConfigMapRef))",
+    message="set at most one of tls.caSecretRef and tls.caConfigMapRef",
+)
+_NO_SKIP_WITH_CA = CelRule(
+    rule="!(self.insecureSkipVerify && (has(self.caSecretRef) || has(self.caConfigMapRef)))",
+    message="tls.insecureSkipVerify cannot be combined with a CA reference: "
+    "either verify against the CA or skip verification",
+)
+
+
+class TLSConfig(ApiModel):
+    """How the operator verifies the Proxmox VE API's certificate.
+
+    Without a CA reference the system trust store is used, which fails for Proxmox VE's
+    self-signed certificates: reference the cluster CA (``/etc/pve/pve-root-ca.pem`` on any node).
+    """
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_ONE_CA_SOURCE, _NO_SKIP_WITH_CA))
+
+    insecure_skip_verify: bool = False
+    """Skip certificate verification. Only for throwaway labs: anyone on the path can read the API token."""
+
+    ca_secret_ref: KeyReference | None = None
+    """Secret key holding the PEM CA bundle that signed the API's certificate (default key ``ca.crt``)."""
+
+    ca_config_map_ref: KeyReference | None = None
+    """ConfigMap key holding the PEM CA bundle that signed the API's certificate (default key ``ca.crt``)."""
+
+    @model_validator(mode="after")
+    def _one_trust_source(self) -> Self:
+        _ONE_CA_SOURCE.require(not (self.ca_secret_ref is not None and self.ca_config_map_ref is not None))
+        has_ca = self.ca_secret_ref is not None or self.ca_config_map_ref is not None
+        _NO_SKIP_WITH_CA.require(not (self.insecure_skip_verify and has_ca))
+        return self
+
+    @property
+    def ca_reference(self) -> tuple[str, KeyReference] | None:
+        """``("Secret" | "ConfigMap", reference)`` of the CA bundle, or None for the system trust store."""
+        if self.ca_secret_ref is not None:
+            return "Secret", self.ca_secret_ref
+        if self.ca_config_map_ref is not None:
+            return "ConfigMap", self.ca_config_map_ref
+        return None
+
+
+class PoolNode(ApiModel):
+    """A Proxmox VE node the operator may place CTs on."""
+
+    name: PveNodeName
+    """Node name as Proxmox VE knows it (``pvecm nodes``), e.g. ``srv-px1``."""
+
+    weight: int = Field(1, ge=0, le=1000)
+    """Placement weight: a node of weight 2 gets twice the CTs of a node of weight 1. 0 places nothing new
+    on the node but leaves its CTs where they are."""
+
+    maintenance: bool = False
+    """Drain the node: migrate the operator's CTs away and place nothing new on it."""
+
+
+_NODE_WEIGHT_POSITIVE = CelRule(
+    rule="self.exists(n, n.weight > 0)",
+    message="at least one node in nodes must have a weight above 0",
+)
+
+_RESTORE_BELOW_MIGRATE = CelRule(
+    rule="self.restoreBelowPercent < self.migrateAbovePercent",
+    message="thresholds.restoreBelowPercent must be less than thresholds.migrateAbovePercent",
+    field_path=".restoreBelowPercent",
+)
+_MIGRATE_BELOW_OFFLOAD = CelRule(
+    rule="self.migrateAbovePercent < self.offloadAbovePercent",
+    message="thresholds.migrateAbovePercent must be less than thresholds.offloadAbovePercent",
+    field_path=".migrateAbovePercent",
+)
+_CEILING_NOT_ABOVE_OFFLOAD = CelRule(
+    rule="self.creationCeilingPercent <= self.offloadAbovePercent",
+    message="thresholds.creationCeilingPercent must not exceed thresholds.offloadAbovePercent",
+    field_path=".creationCeilingPercent",
+)
+
+
+class Thresholds(ApiModel):
+    """When a node counts as loaded. All figures are percent of the node's capacity in ``metric``.
+
+    The order restoreBelow < migrateAbove < offloadAbove keeps the operator from undoing its own
+    work: a CT is offloaded above offloadAbove, and only restored once the node is well below the
+    level that would trigger migrations again.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=kube_schema(
+            _RESTORE_BELOW_MIGRATE, _MIGRATE_BELOW_OFFLOAD, _CEILING_NOT_ABOVE_OFFLOAD
+        )
+    )
+
+    metric: UsageMetric = UsageMetric.MEMORY
+    """Usage figure compared with the thresholds: memory, cpu, disk, or max (the highest of the three)."""
+
+    creation_ceiling_percent: int = Field(80, ge=1, le=100)
+    """No new CT is placed on a node whose usage is at or above this, in percent."""
+
+    migrate_above_percent: int = Field(75, ge=1, le=100)
+    """A node above this (for sustainedSamples samples) has CTs migrated away, in percent."""
+
+    offload_above_percent: int = Field(90, ge=1, le=100)
+    """A node above this (for sustainedSamples samples) has its lowest-priority CTs stopped, in percent."""
+
+    restore_below_percent: int = Field(60, ge=0, le=100)
+    """Offloaded CTs are started again once a node stays below this, in percent."""
+
+    sustained_samples: int = Field(3, ge=1, le=60)
+    """Consecutive samples (one per balancing.intervalSeconds) a threshold must be crossed before acting."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        _RESTORE_BELOW_MIGRATE.require(
+            self.restore_below_percent < self.migrate_above_percent,
+            f"{self.restore_below_percent} >= {self.migrate_above_percent}",
+        )
+        _MIGRATE_BELOW_OFFLOAD.require(
+            self.migrate_above_percent < self.offload_above_percent,
+            f"{self.migrate_above_percent} >= {self.offload_above_percent}",
+        )
+        _CEILING_NOT_ABOVE_OFFLOAD.require(
+            self.creation_ceiling_percent <= self.offload_above_percent,
+            f"{self.creation_ceiling_percent} > {self.offload_above_percent}",
+        )
+        return self
+
+
+class BalancingSpec(ApiModel):
+    """Migration of CTs off nodes above thresholds.migrateAbovePercent."""
+
+    mode: AutomationMode = AutomationMode.AUTOMATIC
+    """Automatic migrates; Recommend lists the migrations in status.recommendations; Off does neither."""
+
+    interval_seconds: int = Field(30, ge=5, le=3600)
+    """Seconds between two samples of node usage (and two balancing decisions)."""
+
+    max_concurrent_migrations: int = Field(1, ge=1, le=16)
+    """Migrations in flight at once across the pool."""
+
+    cooldown_seconds: int = Field(1800, ge=0, le=604800)
+    """Seconds a CT stays put after it was migrated, offloaded or restored, so it does not bounce."""
+
+    min_improvement_percent: int = Field(10, ge=0, le=100)
+    """A migration must narrow the usage gap between source and target by at least this many percentage
+    points, so moves that barely help are not made."""
+
+
+class OffloadSpec(ApiModel):
+    """Stopping the lowest-priority CTs on nodes above thresholds.offloadAbovePercent, and starting them
+    again on the same node once it is below thresholds.restoreBelowPercent."""
+
+    mode: AutomationMode = AutomationMode.AUTOMATIC
+    """Automatic offloads and restores; Recommend lists them in status.recommendations; Off does neither."""
+
+
+class ProxmoxServerPoolSpec(ApiModel):
+    """A Proxmox VE cluster, the nodes the operator may use, and the rules for their load."""
+
+    endpoint: str = Field(max_length=2048, json_schema_extra=kube_schema(_ENDPOINT_IS_HTTPS))
+    """URL of the Proxmox VE API (any node of the cluster): https://host[:port], port 8006 when omitted."""
+
+    credentials_secret_ref: LocalObjectReference
+    """Secret (same namespace) with an API token in keys ``tokenId`` (``user@realm!name``) and
+    ``tokenSecret``, or a user in keys ``username`` (``user@realm``) and ``password``. A token with
+    privilege separation and a least-privilege role is recommended."""
+
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    """How the API's certificate is verified."""
+
+    nodes: tuple[PoolNode, ...] = Field(
+        max_length=64,
+        # minItems is checked by `_at_least_one_node`: pydantic's min_length on a tuple also fires when
+        # an item is invalid ("at least 1 item after validation, not 0"), which misleads.
+        json_schema_extra={**kube_schema(_NODE_WEIGHT_POSITIVE, list_map_keys=("name",)), "minItems": 1},
+    )
+    """Nodes the operator may place CTs on, each with a placement weight. Names must be unique."""
+
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    """When a node counts as loaded, in percent of the node's capacity in the chosen metric. The order
+    restoreBelowPercent < migrateAbovePercent < offloadAbovePercent keeps the operator from undoing its
+    own work, and creationCeilingPercent <= offloadAbovePercent keeps new CTs from causing offloads."""
+
+    balancing: BalancingSpec = Field(default_factory=BalancingSpec)
+    """Migration of CTs off loaded nodes."""
+
+    offload: OffloadSpec = Field(default_factory=OffloadSpec)
+    """Stopping low-priority CTs on overloaded nodes, and starting them again later."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https_endpoint(cls, endpoint: str) -> str:
+        parse_endpoint(endpoint)
+        return endpoint
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, nodes: tuple[PoolNode, ...]) -> tuple[PoolNode, ...]:
+        if not nodes:
+            raise ValueError("nodes must have at least 1 item: the pool needs a node to place CTs on")
+        names = [node.name for node in nodes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"node names in nodes must be unique: {', '.join(duplicates)} appear more than once"
+            )
+        _NODE_WEIGHT_POSITIVE.require(any(node.weight > 0 for node in nodes))
+        return nodes
+
+    @property
+    def address(self) -> EndpointAddress:
+        """Host, port and path prefix of ``endpoint``."""
+        return parse_endpoint(self.endpoint)
+
+    def node(self, name: str) -> PoolNode | None:
+        """The pool's entry for a node, or None if the node is not in the pool."""
+        return next((node for node in self.nodes if node.name == name), None)
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """Names of the pool's nodes, in spec order."""
+        return tuple(node.name for node in self.nodes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials (the contents of credentialsSecretRef)
+
+
+@dataclass(frozen=True)
+class TokenCredentials:
+    """A Proxmox VE API token. ``repr`` never shows the secret."""
+
+    token_id: str
+    """``user@realm!tokenname``."""
+
+    token_secret: str = field(repr=False)
+    """The token's UUID secret."""
+
+    @property
+    def user(self) -> str:
+        """``user@realm`` part of the token ID."""
+        return self.token_id.split("!", 1)[0]
+
+    @property
+    def token_name(self) -> str:
+        """``tokenname`` part of the token ID."""
+        return self.token_id.split("!", 1)[1]
+
+
+@dataclass(frozen=True)
+class PasswordCredentials:
+    """A Proxmox VE user and password (ticket login). ``repr`` never shows the password."""
+
+    username: str
+    """``user@realm``."""
+
+    password: str = field(repr=False)
+
+
+def credentials_from_secret(data: Mapping[str, str]) -> TokenCredentials | PasswordCredentials:
+    """Read credentials from a Secret's data (already base64-decoded), as credentialsSecretRef documents.
+
+    Raises ``ValueError`` naming the keys that are missing or malformed (never their values).
+    """
+    has_token = "tokenId" in data or "tokenSecret" in data
+    has_password = "username" in data or "password" in data
+    if has_token and has_password:
+        raise ValueError(
+            "the credentials Secret must hold either tokenId+tokenSecret or username+password, not both"
+        )
+    if has_token:
+        missing = [key for key in ("tokenId", "tokenSecret") if not data.get(key, "").strip()]
+        if missing:
+            raise ValueError(
+                f"the credentials Secret has tokenId/tokenSecret but no value for {', '.join(missing)}"
+            )
+        token_id = data["tokenId"].strip()
+        user, _, name = token_id.partition("!")
+        if "@" not in user or not name:
+            raise ValueError("tokenId in the credentials Secret must look like user@realm!tokenname")
+        return TokenCredentials(token_id=token_id, token_secret=data["tokenSecret"].strip())
+    if has_password:
+        missing = [key for key in ("username", "password") if not data.get(key, "")]
+        if missing:
+            raise ValueError(
+                f"the credentials Secret has username/password but no value for {', '.join(missing)}"
+            )
+        username = data["username"].strip()
+        if "@" not in username:
+            raise ValueError("username in the credentials Secret must look like user@realm, e.g. root@pam")
+        return PasswordCredentials(username=username, password=data["password"])
+    raise ValueError(
+        "the credentials Secret must hold keys tokenId and tokenSecret, or username and password"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+
+
+class NodeStatus(StatusModel):
+    """What the operator last saw of one node of the pool."""
+
+    name: str = Field(max_length=63)
+    """Node name."""
+
+    online: bool = False
+    """Whether Proxmox VE reports the node online."""
+
+    cpu_percent: Percent | None = None
+    """CPU usage of the whole node, in percent of its cores (absent while offline)."""
+
+    memory_percent: Percent | None = None
+    """Memory usage of the whole node, in percent of its RAM (absent while offline)."""
+
+    disk_percent: Percent | None = None
+    """Usage of the node's root file system, in percent (absent while offline)."""
+
+    managed_containers: int = Field(0, ge=0)
+    """CTs of this pool's policies on the node, in any state."""
+
+
+class ProxmoxServerPoolStatus(StatusModel):
+    """Observed state of the pool, written by the operator."""
+
+    observed_generation: int | None = Field(None, ge=0)
+    """The metadata.generation of the spec this status reflects."""
+
+    conditions: tuple[Condition, ...] = Field((), max_length=16, json_schema_extra=CONDITIONS_SCHEMA)
+    """Ready (the API is reachable and the nodes are known), Progressing, Degraded."""
+
+    pve_version: str | None = Field(None, max_length=64)
+    """Proxmox VE version the API reports, e.g. 9.1.2."""
+
+    node_summary: str | None = Field(None, max_length=32)
+    """``<online>/<in the pool>`` nodes, e.g. ``2/2`` (the Nodes column of kubectl get)."""
+
+    nodes: tuple[NodeStatus, ...] = Field(
+        (), max_length=64, json_schema_extra=kube_schema(list_map_keys=("name",))
+    )
+    """Usage of each node of the pool at the last sample."""
+
+    last_sample_time: Timestamp | None = None
+    """When node usage was last sampled."""
+
+    recommendations: tuple[Recommendation, ...] = Field((), max_length=MAX_RECOMMENDATIONS)
+    """Actions the operator would take now if balancing/offload mode were Automatic (mode Recommend)."""
+
+    recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
+    """The last migrations, offloads and restores on the pool's nodes, oldest first."""
+
+
+_READY = '.status.conditions[?(@.type=="Ready")]'
+
+PROXMOX_SERVER_POOL = CustomResource(
+    kind="ProxmoxServerPool",
+    plural="proxmoxserverpools",
+    singular="proxmoxserverpool",
+    short_names=("pvepool", "pvepools"),
+    description="ProxmoxServerPool is one Proxmox VE cluster: how to reach it, the nodes the operator may "
+    "place CTs on with their weights, and the thresholds and balancing rules for those nodes.",
+    spec_model=ProxmoxServerPoolSpec,
+    status_model=ProxmoxServerPoolStatus,
+    printer_columns=(
+        PrinterColumn("Endpoint", "string", ".spec.endpoint", "URL of the Proxmox VE API"),
+        PrinterColumn("Nodes", "string", ".status.nodeSummary", "Nodes online / nodes in the pool"),
+        PrinterColumn("Mode", "string", ".spec.balancing.mode", "Balancing: Automatic, Recommend or Off"),
+        PrinterColumn("Ready", "string", f"{_READY}.status", "API reachable and nodes known"),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since the pool was created"),
+        PrinterColumn("Offload", "string", ".spec.offload.mode", "Offload mode", priority=1),
+        PrinterColumn("Version", "string", ".status.pveVersion", "Proxmox VE version", priority=1),
+        PrinterColumn("Reason", "string", f"{_READY}.reason", "Reason of the Ready condition", priority=1),
+    ),
+)
+"""The ProxmoxServerPool kind: names, columns and subresources of its CRD."""
