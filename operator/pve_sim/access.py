@@ -238,9 +238,7 @@ class AccessControl:
         if "/" in poolid:
             parent, leaf = poolid.rsplit("/", 1)
             if parent not in self.pools:
-                raise PveApiError(
-                    500, f"create pool failed: parent '{parent}' of pool '{poolid}' does not exist"
-                )
+                raise PveApiError(500, f"create pool failed: parent '{parent}' of pool '{poolid}' does not exist")
         else:
             leaf = poolid
         if not re.match(r"^[A-Za-z]", leaf):
@@ -262,9 +260,7 @@ class AccessControl:
         live_storages = set(existing_storages)
         for sid in sorted(pool.storage):
             if sid in live_storages:
-                raise PveApiError(
-                    500, f"delete pool failed: pool '{poolid}' is not empty (contains storage '{sid}')"
-                )
+                raise PveApiError(500, f"delete pool failed: pool '{poolid}' is not empty (contains storage '{sid}')")
         for vmid in pool.vms:
             if self.vm_pool.get(vmid) == poolid:
                 del self.vm_pool[vmid]

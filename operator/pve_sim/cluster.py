@@ -33,7 +33,7 @@ from pve_sim.common import Subject
 from pve_sim.errors import PveApiError, internal, not_implemented
 from pve_sim.faults import FaultInjector
 from pve_sim.history import GIB, MIB, CtUsage, NodeCapacity, NodeUsage, Placement, Profile, UsageModel
-from pve_sim.load import MetricProfiles, parse_profile
+from pve_sim.load import BaseProfile, MetricProfiles, parse_profile
 from pve_sim.scenario import (
     ContainerSpec,
     FailTasksEvent,
@@ -53,6 +53,7 @@ from pve_sim.state import (
     StorageState,
     TemplateVolume,
     Timing,
+    format_number,
     format_size,
     print_property_string,
 )
@@ -61,7 +62,8 @@ from pve_sim.tasks import Scheduler, Task, TaskError, TaskManager, Worker
 FLOCK_TIMEOUT_SECONDS = 10.0
 """``lock_config``'s flock timeout (pve-container ``LXC/Config.pm``)."""
 
-_DEFAULT_REPOID = "b7a5c5e2"
+HA_ROUND_SECONDS = 1.0
+"""Delay between an HA request task and the HA stack acting on it (the CRM/LRM loop)."""
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,21 @@ class Request:
     def get(self, name: str, default: object = None) -> object:
         return self.params.get(name, default)
 
-    def str(self, name: str) -> str:
+    def text(self, name: str) -> str:
+        """A required string parameter."""
         return str(self.params[name])
 
-    def opt_str(self, name: str) -> str | None:
+    def opt_text(self, name: str) -> str | None:
         value = self.params.get(name)
         return None if value is None else str(value)
 
-    def int(self, name: str) -> int:
+    def integer(self, name: str) -> int:
+        """A required integer parameter."""
         value = self.params[name]
         assert isinstance(value, int | float | str)
         return int(value)
 
-    def opt_int(self, name: str) -> int | None:
+    def opt_integer(self, name: str) -> int | None:
         value = self.params.get(name)
         if value is None:
             return None
@@ -112,7 +116,7 @@ class Request:
 
     @property
     def vmid(self) -> int:
-        return self.int("vmid")
+        return self.integer("vmid")
 
 
 @dataclass(frozen=True)
@@ -246,9 +250,7 @@ class SimCluster:
         for group in scenario.groups:
             access.add_group(group.groupid)
         for user in scenario.users:
-            access.add_user(
-                user.userid, user.password, enabled=user.enabled, expire=user.expire, comment=user.comment
-            )
+            access.add_user(user.userid, user.password, enabled=user.enabled, expire=user.expire, comment=user.comment)
             for groupid in user.groups:
                 access.add_group(groupid, [user.userid])
             for token in user.tokens:
@@ -291,6 +293,7 @@ class SimCluster:
         return cluster
 
     def _add_scenario_container(self, spec: ContainerSpec) -> None:
+        """A CT the scenario declares: its config as pve-container would have written it."""
         now = self.clock.start_epoch
         node = self.state.nodes[spec.node]
         storage = self.state.storages[spec.rootfs.storage]
@@ -311,7 +314,7 @@ class SimCluster:
         if spec.cores is not None:
             config["cores"] = spec.cores
         if spec.cpulimit:
-            config["cpulimit"] = _number_text(spec.cpulimit)
+            config["cpulimit"] = format_number(spec.cpulimit)
         for index, net in enumerate(spec.net):
             data = {"name": net.name, "bridge": net.bridge, "type": "veth"}
             data["hwaddr"] = net.hwaddr.upper() if net.hwaddr else self.new_mac_address()
@@ -349,7 +352,7 @@ class SimCluster:
         profiles = (
             _profiles(spec.usage)
             if spec.usage is not None
-            else _profiles(self.usage_rules.profiles_for(config["hostname"], spec.tags, node.name))  # type: ignore[arg-type]
+            else _profiles(self.usage_rules.profiles_for(str(config["hostname"]), spec.tags, node.name))
         )
         self.usage.add_ct(spec.vmid, self.placement(ct, now), profiles)
 
@@ -402,8 +405,7 @@ class SimCluster:
         target = self.state.nodes.get(node)
         if target is None:
             raise internal(
-                f"hostname lookup '{node}' failed - failed to get address info for: {node}: "
-                "Name or service not known"
+                f"hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"
             )
         if not target.online:
             raise PveApiError(595, "No route to host", empty_body=True)
@@ -428,6 +430,14 @@ class SimCluster:
         """``fork_worker``: the UPID is returned to the caller, the worker runs on the heap."""
         return self.tasks.start(node, task_type, task_id, user, body)
 
+    def after_ha_round(self, action: Callable[[], None]) -> None:
+        """Run ``action`` when the HA manager next acts on a request: a simulated second later, or
+        right away with instant tasks (a manual clock would otherwise leave HA requests pending)."""
+        if self.clock.instant_tasks:
+            action()
+        else:
+            self.scheduler.at(self.now() + HA_ROUND_SECONDS, action)
+
     def injected_failure(self, task: Task) -> None:
         """Raise the failure a test or scenario armed for this task type, if any."""
         vmid = int(task.id) if task.id.isdigit() else None
@@ -442,8 +452,9 @@ class SimCluster:
         """
         waited = 0.0
         while True:
-            holder = self._flocks.get(vmid)
-            if holder is None or holder == task.upid or self.tasks.get(holder) is None or not self.tasks.get(holder).running:  # type: ignore[union-attr]
+            holder_upid = self._flocks.get(vmid)
+            holder = self.tasks.get(holder_upid) if holder_upid is not None else None
+            if holder is None or holder is task or not holder.running:
                 self._flocks[vmid] = task.upid
                 return
             if waited >= FLOCK_TIMEOUT_SECONDS or self.clock.instant_tasks:
@@ -706,9 +717,7 @@ class SimCluster:
                     "enabled": s.enabled,
                     "capacity_bytes": s.capacity_bytes,
                     "used_bytes": {
-                        node: self.storage_used_bytes(s, node)
-                        for node in self.state.nodes
-                        if s.available_on(node)
+                        node: self.storage_used_bytes(s, node) for node in self.state.nodes if s.available_on(node)
                     },
                 }
                 for sid, s in self.state.storages.items()
@@ -735,9 +744,7 @@ class SimCluster:
                     },
                     "profiles": {m: _describe_profile(p) for m, p in self.usage.ct_profiles(vmid).items()},
                 }
-            tasks = [
-                {**task.list_entry(), "log": list(task.lines)} for task in self.tasks
-            ]
+            tasks = [{**task.list_entry(), "log": list(task.lines)} for task in self.tasks]
             return {
                 "cluster": self.name,
                 "clock": {
@@ -771,8 +778,8 @@ def _profiles(spec: MetricProfiles) -> dict[str, Profile]:
 
 
 def _as_profile(profile: object) -> Profile:
-    if hasattr(profile, "value_at"):
-        return profile  # type: ignore[return-value]
+    if isinstance(profile, BaseProfile):
+        return profile
     return parse_profile(profile)
 
 
@@ -781,10 +788,6 @@ def _describe_profile(profile: Profile) -> object:
     if callable(dump):
         return dump(mode="json", by_alias=True)
     return repr(profile)
-
-
-def _number_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _event_action(cluster: SimCluster, event: ScenarioEvent) -> Callable[[], None]:
@@ -800,9 +803,7 @@ def _event_action(cluster: SimCluster, event: ScenarioEvent) -> Callable[[], Non
                 targets = [
                     ct.vmid
                     for ct in cluster.state.containers.values()
-                    if event.match.matches(
-                        str(ct.config.get("hostname") or ""), (ct.tags or "").split(";"), ct.node
-                    )
+                    if event.match.matches(str(ct.config.get("hostname") or ""), (ct.tags or "").split(";"), ct.node)
                 ]
             for vmid in targets:
                 for metric in ("memory", "cpu", "disk"):

@@ -30,9 +30,7 @@ class RequestFault:
     empty_body: bool
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method.upper() == method.upper()) and bool(
-            self.path_regex.search(path)
-        )
+        return (self.method is None or self.method.upper() == method.upper()) and bool(self.path_regex.search(path))
 
     def describe(self) -> dict[str, object]:
         return {
@@ -161,9 +159,7 @@ class FaultInjector:
         """
         with self._lock:
             latency = sum(
-                rule.seconds
-                for rule in self._latency
-                if rule.path_regex is None or rule.path_regex.search(path)
+                rule.seconds for rule in self._latency if rule.path_regex is None or rule.path_regex.search(path)
             )
             for fault in self._request_faults:
                 if fault.remaining > 0 and fault.matches(method, path):

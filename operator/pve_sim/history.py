@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 METRICS: tuple[str, ...] = ("memory", "cpu", "disk")
@@ -63,20 +63,22 @@ class Placement:
     """Storage of the rootfs volume (where the CT's disk use lands)."""
 
 
-@dataclass
 class _Timeline:
-    """Values that hold from an epoch on, searched from the newest end."""
+    """Values that hold from an epoch on. Nearly every query is about the newest value."""
 
-    since: list[float] = field(default_factory=list)
-    values: list[object] = field(default_factory=list)
+    __slots__ = ("since", "values")
+
+    def __init__(self, epoch: float, value: object) -> None:
+        self.since: list[float] = [epoch]
+        self.values: list[object] = [value]
 
     def set(self, epoch: float, value: object) -> None:
-        if self.since and epoch <= self.since[-1]:
-            # A change at the same instant (or a clock that has not moved) replaces the last value.
-            while self.since and epoch < self.since[-1]:
+        if epoch <= self.since[-1]:
+            # A change at the same instant replaces the last value (the clock never goes back).
+            while len(self.since) > 1 and epoch < self.since[-1]:
                 self.since.pop()
                 self.values.pop()
-            if self.since and epoch == self.since[-1]:
+            if epoch <= self.since[-1]:
                 self.values[-1] = value
                 return
         self.since.append(epoch)
@@ -84,15 +86,33 @@ class _Timeline:
 
     def at(self, epoch: float) -> object | None:
         since = self.since
-        if not since:
-            return None
         if epoch >= since[-1]:
             return self.values[-1]
         index = bisect_right(since, epoch)
         return self.values[index - 1] if index else None
 
-    def latest(self) -> object | None:
-        return self.values[-1] if self.values else None
+    def latest(self) -> object:
+        return self.values[-1]
+
+
+class _CtRecord:
+    """Everything recorded about one CT: lifetime, placements, and one profile timeline per metric."""
+
+    __slots__ = ("cpu", "created", "disk", "memory", "placements", "removed")
+
+    def __init__(self, placement: Placement, profiles: Mapping[str, Profile]) -> None:
+        epoch = placement.since_epoch
+        self.created = epoch
+        self.removed: float | None = None
+        self.placements = _Timeline(epoch, placement)
+        self.memory = _Timeline(epoch, profiles.get("memory", IDLE))
+        self.cpu = _Timeline(epoch, profiles.get("cpu", IDLE))
+        self.disk = _Timeline(epoch, profiles.get("disk", IDLE))
+
+    def metric(self, name: str) -> _Timeline:
+        _check_metric(name)
+        timeline: _Timeline = getattr(self, name)
+        return timeline
 
 
 @dataclass(frozen=True)
@@ -150,10 +170,7 @@ class UsageModel:
 
     def __init__(self, start_epoch: float) -> None:
         self.start_epoch = start_epoch
-        self._placements: dict[int, _Timeline] = {}
-        self._ct_profiles: dict[int, dict[str, _Timeline]] = {}
-        self._created: dict[int, float] = {}
-        self._removed: dict[int, float] = {}
+        self._cts: dict[int, _CtRecord] = {}
         self._node_capacity: dict[str, NodeCapacity] = {}
         self._node_profiles: dict[str, dict[str, _Timeline]] = {}
         self._node_online: dict[str, _Timeline] = {}
@@ -165,11 +182,8 @@ class UsageModel:
         self, node: str, capacity: NodeCapacity, profiles: Mapping[str, Profile], online: bool, epoch: float
     ) -> None:
         self._node_capacity[node] = capacity
-        self._node_profiles[node] = {m: _Timeline() for m in METRICS}
-        for metric in METRICS:
-            self._node_profiles[node][metric].set(epoch, profiles.get(metric, IDLE))
-        self._node_online[node] = _Timeline()
-        self._node_online[node].set(epoch, online)
+        self._node_profiles[node] = {m: _Timeline(epoch, profiles.get(m, IDLE)) for m in METRICS}
+        self._node_online[node] = _Timeline(epoch, online)
         self._ever_on_node.setdefault(node, set())
 
     def set_node_profile(self, node: str, metric: str, profile: Profile, epoch: float) -> None:
@@ -180,21 +194,17 @@ class UsageModel:
         self._node_online[node].set(epoch, online)
 
     def add_ct(self, vmid: int, placement: Placement, profiles: Mapping[str, Profile]) -> None:
-        """Start recording a CT (create, or a scenario's pre-existing CT)."""
-        epoch = placement.since_epoch
-        self._created[vmid] = epoch
-        self._removed.pop(vmid, None)
-        timeline = _Timeline()
-        timeline.set(epoch, placement)
-        self._placements[vmid] = timeline
-        self._ct_profiles[vmid] = {m: _Timeline() for m in METRICS}
-        for metric in METRICS:
-            self._ct_profiles[vmid][metric].set(epoch, profiles.get(metric, IDLE))
+        """Start recording a CT (create, or a scenario's CT). A reused VMID starts a fresh record."""
+        old = self._cts.get(vmid)
+        if old is not None:
+            for members in self._ever_on_node.values():
+                members.discard(vmid)
+        self._cts[vmid] = _CtRecord(placement, profiles)
         self._ever_on_node.setdefault(placement.node, set()).add(vmid)
 
     def place_ct(self, vmid: int, placement: Placement) -> None:
         """Record a change of node, run state or size (only if something actually changed)."""
-        timeline = self._placements[vmid]
+        timeline = self._cts[vmid].placements
         last = timeline.latest()
         if isinstance(last, Placement) and _same_place(last, placement):
             return
@@ -202,79 +212,83 @@ class UsageModel:
         self._ever_on_node.setdefault(placement.node, set()).add(vmid)
 
     def set_ct_profile(self, vmid: int, metric: str, profile: Profile, epoch: float) -> None:
-        _check_metric(metric)
-        self._ct_profiles[vmid][metric].set(epoch, profile)
+        self._cts[vmid].metric(metric).set(epoch, profile)
 
     def remove_ct(self, vmid: int, epoch: float) -> None:
         """The CT is gone from ``epoch`` on (its past stays for node history)."""
-        self._removed[vmid] = epoch
-
-    def forget_ct_history_before(self, vmid: int) -> None:
-        """Drop a destroyed CT's record entirely when its VMID is reused by a new CT."""
-        self._placements.pop(vmid, None)
-        self._ct_profiles.pop(vmid, None)
-        for members in self._ever_on_node.values():
-            members.discard(vmid)
+        record = self._cts.get(vmid)
+        if record is not None:
+            record.removed = epoch
 
     # ------------------------------------------------------------------ queries
 
     def ct_profiles(self, vmid: int) -> dict[str, Profile]:
         """The profiles in force now (latest)."""
-        result: dict[str, Profile] = {}
-        for metric, timeline in self._ct_profiles[vmid].items():
-            value = timeline.latest()
-            result[metric] = value if value is not None else IDLE  # type: ignore[assignment]
-        return result
+        record = self._cts[vmid]
+        return {m: record.metric(m).latest() for m in METRICS}  # type: ignore[misc]
 
     def node_profiles(self, node: str) -> dict[str, Profile]:
-        result: dict[str, Profile] = {}
-        for metric, timeline in self._node_profiles[node].items():
-            value = timeline.latest()
-            result[metric] = value if value is not None else IDLE  # type: ignore[assignment]
-        return result
+        return {m: t.latest() for m, t in self._node_profiles[node].items()}  # type: ignore[misc]
 
     def ct_created_epoch(self, vmid: int) -> float | None:
-        return self._created.get(vmid)
+        record = self._cts.get(vmid)
+        return record.created if record is not None else None
 
     def ct_exists_at(self, vmid: int, epoch: float) -> bool:
-        created = self._created.get(vmid)
-        if created is None or epoch < created:
+        record = self._cts.get(vmid)
+        if record is None or epoch < record.created:
             return False
-        removed = self._removed.get(vmid)
-        return removed is None or epoch < removed
+        return record.removed is None or epoch < record.removed
 
     def ct_placement_at(self, vmid: int, epoch: float) -> Placement | None:
         if not self.ct_exists_at(vmid, epoch):
             return None
-        timeline = self._placements.get(vmid)
-        value = timeline.at(epoch) if timeline is not None else None
+        value = self._cts[vmid].placements.at(epoch)
         return value if isinstance(value, Placement) else None
 
     def node_online_at(self, node: str, epoch: float) -> bool:
-        value = self._node_online[node].at(epoch)
-        return bool(value)
+        return bool(self._node_online[node].at(epoch))
 
     def ct_usage_at(self, vmid: int, epoch: float) -> CtUsage | None:
-        """The CT's usage at ``epoch``, or None if it did not exist then."""
-        placement = self.ct_placement_at(vmid, epoch)
-        if placement is None:
+        """The CT's usage at ``epoch``, or None if it did not exist then (hot path: keep it flat)."""
+        record = self._cts.get(vmid)
+        if record is None or epoch < record.created or (record.removed is not None and epoch >= record.removed):
+            return None
+        timeline = record.placements
+        placement = timeline.values[-1] if epoch >= timeline.since[-1] else timeline.at(epoch)
+        if not isinstance(placement, Placement):
             return None
         elapsed = epoch - self.start_epoch
-        profiles = self._ct_profiles[vmid]
-        disk_profile = profiles["disk"].at(epoch)
-        disk_fraction = _value(disk_profile, elapsed)
-        disk = int(disk_fraction * placement.maxdisk_bytes)
+        disk_tl = record.disk
+        disk_profile = disk_tl.values[-1] if epoch >= disk_tl.since[-1] else disk_tl.at(epoch)
+        disk = int(_value(disk_profile, elapsed) * placement.maxdisk_bytes)
         if not placement.running:
             return CtUsage(
-                placement.node, False, placement.cpus, 0.0, 0, placement.maxmem_bytes, disk,
-                placement.maxdisk_bytes, placement.storage,
-            )  # fmt: skip
-        cpu = _value(profiles["cpu"].at(epoch), elapsed)
-        mem = int(_value(profiles["memory"].at(epoch), elapsed) * placement.maxmem_bytes)
+                placement.node,
+                False,
+                placement.cpus,
+                0.0,
+                0,
+                placement.maxmem_bytes,
+                disk,
+                placement.maxdisk_bytes,
+                placement.storage,
+            )
+        cpu_tl = record.cpu
+        mem_tl = record.memory
+        cpu = _value(cpu_tl.values[-1] if epoch >= cpu_tl.since[-1] else cpu_tl.at(epoch), elapsed)
+        mem_fraction = _value(mem_tl.values[-1] if epoch >= mem_tl.since[-1] else mem_tl.at(epoch), elapsed)
         return CtUsage(
-            placement.node, True, placement.cpus, cpu, mem, placement.maxmem_bytes, disk,
-            placement.maxdisk_bytes, placement.storage,
-        )  # fmt: skip
+            placement.node,
+            True,
+            placement.cpus,
+            cpu,
+            int(mem_fraction * placement.maxmem_bytes),
+            placement.maxmem_bytes,
+            disk,
+            placement.maxdisk_bytes,
+            placement.storage,
+        )
 
     def node_base_at(self, node: str, epoch: float) -> tuple[float, int, int]:
         """(cpu cores busy, memory bytes, rootfs bytes) of the node's own base load at ``epoch``."""
@@ -286,29 +300,20 @@ class UsageModel:
         disk = int(_value(profiles["disk"].at(epoch), elapsed) * capacity.rootfs_bytes)
         return cpu_cores, mem, disk
 
-    def node_usage_at(
-        self, node: str, epoch: float, ct_usages: Iterable[CtUsage] | None = None
-    ) -> NodeUsage:
-        """Base load plus the CTs running on the node at ``epoch``.
+    def node_usage_at(self, node: str, epoch: float) -> NodeUsage:
+        """Base load plus the CTs running on the node at ``epoch`` (evaluates the CTs ever placed there)."""
+        usages = (self.ct_usage_at(vmid, epoch) for vmid in self._ever_on_node.get(node, ()))
+        return self._aggregate(node, epoch, (u for u in usages if u is not None and u.node == node))
 
-        Pass ``ct_usages`` (already evaluated for this instant, any nodes) to aggregate without
-        evaluating the CTs again; otherwise every CT ever placed on the node is evaluated.
-        """
+    def _aggregate(self, node: str, epoch: float, ct_usages: Iterable[CtUsage]) -> NodeUsage:
         capacity = self._node_capacity[node]
         cpu_cores, mem, disk = self.node_base_at(node, epoch)
-        if ct_usages is None:
-            ct_usages = (
-                usage
-                for usage in (self.ct_usage_at(vmid, epoch) for vmid in self._ever_on_node.get(node, ()))
-                if usage is not None
-            )
         running = 0
         for usage in ct_usages:
-            if usage.node != node or not usage.running:
-                continue
-            running += 1
-            cpu_cores += usage.cpu_fraction * usage.cpus
-            mem += usage.mem_bytes
+            if usage.running:
+                running += 1
+                cpu_cores += usage.cpu_fraction * usage.cpus
+                mem += usage.mem_bytes
         return NodeUsage(
             cpu_fraction=min(1.0, cpu_cores / capacity.cores) if capacity.cores else 0.0,
             cores=capacity.cores,
@@ -322,43 +327,24 @@ class UsageModel:
     def nodes_usage_at(self, epoch: float, vmids: Iterable[int]) -> tuple[dict[int, CtUsage], dict[str, NodeUsage]]:
         """Every listed CT's usage and every node's usage at one instant, each CT evaluated once."""
         ct_usages: dict[int, CtUsage] = {}
+        per_node: dict[str, list[CtUsage]] = {node: [] for node in self._node_capacity}
+        usage_at = self.ct_usage_at
         for vmid in vmids:
-            usage = self.ct_usage_at(vmid, epoch)
+            usage = usage_at(vmid, epoch)
             if usage is not None:
                 ct_usages[vmid] = usage
-        capacities = self._node_capacity
-        cpu_cores: dict[str, float] = {}
-        mem: dict[str, int] = {}
-        disk: dict[str, int] = {}
-        running: dict[str, int] = {}
-        for node in capacities:
-            cpu_cores[node], mem[node], disk[node] = self.node_base_at(node, epoch)
-            running[node] = 0
-        for usage in ct_usages.values():
-            if usage.running and usage.node in capacities:
-                cpu_cores[usage.node] += usage.cpu_fraction * usage.cpus
-                mem[usage.node] += usage.mem_bytes
-                running[usage.node] += 1
-        node_usages = {
-            node: NodeUsage(
-                cpu_fraction=min(1.0, cpu_cores[node] / cap.cores) if cap.cores else 0.0,
-                cores=cap.cores,
-                mem_bytes=min(mem[node], cap.memory_bytes),
-                memory_bytes=cap.memory_bytes,
-                rootfs_used_bytes=min(disk[node], cap.rootfs_bytes),
-                rootfs_bytes=cap.rootfs_bytes,
-                running_cts=running[node],
-            )
-            for node, cap in capacities.items()
-        }
+                bucket = per_node.get(usage.node)
+                if bucket is not None:
+                    bucket.append(usage)
+        node_usages = {node: self._aggregate(node, epoch, bucket) for node, bucket in per_node.items()}
         return ct_usages, node_usages
 
 
 def _value(profile: object, elapsed: float) -> float:
     if profile is None:
         return 0.0
-    value = profile.value_at(elapsed)  # type: ignore[attr-defined]
-    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else float(value)
+    value: float = profile.value_at(elapsed)  # type: ignore[attr-defined]
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
 
 
 def _same_place(a: Placement, b: Placement) -> bool:

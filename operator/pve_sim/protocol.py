@@ -60,6 +60,7 @@ GZIP_MIN_BYTES = 1024
 """PVE compresses bodies over 1 KiB when the client accepts gzip (AnyEvent.pm ``response``)."""
 
 ADMIN_PREFIX = "/_sim"
+MAX_REASON_CHARS = 4096
 
 # AnyEvent::HTTP pseudo-statuses PVE's proxy produces; reason phrases as proxmoxer knows them.
 _ANYEVENT_REASONS = {
@@ -127,7 +128,8 @@ def reason_phrase(status: int, message: str | None) -> str:
     """PVE's reason phrase: the message's first line, or the standard phrase when empty.
 
     HTTP reason phrases are latin-1 and single-line; characters outside latin-1 become ``?`` and
-    control characters spaces, so no message can break the response framing.
+    control characters spaces, so no message can break the response framing. Over
+    ``MAX_REASON_CHARS`` it is cut short.
     """
     first = (message or "").split("\n", 1)[0].split("\r", 1)[0]
     first = _CONTROL_CHARS_RE.sub(" ", first).strip()
@@ -136,6 +138,10 @@ def reason_phrase(status: int, message: str | None) -> str:
             first = http.HTTPStatus(status).phrase
         except ValueError:
             first = _ANYEVENT_REASONS.get(status, "Unknown")
+    if len(first) > MAX_REASON_CHARS:
+        # PVE does not cap it, but messages that echo a client's path could outgrow the 64 KiB
+        # status line clients accept (http.client's _MAXLINE); the body keeps the full text.
+        first = first[: MAX_REASON_CHARS - 3] + "..."
     return first.encode("latin-1", "replace").decode("latin-1")
 
 

@@ -62,6 +62,7 @@ IDLE_TIMEOUT_SECONDS = 5.0
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 256
 _DRAIN_LIMIT_BYTES = 2 * 1024 * 1024
+_LINGER_SECONDS = 1.0
 _TLS_HANDSHAKE_RECORD = 0x16
 
 _REQUEST_LINE_RE = re.compile(r"^(\S+) (\S+) HTTP/(\d+)\.(\d+)$")
@@ -111,21 +112,21 @@ class _Connection:
             return False
         if isinstance(parsed, HttpResponse):
             self._send(parsed, method=None, keep_alive=False, accept_gzip=False)
-            self._linger()
+            self._close_gracefully()
             return False
         method, target, version, headers = parsed
         request = HttpRequest(method=method, target=target, headers=headers, client=self._client)
 
         if not self._tls:
             self._send(self._redirect(request), method=method, keep_alive=False, accept_gzip=False)
-            self._linger()
+            self._close_gracefully()
             return False
 
         try:
             fully_read = self._read_body(request)
         except _BadRequest as exc:
             self._send(plain_error(400, str(exc)), method=method, keep_alive=False, accept_gzip=False)
-            self._linger()
+            self._close_gracefully()
             return False
         response = self._server.dispatcher.handle(request)
         keep_alive = (
@@ -137,8 +138,7 @@ class _Connection:
         accept_gzip = "gzip" in (request.header("accept-encoding") or "")
         self._send(response, method=method, keep_alive=keep_alive, accept_gzip=accept_gzip)
         if not keep_alive:
-            if not fully_read:
-                self._linger()
+            self._close_gracefully()
             return False
         return True
 
@@ -240,6 +240,8 @@ class _Connection:
         if not host:
             return plain_error(400, "Header field 'Host' not found in request")
         location = f"https://{re.sub(r'^https?://', '', host)}{request.target}"
+        if len(location) > 16 * 1024:
+            return plain_error(400, "bad request")
         if request.method in ("GET", "HEAD"):
             response = plain_error(301, "Moved Permanently")
         else:
@@ -247,14 +249,20 @@ class _Connection:
         response.extra_headers.append(("Location", location))
         return response
 
-    def _linger(self) -> None:
-        """Read and discard what the client is still sending before closing.
+    def _close_gracefully(self) -> None:
+        """End our side, then read and discard what the client is still sending, briefly.
 
+        The client may still be sending (a body we refused, junk after a bad request line).
         Closing a socket with unread input makes the kernel send a reset, which can destroy the
-        response the client has not read yet; draining briefly lets it read our answer.
+        response before the client reads it; half-closing first tells the client we are done, and
+        draining lets its send finish. Bounded in time and bytes, so a client cannot pin us here.
         """
+        with contextlib.suppress(OSError, ValueError):
+            # The raw TCP half-close: no TLS close_notify, which clients framing by
+            # Content-Length never wait for.
+            socket.socket.shutdown(self._sock, socket.SHUT_WR)
         try:
-            self._sock.settimeout(0.5)
+            self._sock.settimeout(_LINGER_SECONDS)
             drained = 0
             while drained < _DRAIN_LIMIT_BYTES:
                 chunk = self._rfile.read1(64 * 1024)
@@ -279,8 +287,9 @@ class _HttpsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """
 
     allow_reuse_address = True
+    # Daemon threads never hold up interpreter exit; stop() still joins every one of them
+    # (socketserver itself only tracks non-daemon threads, hence our own list).
     daemon_threads = True
-    block_on_close = True
     request_queue_size = 128
 
     def __init__(
@@ -298,6 +307,7 @@ class _HttpsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.stopping = stopping
         self._live_lock = threading.Lock()
         self._live: set[socket.socket] = set()
+        self._connection_threads: list[threading.Thread] = []
         super().__init__(address, socketserver.BaseRequestHandler, bind_and_activate=True)
 
     def server_bind(self) -> None:
@@ -311,6 +321,24 @@ class _HttpsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"pve-sim-conn-{client_address[0]}:{client_address[1]}",
+            daemon=True,
+        )
+        with self._live_lock:
+            self._connection_threads = [t for t in self._connection_threads if t.is_alive()]
+            self._connection_threads.append(thread)
+        thread.start()
+
+    def join_connection_threads(self) -> None:
+        with self._live_lock:
+            threads, self._connection_threads = self._connection_threads, []
+        for thread in threads:
+            thread.join()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         with self._live_lock:
@@ -466,9 +494,10 @@ class SimServer:
             if httpd is None:
                 self._remove_own_cert_dir()
                 return
-            httpd.shutdown()
+            httpd.shutdown()  # the accept loop has ended when this returns
+            httpd.server_close()
             httpd.wake_connections()
-            httpd.server_close()  # joins the connection threads (block_on_close)
+            httpd.join_connection_threads()
             if thread is not None:
                 thread.join()
             self._remove_own_cert_dir()

@@ -31,16 +31,37 @@ _PROPERTY_DEFAULT_KEY = {"rootfs": "volume", "mp": "volume", "unused": "volume",
 _PROPERTY_REQUIRED_KEYS = {"net": ("name",), "mp": ("mp",)}
 _PROPERTY_BOOLEAN_KEYS = frozenset(
     {
-        "firewall", "host-managed", "link_down", "acl", "quota", "replicate", "ro", "shared", "backup",
-        "keepattrs", "nesting", "keyctl", "fuse", "mknod", "force_rw_sys",
+        "firewall",
+        "host-managed",
+        "link_down",
+        "acl",
+        "quota",
+        "replicate",
+        "ro",
+        "shared",
+        "backup",
+        "keepattrs",
+        "nesting",
+        "keyctl",
+        "fuse",
+        "mknod",
+        "force_rw_sys",
     }
-)  # fmt: skip
+)
 _DISK_SIZE_KEYS = frozenset({"size"})
 
 LOCK_VALUES = (
-    "backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback", "snapshot",
+    "backup",
+    "create",
+    "destroyed",
+    "disk",
+    "fstrim",
+    "migrate",
+    "mounted",
+    "rollback",
+    "snapshot",
     "snapshot-delete",
-)  # fmt: skip
+)
 """pve-container's lock enum (``$confdesc->{lock}``)."""
 
 
@@ -275,7 +296,11 @@ class ContainerState:
     @property
     def name(self) -> str:
         """vmstatus ``name``: the hostname or ``CT<vmid>``, whitespace removed."""
-        return re.sub(r"\s", "", str(self.config.get("hostname") or f"CT{self.vmid}"))
+        hostname = self.config.get("hostname")
+        if not hostname:
+            return f"CT{self.vmid}"
+        text = str(hostname)
+        return "".join(text.split()) if " " in text or "\t" in text or "\n" in text else text
 
     @property
     def maxmem_bytes(self) -> int:

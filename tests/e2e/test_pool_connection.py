@@ -9,26 +9,30 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import SIM_TIME_SCALE, Lab, lab_scenario_data
-from tests.fixtures.operator import connect_pool
+from tests.fixtures.operator import apply_objects, connect_pool
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
 
-def test_unreachable_proxmox_marks_the_pool_not_ready_and_it_recovers_by_itself(
-    lab: Lab, pve_sim_server: Any, tmp_path: Path
-) -> None:
-    port, cert_dir = lab.sim.port, tmp_path / "certs"
-    cert_dir.mkdir()
-    # Keep the simulator's certificate so the restarted one is trusted by the same CA ConfigMap.
-    for item in Path(lab.sim.cert_dir).iterdir():
-        (cert_dir / item.name).write_bytes(item.read_bytes())
+def test_unreachable_proxmox_marks_the_pool_not_ready_and_it_recovers_by_itself(lab: Lab, pve_sim_server: Any) -> None:
+    port = lab.sim.port
     lab.sim.stop()
     found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "Unreachable", timeout_s=60)
     assert "unreachable" in found["message"]
     assert any(e["reason"] == "Unreachable" and e["type"] == "Warning" for e in lab.events())
 
-    pve_sim_server(time_scale=SIM_TIME_SCALE, port=port, cert_dir=cert_dir)
+    # Proxmox comes back on the same address with a new certificate; the CA ConfigMap is updated
+    # (a CA rotation) and the operator picks both up without a restart.
+    back = pve_sim_server(time_scale=SIM_TIME_SCALE, port=port)
+    ca = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "pve-ca"},
+        "data": {"ca.crt": Path(back.ca_path).read_text()},
+    }
+    apply_objects(lab.kube, lab.namespace, ca)
     lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected", timeout_s=60)
+    assert lab.operator is not None and lab.operator.starts == 1
 
 
 def test_wrong_token_is_authentication_failed_and_the_secret_is_never_shown(

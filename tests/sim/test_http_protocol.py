@@ -13,6 +13,7 @@ import urllib.parse
 from typing import Any
 
 import pytest
+import requests.adapters
 from proxmoxer import ResourceException
 from proxmoxer.tools import Tasks
 
@@ -72,9 +73,11 @@ def test_keep_alive_reuses_one_connection(sim: SimTestServer) -> None:
     session = sim.session()
     for _ in range(5):
         assert session.get(f"{sim.api_url}/version", headers=token_header(sim)).status_code == 200
-    pool = session.get_adapter(sim.api_url).poolmanager.connection_from_url(sim.api_url)
-    assert pool.num_connections == 1
-    assert pool.num_requests == 5
+    adapter = session.get_adapter(sim.api_url)
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    manager = adapter.poolmanager
+    pools = [manager.pools[key] for key in manager.pools.keys()]  # noqa: SIM118 (no __iter__)
+    assert [(pool.num_connections, pool.num_requests) for pool in pools] == [(1, 5)]
 
 
 def test_total_is_added_to_the_envelope(sim: SimTestServer) -> None:
@@ -86,7 +89,7 @@ def test_total_is_added_to_the_envelope(sim: SimTestServer) -> None:
         f"{sim.api_url}/nodes/srv-px2/tasks/{upid}/log", headers=token_header(sim)
     )
     body = response.json()
-    assert body["total"] == len(body["data"]) >= 2
+    assert body["total"] == len(body["data"]) >= 1
     assert body["data"][-1]["t"] == "TASK OK"
 
 

@@ -39,7 +39,7 @@ def _major(cluster: SimCluster) -> int:
 @route("GET", "/cluster/resources")
 def resources(cluster: SimCluster, req: Request) -> object:
     """Pools, guests, nodes, storages (and SDN/network zones), filtered per entry by permission."""
-    kind = req.opt_str("type")
+    kind = req.opt_text("type")
     authid = req.authid
     access = cluster.access
     state = cluster.state
@@ -62,10 +62,10 @@ def resources(cluster: SimCluster, req: Request) -> object:
         for vmid in sorted(containers, key=str):
             ct = containers[vmid]
             entry = resource_entry(cluster, ct, view.cts.get(vmid), view.epoch)
-            poolid = vm_pool.get(vmid)
-            if poolid is not None:
-                entry["pool"] = poolid
-                pool_entry = pool_entries.get(poolid)
+            member_of = vm_pool.get(vmid)
+            if member_of is not None:
+                entry["pool"] = member_of
+                pool_entry = pool_entries.get(member_of)
                 if pool_entry is not None and entry.get("uptime"):
                     _add_to_pool(pool_entry, entry)
             if not access.allowed(authid, f"/vms/{vmid}", ["VM.Audit"]):
@@ -76,7 +76,7 @@ def resources(cluster: SimCluster, req: Request) -> object:
             tags = ct.config.get("tags")
             if tags:
                 entry["tags"] = tags
-            if poolid is not None and not access.allowed(authid, f"/pool/{poolid}", ["Pool.Audit"]):
+            if member_of is not None and not access.allowed(authid, f"/pool/{member_of}", ["Pool.Audit"]):
                 del entry["pool"]
             resource = ha.get(f"ct:{vmid}")
             if resource is not None:
@@ -85,7 +85,9 @@ def resources(cluster: SimCluster, req: Request) -> object:
 
     if kind is None or kind == "node":
         for name in state.nodes:
-            result.append(node_entry(cluster, name, view, audit=access.allowed(authid, f"/nodes/{name}", ["Sys.Audit"])))
+            result.append(
+                node_entry(cluster, name, view, audit=access.allowed(authid, f"/nodes/{name}", ["Sys.Audit"]))
+            )
 
     if kind is None or kind == "storage":
         used = storage_usage(cluster, view.cts)
@@ -119,7 +121,13 @@ def resources(cluster: SimCluster, req: Request) -> object:
             for name in sorted(state.nodes):
                 if access.allowed(authid, "/sdn/zones/localnetwork", ["SDN.Audit"]):
                     result.append(
-                        {"id": f"sdn/{name}/localnetwork", "sdn": "localnetwork", "node": name, "type": "sdn", "status": "ok"}
+                        {
+                            "id": f"sdn/{name}/localnetwork",
+                            "sdn": "localnetwork",
+                            "node": name,
+                            "type": "sdn",
+                            "status": "ok",
+                        }
                     )
     elif kind is None and access.allowed(authid, "/sdn/zones/localnetwork", ["SDN.Audit"]):
         for name in state.nodes:
@@ -205,7 +213,7 @@ def storage_used(cluster: SimCluster, storage: StorageState, node: str, totals: 
 @route("GET", "/cluster/nextid")
 def nextid(cluster: SimCluster, req: Request) -> object:
     """The lowest free VMID from 100, as a string (PVE's Perl stringifies it); ``vmid`` asserts one."""
-    vmid = req.opt_int("vmid")
+    vmid = req.opt_integer("vmid")
     if vmid:
         if vmid in cluster.state.containers:
             raise ParameterError({"vmid": f"VM {vmid} already exists"})
@@ -288,29 +296,57 @@ def ha_status_current(cluster: SimCluster, req: Request) -> object:
         return result
     master = _ha_master(cluster)
     result.append(
-        {"id": "master", "type": "master", "node": master, "status": f"{master} (active, {_localtime(now)})", "timestamp": now}
+        {
+            "id": "master",
+            "type": "master",
+            "node": master,
+            "status": f"{master} (active, {_localtime(now)})",
+            "timestamp": now,
+        }
     )
     result.append(
-        {"id": "fencing", "type": "fencing", "node": master, "status": "armed (CRM watchdog active)", "armed-state": "armed"}
+        {
+            "id": "fencing",
+            "type": "fencing",
+            "node": master,
+            "status": "armed (CRM watchdog active)",
+            "armed-state": "armed",
+        }
     )
     for name in sorted(state.nodes):
         node = state.nodes[name]
         services = [
-            r for r in state.ha_resources.values() if (ct := state.containers.get(r.vmid)) is not None and ct.node == name
+            r
+            for r in state.ha_resources.values()
+            if (ct := state.containers.get(r.vmid)) is not None and ct.node == name
         ]
         if not node.online:
-            result.append({"id": f"lrm:{name}", "type": "lrm", "node": name, "status": f"{name} (old timestamp - dead?, watchdog standby, {_localtime(now - 60)})", "timestamp": now - 60})
+            result.append(
+                {
+                    "id": f"lrm:{name}",
+                    "type": "lrm",
+                    "node": name,
+                    "status": f"{name} (old timestamp - dead?, watchdog standby, {_localtime(now - 60)})",
+                    "timestamp": now - 60,
+                }
+            )
             continue
         lrm_state = "active" if services else "idle"
         watchdog = "watchdog active" if services else "watchdog standby"
         result.append(
-            {"id": f"lrm:{name}", "type": "lrm", "node": name, "status": f"{name} ({lrm_state}, {watchdog}, {_localtime(now)})", "timestamp": now}
+            {
+                "id": f"lrm:{name}",
+                "type": "lrm",
+                "node": name,
+                "status": f"{name} ({lrm_state}, {watchdog}, {_localtime(now)})",
+                "timestamp": now,
+            }
         )
     for sid in sorted(state.ha_resources):
         resource = state.ha_resources[sid]
         ct = state.containers.get(resource.vmid)
-        node = ct.node if ct is not None else "---"
-        crm_state = resource.state if resource.state in ("started", "stopped") else resource.state
+        service_node = ct.node if ct is not None else "---"
+        crm_state = resource.state
         if ct is not None and resource.state == "started" and not ct.running:
             crm_state = "starting"
         if ct is not None and resource.state == "stopped" and ct.running:
@@ -320,11 +356,11 @@ def ha_status_current(cluster: SimCluster, req: Request) -> object:
                 "id": f"service:{sid}",
                 "type": "service",
                 "sid": sid,
-                "node": node,
+                "node": service_node,
                 "crm_state": crm_state,
                 "request_state": resource.state,
                 "state": crm_state,
-                "status": f"{sid} ({node}, {crm_state})",
+                "status": f"{sid} ({service_node}, {crm_state})",
                 "max_restart": resource.max_restart,
                 "max_relocate": resource.max_relocate,
                 "failback": 1 if resource.failback else 0,
@@ -358,7 +394,12 @@ def ha_manager_status(cluster: SimCluster, req: Request) -> object:
         "manager_status": manager,
         "quorum": {"node": entry_node, "quorate": "1" if cluster.is_quorate() else "0"},
         "lrm_status": {
-            name: {"mode": "active", "results": {}, "state": "active" if state.ha_resources else "wait_for_agent_lock", "timestamp": now}
+            name: {
+                "mode": "active",
+                "results": {},
+                "state": "active" if state.ha_resources else "wait_for_agent_lock",
+                "timestamp": now,
+            }
             for name, node in state.nodes.items()
             if node.online
         },
@@ -369,8 +410,8 @@ def ha_manager_status(cluster: SimCluster, req: Request) -> object:
 def ha_rules(cluster: SimCluster, req: Request) -> object:
     """PVE 9 turns HA groups into ``node-affinity`` rules named ``ha-group-<group>``."""
     state = cluster.state
-    wanted_type = req.opt_str("type")
-    wanted_resource = req.opt_str("resource")
+    wanted_type = req.opt_text("type")
+    wanted_resource = req.opt_text("resource")
     result: list[dict[str, object]] = []
     for group, (nodes, restricted) in sorted(state.ha_groups.items()):
         members = sorted(sid for sid, r in state.ha_resources.items() if r.group == group)

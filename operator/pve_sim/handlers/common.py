@@ -90,30 +90,44 @@ def vmstatus_entry(cluster: SimCluster, ct: ContainerState, usage: CtUsage | Non
     return entry
 
 
-def resource_entry(cluster: SimCluster, ct: ContainerState, stats: CtUsage | None, stats_epoch: float) -> dict[str, object]:
-    """``extract_vm_stats``: a CT as pvestatd last broadcast it (``stats`` at ``stats_epoch``)."""
-    entry: dict[str, object] = {
-        "id": f"lxc/{ct.vmid}",
-        "vmid": ct.vmid,
-        "node": ct.node,
-        "type": "lxc",
-        "status": "unknown",
-    }
-    node = cluster.state.nodes[ct.node]
-    if stats is None or not node.online:
-        return entry
+def resource_entry(
+    cluster: SimCluster, ct: ContainerState, stats: CtUsage | None, stats_epoch: float
+) -> dict[str, object]:
+    """``extract_vm_stats``: a CT as pvestatd last broadcast it (``stats`` at ``stats_epoch``).
+
+    On the hot path of ``/cluster/resources`` (thousands of CTs per call), hence written flat.
+    """
+    vmid = ct.vmid
+    if stats is None or not cluster.state.nodes[ct.node].online:
+        return {"id": f"lxc/{vmid}", "vmid": vmid, "node": ct.node, "type": "lxc", "status": "unknown"}
     running = stats.running
     started = ct.started_epoch
     uptime = int(stats_epoch - started) if running and started is not None and started <= stats_epoch else 0
-    entry["uptime"] = uptime
-    entry["name"] = ct.name
-    entry["status"] = "running" if running else "stopped"
-    entry["template"] = 1 if ct.is_template else 0
-    entry["maxcpu"] = number(stats.cpus)
-    entry["cpu"] = stats.cpu_fraction if running else 0
-    entry["maxmem"] = stats.maxmem_bytes
-    entry["mem"] = stats.mem_bytes if running else 0
-    entry["maxdisk"] = stats.maxdisk_bytes or ct.maxdisk_bytes
-    entry["disk"] = stats.disk_bytes if running else 0
-    entry.update(io_counters(stats, uptime))
+    cpus = stats.cpus
+    entry: dict[str, object] = {
+        "id": f"lxc/{vmid}",
+        "vmid": vmid,
+        "node": ct.node,
+        "type": "lxc",
+        "status": "running" if running else "stopped",
+        "uptime": uptime,
+        "name": ct.name,
+        "template": 1 if ct.config.get("template") else 0,
+        "maxcpu": int(cpus) if cpus == int(cpus) else cpus,
+        "cpu": stats.cpu_fraction if running else 0,
+        "maxmem": stats.maxmem_bytes,
+        "mem": stats.mem_bytes if running else 0,
+        "maxdisk": stats.maxdisk_bytes or ct.maxdisk_bytes,
+        "disk": stats.disk_bytes if running else 0,
+    }
+    if running:
+        busy = stats.cpu_fraction * cpus
+        net = (_NET_BASE_BYTES_PER_SECOND + busy * _NET_BYTES_PER_CORE_SECOND) * uptime
+        disk_io = busy * _DISK_BYTES_PER_CORE_SECOND * uptime
+        entry["netin"] = int(net)
+        entry["netout"] = int(net * 0.6)
+        entry["diskread"] = int(disk_io * 0.3)
+        entry["diskwrite"] = int(disk_io)
+    else:
+        entry["netin"] = entry["netout"] = entry["diskread"] = entry["diskwrite"] = 0
     return entry

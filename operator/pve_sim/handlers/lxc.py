@@ -28,6 +28,7 @@ from pve_sim.state import (
     ContainerState,
     HaResource,
     StorageState,
+    TemplateVolume,
     format_size,
     option_family,
     print_property_string,
@@ -53,9 +54,23 @@ HOTPLUG_OPTIONS = frozenset({"memory", "swap", "cpulimit", "cpuunits"})
 
 # Parameters of create that are not config options (extracted before the config is built).
 _CREATE_EXTRA = (
-    "node", "vmid", "ignore-unpack-errors", "bwlimit", "start", "ha-managed", "unprivileged", "restore",
-    "unique", "force", "password", "ssh-public-keys", "pool", "ostemplate", "storage", "debug",
-)  # fmt: skip
+    "node",
+    "vmid",
+    "ignore-unpack-errors",
+    "bwlimit",
+    "start",
+    "ha-managed",
+    "unprivileged",
+    "restore",
+    "unique",
+    "force",
+    "password",
+    "ssh-public-keys",
+    "pool",
+    "ostemplate",
+    "storage",
+    "debug",
+)
 _PROPERTY_FORMATS = {"net": "lxc-net", "rootfs": "lxc-rootfs", "mp": "lxc-mp", "features": "lxc-features"}
 
 
@@ -83,9 +98,22 @@ def vmdiridx(cluster: SimCluster, req: Request) -> object:
     return [
         {"subdir": name}
         for name in (
-            "config", "pending", "status", "vncproxy", "termproxy", "vncwebsocket", "spiceproxy", "migrate",
-            "clone", "rrd", "rrddata", "firewall", "snapshot", "resize", "interfaces",
-        )  # fmt: skip
+            "config",
+            "pending",
+            "status",
+            "vncproxy",
+            "termproxy",
+            "vncwebsocket",
+            "spiceproxy",
+            "migrate",
+            "clone",
+            "rrd",
+            "rrddata",
+            "firewall",
+            "snapshot",
+            "resize",
+            "interfaces",
+        )
     ]
 
 
@@ -93,8 +121,7 @@ def vmdiridx(cluster: SimCluster, req: Request) -> object:
 def vmcmdidx(cluster: SimCluster, req: Request) -> object:
     cluster.state.load_config(req.vmid, req.node)
     return [
-        {"subdir": name}
-        for name in ("current", "start", "stop", "shutdown", "reboot", "suspend", "resume", "migrate")
+        {"subdir": name} for name in ("current", "start", "stop", "shutdown", "reboot", "suspend", "resume", "migrate")
     ]
 
 
@@ -123,9 +150,7 @@ def ct_rrddata(cluster: SimCluster, req: Request) -> object:
     """RRD rows of the CT, from its placement and usage history (not proxied, as in PVE)."""
     vmid = req.vmid
     if cluster.usage.ct_created_epoch(vmid) is None:
-        raise internal(
-            f"RRD error: opening '/var/lib/rrdcached/db/pve-vm-9.0/{vmid}': No such file or directory"
-        )
+        raise internal(f"RRD error: opening '/var/lib/rrdcached/db/pve-vm-9.0/{vmid}': No such file or directory")
 
     def sample(epoch: float) -> Mapping[str, float]:
         usage = cluster.usage.ct_usage_at(vmid, epoch)
@@ -150,8 +175,8 @@ def ct_rrddata(cluster: SimCluster, req: Request) -> object:
         }
 
     return rrd_rows(
-        req.str("timeframe"),
-        req.opt_str("cf") or "AVERAGE",
+        req.text("timeframe"),
+        req.opt_text("cf") or "AVERAGE",
         cluster.now(),
         cluster.clock.start_epoch,
         sample,
@@ -183,18 +208,15 @@ def create_vm(cluster: SimCluster, req: Request) -> object:
     start_after_create = bool(params.get("start"))
     ha_managed = bool(params.get("ha-managed"))
     unprivileged_param = params.get("unprivileged")
-    if unprivileged_param is None:
-        # pve-container 6.0.6 (PVE 9) creates unprivileged CTs unless told otherwise.
-        unprivileged = _pve_major(cluster) >= 9
-    else:
-        unprivileged = bool(unprivileged_param)
+    # pve-container 6.0.6 (PVE 9) creates unprivileged CTs unless told otherwise.
+    unprivileged = _pve_major(cluster) >= 9 if unprivileged_param is None else bool(unprivileged_param)
     if not unprivileged and _pve_major(cluster) >= 9:
         access.check(authid, "/", ["Sys.Modify"])
     if ha_managed:
         access.check(authid, "/", ["Sys.Console"])
     state.check_vmid_unused(vmid)
 
-    pool = req.opt_str("pool")
+    pool = req.opt_text("pool")
     if pool is not None and pool not in access.pools:
         raise permission_denied(f"pool '{pool}' does not exist")
     if not (
@@ -274,7 +296,7 @@ def _create_worker(
     ct: ContainerState,
     config: dict[str, ConfigValue],
     mp_params: Mapping[str, str],
-    template: object,
+    template: TemplateVolume | None,
     ostemplate: str,
     pool: str | None,
 ) -> Iterator[float]:
@@ -310,7 +332,7 @@ def _create_worker(
         task.log(f"extracting archive '/var/lib/vz/template/cache/{filename}'")
         yield cluster.state.timing.create_seconds
         cluster.injected_failure(task)
-        size = getattr(template, "size_bytes", 0) * 4
+        size = template.size_bytes * 4  # a compressed template unpacks to about four times its size
         task.log(f"Total bytes read: {size} ({size // (1024 * 1024)}MiB, 180MiB/s)")
         task.log("Detected container architecture: amd64")
         task.log("Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ...")
@@ -322,7 +344,7 @@ def _create_worker(
         cluster.unregister_container(vmid)
         raise TaskError(f"unable to create CT {vmid} - {message}") from None
     config.setdefault("arch", "amd64")
-    config.setdefault("ostype", getattr(template, "ostype", "unmanaged"))
+    config.setdefault("ostype", template.ostype)
     config["hostname"] = config.get("hostname") or f"CT{vmid}"
     config["memory"] = config.get("memory") or 512
     config.setdefault("swap", 512)
@@ -357,7 +379,7 @@ def _fake_fingerprint(vmid: int) -> str:
     return base64.b64encode(hashlib.sha256(f"ct{vmid}".encode()).digest()).decode().rstrip("=")
 
 
-def check_template_access(cluster: SimCluster, authid: str, volid: str) -> object:
+def check_template_access(cluster: SimCluster, authid: str, volid: str) -> TemplateVolume | None:
     """``check_volume_access(..., 'vztmpl')``: storage exists, is a template volume, caller may read it.
 
     Returns the template (or None when the volume does not exist: that only fails inside the task).
@@ -371,9 +393,7 @@ def check_template_access(cluster: SimCluster, authid: str, volid: str) -> objec
     if not volname.startswith("vztmpl/"):
         raise internal(f"unable to use volume {volid} - content type needs to be 'vztmpl'")
     if authid != "root@pam" and not cluster.access.allowed(authid, f"/storage/{sid}", ["Datastore.Allocate"]):
-        cluster.access.check(
-            authid, f"/storage/{sid}", ["Datastore.AllocateSpace", "Datastore.Audit"], any_of=True
-        )
+        cluster.access.check(authid, f"/storage/{sid}", ["Datastore.AllocateSpace", "Datastore.Audit"], any_of=True)
     return cluster.state.templates.get(volid)
 
 
@@ -432,9 +452,7 @@ def check_ct_modify_config_perm(
             vm_perm("VM.Config.Network")
         elif key == "features":
             if not unprivileged:
-                raise permission_denied(
-                    "changing feature flags for privileged container is only allowed for root@pam"
-                )
+                raise permission_denied("changing feature flags for privileged container is only allowed for root@pam")
             source = old.get(key) if deleting else new.get(key)
             features = _features(str(source or ""))
             old_features = _features(str(old.get(key) or "")) if not deleting else {}
@@ -511,9 +529,7 @@ def _stored_option(cluster: SimCluster, key: str, value: object) -> ConfigValue:
 
 @route("POST", f"{CT}/status/start", perm=Perm(VM_PATH, ("VM.PowerMgmt",)), proxy=True)
 def vm_start(cluster: SimCluster, req: Request) -> object:
-    return vm_start_api(
-        cluster, req.node, req.vmid, req.authid, skiplock=req.flag("skiplock"), is_root=req.is_root
-    )
+    return vm_start_api(cluster, req.node, req.vmid, req.authid, skiplock=req.flag("skiplock"), is_root=req.is_root)
 
 
 def _check_skiplock(skiplock: bool, is_root: bool) -> None:
@@ -593,7 +609,7 @@ def vm_stop(cluster: SimCluster, req: Request) -> object:
 @route("POST", f"{CT}/status/shutdown", perm=Perm(VM_PATH, ("VM.PowerMgmt",)), proxy=True)
 def vm_shutdown(cluster: SimCluster, req: Request) -> object:
     node, vmid, authid = req.node, req.vmid, req.authid
-    timeout = req.opt_int("timeout")
+    timeout = req.opt_integer("timeout")
     timeout = 60 if timeout is None else timeout
     force_stop = req.flag("forceStop")
     if not cluster.state.running_on(vmid, node):
@@ -636,7 +652,7 @@ def stop_container(
 @route("POST", f"{CT}/status/reboot", perm=Perm(VM_PATH, ("VM.PowerMgmt",)), proxy=True)
 def vm_reboot(cluster: SimCluster, req: Request) -> object:
     node, vmid, authid = req.node, req.vmid, req.authid
-    timeout = req.opt_int("timeout")
+    timeout = req.opt_integer("timeout")
     if not cluster.state.running_on(vmid, node):
         raise internal(f"VM {vmid} not running")
 
@@ -683,7 +699,7 @@ def _ha_request(cluster: SimCluster, node: str, vmid: int, authid: str, task_typ
         if resource is not None:
             resource.state = state
         yield 0.0
-        cluster.scheduler.at(cluster.now() + 1.0, lambda: _ha_enforce(cluster, vmid))
+        cluster.after_ha_round(lambda: _ha_enforce(cluster, vmid))
 
     return cluster.start_task(node, task_type, str(vmid), authid, body).upid
 
@@ -788,7 +804,7 @@ def destroy_vm(cluster: SimCluster, req: Request) -> object:
 @route("GET", f"{CT}/config", perm=Perm(VM_PATH, ("VM.Audit",)), proxy=True)
 def vm_config(cluster: SimCluster, req: Request) -> object:
     """The config (pending values applied unless ``current=1``) plus its ``digest``."""
-    snapshot = req.opt_str("snapshot")
+    snapshot = req.opt_text("snapshot")
     if snapshot and req.flag("current"):
         message = "cannot use 'snapshot' parameter with 'current'"
         raise ParameterError({"snapshot": message, "current": message})
@@ -912,8 +928,11 @@ def _hotplug_pending(cluster: SimCluster, ct: ContainerState, selection: set[str
         if opt not in selection:
             continue
         family = option_family(opt)
-        if opt in FASTPLUG_OPTIONS or opt in HOTPLUG_OPTIONS or family == "net" or (
-            family == "mp" and opt not in ct.config
+        if (
+            opt in FASTPLUG_OPTIONS
+            or opt in HOTPLUG_OPTIONS
+            or family == "net"
+            or (family == "mp" and opt not in ct.config)
         ):
             ct.config[opt] = _finalise_volume(cluster, ct, opt, ct.pending.pop(opt))
 

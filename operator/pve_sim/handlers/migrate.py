@@ -12,14 +12,21 @@ on the source.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pve_sim.errors import ParameterError, internal
 from pve_sim.formats import FormatError, IdMap, parse_idmap
-from pve_sim.handlers.lxc import VM_PATH, _ha_request, apply_pending, stop_container
+from pve_sim.handlers.lxc import VM_PATH, apply_pending, stop_container
 from pve_sim.handlers.registry import Perm, route
-from pve_sim.state import ContainerState, StorageState, Volume, format_size, parse_property_string, print_property_string
+from pve_sim.state import (
+    ContainerState,
+    StorageState,
+    Volume,
+    parse_property_string,
+    print_property_string,
+)
 from pve_sim.tasks import Task, TaskError, Worker, format_duration, format_log_time
 
 if TYPE_CHECKING:
@@ -31,7 +38,7 @@ def migrate_vm(cluster: SimCluster, req: Request) -> object:
     """Synchronous checks of ``migrate_vm``, then a ``vzmigrate`` (or ``hamigrate``) task."""
     state = cluster.state
     node, vmid, authid = req.node, req.vmid, req.authid
-    target = req.str("target")
+    target = req.text("target")
     if target == node:
         raise ParameterError({"target": "target is local node."})
     cluster.check_quorum()
@@ -43,7 +50,7 @@ def migrate_vm(cluster: SimCluster, req: Request) -> object:
     if state.running_on(vmid, node) and not online and not restart:
         raise internal("can't migrate running container without --online or --restart")
     storage_map: IdMap | None = None
-    target_storage = req.opt_str("target-storage")
+    target_storage = req.opt_text("target-storage")
     if target_storage:
         try:
             storage_map = parse_idmap(target_storage, "pve-storage-id")
@@ -55,28 +62,40 @@ def migrate_vm(cluster: SimCluster, req: Request) -> object:
             _check_storage_access_migrate(cluster, authid, sid, target)
     if state.is_ha_managed(vmid):
         return _ha_migrate(cluster, node, vmid, authid, target)
-    timeout = req.opt_int("timeout")
+    timeout = req.opt_integer("timeout")
     options = _MigrateOptions(
         target=target,
         online=online,
         restart=restart,
         timeout=180 if timeout is None else timeout,
         storage_map=storage_map,
+        bwlimit_kib=_bwlimit(req.get("bwlimit")),
     )
     del ct
-    return cluster.start_task(node, "vzmigrate", str(vmid), authid, lambda task: _migrate(cluster, task, node, vmid, options)).upid
+    return cluster.start_task(
+        node, "vzmigrate", str(vmid), authid, lambda task: _migrate(cluster, task, node, vmid, options)
+    ).upid
 
 
+@dataclass(frozen=True)
 class _MigrateOptions:
-    def __init__(self, *, target: str, online: bool, restart: bool, timeout: int, storage_map: IdMap | None) -> None:
-        self.target = target
-        self.online = online
-        self.restart = restart
-        self.timeout = timeout
-        self.storage_map = storage_map
+    """What the caller asked for: target, mode, shutdown timeout, storage map, bandwidth limit."""
+
+    target: str
+    online: bool
+    restart: bool
+    timeout: int
+    storage_map: IdMap | None
+    bwlimit_kib: float | None = None
 
     def map_storage(self, sid: str) -> str:
         return self.storage_map.map(sid) if self.storage_map is not None else sid
+
+
+def _bwlimit(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def _check_storage_access_migrate(cluster: SimCluster, authid: str, sid: str, target: str) -> None:
@@ -98,9 +117,11 @@ def _ha_migrate(cluster: SimCluster, node: str, vmid: int, authid: str, target: 
             if ct is None or ct.node == target:
                 return
             options = _MigrateOptions(target=target, online=False, restart=True, timeout=180, storage_map=None)
-            cluster.start_task(ct.node, "vzmigrate", str(vmid), "root@pam", lambda t: _migrate(cluster, t, ct.node, vmid, options))
+            cluster.start_task(
+                ct.node, "vzmigrate", str(vmid), "root@pam", lambda t: _migrate(cluster, t, ct.node, vmid, options)
+            )
 
-        cluster.scheduler.at(cluster.now() + 1.0, relocate)
+        cluster.after_ha_round(relocate)
 
     return cluster.start_task(node, "hamigrate", str(vmid), authid, body).upid
 
@@ -141,7 +162,9 @@ def _migrate(cluster: SimCluster, task: Task, source: str, vmid: int, options: _
         cluster.funlock(task, vmid)
 
 
-def _prepare(cluster: SimCluster, log: _Log, source: str, vmid: int, options: _MigrateOptions) -> Iterator[float]:
+def _prepare(
+    cluster: SimCluster, log: _Log, source: str, vmid: int, options: _MigrateOptions
+) -> Generator[float, None, bool]:
     """``prepare``: checks, the ssh test to the target, and (restart mode) shutting the CT down."""
     state = cluster.state
     ct = _load(cluster, vmid, source)
@@ -239,10 +262,16 @@ def _phase1(
     cluster.injected_failure(task)
     volume_map: dict[str, str] = {}
     rate = state.timing.migrate_mib_per_second
+    if options.bwlimit_kib:
+        rate = min(rate, options.bwlimit_kib / 1024)  # bwlimit is KiB/s, like PVE's
     for volume, storage, target_sid in local:
         target_storage = state.storage_config(target_sid)
         name = volume.volid.split(":", 1)[1]
-        new_volid = f"{target_sid}:{name}" if target_sid == storage.sid else state.next_volume_name(target_storage, vmid, options.target)
+        new_volid = (
+            f"{target_sid}:{name}"
+            if target_sid == storage.sid
+            else state.next_volume_name(target_storage, vmid, options.target)
+        )
         if target_storage.type in ("lvmthin", "lvm"):
             log.info(f'  Logical volume "{new_volid.split(":", 1)[1]}" created.')
         seconds = (volume.size_bytes / (1024 * 1024)) / rate if rate > 0 else 0.0
@@ -252,7 +281,7 @@ def _phase1(
         log.info(f"{records}+0 records in")
         log.info(f"{records}+0 records out")
         log.info(
-            f"{volume.size_bytes} bytes ({volume.size_bytes / 1e9:.1f} GB, {format_size(volume.size_bytes)}iB) "
+            f"{volume.size_bytes} bytes ({volume.size_bytes / 1e9:.1f} GB, {volume.size_bytes / 2**30:.1f} GiB) "
             f"copied, {seconds:.4f} s, {rate * 1.048576:.0f} MB/s"
         )
         log.info(f"successfully imported '{new_volid}'")

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from pve_sim.errors import ParameterError, internal
 from pve_sim.formats import split_list
 from pve_sim.handlers.cluster import node_entry, storage_usage, storage_used
-from pve_sim.handlers.common import io_rates
 from pve_sim.handlers.registry import Perm, route
 from pve_sim.rrd import rrd_rows, rrd_timeframes
 
@@ -112,9 +111,7 @@ def node_rrddata(cluster: SimCluster, req: Request) -> object:
     """RRD rows of a node from the load history (not proxied: every node has the cluster's RRDs)."""
     name = req.node
     if name not in cluster.state.nodes:
-        raise internal(
-            f"RRD error: opening '/var/lib/rrdcached/db/pve-node-9.0/{name}': No such file or directory"
-        )
+        raise internal(f"RRD error: opening '/var/lib/rrdcached/db/pve-node-9.0/{name}': No such file or directory")
     node = cluster.state.nodes[name]
     usage_model = cluster.usage
 
@@ -146,10 +143,9 @@ def node_rrddata(cluster: SimCluster, req: Request) -> object:
             "pressurememoryfull": 0.0,
         }
 
-    _ = io_rates  # CT traffic is folded into the node's synthetic rates above
     return rrd_rows(
-        req.str("timeframe"),
-        req.opt_str("cf") or "AVERAGE",
+        req.text("timeframe"),
+        req.opt_text("cf") or "AVERAGE",
         cluster.now(),
         cluster.clock.start_epoch,
         sample,
@@ -162,11 +158,11 @@ def storage_index(cluster: SimCluster, req: Request) -> object:
     """Storages as seen from the node, with space figures; only those the caller may audit or use."""
     node = req.node
     state = cluster.state
-    content = req.opt_str("content")
+    content = req.opt_text("content")
     wanted_content = split_list(content) if content is not None else None
-    only = req.opt_str("storage")
+    only = req.opt_text("storage")
     enabled_only = req.flag("enabled")
-    target = req.opt_str("target")
+    target = req.opt_text("target")
     if target in (node, "localhost"):
         target = None
 

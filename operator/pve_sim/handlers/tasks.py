@@ -24,18 +24,18 @@ def node_tasks(cluster: SimCluster, req: Request) -> object:
     """Newest first; ``total`` counts every match (beyond ``start``/``limit`` too)."""
     node = req.node
     authid = req.authid
-    start = req.opt_int("start") or 0
-    limit = req.opt_int("limit")
+    start = req.opt_integer("start") or 0
+    limit = req.opt_integer("limit")
     limit = 50 if limit is None else limit
-    userfilter = req.opt_str("userfilter")
-    typefilter = req.opt_str("typefilter")
-    vmid = req.opt_int("vmid")
+    userfilter = req.opt_text("userfilter")
+    typefilter = req.opt_text("typefilter")
+    vmid = req.opt_integer("vmid")
     errors = req.flag("errors")
-    source = req.opt_str("source") or "archive"
-    since = req.opt_int("since")
-    until = req.opt_int("until")
+    source = req.opt_text("source") or "archive"
+    since = req.opt_integer("since")
+    until = req.opt_integer("until")
     wanted = {"ok", "warning", "error", "unknown"}
-    statusfilter = req.opt_str("statusfilter")
+    statusfilter = req.opt_text("statusfilter")
     if statusfilter is not None and not errors:
         wanted = {item.lower() for item in split_list(statusfilter)}
     elif errors:
@@ -74,9 +74,10 @@ def node_tasks(cluster: SimCluster, req: Request) -> object:
             if task.running:
                 consider(task, None)
     if source != "active":
-        for task in reversed(tasks):
-            if not task.running:
-                consider(task, task.exitstatus)
+        # The archive is appended to as tasks end, and read backwards: newest *end* first.
+        finished = [(task.endtime or 0, order, task) for order, task in enumerate(tasks) if not task.running]
+        for _end, _order, task in sorted(finished, key=lambda item: (item[0], item[1]), reverse=True):
+            consider(task, task.exitstatus)
     return ApiResult(result, total=count)
 
 
@@ -93,16 +94,12 @@ def cluster_tasks(cluster: SimCluster, req: Request) -> object:
     for node in cluster.state.nodes:
         recent.extend(cluster.tasks.node_tasks(node)[-_CLUSTER_TASKS_PER_NODE:])
     tasks = sorted(recent, key=lambda t: (t.fields.starttime, t.upid), reverse=True)
-    return [
-        task.list_entry()
-        for task in tasks
-        if everything or task.owner_fields()["user"] == authid
-    ]
+    return [task.list_entry() for task in tasks if everything or task.owner_fields()["user"] == authid]
 
 
 def _lookup(cluster: SimCluster, req: Request) -> Task:
     """The task named by ``upid`` on the URL's node, with PVE's 400 errors; checks who may read it."""
-    upid = req.str("upid")
+    upid = req.text("upid")
     fields = decode_upid(upid)
     if fields is None:
         raise ParameterError({"upid": "unable to parse worker upid"})
@@ -122,7 +119,7 @@ def read_task_status(cluster: SimCluster, req: Request) -> object:
 @route("GET", "/nodes/{node}/tasks/{upid}/log", proxy=True)
 def read_task_log(cluster: SimCluster, req: Request) -> object:
     """``dump_logfile``: lines ``{n, t}`` from ``start``; ``limit`` 0 reads to the end."""
-    upid = req.str("upid")
+    upid = req.text("upid")
     if decode_upid(upid) is None:
         raise ParameterError({"upid": "unable to parse worker upid"})
     task = cluster.tasks.get(upid)
@@ -135,7 +132,7 @@ def read_task_log(cluster: SimCluster, req: Request) -> object:
         if req.get("start") is not None or req.get("limit") is not None:
             raise internal("'download' cannot be used together with 'start' or 'limit' parameters")
         raise PveApiError(501, "pve_sim does not implement task log downloads")
-    start = req.opt_int("start") or 0
-    limit = req.opt_int("limit")
+    start = req.opt_integer("start") or 0
+    limit = req.opt_integer("limit")
     total, lines = task.log_page(start, 50 if limit is None else limit)
     return ApiResult(lines, total=total)
