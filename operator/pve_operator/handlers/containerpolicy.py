@@ -45,6 +45,7 @@ from pve_operator.handlers.status import (
     rfc3339,
     with_conditions,
 )
+from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.actions import DestroyContainer
 from pve_operator.planning.model import ClusterSnapshot, Metric
 from pve_operator.planning.ownership import (
@@ -268,14 +269,19 @@ def reconcile_policy(
     except (PolicyBlocked, ConfigurationError, PveError) as exc:
         updates = _error_updates(exc, pool_name)
         _write_conditions(patch, previous, updates, now, generation)
+        RECONCILIATIONS.labels("ContainerPolicy", "error").inc()
+        RECONCILE_ERRORS.labels("ContainerPolicy", updates[0][2]).inc()
         old = next((c for c in previous if c.type == ConditionType.READY), None)
         if old is None or old.reason != updates[0][2]:
             kopf.warn(body, reason=updates[0][2], message=updates[0][3])
         return
 
+    RECONCILIATIONS.labels("ContainerPolicy", "ok").inc()
     for outcome in outcomes:
         _announce(body, outcome)
     statuses = container_statuses(owned, snapshot, policy.render_hostname)
+    for state in ContainerState:
+        MANAGED_CONTAINERS.labels(namespace, name, state.value).set(sum(1 for c in statuses if c.state is state))
     running = sum(1 for c in statuses if c.state is ContainerState.RUNNING)
     offloaded = sum(1 for c in statuses if c.state is ContainerState.OFFLOADED)
     migrating = sum(1 for c in statuses if c.state is ContainerState.MIGRATING)
@@ -340,6 +346,7 @@ _EVENT_REASONS = {"Create": "Created", "Start": "Started", "Delete": "Deleted", 
 
 def _announce(body: Any, outcome: Outcome) -> None:
     kind = outcome.action.kind
+    ACTIONS.labels(kind, "Succeeded" if outcome.succeeded else "Failed").inc()
     if outcome.succeeded:
         kopf.info(body, reason=_EVENT_REASONS.get(kind, kind), message=outcome.message)
     else:

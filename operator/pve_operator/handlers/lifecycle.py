@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
+from prometheus_client import start_http_server
 
 from pve_operator.api.v1alpha1 import GROUP
-from pve_operator.handlers.runtime import OperatorRuntime, load_kubernetes_config
+from pve_operator.handlers.runtime import METRICS_PORT, OperatorRuntime, load_kubernetes_config
 
 #: Annotations and labels Argo CD writes for tracking; changing them is not a change of ours.
 ARGOCD_METADATA = (
@@ -33,6 +34,9 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.execution.max_workers = 32
     load_kubernetes_config()
     memo.runtime = OperatorRuntime()
+    if METRICS_PORT > 0 and not getattr(memo, "metrics_started", False):
+        start_http_server(METRICS_PORT)
+        memo.metrics_started = True
 
 
 @kopf.on.probe(id="pools")

@@ -40,6 +40,8 @@ RECONCILE_INTERVAL_SECONDS = env_float("PVE_OPERATOR_RECONCILE_INTERVAL", 15.0)
 MONITOR_TICK_SECONDS = env_float("PVE_OPERATOR_MONITOR_TICK", 5.0)
 #: Creations and starts in flight at once per pool (the lab did one at a time, blocking on each).
 MAX_PARALLEL_TASKS = int(env_float("PVE_OPERATOR_MAX_PARALLEL_TASKS", 4))
+#: Port of the Prometheus ``/metrics`` endpoint; 0 disables it.
+METRICS_PORT = int(env_float("PVE_OPERATOR_METRICS_PORT", 9090))
 #: Deadline for one PVE task (create, start, stop, destroy) in seconds.
 TASK_TIMEOUT_SECONDS = env_float("PVE_OPERATOR_TASK_TIMEOUT", 600.0)
 

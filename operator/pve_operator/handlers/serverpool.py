@@ -23,6 +23,7 @@ from pve_operator.handlers.status import (
     parse_conditions,
     with_conditions,
 )
+from pve_operator.metrics import NODE_UTILIZATION, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.pve.errors import (
     PveAuthenticationError,
     PveError,
@@ -83,6 +84,14 @@ def probe_pool(
     else:
         patch.status["pveVersion"] = str(version.get("version", ""))
         nodes = node_statuses(pool, snapshot)
+        for node in nodes:
+            for metric, value in (
+                ("cpu", node.cpu_percent),
+                ("memory", node.memory_percent),
+                ("disk", node.disk_percent),
+            ):
+                if value is not None:
+                    NODE_UTILIZATION.labels(namespace, name, node.name, metric).set(value / 100.0)
         patch.status["nodes"] = [n.to_dict() for n in nodes]
         online = sum(1 for n in nodes if n.online)
         patch.status["nodeSummary"] = f"{online}/{len(nodes)}"
@@ -113,6 +122,10 @@ def probe_pool(
     patch.status["conditions"] = conditions_payload(conditions)
     patch.status["observedGeneration"] = generation
     _announce_transition(body, previous, conditions)
+    failed = any(t == ConditionType.READY and st is ConditionStatus.FALSE for t, st, _, _ in updates)
+    RECONCILIATIONS.labels("ProxmoxServerPool", "error" if failed else "ok").inc()
+    if failed:
+        RECONCILE_ERRORS.labels("ProxmoxServerPool", updates[0][2]).inc()
 
 
 def _failed(reason: str, message: str) -> list[tuple[str, ConditionStatus, str, str]]:

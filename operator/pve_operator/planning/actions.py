@@ -49,4 +49,73 @@ class RestoreConfig:
     kind: Literal["Repair"] = "Repair"
 
 
+@dataclass(frozen=True)
+class MigrateContainer:
+    """Move a CT to ``target``. A running CT moves with a restart (LXC has no live migration), so it is
+    down for the move; a stopped CT only has its volumes copied.
+
+    The percent figures are the pool's metric on both nodes just before and (projected) just after this
+    move, in plan order, so status and events can show what the planner expected.
+    """
+
+    vmid: int
+    node: str
+    target: str
+    running: bool
+    reason: str
+    source_percent_before: float
+    source_percent_after: float
+    target_percent_before: float
+    target_percent_after: float
+    #: A maintenance drain: the user asked for the node to be emptied, so the per-CT cooldown does not apply.
+    evacuation: bool = False
+    kind: Literal["Migrate"] = "Migrate"
+
+
+@dataclass(frozen=True)
+class OffloadContainer:
+    """Stop a running CT of ours to shed load, and mark it offloaded (tag) so that repair leaves it stopped
+    and restore starts it again when there is room. Its disk stays on ``node``."""
+
+    vmid: int
+    node: str
+    reason: str
+    source_percent_before: float
+    source_percent_after: float
+    running: bool = True
+    kind: Literal["Offload"] = "Offload"
+
+
+@dataclass(frozen=True)
+class RestoreContainer:
+    """Start an offloaded CT again on ``target``; when ``target`` differs from ``node`` (where it lies
+    stopped), migrate it there first (a stopped migration: no downtime beyond the copy).
+
+    ``expected_*`` is the usage the planner counted for the CT once started (what it used when it was
+    offloaded, else its limits): projection adds exactly this to the target.
+    """
+
+    vmid: int
+    node: str
+    target: str
+    reason: str
+    expected_memory_used_bytes: int
+    #: CPU use as a fraction of the CT's own cores, like ``ContainerObservation.cpu_used_fraction``.
+    expected_cpu_used_fraction: float
+    source_percent_before: float
+    source_percent_after: float
+    target_percent_before: float
+    target_percent_after: float
+    running: bool = False
+    kind: Literal["Restore"] = "Restore"
+
+    @property
+    def moves(self) -> bool:
+        """Whether the CT is migrated before it starts."""
+        return self.target != self.node
+
+
+#: What the balancing planner proposes (``pve_operator.planning.balancing``).
+BalanceAction = MigrateContainer | OffloadContainer | RestoreContainer
+
 Action = CreateContainer | StartContainer | DestroyContainer | RestoreConfig

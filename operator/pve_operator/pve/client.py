@@ -30,6 +30,7 @@ import proxmoxer
 import requests
 from proxmoxer.core import AuthenticationError, ResourceException
 
+from pve_operator.metrics import PVE_REQUEST_SECONDS, endpoint_template
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, NodeUsage
 from pve_operator.planning.ownership import normalize_tags
 from pve_operator.pve.errors import PveAuthenticationError, PveError, PveUnreachable, classify
@@ -175,6 +176,20 @@ class PveClient:
 
     @contextmanager
     def _translate_errors(self, request: str, *, mutating: bool) -> Iterator[None]:
+        method, _, path = request.partition(" ")
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            with self._typed_errors(request, mutating=mutating):
+                yield
+        except PveError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            PVE_REQUEST_SECONDS.labels(method, endpoint_template(path), outcome).observe(time.monotonic() - started)
+
+    @contextmanager
+    def _typed_errors(self, request: str, *, mutating: bool) -> Iterator[None]:
         secrets = self._credentials.secrets()
         try:
             yield
@@ -188,16 +203,10 @@ class PveClient:
                 f"authentication failed for {self._credentials.user}", status=401, request=request
             ) from None
         except requests.exceptions.SSLError as exc:
-            raise PveUnreachable(
-                redact(f"TLS verification failed: {exc}", secrets), request=request
-            ) from None
+            raise PveUnreachable(redact(f"TLS verification failed: {exc}", secrets), request=request) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            outcome = (
-                " (outcome unknown: state will be re-read, the request is not repeated)" if mutating else ""
-            )
-            raise PveUnreachable(
-                redact(f"{type(exc).__name__}: {exc}", secrets) + outcome, request=request
-            ) from None
+            outcome = " (outcome unknown: state will be re-read, the request is not repeated)" if mutating else ""
+            raise PveUnreachable(redact(f"{type(exc).__name__}: {exc}", secrets) + outcome, request=request) from None
 
     def _read(self, request: str, call: Callable[[Any], _T]) -> _T:
         """A GET, retried on transport errors (reads are safe to repeat)."""
@@ -233,9 +242,7 @@ class PveClient:
     def permissions(self, path: str | None = None) -> dict[str, dict[str, int]]:
         """Effective privileges of the operator's user or token (on ``path``, when given)."""
         params = {"path": path} if path else {}
-        return dict(
-            self._read("GET /access/permissions", lambda api: api.access.permissions.get(**params))
-        )
+        return dict(self._read("GET /access/permissions", lambda api: api.access.permissions.get(**params)))
 
     def container_config(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(
@@ -279,9 +286,7 @@ class PveClient:
             )
         )
 
-    def shutdown_container(
-        self, node: str, vmid: int, *, timeout_seconds: int, force_stop: bool = True
-    ) -> str:
+    def shutdown_container(self, node: str, vmid: int, *, timeout_seconds: int, force_stop: bool = True) -> str:
         body = _clean({"timeout": timeout_seconds, "forceStop": force_stop})
         return str(
             self._write(
@@ -299,9 +304,7 @@ class PveClient:
             )
         )
 
-    def migrate_container(
-        self, node: str, vmid: int, *, target: str, restart: bool, timeout_seconds: int = 180
-    ) -> str:
+    def migrate_container(self, node: str, vmid: int, *, target: str, restart: bool, timeout_seconds: int = 180) -> str:
         body = _clean({"target": target, "restart": restart, "timeout": timeout_seconds if restart else None})
         return str(
             self._write(
@@ -396,9 +399,7 @@ def snapshot_from_resources(resources: list[dict[str, Any]], taken_at: float) ->
                 ContainerObservation(
                     vmid=int(entry["vmid"]),
                     node=str(entry.get("node")),
-                    status=ContainerStatus(status)
-                    if status in ("running", "stopped")
-                    else ContainerStatus.UNKNOWN,
+                    status=ContainerStatus(status) if status in ("running", "stopped") else ContainerStatus.UNKNOWN,
                     name=str(entry.get("name") or ""),
                     tags=normalize_tags(str(entry.get("tags") or "")),
                     lock=str(entry["lock"]) if entry.get("lock") else None,

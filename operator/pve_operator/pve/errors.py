@@ -110,9 +110,7 @@ _CONFLICT = (
 )
 
 
-def classify(
-    status: int, pve_message: str, *, request: str, errors: Mapping[str, str] | None = None
-) -> PveError:
+def classify(status: int, pve_message: str, *, request: str, errors: Mapping[str, str] | None = None) -> PveError:
     """The typed error for an HTTP answer from PVE."""
     kind: type[PveError]
     if status == 401:

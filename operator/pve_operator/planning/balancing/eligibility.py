@@ -1,0 +1,85 @@
+"""Which CTs a strategy may act on and which nodes may receive, with the reason when not.
+
+Shared by every strategy and by the limits, so that "pinned", "locked", "in cooldown" mean the same
+thing everywhere and produce the same words in status.
+"""
+
+from __future__ import annotations
+
+from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT
+from pve_operator.planning.balancing.proposal import RefusalKind, Refusal, Stage
+from pve_operator.planning.balancing.state import WorkingState
+from pve_operator.planning.model import ContainerObservation, ContainerStatus
+
+
+def blocked(
+    inp: BalancingInput,
+    ct: ContainerObservation,
+    managed: ManagedCT,
+    *,
+    cooldown: bool = True,
+    pin: bool = True,
+) -> tuple[RefusalKind, str] | None:
+    """Why this CT of ours must be left alone this cycle, or None. ``cooldown``/``pin``: whether they count."""
+    if ct.vmid in inp.in_flight.busy_vmids:
+        return RefusalKind.IN_FLIGHT, f"CT {ct.vmid} has an operation in flight"
+    if ct.lock:
+        return RefusalKind.LOCKED, f"CT {ct.vmid} is locked ({ct.lock})"
+    if ct.status is ContainerStatus.UNKNOWN:
+        return RefusalKind.STATUS_UNKNOWN, f"CT {ct.vmid} state is unknown to PVE"
+    if pin and managed.pinned:
+        return RefusalKind.PINNED, f"CT {ct.vmid} is pinned"
+    if cooldown and managed.in_cooldown(inp.now, inp.limits.cooldown_seconds):
+        assert managed.last_action_at is not None
+        left = inp.limits.cooldown_seconds - (inp.now - managed.last_action_at)
+        return RefusalKind.COOLDOWN, f"CT {ct.vmid} is in cooldown for another {_duration(left)}"
+    return None
+
+
+def refusal(stage: Stage, why: tuple[RefusalKind, str], vmid: int, node: str) -> Refusal:
+    return Refusal(kind=why[0], stage=stage, reason=why[1], vmid=vmid, node=node)
+
+
+def managed_on(inp: BalancingInput, state: WorkingState, node: str) -> list[tuple[ContainerObservation, ManagedCT]]:
+    """Our CTs that the snapshot shows on ``node``, by vmid."""
+    result = []
+    for vmid, managed in inp.managed.items():
+        ct = inp.snapshot.containers.get(vmid)
+        if ct is not None and not ct.template and state.location.get(vmid) == node:
+            result.append((ct, managed))
+    result.sort(key=lambda pair: pair[0].vmid)
+    return result
+
+
+def managed_by_node(
+    inp: BalancingInput, state: WorkingState
+) -> dict[str, list[tuple[ContainerObservation, ManagedCT]]]:
+    """Our CTs grouped by the node the snapshot shows them on, each list by vmid (one pass over them)."""
+    groups: dict[str, list[tuple[ContainerObservation, ManagedCT]]] = {}
+    for vmid in sorted(inp.managed):
+        ct = inp.snapshot.containers.get(vmid)
+        if ct is None or ct.template:
+            continue
+        groups.setdefault(state.location[vmid], []).append((ct, inp.managed[vmid]))
+    return groups
+
+
+def receiving_nodes(inp: BalancingInput, state: WorkingState) -> list[str]:
+    """Pool nodes that may receive CTs, in pool order: online, not in maintenance, weight above 0,
+    capacities known. (Thresholds are checked per move, on the projected load.)"""
+    result = []
+    for spec in inp.pool_nodes:
+        node = state.nodes.get(spec.name)
+        if node is None or not node.online or spec.maintenance or spec.weight <= 0 or not node.capacity_known:
+            continue
+        result.append(spec.name)
+    return result
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

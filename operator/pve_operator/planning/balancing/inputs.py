@@ -1,0 +1,213 @@
+"""What the balancing planner is given: one frozen value per cycle, built by the operator.
+
+Everything the planner decides on is in :class:`BalancingInput`: the cluster snapshot, the pool's
+nodes, the thresholds and limits (fractions here, percent in the CRD), the facts the operator keeps
+about its own CTs (policy priority, age, pin, offload mark, last action), each node's recent samples
+of the pool's metric, the operations still in flight, and ``now``. Nothing is read from a clock or
+the network, so the same input always gives the same plan.
+
+CTs that are not in :attr:`BalancingInput.managed` are foreign: their usage counts on their node, but
+the planner never proposes anything for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from pve_operator.planning.model import ClusterSnapshot, Metric
+
+#: Tag a user puts on a CT to keep the operator from migrating or offloading it (it is still restored
+#: in place when it was offloaded before it was pinned). The operator also treats CTs of a policy
+#: annotated as pinned this way; either way it arrives here as :attr:`ManagedCT.pinned`.
+PINNED_TAG = "pve-operator-pinned"
+
+
+def _fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction between 0 and 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a node counts as loaded, as fractions of its capacity in ``metric``.
+
+    ``restore_below < migrate_above < offload_above`` is required (the CRD's CEL rules say the same):
+    it is the hysteresis that keeps the operator from undoing its own work.
+    """
+
+    metric: Metric = Metric.MEMORY
+    migrate_above_fraction: float = 0.75
+    offload_above_fraction: float = 0.90
+    restore_below_fraction: float = 0.60
+    #: Consecutive samples a threshold must be crossed before the planner acts (a short spike is ignored).
+    sustained_samples: int = 3
+
+    def __post_init__(self) -> None:
+        _fraction("migrate_above_fraction", self.migrate_above_fraction)
+        _fraction("offload_above_fraction", self.offload_above_fraction)
+        _fraction("restore_below_fraction", self.restore_below_fraction)
+        if not self.restore_below_fraction < self.migrate_above_fraction < self.offload_above_fraction:
+            raise ValueError(
+                "thresholds must satisfy restore_below < migrate_above < offload_above, got "
+                f"{self.restore_below_fraction} / {self.migrate_above_fraction} / {self.offload_above_fraction}"
+            )
+        if self.sustained_samples < 1:
+            raise ValueError(f"sustained_samples must be at least 1, got {self.sustained_samples}")
+
+    @classmethod
+    def from_percent(
+        cls,
+        *,
+        metric: Metric = Metric.MEMORY,
+        migrate_above_percent: float = 75,
+        offload_above_percent: float = 90,
+        restore_below_percent: float = 60,
+        sustained_samples: int = 3,
+    ) -> Thresholds:
+        """Build from the CRD's percent figures."""
+        return cls(
+            metric=metric,
+            migrate_above_fraction=migrate_above_percent / 100,
+            offload_above_fraction=offload_above_percent / 100,
+            restore_below_fraction=restore_below_percent / 100,
+            sustained_samples=sustained_samples,
+        )
+
+
+@dataclass(frozen=True)
+class BalancingLimits:
+    """The pool's ``balancing`` settings that bound what one cycle may do (applied in ``limits.py``)."""
+
+    #: Migrations in flight at once across the pool, counting the ones already running.
+    max_concurrent_migrations: int = 1
+    #: Seconds a CT stays put after the operator migrated, offloaded or restored it.
+    cooldown_seconds: float = 1800
+    #: A migration must narrow the source-target gap by at least this much (percentage points / 100).
+    min_improvement_fraction: float = 0.10
+    #: Migrations into one node per cycle, counting the ones arriving now. Not in the CRD: one at a time
+    #: lets each arrival show up in the node's statistics before the next is planned against them
+    #: (proxlb-solver's ``max_node_inflow``).
+    max_inbound_per_target: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_migrations < 1:
+            raise ValueError(f"max_concurrent_migrations must be at least 1, got {self.max_concurrent_migrations}")
+        if self.max_inbound_per_target < 1:
+            raise ValueError(f"max_inbound_per_target must be at least 1, got {self.max_inbound_per_target}")
+        if self.cooldown_seconds < 0:
+            raise ValueError(f"cooldown_seconds must not be negative, got {self.cooldown_seconds}")
+        _fraction("min_improvement_fraction", self.min_improvement_fraction)
+
+    @classmethod
+    def from_percent(
+        cls,
+        *,
+        max_concurrent_migrations: int = 1,
+        cooldown_seconds: float = 1800,
+        min_improvement_percent: float = 10,
+        max_inbound_per_target: int = 1,
+    ) -> BalancingLimits:
+        """Build from the CRD's ``balancing`` figures."""
+        return cls(
+            max_concurrent_migrations=max_concurrent_migrations,
+            cooldown_seconds=cooldown_seconds,
+            min_improvement_fraction=min_improvement_percent / 100,
+            max_inbound_per_target=max_inbound_per_target,
+        )
+
+
+@dataclass(frozen=True)
+class PoolNodeSpec:
+    """A node of the ProxmoxServerPool as balancing sees it. Nodes outside the pool are never targets."""
+
+    name: str
+    #: Placement weight. 0 places nothing new on the node, so balancing never moves CTs onto it either.
+    weight: int = 1
+    #: Drain: the operator's CTs are migrated away and nothing is moved onto the node.
+    maintenance: bool = False
+
+
+@dataclass(frozen=True)
+class ManagedCT:
+    """What the operator knows about one of its own CTs beyond the snapshot."""
+
+    vmid: int
+    #: Name of the ContainerPolicy the CT belongs to (shown in reasons).
+    policy: str
+    #: The policy's priority: lower is offloaded first and restored last.
+    priority: int
+    #: Creation time as the ownership record holds it (RFC 3339 UTC): sorts oldest first.
+    created_at: str
+    #: Never migrated or offloaded (``PINNED_TAG`` or the policy's pin annotation).
+    pinned: bool = False
+    #: Stopped on purpose by offload; restore starts it again.
+    offloaded: bool = False
+    #: Epoch seconds of the operator's last migrate/offload/restore of this CT, for the cooldown.
+    last_action_at: float | None = None
+    #: Memory the CT is expected to use once restored (what it used when offloaded); None: its limit.
+    restore_memory_bytes: int | None = None
+    #: CPU it is expected to use once restored, as a fraction of its own cores; None: all of them.
+    restore_cpu_fraction: float | None = None
+
+    def in_cooldown(self, now: float, cooldown_seconds: float) -> bool:
+        return self.last_action_at is not None and now - self.last_action_at < cooldown_seconds
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """Operations the execution journal says are still running.
+
+    The snapshot handed to the planner should already show them done (``project(snapshot, journal)``):
+    PVE's statistics lag behind a migration, and planning against the lag would move the same load twice.
+    """
+
+    #: vmid -> target node of migrations (and restores that migrate) still running.
+    migrations: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Other CTs with an operation running (stop, start): left alone this cycle.
+    other_vmids: frozenset[int] = frozenset()
+
+    @property
+    def busy_vmids(self) -> frozenset[int]:
+        return frozenset(self.migrations) | self.other_vmids
+
+    def inbound_count(self, node: str) -> int:
+        return sum(1 for target in self.migrations.values() if target == node)
+
+    def with_busy(self, vmids: frozenset[int]) -> InFlight:
+        """A copy that also treats ``vmids`` as busy (CTs an earlier stage of the plan already acts on)."""
+        return InFlight(migrations=self.migrations, other_vmids=self.other_vmids | vmids)
+
+
+@dataclass(frozen=True)
+class BalancingInput:
+    """Everything one balancing decision depends on."""
+
+    snapshot: ClusterSnapshot
+    #: The pool's nodes in spec order (first-fit and tie-breaks follow it).
+    pool_nodes: tuple[PoolNodeSpec, ...]
+    #: Our CTs by vmid. Anything else in the snapshot is foreign and never touched.
+    managed: Mapping[int, ManagedCT]
+    #: Node -> recent samples of ``thresholds.metric`` as fractions, oldest first, the latest last.
+    history: Mapping[str, Sequence[float]]
+    now: float
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    limits: BalancingLimits = field(default_factory=BalancingLimits)
+    in_flight: InFlight = field(default_factory=InFlight)
+    #: ``balancing.mode`` is not Off: migrations are planned.
+    balancing_enabled: bool = True
+    #: ``offload.mode`` is not Off: offloads and restores are planned.
+    offload_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        names = [n.name for n in self.pool_nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool node names must be unique, got {names}")
+
+    @property
+    def pool_node_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.pool_nodes)
+
+    def pool_node(self, name: str) -> PoolNodeSpec | None:
+        return next((n for n in self.pool_nodes if n.name == name), None)

@@ -1,0 +1,65 @@
+"""What a strategy returns: actions, plus refusals that say why something visible was not done.
+
+Refusals are data, not log lines, so the operator can turn them into status entries and Kubernetes
+events ("CT 3104 stays on srv-px1: in cooldown for another 12 minutes") and tests can assert on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from pve_operator.planning.actions import BalanceAction
+
+Stage = Literal["Migrate", "Offload", "Restore"]
+
+
+class RefusalKind(StrEnum):
+    """Why the planner did not act where a user might expect it to."""
+
+    #: Above a threshold now, but not for ``sustainedSamples`` samples: a spike is waited out.
+    NOT_SUSTAINED = "NotSustained"
+    #: The CT was migrated, offloaded or restored less than ``cooldownSeconds`` ago.
+    COOLDOWN = "Cooldown"
+    #: The CT is pinned (tag or policy annotation).
+    PINNED = "Pinned"
+    #: PVE holds a lock on the CT (backup, migrate, ...).
+    LOCKED = "Locked"
+    #: An operation on the CT is still running.
+    IN_FLIGHT = "InFlight"
+    #: PVE does not report the CT's state yet.
+    STATUS_UNKNOWN = "StatusUnknown"
+    #: No eligible node has room under its threshold for the CT.
+    NO_TARGET = "NoTarget"
+    #: Every possible move narrows the source-target gap by less than ``minImprovementPercent``.
+    BELOW_MIN_IMPROVEMENT = "BelowMinImprovement"
+    #: Stopping every eligible CT of ours would not bring the node under the offload threshold.
+    NO_RELIEF = "NoRelief"
+    #: The CT is not the operator's (never proposed by a strategy; the limits check it again).
+    NOT_MANAGED = "NotManaged"
+    #: ``maxConcurrentMigrations`` reached (counting migrations in flight).
+    CONCURRENCY_LIMIT = "ConcurrencyLimit"
+    #: The target already receives a migration this cycle.
+    INBOUND_LIMIT = "InboundLimit"
+    #: Without an action the limits dropped, this one would take its target above its threshold.
+    WOULD_OVERCOMMIT = "WouldOvercommit"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One thing not done, with the figures."""
+
+    kind: RefusalKind
+    stage: Stage
+    reason: str
+    vmid: int | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A strategy's answer: actions in the order they are safe to run, and refusals."""
+
+    actions: tuple[BalanceAction, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
