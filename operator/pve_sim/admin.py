@@ -25,6 +25,7 @@ Routes (bodies are JSON objects, camelCase keys)::
     POST   /_sim/nodes/{node}/offline | /online         595 for that node's API calls, or back
     GET    /_sim/faults                                 armed faults and latency rules
     POST   /_sim/faults/requests {method?, path, status, message, count?, emptyBody?}
+                                                        (emptyBody defaults to true for 59x)
     POST   /_sim/faults/tasks    {type, message, count?}
     POST   /_sim/faults/latency  {seconds, path?}
     DELETE /_sim/faults                                 clear every fault and latency rule
@@ -268,7 +269,8 @@ class AdminApi:
         status = _integer(body, "status", minimum=400)
         if status > 599:
             raise AdminError(400, "field 'status' must be <= 599")
-        empty_body = body.get("emptyBody", False)
+        # PVE's 59x (pveproxy failing to reach a node) never have a body; other errors do.
+        empty_body = body.get("emptyBody", status >= 595)
         if not isinstance(empty_body, bool):
             raise AdminError(400, "field 'emptyBody' must be a boolean")
         self._cluster.faults.add_request_fault(

@@ -143,16 +143,15 @@ class SimAdminClient:
         *,
         method: str | None = None,
         count: int = 1,
-        empty_body: bool = False,
+        empty_body: bool | None = None,
     ) -> None:
-        """Answer the next ``count`` API requests whose path matches the regex ``path`` with an error."""
-        body: dict[str, Any] = {
-            "path": path,
-            "status": status,
-            "message": message,
-            "count": count,
-            "emptyBody": empty_body,
-        }
+        """Answer the next ``count`` API requests whose path matches the regex ``path`` with an error.
+
+        ``empty_body`` defaults to PVE's shape: no body for 59x, a JSON error body otherwise.
+        """
+        body: dict[str, Any] = {"path": path, "status": status, "message": message, "count": count}
+        if empty_body is not None:
+            body["emptyBody"] = empty_body
         if method is not None:
             body["method"] = method
         self._call("POST", "/faults/requests", body)

@@ -13,6 +13,8 @@ import pytest
 import requests
 from proxmoxer import AuthenticationError, ResourceException
 
+from pve_sim.auth import TicketAuthority
+from pve_sim.clock import SimClock
 from tests.fixtures.sim import SimServerFactory, SimTestServer
 
 OPERATOR = "ctoperator@pve"
@@ -266,3 +268,30 @@ def test_no_secret_appears_in_the_log(sim: SimTestServer, caplog: pytest.LogCapt
     for secret in secrets_seen:
         assert secret not in text  # ...but never what proves who they are
         assert secret.split("::")[-1] not in text
+
+
+# -- the ticket authority itself ----------------------------------------------------------------
+
+
+def authority_at(epoch: float, key: bytes = b"k" * 32) -> TicketAuthority:
+    return TicketAuthority(SimClock(0, start_epoch=epoch), key=key)
+
+
+def test_tickets_allow_five_minutes_of_clock_skew_and_no_tampering() -> None:
+    issued_at = 1_800_000_000.0
+    ticket = authority_at(issued_at).issue_ticket(ROOT)
+    csrf = authority_at(issued_at).issue_csrf_token(ROOT)
+
+    assert authority_at(issued_at - 299).verify_ticket(ticket) == ROOT  # from slightly in the future: fine
+    assert authority_at(issued_at - 301).verify_ticket(ticket) is None
+    assert authority_at(issued_at + TICKET_LIFETIME - 1).verify_ticket(ticket) == ROOT
+    assert authority_at(issued_at + TICKET_LIFETIME).verify_ticket(ticket) is None
+    assert authority_at(issued_at, key=b"x" * 32).verify_ticket(ticket) is None
+
+    plain, _, signature = ticket.partition("::")
+    assert authority_at(issued_at).verify_ticket(plain.replace(ROOT, OPERATOR) + "::" + signature) is None
+    assert authority_at(issued_at).verify_ticket(plain + "::" + signature[:-2]) is None
+
+    assert authority_at(issued_at).verify_csrf_token(ROOT, csrf)
+    assert not authority_at(issued_at).verify_csrf_token(OPERATOR, csrf)
+    assert not authority_at(issued_at + TICKET_LIFETIME).verify_csrf_token(ROOT, csrf)
