@@ -1,0 +1,501 @@
+"""deploy/ against the real API server: every manifest validates, and the RBAC is enough and no more.
+
+* ``kubectl kustomize`` renders deploy/ (the operator with its CRDs) and deploy/argocd/example (the same
+  with Argo CD sync waves, plus the lab's pool and policy); ``kubectl apply --dry-run=server`` sends
+  the output through the API server's validation (schemas, CRD rules, admission, Pod Security).
+* The RBAC is created for real and exercised as the ServiceAccount, with a token from
+  ``kubectl create token``: ``kubectl auth can-i`` must allow exactly what the operator does (Kopf's
+  watches, metadata and status patches, events; the operator's reads of the Secrets and ConfigMaps
+  a pool names) and deny the rest.
+* Argo CD's Application kind is not installed here (no Argo CD CRDs in this control plane), so the
+  example Application cannot go through a dry run: its structure is checked in Python against the
+  fields of argoproj.io/v1alpha1 Application that it uses. argocd-cm.yaml is a plain ConfigMap and
+  goes through the API server like the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.kube import KubeCluster
+
+pytestmark = pytest.mark.kube
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+ARGOCD = DEPLOY / "argocd"
+EXAMPLE = ARGOCD / "example"
+CRDS = REPO / "crds"
+
+OPERATOR_NAMESPACE = "pve-operator"
+LAB_NAMESPACE = "pve-lab"
+GROUP = "pve.ctoperator.io"
+WAVE = "argocd.argoproj.io/sync-wave"
+SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
+
+Key = tuple[str, str, str]
+"""(kind, namespace or "", name)."""
+
+
+def key(document: dict[str, Any]) -> Key:
+    metadata = document["metadata"]
+    return document["kind"], metadata.get("namespace", ""), metadata["name"]
+
+
+def render(kube: KubeCluster, directory: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize DIRECTORY``, parsed."""
+    text = kube.kubectl("kustomize", str(directory)).stdout
+    return [document for document in yaml.safe_load_all(text) if document]
+
+
+def as_yaml(documents: Sequence[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def dry_run(kube: KubeCluster, documents: Sequence[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    """``kubectl apply --dry-run=server --validate=strict``: unknown fields fail instead of being dropped."""
+    result = kube.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=as_yaml(documents))
+    for document in documents:
+        kind, _, name = key(document)
+        assert re.search(rf"\b{re.escape(name)}\b.*\(server dry run\)", result.stdout), (
+            f"{kind} {name} missing from the dry run:\n{result.stdout}"
+        )
+    assert "PodSecurity" not in result.stderr, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def operator_manifests(kube: KubeCluster) -> list[dict[str, Any]]:
+    return render(kube, DEPLOY)
+
+
+@pytest.fixture(scope="module")
+def example_manifests(kube: KubeCluster) -> list[dict[str, Any]]:
+    return render(kube, EXAMPLE)
+
+
+@pytest.fixture
+def labelled_namespace(kube: KubeCluster, kube_namespace: str, operator_manifests: list[dict[str, Any]]) -> str:
+    """A test namespace with the labels of deploy/base/namespace.yaml (Pod Security "restricted")."""
+    namespace = next(d for d in operator_manifests if key(d) == ("Namespace", "", OPERATOR_NAMESPACE))
+    labels = [f"{k}={v}" for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security.")]
+    assert labels, "namespace.yaml sets no Pod Security labels"
+    kube.kubectl("label", "namespace", kube_namespace, *labels)
+    return kube_namespace
+
+
+def relocate(documents: Sequence[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The documents with pve-operator and pve-lab replaced by ``namespace``, in objects and in RBAC subjects.
+
+    A dry run creates nothing, so the namespaced objects of a dry run must go to a namespace that exists;
+    a test namespace leaves nothing behind on a shared cluster (the Namespace objects are dry-run as they are).
+    """
+    relocated = []
+    for document in documents:
+        moved = copy.deepcopy(document)
+        if moved["metadata"].get("namespace") in (OPERATOR_NAMESPACE, LAB_NAMESPACE):
+            moved["metadata"]["namespace"] = namespace
+        for subject in moved.get("subjects", []):
+            if subject.get("namespace") in (OPERATOR_NAMESPACE, LAB_NAMESPACE):
+                subject["namespace"] = namespace
+        relocated.append(moved)
+    return relocated
+
+
+# ---------------------------------------------------------------------------------------------------------
+# deploy/: the operator
+
+
+def test_kustomize_renders_the_operator_with_its_crds(operator_manifests: list[dict[str, Any]]) -> None:
+    assert sorted(key(d) for d in operator_manifests) == sorted(
+        [
+            ("Namespace", "", OPERATOR_NAMESPACE),
+            ("CustomResourceDefinition", "", f"proxmoxserverpools.{GROUP}"),
+            ("CustomResourceDefinition", "", f"containerpolicies.{GROUP}"),
+            ("ServiceAccount", OPERATOR_NAMESPACE, "pve-operator"),
+            ("ClusterRole", "", "pve-operator"),
+            ("ClusterRoleBinding", "", "pve-operator"),
+            ("Deployment", OPERATOR_NAMESPACE, "pve-operator"),
+            ("Service", OPERATOR_NAMESPACE, "pve-operator-metrics"),
+        ]
+    )
+    # The CRDs are crds/ verbatim: deploying never lags behind `make crds`.
+    crds = [yaml.safe_load(path.read_text()) for path in CRDS.glob("*.yaml")]
+    committed = {crd["metadata"]["name"]: crd for crd in crds}
+    for document in operator_manifests:
+        if document["kind"] == "CustomResourceDefinition":
+            assert document == committed[document["metadata"]["name"]]
+
+
+def test_operator_manifests_pass_server_dry_run(
+    kube: KubeCluster,
+    installed_crds: tuple[str, ...],
+    labelled_namespace: str,
+    operator_manifests: list[dict[str, Any]],
+) -> None:
+    """Including Pod Security: the namespace warns about a Deployment whose pods "restricted" would refuse."""
+    dry_run(kube, relocate(operator_manifests, labelled_namespace))
+
+
+def test_service_selects_the_operator_pod(operator_manifests: list[dict[str, Any]]) -> None:
+    service = next(d for d in operator_manifests if d["kind"] == "Service")
+    deployment = next(d for d in operator_manifests if d["kind"] == "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    container_ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
+
+
+def _operator_pod(operator_manifests: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
+    deployment = next(d for d in operator_manifests if d["kind"] == "Deployment")
+    template = copy.deepcopy(deployment["spec"]["template"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "pve-operator-psa-check",
+            "namespace": namespace,
+            "labels": template["metadata"]["labels"],
+        },
+        "spec": template["spec"],
+    }
+
+
+def test_operator_pod_is_admitted_under_pod_security_restricted(
+    kube: KubeCluster, labelled_namespace: str, operator_manifests: list[dict[str, Any]]
+) -> None:
+    """The Deployment's pod template passes the "restricted" profile that namespace.yaml enforces.
+
+    The control: the same pod with privilege escalation allowed is refused, so admission is really checking.
+    """
+    pod = _operator_pod(operator_manifests, labelled_namespace)
+
+    kube.kubectl("create", "--dry-run=server", "-f", "-", input=as_yaml([pod]))
+
+    weakened = copy.deepcopy(pod)
+    weakened["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    refused = kube.kubectl("create", "--dry-run=server", "-f", "-", input=as_yaml([weakened]), check=False)
+    assert refused.returncode != 0
+    assert "violates PodSecurity" in refused.stderr and "allowPrivilegeEscalation" in refused.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RBAC
+
+
+def _rbac(manifests: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    by_kind = {d["kind"]: d for d in manifests}
+    return by_kind["ServiceAccount"], by_kind["ClusterRole"], by_kind["ClusterRoleBinding"]
+
+
+def test_rbac_has_no_wildcards(operator_manifests: list[dict[str, Any]]) -> None:
+    _, role, _ = _rbac(operator_manifests)
+    assert role["rules"], "an empty ClusterRole grants nothing"
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            for value in rule.get(field, []):
+                assert "*" not in value, f"wildcard {value!r} in {field} of {rule}"
+    assert not role.get("aggregationRule"), "an aggregated role's rules come from elsewhere"
+
+
+_CAN_I_ROW = re.compile(r"^(\S*)\s*\[([^\]]*)\]\s+\[([^\]]*)\]\s+\[([^\]]*)\]\s*$")
+
+
+class ServiceAccountSession:
+    """kubectl with a ServiceAccount's token instead of the admin's client certificate."""
+
+    def __init__(self, kube: KubeCluster, namespace: str, name: str, workdir: Path) -> None:
+        token = kube.kubectl("create", "token", name, "--namespace", namespace, "--duration=10m").stdout.strip()
+        self.kube = kube
+        self.namespace = namespace
+        self.kubeconfig = kube.kubeconfig_for_token(token, workdir / f"kubeconfig-{name}", namespace=namespace)
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.kube.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            env=self.kube.env,
+            timeout=60,
+            check=False,
+        )
+
+    def can_i(self, verb: str, resource: str, *flags: str) -> bool:
+        result = self.kubectl("auth", "can-i", verb, resource, *flags)
+        assert result.stdout.strip() in ("yes", "no"), result.stderr
+        # An unknown resource makes every answer meaningless (and "no" to everything).
+        assert "doesn't have a resource type" not in result.stderr, result.stderr
+        return result.stdout.strip() == "yes"
+
+    def rules(self) -> dict[str, set[str]]:
+        """``kubectl auth can-i --list`` in the session's namespace: resource -> verbs."""
+        result = self.kubectl("auth", "can-i", "--list", "--no-headers")
+        assert result.returncode == 0, result.stderr
+        rules: dict[str, set[str]] = {}
+        for line in result.stdout.splitlines():
+            match = _CAN_I_ROW.match(line)
+            assert match, f"unexpected line from kubectl auth can-i --list: {line!r}"
+            resource, urls, names, verbs = match.groups()
+            assert not names.strip(), f"rules restricted to resource names were not expected: {line!r}"
+            subject = resource or f"url:{urls}"
+            rules.setdefault(subject, set()).update(verbs.split())
+        return rules
+
+
+@pytest.fixture
+def operator_account(
+    kube: KubeCluster,
+    installed_crds: tuple[str, ...],
+    kube_namespace: str,
+    operator_manifests: list[dict[str, Any]],
+    tmp_path: Path,
+) -> Iterator[ServiceAccountSession]:
+    """deploy/base's ServiceAccount, ClusterRole and ClusterRoleBinding, created for real in a test namespace.
+
+    The cluster-scoped objects get the namespace's name as a suffix (tests may share a cluster) and are
+    deleted afterwards; the rules are exactly the rendered ones.
+    """
+    account, role, binding = (copy.deepcopy(d) for d in _rbac(operator_manifests))
+    role_name = f"{role['metadata']['name']}-{kube_namespace}"
+    account["metadata"]["namespace"] = kube_namespace
+    role["metadata"]["name"] = role_name
+    binding["metadata"]["name"] = role_name
+    binding["roleRef"]["name"] = role_name
+    assert [s["name"] for s in binding["subjects"]] == [account["metadata"]["name"]]
+    binding["subjects"][0]["namespace"] = kube_namespace
+    try:
+        kube.apply(as_yaml([account, role, binding]))
+        yield ServiceAccountSession(kube, kube_namespace, account["metadata"]["name"], tmp_path)
+    finally:
+        kube.kubectl("delete", "clusterrolebinding,clusterrole", role_name, "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def bare_account(kube: KubeCluster, kube_namespace: str, tmp_path: Path) -> ServiceAccountSession:
+    """A ServiceAccount with no bindings: what every authenticated account may do anyway."""
+    kube.kubectl("create", "serviceaccount", "nobody", "--namespace", kube_namespace)
+    return ServiceAccountSession(kube, kube_namespace, "nobody", tmp_path)
+
+
+CRS = (f"proxmoxserverpools.{GROUP}", f"containerpolicies.{GROUP}")
+
+OPERATOR_NEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # Kopf: watch and read both kinds, patch their metadata (finalizer, annotations) and status.
+    *((verb, cr, ()) for cr in CRS for verb in ("get", "list", "watch", "patch")),
+    *(("patch", cr, ("--subresource=status",)) for cr in CRS),
+    # Kopf: notice CRDs appearing and changing.
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    # Kopf posts events; the operator reads the Secret and CA a pool names.
+    ("create", "events", ()),
+    ("get", "secrets", ()),
+    ("get", "configmaps", ()),
+)
+
+OPERATOR_MUST_NOT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    *((verb, cr, ()) for cr in CRS for verb in ("create", "update", "delete", "deletecollection")),
+    *(("update", cr, ("--subresource=status",)) for cr in CRS),
+    ("patch", f"containerpolicies.{GROUP}", ("--subresource=scale",)),
+    ("list", "secrets", ()),
+    ("watch", "secrets", ()),
+    ("create", "secrets", ()),
+    ("patch", "configmaps", ()),
+    ("patch", "events", ()),
+    ("get", "events", ()),
+    ("create", "pods", ()),
+    ("get", "pods", ()),
+    ("patch", "deployments.apps", ()),
+    ("list", "namespaces", ()),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("delete", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", ()),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io", ()),
+    ("impersonate", "serviceaccounts", ()),
+)
+
+
+def test_rbac_allows_what_the_operator_does(operator_account: ServiceAccountSession) -> None:
+    denied = [(v, r, f) for v, r, f in OPERATOR_NEEDS if not operator_account.can_i(v, r, *f)]
+    assert not denied, f"the operator's ServiceAccount may not: {denied}"
+
+
+def test_rbac_allows_it_in_every_namespace(operator_account: ServiceAccountSession) -> None:
+    """`-A` watches all namespaces: the grant is cluster-wide (a RoleBinding per namespace narrows it)."""
+    assert operator_account.can_i("watch", f"containerpolicies.{GROUP}", "--all-namespaces")
+    assert operator_account.can_i("get", "secrets", "--namespace", "default")
+
+
+def test_rbac_denies_everything_else(operator_account: ServiceAccountSession) -> None:
+    allowed = [(v, r, f) for v, r, f in OPERATOR_MUST_NOT if operator_account.can_i(v, r, *f)]
+    assert not allowed, f"the operator's ServiceAccount may, but must not: {allowed}"
+
+
+def test_rbac_grants_exactly_these_rules(
+    operator_account: ServiceAccountSession, bare_account: ServiceAccountSession
+) -> None:
+    """Beyond what any authenticated account has, the ServiceAccount gets these rules and no others."""
+    baseline = bare_account.rules()
+    granted = {
+        resource: verbs - baseline.get(resource, set())
+        for resource, verbs in operator_account.rules().items()
+        if verbs - baseline.get(resource, set())
+    }
+
+    assert granted == {
+        f"proxmoxserverpools.{GROUP}": {"get", "list", "watch", "patch"},
+        f"containerpolicies.{GROUP}": {"get", "list", "watch", "patch"},
+        f"proxmoxserverpools.{GROUP}/status": {"patch"},
+        f"containerpolicies.{GROUP}/status": {"patch"},
+        "customresourcedefinitions.apiextensions.k8s.io": {"list", "watch"},
+        "events": {"create"},
+        "secrets": {"get"},
+        "configmaps": {"get"},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# deploy/argocd/
+
+
+def _wave(document: dict[str, Any]) -> int:
+    return int(document["metadata"].get("annotations", {}).get(WAVE, "0"))
+
+
+def test_example_orders_crds_operator_pools_policies_in_sync_waves(
+    operator_manifests: list[dict[str, Any]], example_manifests: list[dict[str, Any]]
+) -> None:
+    """Created in this order, and pruned in reverse: policies while their pool and the operator still exist."""
+    waves = {key(d): _wave(d) for d in example_manifests}
+    for document in operator_manifests:
+        expected = -2 if document["kind"] == "CustomResourceDefinition" else -1
+        assert waves[key(document)] == expected, key(document)
+    assert waves[("Namespace", "", LAB_NAMESPACE)] == -1
+    assert waves[("ProxmoxServerPool", LAB_NAMESPACE, "lab")] == 0
+    assert waves[("ContainerPolicy", LAB_NAMESPACE, "web")] == 1
+    assert set(waves) == {key(d) for d in operator_manifests} | {
+        ("Namespace", "", LAB_NAMESPACE),
+        ("ProxmoxServerPool", LAB_NAMESPACE, "lab"),
+        ("ContainerPolicy", LAB_NAMESPACE, "web"),
+    }, "the samples' template Secret stays out of Git-driven syncs"
+
+
+def test_example_keeps_the_operator_manifests_unchanged_but_for_the_waves(
+    operator_manifests: list[dict[str, Any]], example_manifests: list[dict[str, Any]]
+) -> None:
+    example = {key(d): d for d in example_manifests}
+    for document in operator_manifests:
+        annotated = copy.deepcopy(example[key(document)])
+        annotations = annotated["metadata"]["annotations"]
+        del annotations[WAVE]
+        if not annotations:
+            del annotated["metadata"]["annotations"]
+        assert annotated == document
+
+
+def test_example_custom_resources_skip_the_dry_run_before_their_crds_exist(
+    example_manifests: list[dict[str, Any]],
+) -> None:
+    for document in example_manifests:
+        if document["apiVersion"].startswith(f"{GROUP}/"):
+            options = document["metadata"]["annotations"][SYNC_OPTIONS].split(",")
+            assert "SkipDryRunOnMissingResource=true" in options, key(document)
+
+
+def test_example_passes_server_dry_run(
+    kube: KubeCluster,
+    installed_crds: tuple[str, ...],
+    labelled_namespace: str,
+    example_manifests: list[dict[str, Any]],
+) -> None:
+    dry_run(kube, relocate(example_manifests, labelled_namespace))
+
+
+def _argocd_cm() -> dict[str, Any]:
+    document = yaml.safe_load((ARGOCD / "argocd-cm.yaml").read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def test_argocd_cm_is_a_valid_configmap_patch(kube: KubeCluster, kube_namespace: str, tmp_path: Path) -> None:
+    """Patched onto an existing argocd-cm, it adds its keys and keeps Argo CD's own.
+
+    Done in a test namespace (the file names namespace argocd, which this cluster need not have).
+    """
+    patch = _argocd_cm()
+    assert (patch["kind"], patch["metadata"]["name"], patch["metadata"]["namespace"]) == (
+        "ConfigMap",
+        "argocd-cm",
+        "argocd",
+    )
+    patch["metadata"]["namespace"] = kube_namespace
+    dry_run(kube, [patch])
+
+    kube.kubectl(
+        "create", "configmap", "argocd-cm", "--namespace", kube_namespace, "--from-literal=url=https://cd.example"
+    )
+    patch_file = tmp_path / "argocd-cm.yaml"
+    patch_file.write_text(as_yaml([patch]))
+    kube.kubectl("patch", "configmap", "argocd-cm", "--namespace", kube_namespace, "--patch-file", str(patch_file))
+    data = kube.kubectl_json("get", "configmap", "argocd-cm", "--namespace", kube_namespace)["data"]
+    assert data == {"url": "https://cd.example", **patch["data"]}
+
+
+def _require(document: dict[str, Any], path: str, kind: type | tuple[type, ...]) -> Any:
+    node: Any = document
+    for step in path.split("."):
+        assert isinstance(node, dict) and step in node, f"Application: {path} is required"
+        node = node[step]
+    assert isinstance(node, kind), f"Application: {path} must be {kind}, not {type(node).__name__}"
+    return node
+
+
+APPLICATION_SPEC_FIELDS = frozenset(
+    {"project", "source", "sources", "destination", "syncPolicy", "ignoreDifferences", "info", "revisionHistoryLimit"}
+)
+SYNC_OPTION = re.compile(r"^[A-Za-z]+=(true|false|foreground|background|orphan)$")
+
+
+def test_argocd_application_is_well_formed(example_manifests: list[dict[str, Any]]) -> None:
+    """Structure of argoproj.io/v1alpha1 Application as far as this example uses it (no CRD to validate with)."""
+    application = yaml.safe_load((ARGOCD / "application.yaml").read_text())
+    assert application["apiVersion"] == "argoproj.io/v1alpha1"
+    assert application["kind"] == "Application"
+    assert _require(application, "metadata.namespace", str) == "argocd"
+    _require(application, "metadata.name", str)
+    # Deleting the Application deletes what it deployed (in reverse wave order), not orphans it.
+    assert "resources-finalizer.argocd.argoproj.io" in _require(application, "metadata.finalizers", list)
+
+    spec = _require(application, "spec", dict)
+    assert set(spec) <= APPLICATION_SPEC_FIELDS, set(spec) - APPLICATION_SPEC_FIELDS
+    _require(application, "spec.project", str)
+    assert _require(application, "spec.source.repoURL", str).startswith("https://")
+    _require(application, "spec.source.targetRevision", str)
+    path = _require(application, "spec.source.path", str)
+    assert (REPO / path).resolve() == EXAMPLE.resolve(), "the Application deploys deploy/argocd/example"
+    assert set(spec["source"]) <= {"repoURL", "targetRevision", "path", "kustomize"}
+
+    destination = _require(application, "spec.destination", dict)
+    assert ("server" in destination) != ("name" in destination), "destination: exactly one of server and name"
+    assert destination.get("namespace") == OPERATOR_NAMESPACE
+
+    automated = _require(application, "spec.syncPolicy.automated", dict)
+    assert automated.get("prune") is True, "pruning is what the sync waves order"
+    assert set(automated) <= {"prune", "selfHeal", "allowEmpty", "enabled"}
+    for option in spec["syncPolicy"].get("syncOptions", []):
+        assert SYNC_OPTION.match(option), option
+        assert option != "Replace=true", "kubectl replace drops Kopf's annotations: every object would look new"
+    retry = spec["syncPolicy"].get("retry", {})
+    assert set(retry) <= {"limit", "backoff"}
+    assert set(retry.get("backoff", {})) <= {"duration", "factor", "maxDuration"}
+    # What the Application deploys renders (the example fixture ran kubectl kustomize on it).
+    assert example_manifests
