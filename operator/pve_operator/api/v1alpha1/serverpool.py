@@ -20,6 +20,7 @@ from .common import (
     CONDITIONS_SCHEMA,
     MAX_RECENT_ACTIONS,
     MAX_RECOMMENDATIONS,
+    ActionKind,
     ApiModel,
     CelRule,
     Condition,
@@ -33,6 +34,7 @@ from .common import (
     RecordedAction,
     StatusModel,
     Timestamp,
+    Vmid,
     kube_schema,
 )
 
@@ -443,6 +445,54 @@ class NodeStatus(StatusModel):
     """CTs of this pool's policies on the node, in any state."""
 
 
+class InFlightOperation(StatusModel):
+    """A migration, offload or restore the operator has started and not yet seen finish.
+
+    Written to status *before* the operator acts, so an operator restarted mid-action (crash, eviction)
+    finds it and finishes or repairs it: a CT it stopped for a migration is never left stopped.
+    """
+
+    vmid: Vmid
+    """VMID of the CT."""
+
+    action: ActionKind
+    """Migrate, Offload or Restore."""
+
+    policy: str | None = Field(None, max_length=253)
+    """ContainerPolicy the CT belongs to."""
+
+    source_node: str = Field(max_length=63)
+    """Node the CT was on when the action started."""
+
+    target_node: str | None = Field(None, max_length=63)
+    """Node the CT is going to (Migrate, Restore)."""
+
+    was_running: bool = False
+    """Whether the CT was running when the action started (a Migrate must leave it running again)."""
+
+    started_at: Timestamp
+    """When the action started."""
+
+
+class OffloadedContainer(StatusModel):
+    """What an offloaded CT used when it was stopped: restore counts it at this size."""
+
+    vmid: Vmid
+    """VMID of the CT."""
+
+    node: str = Field(max_length=63)
+    """Node the CT was stopped on."""
+
+    memory_used_bytes: int = Field(ge=0)
+    """Memory the CT used just before it was stopped, in bytes."""
+
+    cpu_used_fraction: float = Field(0.0, ge=0)
+    """CPU the CT used just before it was stopped, as a fraction of its own cores."""
+
+    offloaded_at: Timestamp
+    """When it was stopped."""
+
+
 class ProxmoxServerPoolStatus(StatusModel):
     """Observed state of the pool, written by the operator."""
 
@@ -471,6 +521,16 @@ class ProxmoxServerPoolStatus(StatusModel):
 
     recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
     """The last migrations, offloads and restores on the pool's nodes, oldest first."""
+
+    in_flight: tuple[InFlightOperation, ...] = Field(
+        (), max_length=64, json_schema_extra=kube_schema(list_map_keys=("vmid",))
+    )
+    """Migrations, offloads and restores under way (the operator's journal; empty when idle)."""
+
+    offloaded: tuple[OffloadedContainer, ...] = Field(
+        (), max_length=1000, json_schema_extra=kube_schema(list_map_keys=("vmid",))
+    )
+    """CTs the operator stopped to relieve a node, with the usage they had, until they are restored."""
 
 
 _READY = '.status.conditions[?(@.type=="Ready")]'
