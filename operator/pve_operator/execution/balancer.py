@@ -1,0 +1,269 @@
+"""Execute a balancing plan (migrate, offload, restore) with a journal, and repair after a crash.
+
+Each action is journaled *before* it starts (``journal.begin``) and cleared when it ends
+(``journal.finish``); a restarted operator passes the journal's leftovers to :meth:`repair`, which
+finishes or reverts them. The invariants:
+
+* a CT that was running before a migration is running after it, whatever failed;
+* an offload marks the CT (tag) before stopping it, so drift repair never restarts it, and removes
+  the mark again if the CT could not be stopped;
+* a restore removes the mark only once the CT runs;
+* nothing is stopped unless the CT's own config proves it belongs to the policy the plan says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pve_operator.execution.executor import NotOurs, PolicyIdentity
+from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
+from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
+from pve_operator.pve.client import PveClient
+from pve_operator.pve.errors import PveConflict, PveError
+
+log = logging.getLogger(__name__)
+
+
+class Journal(Protocol):
+    """Where in-flight operations are recorded (the pool's status, written through the API)."""
+
+    def begin(self, action: BalanceAction) -> None: ...
+
+    def finish(self, vmid: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class BalanceOutcome:
+    action: BalanceAction
+    succeeded: bool
+    message: str
+    error: PveError | None = None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A journaled action found after a restart (the pool status' ``inFlight`` item)."""
+
+    vmid: int
+    action: str  # Migrate | Offload | Restore
+    source_node: str
+    target_node: str | None
+    was_running: bool
+
+
+def dependency_waves(
+    actions: Sequence[BalanceAction], depends_on: Mapping[int, Sequence[int]]
+) -> list[list[BalanceAction]]:
+    """Actions grouped so that each runs after the actions it depends on (plan order within a wave)."""
+    remaining = list(actions)
+    done: set[int] = set()
+    planned = {a.vmid for a in actions}
+    waves: list[list[BalanceAction]] = []
+    while remaining:
+        wave = [a for a in remaining if all(d in done or d not in planned for d in depends_on.get(a.vmid, ()))]
+        if not wave:  # a cycle cannot come from the planner; run the rest in order rather than stall
+            wave = remaining[:1]
+        waves.append(wave)
+        done |= {a.vmid for a in wave}
+        remaining = [a for a in remaining if a not in wave]
+    return waves
+
+
+class BalanceExecutor:
+    def __init__(
+        self,
+        client: PveClient,
+        owners: Mapping[int, PolicyIdentity],
+        journal: Journal,
+        *,
+        max_parallel: int = 1,
+        task_timeout_seconds: float = 600.0,
+        migrate_shutdown_timeout_seconds: int = 180,
+        offload_shutdown_timeout_seconds: int = 60,
+    ) -> None:
+        self._client = client
+        self._owners = owners
+        self._journal = journal
+        self._max_parallel = max(1, max_parallel)
+        self._task_timeout = task_timeout_seconds
+        self._migrate_timeout = migrate_shutdown_timeout_seconds
+        self._offload_timeout = offload_shutdown_timeout_seconds
+
+    # -- plan -------------------------------------------------------------------------------
+
+    def apply(self, actions: Sequence[BalanceAction], depends_on: Mapping[int, Sequence[int]]) -> list[BalanceOutcome]:
+        outcomes: dict[int, BalanceOutcome] = {}
+        for wave in dependency_waves(actions, depends_on):
+            runnable = [
+                a
+                for a in wave
+                if all(outcomes.get(d) is None or outcomes[d].succeeded for d in depends_on.get(a.vmid, ()))
+            ]
+            for skipped in (a for a in wave if a not in runnable):
+                outcomes[skipped.vmid] = BalanceOutcome(
+                    skipped, False, f"{skipped.kind} CT {skipped.vmid} skipped: an action it depends on failed"
+                )
+            with ThreadPoolExecutor(max_workers=min(self._max_parallel, max(1, len(runnable)))) as pool:
+                for outcome in pool.map(self._run, runnable):
+                    outcomes[outcome.action.vmid] = outcome
+        return [outcomes[a.vmid] for a in actions]
+
+    def _run(self, action: BalanceAction) -> BalanceOutcome:
+        self._journal.begin(action)
+        try:
+            if isinstance(action, MigrateContainer):
+                message = self._migrate(action)
+            elif isinstance(action, OffloadContainer):
+                message = self._offload(action)
+            else:
+                message = self._restore(action)
+            return BalanceOutcome(action, True, message)
+        except PveError as exc:
+            log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
+            return BalanceOutcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
+        finally:
+            self._journal.finish(action.vmid)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _config_proving_ownership(self, node: str, vmid: int) -> dict[str, Any]:
+        config = self._client.container_config(node, vmid)
+        owner = self._owners.get(vmid)
+        if owner is None or not is_owned(
+            vmid=vmid,
+            tags=normalize_tags(str(config.get("tags") or "")),
+            description=str(config.get("description") or ""),
+            policy_uid=owner.uid,
+            vmid_range=owner.vmid_range,
+        ):
+            raise NotOurs(f"CT {vmid} is not provably owned by the operator: left untouched")
+        return config
+
+    def _set_offloaded_tag(self, node: str, vmid: int, config: Mapping[str, Any], present: bool) -> None:
+        tags = normalize_tags(str(config.get("tags") or ""))
+        wanted = tags | {OFFLOADED_TAG} if present else tags - {OFFLOADED_TAG}
+        if wanted != tags:
+            self._client.update_container_config(node, vmid, {"tags": ";".join(sorted(wanted))})
+
+    def _where(self, vmid: int) -> tuple[str, str] | None:
+        """(node, status) of the CT from one cluster list, or None when it is gone."""
+        for entry in self._client.cluster_resources():
+            if entry.get("type") == "lxc" and int(entry.get("vmid", -1)) == vmid:
+                node = str(entry.get("node"))
+                return node, str(self._client.container_status(node, vmid).get("status"))
+        return None
+
+    def _ensure_running(self, vmid: int) -> str:
+        """Start the CT wherever it is if it is stopped (and not locked by a migration still running)."""
+        found = self._where(vmid)
+        if found is None:
+            return f"CT {vmid} is gone"
+        node, status = found
+        if status == "running":
+            return f"CT {vmid} is running on {node}"
+        try:
+            self._client.wait(self._client.start_container(node, vmid), timeout_seconds=self._task_timeout)
+        except PveConflict as exc:
+            if "already running" not in exc.pve_message:
+                raise
+        return f"CT {vmid} started again on {node}"
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _migrate(self, action: MigrateContainer) -> str:
+        try:
+            upid = self._client.migrate_container(
+                action.node,
+                action.vmid,
+                target=action.target,
+                restart=action.running,
+                timeout_seconds=self._migrate_timeout,
+            )
+            self._client.wait(upid, timeout_seconds=self._task_timeout)
+        except PveError as exc:
+            if not action.running:
+                raise
+            # PVE restarts a CT on the source when a restart migration aborts; make sure of it.
+            recovered = self._ensure_running(action.vmid)
+            raise PveError(f"{exc}; {recovered}", request="migrate") from exc
+        return (
+            f"migrated CT {action.vmid} {action.node} → {action.target}"
+            + (" (restart mode)" if action.running else "")
+            + f": {action.reason}"
+        )
+
+    def _offload(self, action: OffloadContainer) -> str:
+        config = self._config_proving_ownership(action.node, action.vmid)
+        self._set_offloaded_tag(action.node, action.vmid, config, True)
+        try:
+            upid = self._client.shutdown_container(
+                action.node, action.vmid, timeout_seconds=self._offload_timeout, force_stop=True
+            )
+            self._client.wait(upid, timeout_seconds=self._task_timeout)
+        except PveError:
+            status = self._client.container_status(action.node, action.vmid).get("status")
+            if status == "running":  # not stopped after all: it is not offloaded either
+                self._set_offloaded_tag(
+                    action.node, action.vmid, self._client.container_config(action.node, action.vmid), False
+                )
+            raise
+        return f"offloaded (stopped) CT {action.vmid} on {action.node}: {action.reason}"
+
+    def _restore(self, action: RestoreContainer) -> str:
+        node = action.node
+        if action.moves:
+            self._client.wait(
+                self._client.migrate_container(node, action.vmid, target=action.target, restart=False),
+                timeout_seconds=self._task_timeout,
+            )
+            node = action.target
+        config = self._config_proving_ownership(node, action.vmid)
+        try:
+            self._client.wait(self._client.start_container(node, action.vmid), timeout_seconds=self._task_timeout)
+        except PveConflict as exc:
+            if "already running" not in exc.pve_message:
+                raise
+        self._set_offloaded_tag(node, action.vmid, config, False)
+        moved = f" after moving it {action.node} → {action.target}" if action.moves else ""
+        return f"restored (started) CT {action.vmid} on {node}{moved}: {action.reason}"
+
+    # -- crash repair -----------------------------------------------------------------------
+
+    def repair(self, entries: Sequence[JournalEntry], is_locked: Callable[[int], bool]) -> list[str]:
+        """Finish or revert what a previous operator process left in flight.
+
+        A migration still running in PVE (CT locked) is left to finish; the entry stays. Returns what
+        was done, for events; entries not returned as pending are done with.
+        """
+        done: list[str] = []
+        for entry in entries:
+            if is_locked(entry.vmid):
+                continue
+            try:
+                if entry.action == "Migrate":
+                    if entry.was_running:
+                        done.append(f"after restart: {self._ensure_running(entry.vmid)} (interrupted migration)")
+                    continue
+                found = self._where(entry.vmid)
+                if found is None:
+                    continue
+                node, status = found
+                config = self._config_proving_ownership(node, entry.vmid)
+                if entry.action == "Offload":
+                    if status == "running":  # never stopped: revert the mark
+                        self._set_offloaded_tag(node, entry.vmid, config, False)
+                        done.append(f"after restart: offload of CT {entry.vmid} reverted (it still runs)")
+                    else:
+                        self._set_offloaded_tag(node, entry.vmid, config, True)
+                        done.append(f"after restart: offload of CT {entry.vmid} completed")
+                elif entry.action == "Restore":
+                    if status != "running":
+                        done.append(f"after restart: {self._ensure_running(entry.vmid)} (interrupted restore)")
+                    self._set_offloaded_tag(node, entry.vmid, self._client.container_config(node, entry.vmid), False)
+            except PveError as exc:
+                done.append(f"after restart: could not repair {entry.action} of CT {entry.vmid}: {exc}")
+        return done
