@@ -3,6 +3,6 @@
 Importing this package registers every handler with Kopf's default registry.
 """
 
-from pve_operator.handlers import containerpolicy, lifecycle, serverpool
+from pve_operator.handlers import balancing, containerpolicy, lifecycle, serverpool
 
-__all__ = ["containerpolicy", "lifecycle", "serverpool"]
+__all__ = ["balancing", "containerpolicy", "lifecycle", "serverpool"]

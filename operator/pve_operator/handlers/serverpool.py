@@ -14,6 +14,7 @@ import kopf
 from pydantic import ValidationError
 
 from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
+from pve_operator.handlers.balancing import balance_pool
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, namespaced
 from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
 from pve_operator.handlers.status import (
@@ -24,6 +25,8 @@ from pve_operator.handlers.status import (
     with_conditions,
 )
 from pve_operator.metrics import NODE_UTILIZATION, RECONCILE_ERRORS, RECONCILIATIONS
+from pve_operator.planning.model import ClusterSnapshot
+from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
     PveError,
@@ -58,8 +61,10 @@ def probe_pool(
     body: Any,
     patch: kopf.Patch,
     runtime: OperatorRuntime,
-) -> None:
+) -> tuple[ProxmoxServerPoolSpec, PveClient, ClusterSnapshot] | None:
+    """Sample the cluster and write the node table and conditions; the sample when the pool is Ready."""
     now = now_utc()
+    sample: tuple[ProxmoxServerPoolSpec, PveClient, ClusterSnapshot] | None = None
     previous = parse_conditions(status.get("conditions"))
     updates: list[tuple[str, ConditionStatus, str, str]] = []
     try:
@@ -109,6 +114,7 @@ def probe_pool(
             updates = _failed("PermissionDenied", f"the operator's Proxmox VE user lacks {listed}")
         else:
             message = f"connected to Proxmox VE {version.get('version', '?')}; {online}/{len(nodes)} nodes online"
+            sample = (pool, client, snapshot)
             updates = [
                 (ConditionType.READY, ConditionStatus.TRUE, "Connected", message),
                 (
@@ -126,6 +132,7 @@ def probe_pool(
     RECONCILIATIONS.labels("ProxmoxServerPool", "error" if failed else "ok").inc()
     if failed:
         RECONCILE_ERRORS.labels("ProxmoxServerPool", updates[0][2]).inc()
+    return sample
 
 
 def _failed(reason: str, message: str) -> list[tuple[str, ConditionStatus, str, str]]:
@@ -183,16 +190,18 @@ def pool_monitor(
     body: kopf.Body,
     patch: kopf.Patch,
     memo: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
+    """Every ``balancing.intervalSeconds``: sample (node table, conditions), then balance on that sample."""
     uid = str(meta.get("uid"))
     interval = float(dict(spec).get("balancing", {}).get("intervalSeconds", 30))
     if time.monotonic() - _last_sample.get(uid, 0.0) < interval - 0.5:
         return
     _last_sample[uid] = time.monotonic()
-    probe_pool(
+    ns = namespaced(namespace)
+    sample = probe_pool(
         name=name,
-        namespace=namespaced(namespace),
+        namespace=ns,
         spec=dict(spec),
         status=dict(status),
         generation=meta.get("generation"),
@@ -200,6 +209,26 @@ def pool_monitor(
         patch=patch,
         runtime=memo.runtime,
     )
+    if sample is None:
+        return
+    pool, client, snapshot = sample
+    policies = list(kwargs["policies_by_pool"].get((ns, name), []))
+    try:
+        balance_pool(
+            name=name,
+            namespace=ns,
+            pool=pool,
+            status=dict(status),
+            body=body,
+            patch=patch,
+            runtime=memo.runtime,
+            policies=policies,
+            client=client,
+            snapshot=snapshot,
+        )
+    except PveError as exc:
+        # The sample succeeded but balancing hit Proxmox trouble: say so, try again next interval.
+        kopf.warn(body, reason="BalancingFailed", message=str(exc)[:1024])
 
 
 @kopf.on.delete(*POOLS, optional=True)

@@ -1,0 +1,445 @@
+"""The pool's balancing cycle: sample → plan (``planning.balancing``) → execute or recommend → status.
+
+Called by the ProxmoxServerPool timer after each successful sample, with that sample's snapshot
+(one list call serves monitoring and balancing). Thin glue: the decisions are the planner's, the
+actions the balance executor's; this module collects inputs from Kubernetes and PVE and writes the
+story back (status, events, metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client as kube_client
+
+from pve_operator.api.v1alpha1 import (
+    API_VERSION,
+    GROUP,
+    MAX_RECENT_ACTIONS,
+    MAX_RECOMMENDATIONS,
+    VERSION,
+    ActionKind,
+    ActionResult,
+    AutomationMode,
+    ProxmoxServerPoolSpec,
+    Recommendation,
+    RecordedAction,
+)
+from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, JournalEntry
+from pve_operator.execution.executor import PolicyIdentity
+from pve_operator.handlers.containerpolicy import discover_owned
+from pve_operator.handlers.runtime import TASK_TIMEOUT_SECONDS, OperatorRuntime
+from pve_operator.metrics import ACTIONS, REFUSALS
+from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
+from pve_operator.planning.balancing import (
+    PINNED_TAG,
+    BalancingInput,
+    BalancingLimits,
+    InFlight,
+    ManagedCT,
+    PoolNodeSpec,
+    Refusal,
+    Thresholds,
+    plan_balance,
+)
+from pve_operator.planning.model import ClusterSnapshot, Metric
+from pve_operator.planning.ownership import OFFLOADED_TAG
+from pve_operator.pve.client import PveClient
+
+log = logging.getLogger(__name__)
+
+#: A policy annotation that pins all its CTs (never migrated or offloaded), like the pinned tag per CT.
+PINNED_ANNOTATION = f"{GROUP}/pinned"
+#: Samples kept per node (the planner needs ``sustainedSamples``; a few more help events explain).
+HISTORY_LENGTH = 60
+
+
+@dataclass
+class PoolMemory:
+    """What the operator remembers between cycles of one pool (lost on restart: acts later, not wrong)."""
+
+    history: dict[str, deque[float]] = field(default_factory=dict)
+    last_action_at: dict[int, float] = field(default_factory=dict)
+    last_refusals: frozenset[tuple[str, int | None, str | None]] = frozenset()
+    last_recommendations: frozenset[tuple[str, int, str | None]] = frozenset()
+
+
+_memories: dict[tuple[str, str], PoolMemory] = {}
+_memories_lock = threading.Lock()
+
+
+def pool_memory(namespace: str, name: str) -> PoolMemory:
+    with _memories_lock:
+        return _memories.setdefault((namespace, name), PoolMemory())
+
+
+@kopf.index(GROUP, VERSION, "containerpolicies")
+def policies_by_pool(
+    name: str, namespace: str | None, uid: str, spec: kopf.Spec, annotations: kopf.Annotations, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """The policies of each pool (what balancing needs of them, not their whole bodies)."""
+    raw = dict(spec)
+    vmid_range = raw.get("vmidRange") or {}
+    return {
+        (namespace, str(raw.get("poolRef", {}).get("name", ""))): {
+            "name": name,
+            "uid": uid,
+            "priority": int(raw.get("priority", 100)),
+            "start": int(vmid_range.get("start", 0)),
+            "end": int(vmid_range.get("end", -1)),
+            "paused": bool(raw.get("paused", False)),
+            "pinned": str(annotations.get(PINNED_ANNOTATION, "")).lower() == "true",
+        }
+    }
+
+
+class StatusJournal:
+    """Writes the pool's ``status.inFlight`` through the API *before* each action (and clears it after).
+
+    Kopf's own patch is applied only when the handler returns; a journal must be durable while the
+    action runs, so this writes directly (merge patch of the whole list, under a lock).
+    """
+
+    def __init__(self, namespace: str, name: str, entries: Sequence[dict[str, Any]], owners: Mapping[int, str]) -> None:
+        self._namespace = namespace
+        self._name = name
+        self._owners = owners
+        self._entries: dict[int, dict[str, Any]] = {int(e["vmid"]): dict(e) for e in entries}
+        self._lock = threading.Lock()
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def _write(self) -> None:
+        body = {"status": {"inFlight": list(self._entries.values())}}
+        kube_client.CustomObjectsApi().patch_namespaced_custom_object_status(
+            GROUP, VERSION, self._namespace, "proxmoxserverpools", self._name, body
+        )
+
+    def begin(self, action: BalanceAction) -> None:
+        entry = {
+            "vmid": action.vmid,
+            "action": action.kind,
+            "policy": self._owners.get(action.vmid),
+            "sourceNode": action.node,
+            "targetNode": getattr(action, "target", None),
+            "wasRunning": bool(getattr(action, "running", False)),
+            "startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        with self._lock:
+            self._entries[action.vmid] = {k: v for k, v in entry.items() if v is not None}
+            self._write()
+
+    def finish(self, vmid: int) -> None:
+        with self._lock:
+            if self._entries.pop(vmid, None) is not None:
+                self._write()
+
+    def drop(self, vmids: Sequence[int]) -> None:
+        with self._lock:
+            for vmid in vmids:
+                self._entries.pop(vmid, None)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _policy_body(namespace: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+    """Enough of a ContainerPolicy for an event's involvedObject."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ContainerPolicy",
+        "metadata": {"name": policy["name"], "namespace": namespace, "uid": policy["uid"]},
+    }
+
+
+def _percent(value: float) -> float:
+    return round(value, 1)
+
+
+def _recorded(
+    action: BalanceAction, policy: str | None, result: ActionResult, message: str, now: float
+) -> RecordedAction:
+    target = getattr(action, "target", None)
+    return RecordedAction(
+        time=datetime.fromtimestamp(now, UTC),
+        action=ActionKind(action.kind),
+        vmid=action.vmid,
+        policy=policy,
+        source_node=action.node,
+        target_node=target,
+        reason=action.reason[:1024],
+        source_percent_before=_percent(action.source_percent_before),
+        source_percent_after=_percent(action.source_percent_after),
+        target_percent_before=_percent(getattr(action, "target_percent_before", 0.0)) if target else None,
+        target_percent_after=_percent(getattr(action, "target_percent_after", 0.0)) if target else None,
+        result=result,
+        message=message[:1024],
+    )
+
+
+def _recommendation(action: BalanceAction, policy: str | None, now: float) -> Recommendation:
+    target = getattr(action, "target", None)
+    return Recommendation(
+        time=datetime.fromtimestamp(now, UTC),
+        action=ActionKind(action.kind),
+        vmid=action.vmid,
+        policy=policy,
+        source_node=action.node,
+        target_node=target,
+        reason=action.reason[:1024],
+        source_percent_before=_percent(action.source_percent_before),
+        source_percent_after=_percent(action.source_percent_after),
+        target_percent_before=_percent(getattr(action, "target_percent_before", 0.0)) if target else None,
+        target_percent_after=_percent(getattr(action, "target_percent_after", 0.0)) if target else None,
+    )
+
+
+def describe(action: BalanceAction, metric: Metric) -> str:
+    """ "migrate CT 3104 srv-px1 → srv-px2: memory 82% → 64%" (the source's figures)."""
+    verb = {"Migrate": "migrate", "Offload": "offload (stop)", "Restore": "restore (start)"}[action.kind]
+    target = getattr(action, "target", None)
+    where = f"{action.node} → {target}" if target and target != action.node else action.node
+    return (
+        f"{verb} CT {action.vmid} {where}: {metric.value} "
+        f"{action.source_percent_before:.0f}% → {action.source_percent_after:.0f}% on {action.node}"
+    )
+
+
+def balance_pool(
+    *,
+    name: str,
+    namespace: str,
+    pool: ProxmoxServerPoolSpec,
+    status: Mapping[str, Any],
+    body: Any,
+    patch: kopf.Patch,
+    runtime: OperatorRuntime,
+    policies: Sequence[Mapping[str, Any]],
+    client: PveClient,
+    snapshot: ClusterSnapshot,
+) -> None:
+    now = time.time()
+    memory = pool_memory(namespace, name)
+    thresholds = pool.thresholds
+    metric = Metric(thresholds.metric.value)
+
+    # 1. Sample history of the metric per pool node.
+    for node in pool.nodes:
+        usage = snapshot.nodes.get(node.name)
+        if usage is not None and usage.online:
+            memory.history.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(usage.used_fraction(metric))
+
+    # 2. Our CTs, across every policy of the pool (paused policies' CTs count as load only).
+    offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
+    for entry in status.get("recentActions") or []:
+        if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") == "Succeeded":
+            when = _parse_time(entry.get("time"))
+            if when is not None and entry.get("vmid") is not None:
+                vmid = int(entry["vmid"])
+                memory.last_action_at[vmid] = max(memory.last_action_at.get(vmid, 0.0), when)
+    managed: dict[int, ManagedCT] = {}
+    owners: dict[int, PolicyIdentity] = {}
+    policy_of: dict[int, Mapping[str, Any]] = {}
+    for policy in policies:
+        vmid_range = range(int(policy["start"]), int(policy["end"]) + 1)
+        for item in discover_owned(
+            client, snapshot, str(policy["uid"]), vmid_range, runtime.records_for(str(policy["uid"]))
+        ):
+            obs = item.observation
+            if obs is None:
+                continue
+            owners[item.vmid] = PolicyIdentity(namespace, str(policy["name"]), str(policy["uid"]), vmid_range)
+            policy_of[item.vmid] = policy
+            if policy["paused"]:
+                continue
+            restore = offloaded_usage.get(item.vmid)
+            managed[item.vmid] = ManagedCT(
+                vmid=item.vmid,
+                policy=str(policy["name"]),
+                priority=int(policy["priority"]),
+                created_at=item.created_at,
+                pinned=bool(policy["pinned"]) or PINNED_TAG in obs.tags,
+                offloaded=OFFLOADED_TAG in obs.tags,
+                last_action_at=memory.last_action_at.get(item.vmid),
+                restore_memory_bytes=int(restore["memoryUsedBytes"]) if restore else None,
+                restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
+            )
+
+    journal = StatusJournal(
+        namespace, name, status.get("inFlight") or [], {v: str(p["name"]) for v, p in policy_of.items()}
+    )
+    executor = BalanceExecutor(
+        client,
+        owners,
+        journal,
+        max_parallel=pool.balancing.max_concurrent_migrations,
+        task_timeout_seconds=TASK_TIMEOUT_SECONDS,
+    )
+    locked = {vmid for vmid, ct in snapshot.containers.items() if ct.lock}
+
+    # 3. Repair what a previous operator process left in flight.
+    leftovers = [
+        JournalEntry(
+            vmid=int(e["vmid"]),
+            action=str(e["action"]),
+            source_node=str(e.get("sourceNode", "")),
+            target_node=e.get("targetNode"),
+            was_running=bool(e.get("wasRunning", False)),
+        )
+        for e in journal.entries
+    ]
+    if leftovers:
+        for message in executor.repair(leftovers, lambda vmid: vmid in locked):
+            kopf.info(body, reason="Repaired", message=message)
+        journal.drop([e.vmid for e in leftovers if e.vmid not in locked])
+
+    # 4. Plan.
+    balancing_mode = pool.balancing.mode
+    offload_mode = pool.offload.mode
+    inp = BalancingInput(
+        snapshot=snapshot,
+        pool_nodes=tuple(PoolNodeSpec(n.name, n.weight, n.maintenance) for n in pool.nodes),
+        managed=managed,
+        history={k: tuple(v) for k, v in memory.history.items()},
+        now=now,
+        thresholds=Thresholds.from_percent(
+            metric=metric,
+            migrate_above_percent=thresholds.migrate_above_percent,
+            offload_above_percent=thresholds.offload_above_percent,
+            restore_below_percent=thresholds.restore_below_percent,
+            sustained_samples=thresholds.sustained_samples,
+        ),
+        limits=BalancingLimits.from_percent(
+            max_concurrent_migrations=pool.balancing.max_concurrent_migrations,
+            cooldown_seconds=pool.balancing.cooldown_seconds,
+            min_improvement_percent=pool.balancing.min_improvement_percent,
+        ),
+        in_flight=InFlight(other_vmids=frozenset(locked)),
+        balancing_enabled=balancing_mode is not AutomationMode.OFF,
+        offload_enabled=offload_mode is not AutomationMode.OFF,
+    )
+    plan = plan_balance(inp)
+
+    def automatic(action: BalanceAction) -> bool:
+        mode = balancing_mode if isinstance(action, MigrateContainer) else offload_mode
+        return mode is AutomationMode.AUTOMATIC
+
+    to_run = [a for a in plan.actions if automatic(a)]
+    to_recommend = [a for a in plan.actions if not automatic(a)]
+
+    # 5. Recommendations (mode Recommend): status + an event when the set changes.
+    patch.status["recommendations"] = [
+        _recommendation(a, _policy_name(policy_of, a.vmid), now).to_dict() for a in to_recommend[:MAX_RECOMMENDATIONS]
+    ]
+    signature = frozenset((a.kind, a.vmid, getattr(a, "target", None)) for a in to_recommend)
+    if signature != memory.last_recommendations:
+        for action in to_recommend:
+            kopf.info(body, reason="Recommended", message=f"would {describe(action, metric)} ({action.reason})")
+        memory.last_recommendations = signature
+
+    # 6. Refusals: an event and a recentActions entry when they change (not every cycle).
+    refusal_records: list[RecordedAction] = []
+    refusal_signature = frozenset((r.kind.value, r.vmid, r.node) for r in plan.refusals if _worth_reporting(r))
+    if refusal_signature != memory.last_refusals:
+        for refusal in plan.refusals:
+            if (
+                not _worth_reporting(refusal)
+                or (refusal.kind.value, refusal.vmid, refusal.node) in memory.last_refusals
+            ):
+                continue
+            REFUSALS.labels(refusal.stage, refusal.kind.value).inc()
+            kopf.warn(body, reason=f"{refusal.stage}Refused", message=refusal.reason[:1024])
+            if refusal.vmid is not None:
+                refusal_records.append(
+                    RecordedAction(
+                        time=datetime.fromtimestamp(now, UTC),
+                        action=ActionKind(refusal.stage),
+                        vmid=refusal.vmid,
+                        policy=_policy_name(policy_of, refusal.vmid),
+                        source_node=refusal.node,
+                        reason=refusal.reason[:1024],
+                        result=ActionResult.REFUSED,
+                        message=refusal.kind.value,
+                    )
+                )
+        memory.last_refusals = refusal_signature
+
+    # 7. Execute the automatic actions (journaled).
+    outcomes: list[BalanceOutcome] = executor.apply(to_run, plan.depends_on) if to_run else []
+    records = list(refusal_records)
+    offloaded = {k: dict(v) for k, v in offloaded_usage.items()}
+    touched_nodes: set[str] = set()
+    for outcome in outcomes:
+        action = outcome.action
+        owner = policy_of.get(action.vmid)
+        result = ActionResult.SUCCEEDED if outcome.succeeded else ActionResult.FAILED
+        ACTIONS.labels(action.kind, result.value).inc()
+        records.append(_recorded(action, _policy_name(policy_of, action.vmid), result, outcome.message, now))
+        reason = {"Migrate": "Migrated", "Offload": "Offloaded", "Restore": "Restored"}[action.kind]
+        for target_body in [body] + ([_policy_body(namespace, owner)] if owner else []):
+            if outcome.succeeded:
+                kopf.info(target_body, reason=reason, message=outcome.message[:1024])
+            else:
+                kopf.warn(target_body, reason=f"{action.kind}Failed", message=outcome.message[:1024])
+        if outcome.succeeded:
+            memory.last_action_at[action.vmid] = now
+            touched_nodes.add(action.node)
+            touched_nodes.add(getattr(action, "target", action.node))
+            if isinstance(action, OffloadContainer):
+                ct = snapshot.containers.get(action.vmid)
+                offloaded[action.vmid] = {
+                    "vmid": action.vmid,
+                    "node": action.node,
+                    "memoryUsedBytes": ct.memory_used_bytes if ct else 0,
+                    "cpuUsedFraction": ct.cpu_used_fraction if ct else 0.0,
+                    "offloadedAt": _iso(now),
+                }
+            elif isinstance(action, RestoreContainer):
+                offloaded.pop(action.vmid, None)
+    # Samples taken before an action no longer describe the node: wait for fresh ones (this is what
+    # keeps PVE's lagging statistics from triggering the same relief twice).
+    for touched in touched_nodes:
+        memory.history.pop(touched, None)
+    # Offloaded entries for CTs that are no longer offloaded (restored by hand, deleted) are dropped.
+    offloaded = {
+        v: o
+        for v, o in offloaded.items()
+        if (v in managed and managed[v].offloaded) or v in {a.vmid for a in to_run if isinstance(a, OffloadContainer)}
+    }
+
+    if records:
+        merged = [dict(x) for x in status.get("recentActions") or []] + [r.to_dict() for r in records]
+        patch.status["recentActions"] = merged[-MAX_RECENT_ACTIONS:]
+    patch.status["offloaded"] = sorted(offloaded.values(), key=lambda o: int(o["vmid"]))
+    patch.status["inFlight"] = journal.entries
+
+
+def _policy_name(policy_of: Mapping[int, Mapping[str, Any]], vmid: int) -> str | None:
+    policy = policy_of.get(vmid)
+    return str(policy["name"]) if policy else None
+
+
+def _worth_reporting(refusal: Refusal) -> bool:
+    """Refusals users act on; a spike being waited out is normal and only clutters events."""
+    return refusal.kind.value not in ("NotSustained", "InFlight", "StatusUnknown")

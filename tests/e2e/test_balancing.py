@@ -1,0 +1,169 @@
+"""Autonomic management end to end: migrate off a loaded node, offload under pressure and restore,
+Recommend mode, and an operator killed during a migration.
+
+The lab: srv-px1 (weight 2) and srv-px2 (weight 1), 32 GiB each, 8% base memory; CTs of 4 GiB that
+use 55% of it (2.2 GiB, 6.9% of a node). Thresholds: migrate above 75%, offload above 90%,
+restore below 60%, 3 sustained samples, one sample every 5 s. Load spikes are set on the
+simulator's node base load, as a noisy neighbour would cause them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from pve_operator.planning.ownership import OFFLOADED_TAG, parse_record
+from tests.e2e.conftest import Lab, ready_replicas
+from tests.fixtures.kube import wait_for
+from tests.fixtures.operator import connect_pool
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+THRESHOLDS = {"migrateAbovePercent": 75, "offloadAbovePercent": 90, "restoreBelowPercent": 60, "sustainedSamples": 3}
+
+
+def balancing_lab(
+    kube: Any,
+    namespace: str,
+    pve_sim_server: Any,
+    pve_operator_process: Any,
+    *,
+    time_scale: float = 0.05,
+    mode: str = "Automatic",
+    replicas: int = 6,
+) -> Lab:
+    sim = pve_sim_server(time_scale=time_scale)
+    connect_pool(
+        kube,
+        namespace,
+        sim,
+        thresholds=THRESHOLDS,
+        balancing={"intervalSeconds": 5, "mode": mode, "cooldownSeconds": 600},
+        offload={"mode": mode},
+    )
+    operator = pve_operator_process(namespace)
+    lab = Lab(kube, namespace, sim, operator)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    lab.apply_policy("web", replicas=replicas, memory_mib=4096)
+    lab.wait_policy("web", ready_replicas(replicas), f"{replicas} CTs running")
+    return lab
+
+
+def node_memory_percent(lab: Lab, node: str) -> float:
+    usage = lab.sim.cluster.node_usage(node)
+    return 100.0 * usage["mem"] / usage["maxmem"]
+
+
+def pool_events(lab: Lab, reason: str) -> list[dict[str, Any]]:
+    return [e for e in lab.events() if e["reason"] == reason]
+
+
+def test_sustained_spike_migrates_cts_until_both_nodes_are_under_the_threshold(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    lab = balancing_lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    assert Counter(ct["node"] for ct in lab.managed_cts()) == {"srv-px1": 4, "srv-px2": 2}
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.50)  # srv-px1: 50% + 4 x 6.9% = 77.5%
+    assert node_memory_percent(lab, "srv-px1") > 75
+
+    wait_for(lambda: pool_events(lab, "Migrated"), timeout_s=90, what="a migration event")
+    wait_for(
+        lambda: node_memory_percent(lab, "srv-px1") < 75 and not any(ct.get("lock") for ct in lab.cts()),
+        timeout_s=90,
+        what="srv-px1 under 75% with no migration in flight",
+    )
+    assert node_memory_percent(lab, "srv-px2") < 75
+    assert all(ct["status"] == "running" for ct in lab.managed_cts())
+    moved = pool_events(lab, "Migrated")[0]["message"]
+    assert "srv-px1 → srv-px2" in moved and "restart mode" in moved
+    actions = lab.status("proxmoxserverpool", "lab")["recentActions"]
+    migrate = next(a for a in actions if a["action"] == "Migrate")
+    assert migrate["result"] == "Succeeded" and migrate["sourcePercentBefore"] > 75 > migrate["sourcePercentAfter"]
+    assert lab.status("proxmoxserverpool", "lab").get("inFlight", []) == []
+    # The legacy CT on srv-px2 is never a candidate.
+    assert next(ct for ct in lab.cts() if ct["vmid"] == 3150)["node"] == "srv-px2"
+
+
+def test_overload_offloads_the_oldest_cts_and_restores_them_when_it_ends(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    lab = balancing_lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    px1 = sorted(
+        (parse_record(lab.ct_config("srv-px1", ct["vmid"])["description"]), ct["vmid"])
+        for ct in lab.managed_cts()
+        if ct["node"] == "srv-px1"
+    )
+    oldest_first = [vmid for record, vmid in sorted(px1, key=lambda p: (p[0].created_at, p[1]))]  # type: ignore[union-attr]
+    # Both nodes loaded: migration cannot help (no target under 75%), srv-px1 passes 90%.
+    lab.sim.cluster.set_node_load("srv-px2", "memory", 0.70)
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.70)  # 70% + 4 x 6.9% = 97.5%
+
+    def offloaded() -> list[int]:
+        return sorted(ct["vmid"] for ct in lab.managed_cts() if OFFLOADED_TAG in str(ct.get("tags", "")).split(";"))
+
+    wait_for(lambda: len(offloaded()) == 2, timeout_s=90, what="two CTs offloaded on srv-px1")
+    assert offloaded() == sorted(oldest_first[:2]), "the oldest CTs go first"
+    assert node_memory_percent(lab, "srv-px1") < 90
+    policy = lab.wait_policy("web", lambda s: s.get("offloadedReplicas") == 2, "offloaded count in the policy status")
+    assert policy["readyReplicas"] == 4
+    assert len(pool_events(lab, "Offloaded")) >= 2
+
+    # The pressure ends: the offloaded CTs come back, nobody restarted them before.
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.08)
+    lab.sim.cluster.set_node_load("srv-px2", "memory", 0.08)
+    lab.wait_policy("web", lambda s: s.get("readyReplicas") == 6 and s.get("offloadedReplicas") == 0, "restored")
+    assert offloaded() == []
+    assert len(pool_events(lab, "Restored")) >= 2
+    assert lab.status("proxmoxserverpool", "lab").get("offloaded", []) == []
+
+
+def test_recommend_mode_changes_nothing_and_lists_the_plan(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    lab = balancing_lab(kube, kube_namespace, pve_sim_server, pve_operator_process, mode="Recommend")
+    before = {ct["vmid"]: (ct["node"], ct["status"]) for ct in lab.managed_cts()}
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.50)
+
+    status = {}
+
+    def recommended() -> bool:
+        nonlocal status
+        status = lab.status("proxmoxserverpool", "lab")
+        return bool(status.get("recommendations"))
+
+    wait_for(recommended, timeout_s=90, what="recommendations in the pool status")
+    rec = status["recommendations"][0]
+    assert rec["action"] == "Migrate" and rec["sourceNode"] == "srv-px1" and rec["targetNode"] == "srv-px2"
+    event = pool_events(lab, "Recommended")[0]["message"]
+    assert event.startswith(f"would migrate CT {rec['vmid']} srv-px1 → srv-px2: memory ")
+    migrations = lab.sim.proxmox().cluster.tasks.get()
+    assert not [t for t in migrations if t.get("type") == "vzmigrate"], "Recommend mode must not migrate"
+    assert {ct["vmid"]: (ct["node"], ct["status"]) for ct in lab.managed_cts()} == before
+
+
+def test_operator_killed_during_a_migration_leaves_every_ct_running_and_no_journal(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    # Slow enough that the kill lands inside the migration (8 GiB copy at 400 MiB/s + restart).
+    lab = balancing_lab(kube, kube_namespace, pve_sim_server, pve_operator_process, time_scale=0.2, replicas=3)
+    assert lab.operator is not None
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.62)  # 62% + 2 x 6.9% = 75.8%
+
+    wait_for(lambda: any(ct.get("lock") == "migrate" for ct in lab.cts()), timeout_s=120, what="a migration under way")
+    journal = lab.status("proxmoxserverpool", "lab").get("inFlight", [])
+    assert journal and journal[0]["action"] == "Migrate", "the journal is written before the migration starts"
+    lab.operator.kill()
+    lab.operator.start()
+
+    wait_for(
+        lambda: (
+            not any(ct.get("lock") for ct in lab.cts())
+            and all(ct["status"] == "running" for ct in lab.managed_cts())
+            and not lab.status("proxmoxserverpool", "lab").get("inFlight")
+        ),
+        timeout_s=120,
+        what="every CT running and the journal empty after the restart",
+    )
+    assert len(lab.managed_cts()) == 3
