@@ -32,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if not args.verbose:
+        # Kopf logs every successful timer run at INFO: thousands of lines a day that say nothing.
+        # Failures stay visible (WARNING and above); the operator's own decisions log under pve_operator.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace
     kopf.run(
         standalone=True,

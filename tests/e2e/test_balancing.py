@@ -40,7 +40,7 @@ def balancing_lab(
         namespace,
         sim,
         thresholds=THRESHOLDS,
-        balancing={"intervalSeconds": 5, "mode": mode, "cooldownSeconds": 600},
+        balancing={"intervalSeconds": 5, "mode": mode, "cooldownSeconds": 30},
         offload={"mode": mode},
     )
     operator = pve_operator_process(namespace)
@@ -90,12 +90,13 @@ def test_overload_offloads_the_oldest_cts_and_restores_them_when_it_ends(
     kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
 ) -> None:
     lab = balancing_lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
-    px1 = sorted(
-        (parse_record(lab.ct_config("srv-px1", ct["vmid"])["description"]), ct["vmid"])
-        for ct in lab.managed_cts()
-        if ct["node"] == "srv-px1"
-    )
-    oldest_first = [vmid for record, vmid in sorted(px1, key=lambda p: (p[0].created_at, p[1]))]  # type: ignore[union-attr]
+    ages = []
+    for ct in lab.managed_cts():
+        if ct["node"] == "srv-px1":
+            record = parse_record(lab.ct_config("srv-px1", ct["vmid"])["description"])
+            assert record is not None
+            ages.append((record.created_at, ct["vmid"]))
+    oldest_first = [vmid for _, vmid in sorted(ages)]
     # Both nodes loaded: migration cannot help (no target under 75%), srv-px1 passes 90%.
     lab.sim.cluster.set_node_load("srv-px2", "memory", 0.70)
     lab.sim.cluster.set_node_load("srv-px1", "memory", 0.70)  # 70% + 4 x 6.9% = 97.5%
@@ -103,9 +104,13 @@ def test_overload_offloads_the_oldest_cts_and_restores_them_when_it_ends(
     def offloaded() -> list[int]:
         return sorted(ct["vmid"] for ct in lab.managed_cts() if OFFLOADED_TAG in str(ct.get("tags", "")).split(";"))
 
-    wait_for(lambda: len(offloaded()) == 2, timeout_s=90, what="two CTs offloaded on srv-px1")
+    wait_for(
+        lambda: len(offloaded()) == 2 and node_memory_percent(lab, "srv-px1") < 90,
+        timeout_s=90,
+        what="two CTs offloaded (stopped) and srv-px1 under 90%",
+    )
     assert offloaded() == sorted(oldest_first[:2]), "the oldest CTs go first"
-    assert node_memory_percent(lab, "srv-px1") < 90
+    assert all(ct["status"] == "stopped" for ct in lab.managed_cts() if ct["vmid"] in offloaded())
     policy = lab.wait_policy("web", lambda s: s.get("offloadedReplicas") == 2, "offloaded count in the policy status")
     assert policy["readyReplicas"] == 4
     assert len(pool_events(lab, "Offloaded")) >= 2
