@@ -19,6 +19,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
         p.add_argument("--verbose", action="store_true", help="debug logging")
         p.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
+    sub.add_parser("plan", help="print the plan the operator would make now (changes nothing)", add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["plan"]:
+        from pve_operator.plan_command import run as run_plan
+
+        return run_plan(argv[1:])
     args = parser.parse_args(argv)
 
     import kopf

@@ -81,24 +81,28 @@ def pool_memory(namespace: str, name: str) -> PoolMemory:
         return _memories.setdefault((namespace, name), PoolMemory())
 
 
+def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
+    """What balancing needs of a ContainerPolicy (not its whole body)."""
+    vmid_range = spec.get("vmidRange") or {}
+    return {
+        "name": name,
+        "uid": uid,
+        "pool": str(spec.get("poolRef", {}).get("name", "")),
+        "priority": int(spec.get("priority", 100)),
+        "start": int(vmid_range.get("start", 0)),
+        "end": int(vmid_range.get("end", -1)),
+        "paused": bool(spec.get("paused", False)),
+        "pinned": str(annotations.get(PINNED_ANNOTATION, "")).lower() == "true",
+    }
+
+
 @kopf.index(GROUP, VERSION, "containerpolicies")
 def policies_by_pool(
     name: str, namespace: str | None, uid: str, spec: kopf.Spec, annotations: kopf.Annotations, **_: Any
 ) -> dict[tuple[str | None, str], dict[str, Any]]:
-    """The policies of each pool (what balancing needs of them, not their whole bodies)."""
-    raw = dict(spec)
-    vmid_range = raw.get("vmidRange") or {}
-    return {
-        (namespace, str(raw.get("poolRef", {}).get("name", ""))): {
-            "name": name,
-            "uid": uid,
-            "priority": int(raw.get("priority", 100)),
-            "start": int(vmid_range.get("start", 0)),
-            "end": int(vmid_range.get("end", -1)),
-            "paused": bool(raw.get("paused", False)),
-            "pinned": str(annotations.get(PINNED_ANNOTATION, "")).lower() == "true",
-        }
-    }
+    """The policies of each pool, by (namespace, pool name)."""
+    summary = policy_summary(name, uid, dict(spec), dict(annotations))
+    return {(namespace, summary["pool"]): summary}
 
 
 class StatusJournal:
@@ -226,6 +230,95 @@ def describe(action: BalanceAction, metric: Metric) -> str:
     )
 
 
+@dataclass(frozen=True)
+class CollectedInput:
+    """The planner's input plus who owns each CT (for the executor and the reports)."""
+
+    input: BalancingInput
+    owners: Mapping[int, PolicyIdentity]
+    policy_of: Mapping[int, Mapping[str, Any]]
+    locked: frozenset[int]
+
+
+def collect_input(
+    *,
+    namespace: str,
+    pool: ProxmoxServerPoolSpec,
+    status: Mapping[str, Any],
+    runtime: OperatorRuntime,
+    policies: Sequence[Mapping[str, Any]],
+    client: PveClient,
+    snapshot: ClusterSnapshot,
+    history: Mapping[str, Sequence[float]],
+    last_action_at: dict[int, float],
+    now: float,
+) -> CollectedInput:
+    """Everything the planner needs for one pool, from its spec and status, its policies and one snapshot."""
+    thresholds = pool.thresholds
+    metric = Metric(thresholds.metric.value)
+    offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
+    for entry in status.get("recentActions") or []:
+        if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") == "Succeeded":
+            when = _parse_time(entry.get("time"))
+            if when is not None and entry.get("vmid") is not None:
+                vmid = int(entry["vmid"])
+                last_action_at[vmid] = max(last_action_at.get(vmid, 0.0), when)
+    managed: dict[int, ManagedCT] = {}
+    owners: dict[int, PolicyIdentity] = {}
+    policy_of: dict[int, Mapping[str, Any]] = {}
+    for policy in policies:
+        vmid_range = range(int(policy["start"]), int(policy["end"]) + 1)
+        for item in discover_owned(
+            client, snapshot, str(policy["uid"]), vmid_range, runtime.records_for(str(policy["uid"]))
+        ):
+            obs = item.observation
+            if obs is None:
+                continue
+            owners[item.vmid] = PolicyIdentity(namespace, str(policy["name"]), str(policy["uid"]), vmid_range)
+            policy_of[item.vmid] = policy
+            if policy["paused"]:
+                continue
+            restore = offloaded_usage.get(item.vmid)
+            managed[item.vmid] = ManagedCT(
+                vmid=item.vmid,
+                policy=str(policy["name"]),
+                priority=int(policy["priority"]),
+                created_at=item.created_at,
+                pinned=bool(policy["pinned"]) or PINNED_TAG in obs.tags,
+                offloaded=OFFLOADED_TAG in obs.tags,
+                last_action_at=last_action_at.get(item.vmid),
+                restore_memory_bytes=int(restore["memoryUsedBytes"]) if restore else None,
+                restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
+            )
+
+    locked = frozenset(vmid for vmid, ct in snapshot.containers.items() if ct.lock)
+    balancing_mode = pool.balancing.mode
+    offload_mode = pool.offload.mode
+    inp = BalancingInput(
+        snapshot=snapshot,
+        pool_nodes=tuple(PoolNodeSpec(n.name, n.weight, n.maintenance) for n in pool.nodes),
+        managed=managed,
+        history={k: tuple(v) for k, v in history.items()},
+        now=now,
+        thresholds=Thresholds.from_percent(
+            metric=metric,
+            migrate_above_percent=thresholds.migrate_above_percent,
+            offload_above_percent=thresholds.offload_above_percent,
+            restore_below_percent=thresholds.restore_below_percent,
+            sustained_samples=thresholds.sustained_samples,
+        ),
+        limits=BalancingLimits.from_percent(
+            max_concurrent_migrations=pool.balancing.max_concurrent_migrations,
+            cooldown_seconds=pool.balancing.cooldown_seconds,
+            min_improvement_percent=pool.balancing.min_improvement_percent,
+        ),
+        in_flight=InFlight(other_vmids=frozenset(locked)),
+        balancing_enabled=balancing_mode is not AutomationMode.OFF,
+        offload_enabled=offload_mode is not AutomationMode.OFF,
+    )
+    return CollectedInput(inp, owners, policy_of, locked)
+
+
 def balance_pool(
     *,
     name: str,
@@ -250,42 +343,21 @@ def balance_pool(
         if usage is not None and usage.online:
             memory.history.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(usage.used_fraction(metric))
 
-    # 2. Our CTs, across every policy of the pool (paused policies' CTs count as load only).
+    collected = collect_input(
+        namespace=namespace,
+        pool=pool,
+        status=status,
+        runtime=runtime,
+        policies=policies,
+        client=client,
+        snapshot=snapshot,
+        history=memory.history,
+        last_action_at=memory.last_action_at,
+        now=now,
+    )
+    inp, owners, policy_of, locked = collected.input, collected.owners, collected.policy_of, collected.locked
+    managed = inp.managed
     offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
-    for entry in status.get("recentActions") or []:
-        if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") == "Succeeded":
-            when = _parse_time(entry.get("time"))
-            if when is not None and entry.get("vmid") is not None:
-                vmid = int(entry["vmid"])
-                memory.last_action_at[vmid] = max(memory.last_action_at.get(vmid, 0.0), when)
-    managed: dict[int, ManagedCT] = {}
-    owners: dict[int, PolicyIdentity] = {}
-    policy_of: dict[int, Mapping[str, Any]] = {}
-    for policy in policies:
-        vmid_range = range(int(policy["start"]), int(policy["end"]) + 1)
-        for item in discover_owned(
-            client, snapshot, str(policy["uid"]), vmid_range, runtime.records_for(str(policy["uid"]))
-        ):
-            obs = item.observation
-            if obs is None:
-                continue
-            owners[item.vmid] = PolicyIdentity(namespace, str(policy["name"]), str(policy["uid"]), vmid_range)
-            policy_of[item.vmid] = policy
-            if policy["paused"]:
-                continue
-            restore = offloaded_usage.get(item.vmid)
-            managed[item.vmid] = ManagedCT(
-                vmid=item.vmid,
-                policy=str(policy["name"]),
-                priority=int(policy["priority"]),
-                created_at=item.created_at,
-                pinned=bool(policy["pinned"]) or PINNED_TAG in obs.tags,
-                offloaded=OFFLOADED_TAG in obs.tags,
-                last_action_at=memory.last_action_at.get(item.vmid),
-                restore_memory_bytes=int(restore["memoryUsedBytes"]) if restore else None,
-                restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
-            )
-
     journal = StatusJournal(
         namespace, name, status.get("inFlight") or [], {v: str(p["name"]) for v, p in policy_of.items()}
     )
@@ -296,8 +368,6 @@ def balance_pool(
         max_parallel=pool.balancing.max_concurrent_migrations,
         task_timeout_seconds=TASK_TIMEOUT_SECONDS,
     )
-    locked = {vmid for vmid, ct in snapshot.containers.items() if ct.lock}
-
     # 3. Repair what a previous operator process left in flight.
     leftovers = [
         JournalEntry(
@@ -317,28 +387,6 @@ def balance_pool(
     # 4. Plan.
     balancing_mode = pool.balancing.mode
     offload_mode = pool.offload.mode
-    inp = BalancingInput(
-        snapshot=snapshot,
-        pool_nodes=tuple(PoolNodeSpec(n.name, n.weight, n.maintenance) for n in pool.nodes),
-        managed=managed,
-        history={k: tuple(v) for k, v in memory.history.items()},
-        now=now,
-        thresholds=Thresholds.from_percent(
-            metric=metric,
-            migrate_above_percent=thresholds.migrate_above_percent,
-            offload_above_percent=thresholds.offload_above_percent,
-            restore_below_percent=thresholds.restore_below_percent,
-            sustained_samples=thresholds.sustained_samples,
-        ),
-        limits=BalancingLimits.from_percent(
-            max_concurrent_migrations=pool.balancing.max_concurrent_migrations,
-            cooldown_seconds=pool.balancing.cooldown_seconds,
-            min_improvement_percent=pool.balancing.min_improvement_percent,
-        ),
-        in_flight=InFlight(other_vmids=frozenset(locked)),
-        balancing_enabled=balancing_mode is not AutomationMode.OFF,
-        offload_enabled=offload_mode is not AutomationMode.OFF,
-    )
     plan = plan_balance(inp)
 
     def automatic(action: BalanceAction) -> bool:

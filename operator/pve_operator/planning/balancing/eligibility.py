@@ -7,7 +7,7 @@ thing everywhere and produce the same words in status.
 from __future__ import annotations
 
 from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT
-from pve_operator.planning.balancing.proposal import RefusalKind, Refusal, Stage
+from pve_operator.planning.balancing.proposal import Refusal, RefusalKind, Stage
 from pve_operator.planning.balancing.state import WorkingState
 from pve_operator.planning.model import ContainerObservation, ContainerStatus
 
@@ -77,9 +77,9 @@ def receiving_nodes(inp: BalancingInput, state: WorkingState) -> list[str]:
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+    whole = max(0, round(seconds))
+    if whole >= 3600:
+        return f"{whole // 3600}h{(whole % 3600) // 60:02d}m"
+    if whole >= 60:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole}s"

@@ -111,6 +111,7 @@ def propose(inp: BalancingInput, args: OffloadArgs) -> Proposal:
             )
         final = node.fraction(metric)
         if above(final, limit):
+            blocked_note = f"; {len(blocked_here)} CT(s) could not be stopped (see their refusals)" * bool(blocked_here)
             refusals.append(
                 Refusal(
                     kind=RefusalKind.NO_RELIEF,
@@ -119,7 +120,7 @@ def propose(inp: BalancingInput, args: OffloadArgs) -> Proposal:
                     reason=(
                         f"{spec.name} stays at {metric.value} {pct(final)} > offloadAbovePercent "
                         f"{threshold_figure(limit)}: stopping more of the operator's CTs would not bring it under"
-                        + (f"; {len(blocked_here)} CT(s) could not be stopped (see their refusals)" if blocked_here else "")
+                        + blocked_note
                     ),
                 )
             )

@@ -11,12 +11,11 @@ How a move is chosen, one at a time on the projected state:
 
 1. The most loaded source still above the threshold goes first.
 2. Its candidates are our CTs there that are not pinned, locked, in flight, in cooldown, offloaded
-   (restore owns those) or of unknown state. A candidate's *benefit* is the part of the source's
-   excess over the threshold that moving it removes (capped at the excess: relief beyond the line is
-   not what this strategy is for); its *cost* counts one migration, the restart downtime of a running
-   CT (LXC cannot migrate live) and the gigabytes of memory and disk to move. Candidates are tried by
-   benefit per cost, so the fewest, cheapest moves that clear the excess win, and target room is not
-   spent on CTs bigger than needed.
+   (restore owns those) or of unknown state. A candidate's *cost* counts one migration, the restart
+   downtime of a running CT (LXC cannot migrate live) and the gigabytes of memory and disk to move.
+   CTs that clear the source's whole excess in one move come first, cheapest first (one move is the
+   fewest, and target room is not spent on CTs bigger than needed); otherwise the most relief per cost
+   (for CTs of one kind: the largest first, which covers the excess in the fewest moves).
 3. A candidate goes to the pool node that is coolest after the move among those that stay at or under
    the threshold (projected), physically fit it, are online, not in maintenance, have weight > 0, and
    where the move narrows the source-target gap by at least ``minImprovementPercent`` (percentage
@@ -46,6 +45,7 @@ from pve_operator.planning.balancing.proposal import Proposal, Refusal, RefusalK
 from pve_operator.planning.balancing.state import (
     EPSILON,
     GIB,
+    ZERO,
     Load,
     WorkingState,
     above,
@@ -73,6 +73,9 @@ class RebalanceArgs:
     disk_cost_per_gib: float = 1 / 256
     #: Drain maintenance nodes (off: their CTs stay until the user empties them).
     drain_maintenance: bool = True
+    #: After the greedy relief, lower the pool's peak by local search without adding moves (off: the
+    #: greedy result as it is; the benchmark compares both).
+    polish: bool = True
 
     def __post_init__(self) -> None:
         if self.migration_cost <= 0:
@@ -101,6 +104,14 @@ class _Source:
     gate_blocked: bool = False
 
 
+@dataclass
+class _Move:
+    vmid: int
+    source: str
+    target: str
+    evacuation: bool
+
+
 class _Planner:
     def __init__(self, inp: BalancingInput, args: RebalanceArgs) -> None:
         self.inp = inp
@@ -112,7 +123,7 @@ class _Planner:
         self.order = {spec.name: i for i, spec in enumerate(inp.pool_nodes)}
         self.targets = receiving_nodes(inp, self.state)
         self.by_node = managed_by_node(inp, self.state)
-        self.actions: list[BalanceAction] = []
+        self.moves: list[_Move] = []
         self.refusals: list[Refusal] = []
         self.moved: set[int] = set()
 
@@ -144,20 +155,20 @@ class _Planner:
                     )
                 )
                 continue
-            sources.append(self._source(spec.name, now, cooldown=True))
+            sources.append(self._source(spec.name, now, drain=False))
         return sources
 
-    def _source(self, name: str, now: float, *, cooldown: bool) -> _Source:
+    def _source(self, name: str, now: float, *, drain: bool) -> _Source:
         candidates: list[int] = []
         blocked_here: list[Refusal] = []
         for ct, managed in self.by_node.get(name, []):
-            if managed.offloaded and cooldown:
-                continue  # restore owns offloaded CTs; a drain (cooldown False) moves them too
-            why = blocked(self.inp, ct, managed, cooldown=cooldown)
+            if managed.offloaded and not drain:
+                continue  # restore owns offloaded CTs; a drain moves them too
+            why = blocked(self.inp, ct, managed, cooldown=not drain)
             if why is not None:
                 blocked_here.append(refusal("Migrate", why, ct.vmid, name))
                 continue
-            if self.state.load[ct.vmid] == Load(0.0, 0, 0):
+            if self.state.load[ct.vmid] == ZERO:
                 continue
             candidates.append(ct.vmid)
         return _Source(name, now, candidates, blocked_here)
@@ -167,9 +178,7 @@ class _Planner:
     def relieve(self, sources: list[_Source]) -> None:
         stuck: set[str] = set()
         while True:
-            active = [
-                s for s in sources if s.name not in stuck and above(self.state.fraction(s.name), self.limit)
-            ]
+            active = [s for s in sources if s.name not in stuck and above(self.state.fraction(s.name), self.limit)]
             if not active:
                 return
             source = max(active, key=lambda s: (self.state.fraction(s.name), -self.order[s.name]))
@@ -178,7 +187,7 @@ class _Planner:
                 stuck.add(source.name)
                 continue
             vmid, target = move
-            self.migrate(source, vmid, target, evacuation=False)
+            self.move(_Move(vmid, source.name, target, evacuation=False))
             if not above(self.state.fraction(source.name), self.limit):
                 stuck.clear()  # the relieved source is a new target for the stuck ones
 
@@ -187,7 +196,7 @@ class _Planner:
         node = state.nodes[source.name]
         now = node.fraction(self.metric)
         excess = now - self.limit + EPSILON
-        ranked: list[tuple[float, float, int, float]] = []
+        ranked: list[tuple[bool, float, float, int, float]] = []
         for vmid in source.candidates:
             if vmid in self.moved:
                 continue
@@ -197,9 +206,12 @@ class _Planner:
             if relief <= EPSILON:
                 continue
             cost = self.args.cost(load, state.running[vmid])
-            ranked.append((-min(relief, excess) / cost, cost, vmid, after))
+            # A CT that clears the whole excess finishes the source in one move: the fewest moves,
+            # whichever is cheapest among those. Otherwise the most relief per cost (largest first for
+            # CTs of one kind, which needs the fewest moves to cover the excess).
+            ranked.append((relief < excess, -min(relief, excess) / cost, cost, vmid, after))
         ranked.sort()
-        for _, _, vmid, after in ranked:
+        for _, _, _, vmid, after in ranked:
             target = self.best_target(source, now, after, state.load[vmid])
             if target is not None:
                 return vmid, target
@@ -224,6 +236,99 @@ class _Planner:
                 best = key
         return best[2] if best is not None else None
 
+    # -- polish: a lower peak for the same number of moves ---------------------------------------
+
+    def polish(self, sources: list[_Source]) -> None:
+        """Best-improvement local search on the relief moves: while the pool's most loaded node is the
+        source or the target of a move, try that move with a bigger CT from the same source or with
+        another target, and keep the change that lowers the peak most. Never adds a move, never takes a
+        relieved source back above the threshold or a target above it, keeps the improvement gate, and
+        never sends a CT to a node that has moves out of it (so plan order stays safe).
+        """
+        state = self.state
+        candidates = {s.name: s.candidates for s in sources}
+        pool = [n for n in self.inp.pool_node_names if n in state.nodes and state.nodes[n].online]
+        if not pool:
+            return
+        for _ in range(4 * len(self.moves) + 8):
+            outbound = {m.source for m in self.moves}
+            fraction = {n: state.fraction(n) for n in pool}
+            ranking = sorted(pool, key=lambda n: (-fraction[n], self.order[n]))
+            peak_node, peak = ranking[0], fraction[ranking[0]]
+            best: tuple[float, float, int, int, str] | None = None
+            for index, move in enumerate(self.moves):
+                if move.evacuation or peak_node not in (move.source, move.target):
+                    continue
+                found = self._polish_move(index, move, peak_node, ranking, fraction, outbound, candidates)
+                if found is not None and (best is None or found < best):
+                    best = found
+            if best is None or best[0] >= peak - EPSILON:
+                return
+            _, _, index, vmid, target = best
+            old = self.moves[index]
+            state.move(old.vmid, old.source)
+            self.moved.discard(old.vmid)
+            self.moves[index] = _Move(vmid, old.source, target, evacuation=False)
+            state.move(vmid, target)
+            self.moved.add(vmid)
+
+    def _polish_move(
+        self,
+        index: int,
+        move: _Move,
+        peak_node: str,
+        ranking: list[str],
+        fraction: dict[str, float],
+        outbound: set[str],
+        candidates: dict[str, list[int]],
+    ) -> tuple[float, float, int, int, str] | None:
+        state = self.state
+        metric = self.metric
+        state.move(move.vmid, move.source)  # undo while evaluating
+        try:
+            source = state.nodes[move.source]
+            source_now = source.fraction(metric)
+            bound = self.limit if not above(fraction[move.source], self.limit) else fraction[move.source]
+            if peak_node == move.target:
+                options = [move.vmid]
+            else:
+                own_relief = source_now - source.fraction(metric, state.load[move.vmid], -1)
+                options = [
+                    v
+                    for v in candidates.get(move.source, [])
+                    if v not in self.moved
+                    and source_now - source.fraction(metric, state.load[v], -1) > own_relief + EPSILON
+                ]
+            old_target_now = state.fraction(move.target)
+            best: tuple[float, float, int, int, str] | None = None
+            for vmid in options:
+                load = state.load[vmid]
+                source_after = source.fraction(metric, load, -1)
+                if above(source_after, bound):
+                    continue
+                cost = self.args.cost(load, state.running[vmid])
+                for name in self.targets:
+                    if name == move.source or (name == move.target and peak_node == move.target):
+                        continue
+                    if name != move.target and name in outbound:
+                        continue
+                    node = state.nodes[name]
+                    target_now = node.fraction(metric)
+                    target_after = node.fraction(metric, load)
+                    if above(target_after, self.limit) or not node.fits(load):
+                        continue
+                    if (source_now - target_now) - abs(source_after - target_after) < self.min_improvement - EPSILON:
+                        continue
+                    affected = {move.source, move.target, name}
+                    rest = next((fraction[n] for n in ranking if n not in affected), 0.0)
+                    new_peak = max(source_after, target_after, rest, old_target_now if name != move.target else 0.0)
+                    key = (new_peak, cost, index, vmid, name)
+                    if best is None or key < best:
+                        best = key
+            return best
+        finally:
+            state.move(move.vmid, move.target)
+
     # -- maintenance drain -----------------------------------------------------------------------
 
     def drain(self) -> None:
@@ -231,14 +336,15 @@ class _Planner:
             node = self.state.nodes.get(spec.name)
             if not spec.maintenance or node is None or not node.online:
                 continue
-            source = self._source(spec.name, node.fraction(self.metric), cooldown=False)
+            source = self._source(spec.name, node.fraction(self.metric), drain=True)
             self.refusals.extend(
                 Refusal(r.kind, r.stage, f"{r.reason}: it stays on maintenance node {spec.name}", r.vmid, r.node)
                 for r in source.blocked
             )
+            now = node.fraction(self.metric)
             sized = sorted(
                 source.candidates,
-                key=lambda v: (-node.fraction(self.metric) + node.fraction(self.metric, self.state.load[v], -1), v),
+                key=lambda v: (node.fraction(self.metric, self.state.load[v], -1) - now, v),
             )
             for vmid in sized:
                 load = self.state.load[vmid]
@@ -265,47 +371,56 @@ class _Planner:
                         )
                     )
                     continue
-                self.migrate(source, vmid, best[2], evacuation=True)
+                self.move(_Move(vmid, spec.name, best[2], evacuation=True))
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def migrate(self, source: _Source, vmid: int, target: str, *, evacuation: bool) -> None:
-        state = self.state
-        ct: ContainerObservation = self.inp.snapshot.containers[vmid]
-        managed: ManagedCT = self.inp.managed[vmid]
-        source_before = state.fraction(source.name)
-        target_before = state.fraction(target)
-        running = state.running[vmid]
-        state.move(vmid, target)
-        self.moved.add(vmid)
-        source_after = state.fraction(source.name)
-        target_after = state.fraction(target)
-        metric = self.metric.value
-        if evacuation:
-            why = f"{source.name} is in maintenance: drain"
-        else:
-            why = (
-                f"{source.name} {metric} {pct(source.start_fraction)} > migrateAbovePercent "
-                f"{threshold_figure(self.limit)} for {self.inp.thresholds.sustained_samples} samples"
+    def move(self, move: _Move) -> None:
+        self.state.move(move.vmid, move.target)
+        self.moved.add(move.vmid)
+        self.moves.append(move)
+
+    def actions(self) -> tuple[BalanceAction, ...]:
+        """The moves as actions, their figures replayed in plan order from the snapshot."""
+        replay = WorkingState(self.inp.snapshot, self.metric)
+        start = {m.source: replay.fraction(m.source) for m in self.moves}
+        actions: list[BalanceAction] = []
+        for move in self.moves:
+            ct: ContainerObservation = self.inp.snapshot.containers[move.vmid]
+            managed: ManagedCT = self.inp.managed[move.vmid]
+            source_before = replay.fraction(move.source)
+            target_before = replay.fraction(move.target)
+            running = replay.running[move.vmid]
+            replay.move(move.vmid, move.target)
+            source_after = replay.fraction(move.source)
+            target_after = replay.fraction(move.target)
+            if move.evacuation:
+                why = f"{move.source} is in maintenance: drain"
+            else:
+                why = (
+                    f"{move.source} {self.metric.value} {pct(start[move.source])} > migrateAbovePercent "
+                    f"{threshold_figure(self.limit)} for {self.inp.thresholds.sustained_samples} samples"
+                )
+            how = " (restart migration: the CT is down while it moves)" if running else " (stopped migration)"
+            actions.append(
+                MigrateContainer(
+                    vmid=move.vmid,
+                    node=move.source,
+                    target=move.target,
+                    running=running,
+                    evacuation=move.evacuation,
+                    reason=(
+                        f"{why}; CT {move.vmid} ({ct.name or managed.policy}) → {move.target}: {move.source} "
+                        f"{pct(source_before)} → {pct(source_after)}, {move.target} {pct(target_before)} → "
+                        f"{pct(target_after)}{how}"
+                    ),
+                    source_percent_before=percent(source_before),
+                    source_percent_after=percent(source_after),
+                    target_percent_before=percent(target_before),
+                    target_percent_after=percent(target_after),
+                )
             )
-        how = " (restart migration: the CT is down while it moves)" if running else " (stopped migration)"
-        self.actions.append(
-            MigrateContainer(
-                vmid=vmid,
-                node=source.name,
-                target=target,
-                running=running,
-                evacuation=evacuation,
-                reason=(
-                    f"{why}; CT {vmid} ({ct.name or managed.policy}) → {target}: {source.name} {pct(source_before)} → "
-                    f"{pct(source_after)}, {target} {pct(target_before)} → {pct(target_after)}{how}"
-                ),
-                source_percent_before=percent(source_before),
-                source_percent_after=percent(source_after),
-                target_percent_before=percent(target_before),
-                target_percent_after=percent(target_after),
-            )
-        )
+        return tuple(actions)
 
     def explain_stuck(self, sources: list[_Source]) -> None:
         for source in sources:
@@ -344,10 +459,13 @@ def propose(inp: BalancingInput, args: RebalanceArgs) -> Proposal:
     planner = _Planner(inp, args)
     sources = planner.overloaded_sources()
     planner.relieve(sources)
+    if args.polish:
+        planner.polish(sources)
+        planner.relieve(sources)  # room the polish freed may unstick a source
     planner.explain_stuck(sources)
     if args.drain_maintenance:
         planner.drain()
-    return Proposal(actions=tuple(planner.actions), refusals=tuple(planner.refusals))
+    return Proposal(actions=planner.actions(), refusals=tuple(planner.refusals))
 
 
 STRATEGY = Strategy(

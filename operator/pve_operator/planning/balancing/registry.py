@@ -26,9 +26,7 @@ def get_strategy(name: str) -> Strategy[Any]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"unknown balancing strategy {name!r} (known: {', '.join(strategy_names())})"
-        ) from None
+        raise ValueError(f"unknown balancing strategy {name!r} (known: {', '.join(strategy_names())})") from None
 
 
 def strategy_names() -> tuple[str, ...]:

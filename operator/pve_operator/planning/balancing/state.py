@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
+from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, Metric, NodeUsage
 from pve_operator.planning.ownership import OFFLOADED_TAG
 
@@ -64,8 +64,17 @@ def restored_load(ct: ContainerObservation, memory_bytes: int, cpu_fraction: flo
 class NodeState:
     """One node's capacity and projected use, in absolute units (mutable; one planning call owns it)."""
 
-    __slots__ = ("cores", "cpu_fixed_fraction", "cpu_used", "disk_total", "disk_used", "mem_total", "mem_used",
-                 "name", "online")
+    __slots__ = (
+        "cores",
+        "cpu_fixed_fraction",
+        "cpu_used",
+        "disk_total",
+        "disk_used",
+        "mem_total",
+        "mem_used",
+        "name",
+        "online",
+    )
 
     def __init__(self, usage: NodeUsage) -> None:
         self.name = usage.name
@@ -233,8 +242,11 @@ def project(snapshot: ClusterSnapshot, actions: Iterable[BalanceAction]) -> Clus
                 disk = ct_load(ct).disk_part
                 shift(ct.node, disk, -1)
                 shift(action.target, disk, 1)
-            shift(action.target, restored_load(ct, action.expected_memory_used_bytes,
-                                               action.expected_cpu_used_fraction), 1)
+            shift(
+                action.target,
+                restored_load(ct, action.expected_memory_used_bytes, action.expected_cpu_used_fraction),
+                1,
+            )
             containers[ct.vmid] = replace(
                 ct,
                 node=action.target,
