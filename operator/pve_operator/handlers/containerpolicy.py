@@ -384,6 +384,7 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
 @kopf.on.create(*POLICIES)
 @kopf.on.update(*POLICIES, field="spec")
 def policy_changed(**kwargs: Any) -> None:
+    log.info("ContainerPolicy %s/%s: %s, reconciling", kwargs["namespace"], kwargs["name"], kwargs.get("reason"))
     _run_reconcile(True, **kwargs)
 
 

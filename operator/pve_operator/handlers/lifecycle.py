@@ -23,8 +23,10 @@ ARGOCD_METADATA = (
 def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration", ignored_fields=list(ARGOCD_METADATA)
+    # The last handled spec lives in status (a declared field): `kubectl replace` and GitOps tools
+    # that rewrite metadata would drop an annotation, and Kopf would then take the object for new.
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+        field="status.lastHandledConfiguration", ignored_fields=list(ARGOCD_METADATA)
     )
     settings.posting.reporting_component = "pve-operator"
     settings.posting.level = 20  # logging.INFO: our events, not Kopf's debug chatter

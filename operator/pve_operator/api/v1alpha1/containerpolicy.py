@@ -542,6 +542,10 @@ class ContainerPolicyStatus(StatusModel):
     conditions: tuple[Condition, ...] = Field((), max_length=16, json_schema_extra=CONDITIONS_SCHEMA)
     """Ready (all desired CTs exist and run), Progressing, Degraded."""
 
+    last_handled_configuration: str | None = Field(None, max_length=262144)
+    """The spec the operator last acted on (JSON, written by Kopf). Kept in status, not in an annotation,
+    so that ``kubectl replace`` or a GitOps tool rewriting metadata does not look like a new object."""
+
     replicas: int = Field(0, ge=0)
     """CTs of the policy that exist in Proxmox VE, in any state (kubectl scale reads this)."""
 

@@ -502,6 +502,10 @@ class ProxmoxServerPoolStatus(StatusModel):
     conditions: tuple[Condition, ...] = Field((), max_length=16, json_schema_extra=CONDITIONS_SCHEMA)
     """Ready (the API is reachable and the nodes are known), Progressing, Degraded."""
 
+    last_handled_configuration: str | None = Field(None, max_length=262144)
+    """The spec the operator last acted on (JSON, written by Kopf). Kept in status, not in an annotation,
+    so that ``kubectl replace`` or a GitOps tool rewriting metadata does not look like a new object."""
+
     pve_version: str | None = Field(None, max_length=64)
     """Proxmox VE version the API reports, e.g. 9.1.2."""
 
