@@ -37,6 +37,10 @@ lint: install ## ruff, mypy --strict on pve_operator and pve_sim, import-linter 
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+.PHONY: demo
+demo: install controlplane ## The whole product locally: control plane, pve_sim, operator, live view (DEMO_SECONDS=N for a smoke test)
+	$(VPY) hack/demo.py
+
 .PHONY: sim
 sim: install ## Serve the Proxmox VE simulator on https://127.0.0.1:$(SIM_PORT) with $(SCENARIO)
 	$(VPY) -m pve_sim serve --scenario $(SCENARIO) --port $(SIM_PORT)
