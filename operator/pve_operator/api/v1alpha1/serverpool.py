@@ -267,13 +267,16 @@ class BalancingSpec(ApiModel):
     """Seconds a CT stays put after it was migrated, offloaded or restored, so it does not bounce."""
 
     min_improvement_percent: int = Field(10, ge=0, le=100)
-    """A migration must narrow the usage gap between source and target by at least this many percentage
-    points, so moves that barely help are not made."""
+    """Optional migrations (made after every node is back under migrateAbovePercent, to lower the peak
+    further) must narrow the usage gap between their source and target by at least this many percentage
+    points, so moves that barely help are not made. Moves that relieve a node above the threshold are
+    always allowed."""
 
 
 class OffloadSpec(ApiModel):
     """Stopping the lowest-priority CTs on nodes above thresholds.offloadAbovePercent, and starting them
-    again on the same node once it is below thresholds.restoreBelowPercent."""
+    again once a node (their own, else another one, moving them while stopped) stays below
+    thresholds.restoreBelowPercent with them."""
 
     mode: AutomationMode = AutomationMode.AUTOMATIC
     """Automatic offloads and restores; Recommend lists them in status.recommendations; Off does neither."""

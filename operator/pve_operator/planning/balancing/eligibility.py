@@ -40,25 +40,16 @@ def refusal(stage: Stage, why: tuple[RefusalKind, str], vmid: int, node: str) ->
     return Refusal(kind=why[0], stage=stage, reason=why[1], vmid=vmid, node=node)
 
 
-def managed_on(inp: BalancingInput, state: WorkingState, node: str) -> list[tuple[ContainerObservation, ManagedCT]]:
-    """Our CTs that the snapshot shows on ``node``, by vmid."""
-    result = []
-    for vmid, managed in inp.managed.items():
-        ct = inp.snapshot.containers.get(vmid)
-        if ct is not None and not ct.template and state.location.get(vmid) == node:
-            result.append((ct, managed))
-    result.sort(key=lambda pair: pair[0].vmid)
-    return result
-
-
 def managed_by_node(
     inp: BalancingInput, state: WorkingState
 ) -> dict[str, list[tuple[ContainerObservation, ManagedCT]]]:
-    """Our CTs grouped by the node the snapshot shows them on, each list by vmid (one pass over them)."""
+    """Our CTs grouped by the node the snapshot shows them on, each list by vmid (one pass over them).
+    CTs an earlier stage of this plan acts on are left out: they are taken care of."""
     groups: dict[str, list[tuple[ContainerObservation, ManagedCT]]] = {}
+    planned = inp.in_flight.planned_vmids
     for vmid in sorted(inp.managed):
         ct = inp.snapshot.containers.get(vmid)
-        if ct is None or ct.template:
+        if ct is None or ct.template or vmid in planned:
             continue
         groups.setdefault(state.location[vmid], []).append((ct, inp.managed[vmid]))
     return groups

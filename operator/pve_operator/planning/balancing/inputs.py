@@ -84,7 +84,8 @@ class BalancingLimits:
     max_concurrent_migrations: int = 1
     #: Seconds a CT stays put after the operator migrated, offloaded or restored it.
     cooldown_seconds: float = 1800
-    #: A migration must narrow the source-target gap by at least this much (percentage points / 100).
+    #: An optional move (the pass that lowers the peak after every node is relieved) must narrow its
+    #: source-target gap by at least this much (percentage points / 100). Relief moves are not gated.
     min_improvement_fraction: float = 0.10
     #: Migrations into one node per cycle, counting the ones arriving now. Not in the CRD: one at a time
     #: lets each arrival show up in the node's statistics before the next is planned against them
@@ -167,17 +168,21 @@ class InFlight:
     migrations: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Other CTs with an operation running (stop, start): left alone this cycle.
     other_vmids: frozenset[int] = frozenset()
+    #: CTs an earlier stage of the plan being made already acts on: skipped silently by later stages
+    #: (they are not blocked, they are taken care of).
+    planned_vmids: frozenset[int] = frozenset()
 
     @property
     def busy_vmids(self) -> frozenset[int]:
         return frozenset(self.migrations) | self.other_vmids
 
     def inbound_count(self, node: str) -> int:
+        """Migrations in flight that arrive on ``node``."""
         return sum(1 for target in self.migrations.values() if target == node)
 
-    def with_busy(self, vmids: frozenset[int]) -> InFlight:
-        """A copy that also treats ``vmids`` as busy (CTs an earlier stage of the plan already acts on)."""
-        return InFlight(migrations=self.migrations, other_vmids=self.other_vmids | vmids)
+    def with_planned(self, vmids: frozenset[int]) -> InFlight:
+        """A copy that marks ``vmids`` as acted on earlier in this plan."""
+        return InFlight(migrations=self.migrations, other_vmids=self.other_vmids, planned_vmids=vmids)
 
 
 @dataclass(frozen=True)

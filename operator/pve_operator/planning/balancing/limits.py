@@ -13,9 +13,11 @@ A strategy proposes what it would do; :class:`Limiter` decides what happens this
   the list that free room there (moves out of it, offloads on it) and is admitted after them, as in
   proxlb-solver's planner; one that never fits is refused (``WouldOvercommit``).
 
-Each admitted action that adds load to a node lists, in ``depends_on``, the admitted actions that take
-load off that node before it: executing in any order that honours those dependencies never puts a
-node above the projection (execution may run independent actions concurrently).
+Each admitted action that adds load to a node lists, in ``depends_on``, the admitted actions before it
+that take load off that node. The execution contract: start actions in plan order, and start one only
+once its ``depends_on`` have finished; otherwise they may overlap. Then a node never holds more than
+the plan's projection at its latest arrival so far (the moves that made room for it are done, later
+arrivals have not started), which is at or under its threshold.
 """
 
 from __future__ import annotations

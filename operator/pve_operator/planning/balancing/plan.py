@@ -43,7 +43,8 @@ class BalancePlan:
 
     actions: tuple[BalanceAction, ...]
     refusals: tuple[Refusal, ...]
-    #: vmid -> vmids whose actions must finish first (they free the room this action needs).
+    #: vmid -> vmids whose actions must finish before it starts (they free the room it needs). Start
+    #: actions in plan order, each once its dependencies are done; see ``limits.py``.
     depends_on: Mapping[int, tuple[int, ...]]
     #: The snapshot once every action is done (``project(snapshot, actions)``).
     projected: ClusterSnapshot
@@ -95,12 +96,15 @@ def plan_balance(
             proposed.extend(proposal.actions)
             admitted, refused = limiter.admit(proposal.actions)
             for item in (*proposal.refusals, *refused):
-                refusals.setdefault((item.kind, item.stage, item.vmid, item.node, item.reason), item)
+                # A later round repeats what still holds, with the figures after this plan: keep those.
+                key = (item.kind, item.stage, item.vmid, item.node)
+                refusals.pop(key, None)
+                refusals[key] = item
             shed = shed or (strategy.stage != "Migrate" and bool(admitted))
             current = replace(
                 inp,
                 snapshot=project(inp.snapshot, limiter.admitted),
-                in_flight=inp.in_flight.with_busy(limiter.acted_vmids),
+                in_flight=inp.in_flight.with_planned(limiter.acted_vmids),
             )
         if not shed:
             break

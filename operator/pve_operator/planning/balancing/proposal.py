@@ -32,8 +32,6 @@ class RefusalKind(StrEnum):
     STATUS_UNKNOWN = "StatusUnknown"
     #: No eligible node has room under its threshold for the CT.
     NO_TARGET = "NoTarget"
-    #: Every possible move narrows the source-target gap by less than ``minImprovementPercent``.
-    BELOW_MIN_IMPROVEMENT = "BelowMinImprovement"
     #: Stopping every eligible CT of ours would not bring the node under the offload threshold.
     NO_RELIEF = "NoRelief"
     #: The CT is not the operator's (never proposed by a strategy; the limits check it again).

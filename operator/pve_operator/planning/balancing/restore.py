@@ -79,9 +79,10 @@ def propose(inp: BalancingInput, args: RestoreArgs) -> Proposal:
 
     candidates: list[tuple[int, str, int]] = []
     refusals: list[Refusal] = []
-    for vmid, managed in inp.managed.items():
+    for vmid in sorted(inp.managed):
+        managed = inp.managed[vmid]
         ct = inp.snapshot.containers.get(vmid)
-        if ct is None or not managed.offloaded or ct.running or ct.template:
+        if ct is None or not managed.offloaded or ct.running or ct.template or vmid in inp.in_flight.planned_vmids:
             continue
         why = blocked(inp, ct, managed, pin=False)
         if why is not None:
@@ -113,7 +114,7 @@ def propose(inp: BalancingInput, args: RestoreArgs) -> Proposal:
                     best = key
             target = best[2] if best is not None else None
         if target is None:
-            where = "its node" if managed.pinned or not args.allow_migration else "any node"
+            where = "its node has" if managed.pinned or not args.allow_migration else "no node has"
             refusals.append(
                 Refusal(
                     kind=RefusalKind.NO_TARGET,
@@ -121,8 +122,9 @@ def propose(inp: BalancingInput, args: RestoreArgs) -> Proposal:
                     vmid=vmid,
                     node=home,
                     reason=(
-                        f"CT {vmid} stays offloaded: {where} lacks room for its {memory / GIB:.1f} GiB at or under "
-                        f"restoreBelowPercent {threshold_figure(limit)} (for {samples_needed} samples)"
+                        f"CT {vmid} stays offloaded: {where} stayed at or under restoreBelowPercent "
+                        f"{threshold_figure(limit)} for {samples_needed} samples with room for its "
+                        f"{memory / GIB:.1f} GiB"
                     ),
                 )
             )
