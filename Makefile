@@ -50,8 +50,9 @@ crds: install ## Regenerate crds/*.yaml from the API types
 	$(VPY) -m pve_operator.api.crdgen --output crds
 
 .PHONY: bench
-bench: install ## Run the benchmarks under bench/ (print tables)
-	for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+bench: install controlplane ## Run the benchmarks under bench/ (print tables; installs the MILP solver used as a baseline)
+	$(VPY) -m pip install --quiet -e '.[dev,bench]'
+	for b in bench/sim_scale.py bench/planner.py bench/convergence.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (the control-plane binary cache outside the clone stays)

@@ -78,6 +78,8 @@ def run(argv: Sequence[str]) -> int:
     except (ConfigurationError, PveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        runtime.close()
     # Show the decision even where a mode is Off: that is what users run this command to see.
     plan = plan_balance(replace(collected.input, balancing_enabled=True, offload_enabled=True))
     _print_plan(args.pool, pool, collected.input.snapshot, plan, metric, len(collected.input.managed))

@@ -46,3 +46,10 @@ def connected_pools(memo: Any, **_: Any) -> int:
     """Liveness detail: how many PVE connections the operator holds."""
     runtime: OperatorRuntime | None = getattr(memo, "runtime", None)
     return len(runtime.connections) if runtime else 0
+
+
+@kopf.on.cleanup()
+def close_connections(memo: Any, **_: Any) -> None:
+    runtime: OperatorRuntime | None = getattr(memo, "runtime", None)
+    if runtime is not None:
+        runtime.close()

@@ -153,6 +153,13 @@ class OperatorRuntime:
             self.connections[key] = connection
             return connection
 
+    def close(self) -> None:
+        """Close every PVE connection (removes their CA files)."""
+        with self._guard:
+            connections, self.connections = list(self.connections.values()), {}
+        for connection in connections:
+            connection.client.close()
+
     def forget_pool(self, namespace: str, pool_name: str) -> None:
         with self._guard:
             current = self.connections.pop((namespace, pool_name), None)
