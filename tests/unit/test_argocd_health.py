@@ -153,6 +153,13 @@ EXPECTATIONS = (
     Expectation("proxmoxserverpool-stale-generation.json", "Progressing", message_contains="generation {generation}"),
     Expectation("proxmoxserverpool-being-deleted.json", "Progressing", message_contains="Being deleted"),
     Expectation("proxmoxserverpool-no-status.json", "Progressing", message_contains="Waiting for the operator"),
+    # ---- Recorded from a real run by hack/record_status_objects.py (real operator, API server and pve_sim).
+    Expectation("recorded-proxmoxserverpool-ready.json", "Healthy", message_of="Ready"),
+    Expectation("recorded-proxmoxserverpool-unreachable.json", "Degraded", message_of="Degraded"),
+    Expectation("recorded-containerpolicy-creating.json", "Progressing", message_of="Progressing"),
+    Expectation("recorded-containerpolicy-ready.json", "Healthy", message_of="Ready"),
+    Expectation("recorded-containerpolicy-pool-full.json", "Degraded", message_of="Progressing"),
+    Expectation("recorded-containerpolicy-unreachable.json", "Degraded", message_of="Degraded"),
 )
 
 

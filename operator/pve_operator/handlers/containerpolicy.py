@@ -314,7 +314,7 @@ def reconcile_policy(
                 f"{plan.unplaced} CT(s) cannot be placed: every node is at its limit ({usage})",
             )
         )
-    elif outcomes or not ready:
+    elif not ready:
         updates.append(
             (ConditionType.PROGRESSING, ConditionStatus.TRUE, "Reconciling", f"{running} of {desired} CTs running")
         )
