@@ -7,6 +7,7 @@ repaired, deletion removes exactly the policy's CTs, and a crash mid-creation le
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -178,6 +179,66 @@ def test_fill_mode_stops_where_the_limit_says_split_by_weight(
     by_node = Counter(ct["node"] for ct in lab.managed_cts())
     assert by_node["srv-px1"] == pytest.approx(expected * 2 / 3, abs=1)
     assert by_node["srv-px1"] + by_node["srv-px2"] == expected
+
+
+# -- CTs that take real time to create -----------------------------------------------------------
+
+
+def _slow_create_lab(kube: Any, namespace: str, pve_sim_server: Any, pve_operator_process: Any) -> Lab:
+    """The lab with a 10 s vzcreate (real PVE takes tens of seconds), two tasks at a time."""
+    data = lab_scenario_data()
+    data["timing"]["createSeconds"] = 40
+    sim = pve_sim_server(_scenario_from(data, namespace), time_scale=0.25)
+    connect_pool(kube, namespace, sim)
+    operator = pve_operator_process(namespace, PVE_OPERATOR_MAX_PARALLEL_TASKS="2")
+    lab = Lab(kube, namespace, sim, operator)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    return lab
+
+
+def _cts_in_range(lab: Lab) -> list[tuple[int, str]]:
+    return sorted(
+        (ct["vmid"], str(ct.get("name")))
+        for ct in lab.cts()
+        if 3100 <= ct["vmid"] <= 3199 and ct["vmid"] != FOREIGN_VMID
+    )
+
+
+def _settled_or_overshot(lab: Lab, count: int) -> Callable[[], bool]:
+    """Ready with ``count`` CTs, or more than ``count`` CTs in the range (a duplicate: no need to wait on)."""
+    return lambda: ready_replicas(count)(lab.status("containerpolicy", "web")) or len(_cts_in_range(lab)) > count
+
+
+def test_cts_that_take_real_time_to_create_are_created_once(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    lab = _slow_create_lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    lab.apply_policy("web", replicas=4)
+
+    wait_for(_settled_or_overshot(lab, 4), timeout_s=150, what="4 CTs ready, or a fifth CT in the range")
+    assert _cts_in_range(lab) == [(3100 + i, f"ct-web-{i:02d}") for i in range(4)]
+    assert ready_replicas(4)(lab.status("containerpolicy", "web"))
+
+
+def test_operator_restarted_while_its_cts_are_still_being_created_adopts_them(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    lab = _slow_create_lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    assert lab.operator is not None
+    lab.apply_policy("web", replicas=4)
+
+    wait_for(lambda: any(ct.get("lock") == "create" for ct in lab.cts()), timeout_s=60, what="a creation under way")
+    lab.operator.kill()
+    in_creation = {ct["vmid"] for ct in lab.cts() if ct.get("lock") == "create"}
+    lab.operator.start()
+
+    wait_for(_settled_or_overshot(lab, 4), timeout_s=150, what="4 CTs ready, or a fifth CT in the range")
+    in_range = _cts_in_range(lab)
+    assert [name for _, name in in_range] == [f"ct-web-{i:02d}" for i in range(4)], (
+        f"one CT per index, those in creation when the operator died ({sorted(in_creation)}) adopted: {in_range}"
+    )
+    assert in_creation <= {vmid for vmid, _ in in_range}
+    assert ready_replicas(4)(lab.status("containerpolicy", "web"))
 
 
 def _scenario_from(data: dict[str, Any], name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -46,7 +47,7 @@ from pve_operator.handlers.status import (
     with_conditions,
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
-from pve_operator.planning.actions import DestroyContainer
+from pve_operator.planning.actions import CreateContainer, DestroyContainer
 from pve_operator.planning.model import ClusterSnapshot, Metric
 from pve_operator.planning.ownership import (
     OFFLOADED_TAG,
@@ -159,10 +160,14 @@ def discover_owned(
             records[ct.vmid] = None  # visibly not ours (e.g. released by Retain, or foreign)
             continue
         if ct.vmid not in records:
+            if ct.lock == "create":
+                continue  # PVE writes a CT's real config (and our marks) when vzcreate ends: no verdict yet
             try:
                 config = client.container_config(ct.node, ct.vmid)
             except PveNotFound:
                 continue  # moved or deleted since the snapshot; the next cycle sees where
+            if config.get("lock") == "create":
+                continue
             description = str(config.get("description") or "")
             proven = is_owned(
                 vmid=ct.vmid,
@@ -185,6 +190,20 @@ def discover_owned(
             )
         )
     return owned
+
+
+def creations_in_progress(snapshot: ClusterSnapshot, vmid_range: range, owned: list[OwnedContainer]) -> list[int]:
+    """CTs in the range that PVE is still creating and whose owner cannot be read yet.
+
+    They may be ours (a creation started by this operator before a crash, or one still running): creating
+    more while they exist could duplicate them, so creation waits until their marks are readable.
+    """
+    proven = {o.vmid for o in owned}
+    return sorted(
+        ct.vmid
+        for ct in snapshot.containers.values()
+        if ct.lock == "create" and ct.vmid in vmid_range and ct.vmid not in proven
+    )
 
 
 # -- conditions ---------------------------------------------------------------------------------
@@ -254,6 +273,9 @@ def reconcile_policy(
         owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
         previous_desired = int(status.get("desiredReplicas") or 0)
         plan = plan_reconcile(intent_from(policy, pool, uid, previous_desired), snapshot, owned)
+        pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
+        if pending:
+            plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
         executor = PolicyExecutor(
             client,
             PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range()),
@@ -304,6 +326,16 @@ def reconcile_policy(
     ready = running + offloaded >= desired and len(statuses) == desired and not failures
     if policy.paused:
         updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Paused", "spec.paused is true"))
+    elif pending and not ready:
+        listed = ", ".join(str(v) for v in pending)
+        updates.append(
+            (
+                ConditionType.PROGRESSING,
+                ConditionStatus.TRUE,
+                "WaitingForCreation",
+                f"CT(s) {listed} in the VMID range are still being created; new creations wait for them",
+            )
+        )
     elif plan.placement_refusals:
         usage = "; ".join(f"{node}: {why}" for node, why in sorted(plan.placement_refusals.items()))
         updates.append(
@@ -425,6 +457,11 @@ def policy_deleted(
             snapshot = client.snapshot(time.time())
             records: dict[int, OwnershipRecord | None] = {}
             owned = discover_owned(client, snapshot, uid, vmid_range, records)
+            pending = creations_in_progress(snapshot, vmid_range, owned)
+            if pending:
+                raise PolicyBlocked(
+                    "WaitingForCreation", f"CT(s) {', '.join(map(str, pending))} are still being created"
+                )
             executor = PolicyExecutor(
                 client,
                 PolicyIdentity(namespace, name, uid, vmid_range),
