@@ -53,7 +53,7 @@ class Lab:
         return None
 
     def wait_condition(
-        self, kind: str, name: str, condition_type: str, status: str, reason: str | None = None, timeout_s: float = 60
+        self, kind: str, name: str, condition_type: str, status: str, reason: str | None = None, timeout_s: float = 120
     ) -> dict[str, Any]:
         def matches() -> bool:
             found = self.condition(kind, name, condition_type)
@@ -65,7 +65,7 @@ class Lab:
         return found
 
     def wait_policy(
-        self, name: str, predicate: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 90
+        self, name: str, predicate: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 180
     ) -> dict[str, Any]:
         wait_for(lambda: predicate(self.status("containerpolicy", name)), timeout_s=timeout_s, what=what)
         return self.status("containerpolicy", name)

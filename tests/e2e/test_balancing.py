@@ -68,10 +68,10 @@ def test_sustained_spike_migrates_cts_until_both_nodes_are_under_the_threshold(
     lab.sim.cluster.set_node_load("srv-px1", "memory", 0.50)  # srv-px1: 50% + 4 x 6.9% = 77.5%
     assert node_memory_percent(lab, "srv-px1") > 75
 
-    wait_for(lambda: pool_events(lab, "Migrated"), timeout_s=90, what="a migration event")
+    wait_for(lambda: pool_events(lab, "Migrated"), timeout_s=180, what="a migration event")
     wait_for(
         lambda: node_memory_percent(lab, "srv-px1") < 75 and not any(ct.get("lock") for ct in lab.cts()),
-        timeout_s=90,
+        timeout_s=180,
         what="srv-px1 under 75% with no migration in flight",
     )
     assert node_memory_percent(lab, "srv-px2") < 75
@@ -106,7 +106,7 @@ def test_overload_offloads_the_oldest_cts_and_restores_them_when_it_ends(
 
     wait_for(
         lambda: len(offloaded()) == 2 and node_memory_percent(lab, "srv-px1") < 90,
-        timeout_s=90,
+        timeout_s=180,
         what="two CTs offloaded (stopped) and srv-px1 under 90%",
     )
     assert offloaded() == sorted(oldest_first[:2]), "the oldest CTs go first"
@@ -138,7 +138,7 @@ def test_recommend_mode_changes_nothing_and_lists_the_plan(
         status = lab.status("proxmoxserverpool", "lab")
         return bool(status.get("recommendations"))
 
-    wait_for(recommended, timeout_s=90, what="recommendations in the pool status")
+    wait_for(recommended, timeout_s=180, what="recommendations in the pool status")
     rec = status["recommendations"][0]
     assert rec["action"] == "Migrate" and rec["sourceNode"] == "srv-px1" and rec["targetNode"] == "srv-px2"
     event = pool_events(lab, "Recommended")[0]["message"]

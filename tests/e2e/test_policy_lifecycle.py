@@ -92,7 +92,7 @@ def test_drift_behind_the_operators_back_is_repaired(lab: Lab) -> None:
             return False
         return int(lab.ct_config(cts[3100]["node"], 3100)["memory"]) == 2048
 
-    wait_for(repaired, timeout_s=90, what="deleted CT recreated, stopped CT started, memory restored")
+    wait_for(repaired, timeout_s=180, what="deleted CT recreated, stopped CT started, memory restored")
     recreated = {ct["vmid"]: ct for ct in lab.managed_cts()}[3101]
     assert recreated["name"] == "ct-web-01"
     reasons = Counter(e["reason"] for e in lab.events())

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.kube, pytest.mark.slow]
 def test_unreachable_proxmox_marks_the_pool_not_ready_and_it_recovers_by_itself(lab: Lab, pve_sim_server: Any) -> None:
     port = lab.sim.port
     lab.sim.stop()
-    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "Unreachable", timeout_s=60)
+    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "Unreachable", timeout_s=120)
     assert "unreachable" in found["message"]
     assert any(e["reason"] == "Unreachable" and e["type"] == "Warning" for e in lab.events())
 
@@ -31,7 +31,7 @@ def test_unreachable_proxmox_marks_the_pool_not_ready_and_it_recovers_by_itself(
         "data": {"ca.crt": Path(back.ca_path).read_text()},
     }
     apply_objects(lab.kube, lab.namespace, ca)
-    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected", timeout_s=60)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected", timeout_s=120)
     assert lab.operator is not None and lab.operator.starts == 1
 
 
