@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator (``/metrics`` on ``--metrics-port``, 9090 by default).
+"""Prometheus metrics of the operator: `/metrics` on port PVE_OPERATOR_METRICS_PORT (9090; 0 disables it).
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms, ``_ratio`` for
 0..1 gauges). Label values are bounded: kinds, endpoint templates (never concrete ids), action

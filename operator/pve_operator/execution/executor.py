@@ -17,6 +17,7 @@ from pve_operator.planning.actions import (
     StartContainer,
 )
 from pve_operator.planning.ownership import (
+    OFFLOADED_TAG,
     OwnershipRecord,
     format_description,
     is_owned,
@@ -97,7 +98,7 @@ class PolicyExecutor:
         """Remove our marks from a CT (``deletionPolicy: Retain``) so nothing will touch it again."""
         config = self._client.container_config(node, vmid)
         self._prove_ownership(vmid, config)
-        tags = normalize_tags(str(config.get("tags") or "")) - ownership_tags(self._identity.uid)
+        tags = normalize_tags(str(config.get("tags") or "")) - ownership_tags(self._identity.uid) - {OFFLOADED_TAG}
         description = remove_record(str(config.get("description") or ""))
         changes: dict[str, Any] = {"tags": ";".join(sorted(tags))} if tags else {}
         deletions = [] if tags else ["tags"]

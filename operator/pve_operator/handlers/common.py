@@ -7,7 +7,7 @@ from pve_operator.api.v1alpha1 import GROUP, VERSION
 POOLS = (GROUP, VERSION, "proxmoxserverpools")
 POLICIES = (GROUP, VERSION, "containerpolicies")
 
-#: Privileges the operator needs, by ACL path (see README "Proxmox setup" for the pveum commands).
+#: Privileges the operator needs, by ACL path (docs/proxmox-setup.md has the pveum commands).
 REQUIRED_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "/vms": (
         "VM.Allocate",

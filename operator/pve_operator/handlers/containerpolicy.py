@@ -261,7 +261,9 @@ def reconcile_policy(
         policy = ContainerPolicySpec.model_validate(spec)
     except ValidationError as exc:
         message = describe_validation_error(exc)
-        kopf.warn(body, reason="InvalidSpec", message=message)
+        old = next((c for c in previous if c.type == ConditionType.READY), None)
+        if old is None or old.reason != "InvalidSpec" or old.message != message:
+            kopf.warn(body, reason="InvalidSpec", message=message)
         _write_conditions(patch, previous, _blocked("InvalidSpec", message), now, generation)
         return
     try:
@@ -316,7 +318,10 @@ def reconcile_policy(
     patch.status["containers"] = [c.to_dict() for c in statuses]
     patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, pool.node_names)]
     if policy.fill is not None:
-        patch.status["fillStoppedReason"] = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
+        stopped = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
+        if "vmidRange" in plan.placement_refusals:
+            stopped = FillStoppedReason.VMID_RANGE_EXHAUSTED.value
+        patch.status["fillStoppedReason"] = stopped
     if outcomes:
         patch.status["recentActions"] = append_recent(
             status.get("recentActions"), [recorded(o, policy=name, now=now) for o in outcomes]

@@ -232,6 +232,15 @@ def pool_monitor(
 
 
 @kopf.on.delete(*POOLS, optional=True)
-def pool_deleted(name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
-    memo.runtime.forget_pool(namespaced(namespace), name)
+def pool_deleted(
+    name: str, namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **kwargs: Any
+) -> None:
+    """A pool goes only after its policies: they need it to clean up their CTs."""
+    ns = namespaced(namespace)
+    users = sorted(str(p["name"]) for p in kwargs["policies_by_pool"].get((ns, name), []))
+    if users:
+        message = f"deletion waits for the ContainerPolicies that use this pool: {', '.join(users)}"
+        kopf.warn(body, reason="DeletionBlocked", message=message)
+        raise kopf.TemporaryError(message, delay=15)
+    memo.runtime.forget_pool(ns, name)
     _last_sample.pop(str(meta.get("uid")), None)

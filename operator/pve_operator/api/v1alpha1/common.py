@@ -264,7 +264,7 @@ class Condition(StatusModel):
     """When ``status`` last changed (not when the condition was last written)."""
 
     reason: str = Field(min_length=1, max_length=1024, pattern=_CONDITION_REASON)
-    """Machine-readable CamelCase reason for the last transition, e.g. ``NodesUnreachable``."""
+    """Machine-readable CamelCase reason for the last transition, e.g. ``Unreachable``."""
 
     message: str = Field("", max_length=32768)
     """Human-readable details of the transition; may be empty."""

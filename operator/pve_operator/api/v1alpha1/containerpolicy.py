@@ -576,8 +576,8 @@ class ContainerPolicyStatus(StatusModel):
     """CTs per node."""
 
     recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
-    """The last actions on the policy's CTs (create, delete, repair, migrate, offload, restore), oldest
-    first."""
+    """The last creations, deletions, starts and repairs of the policy's CTs, oldest first (migrations,
+    offloads and restores are in the pool's recentActions and in events on this policy)."""
 
 
 _READY = '.status.conditions[?(@.type=="Ready")]'

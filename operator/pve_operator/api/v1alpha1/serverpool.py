@@ -267,10 +267,10 @@ class BalancingSpec(ApiModel):
     """Seconds a CT stays put after it was migrated, offloaded or restored, so it does not bounce."""
 
     min_improvement_percent: int = Field(10, ge=0, le=100)
-    """Optional migrations (made after every node is back under migrateAbovePercent, to lower the peak
-    further) must narrow the usage gap between their source and target by at least this many percentage
-    points, so moves that barely help are not made. Moves that relieve a node above the threshold are
-    always allowed."""
+    """When the planner refines its moves to lower the peak further (after every node is relieved), it
+    re-targets a move only if the new target narrows the usage gap between source and target by at least
+    this many percentage points, so changes that barely help are not made. Moves that bring a node back
+    under migrateAbovePercent are never held back by it."""
 
 
 class OffloadSpec(ApiModel):
@@ -442,7 +442,8 @@ class NodeStatus(StatusModel):
     """Memory usage of the whole node, in percent of its RAM (absent while offline)."""
 
     disk_percent: Percent | None = None
-    """Usage of the node's root file system, in percent (absent while offline)."""
+    """Disk usage in percent (absent while offline): of the node's local storages that hold CT root disks,
+    or of its root file system when it has none."""
 
     managed_containers: int = Field(0, ge=0)
     """CTs of this pool's policies on the node, in any state."""

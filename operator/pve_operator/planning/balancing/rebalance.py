@@ -36,8 +36,9 @@ Planning ends when no source above the threshold has a move left, so planning ag
 result proposes nothing (a fixed point): sources are under the threshold or still stuck, and targets
 only ever got fuller.
 
-The improvement gate is per move, as the CRD defines it. With the default of 10 points, a CT smaller
-than about 5 % of its node can never move on its own: fleets of many small CTs need a lower value.
+The improvement gate (``minImprovementPercent``) applies only to the polish: a planned move is
+re-targeted only when the new target narrows the source-target gap by at least that many points.
+Relief moves are never gated, so a node full of small CTs can always be brought back under the line.
 
 Maintenance drains are planned after the relief of overloaded nodes (relief is more urgent), largest
 CT first, each to the coolest node that stays under the threshold; the improvement gate does not apply.
