@@ -181,46 +181,36 @@ def _percent(value: float) -> float:
     return round(value, 1)
 
 
+def _planned_fields(action: BalanceAction, policy: str | None, now: float) -> dict[str, Any]:
+    """The fields a recommendation and a recorded action share: what, where, why, with the figures."""
+    target = getattr(action, "target", None)
+    return {
+        "time": datetime.fromtimestamp(now, UTC),
+        "action": ActionKind(action.kind),
+        "vmid": action.vmid,
+        "policy": policy,
+        "source_node": action.node,
+        "target_node": target,
+        "reason": action.reason[:1024],
+        "source_percent_before": _percent(action.source_percent_before),
+        "source_percent_after": _percent(action.source_percent_after),
+        "target_percent_before": _percent(getattr(action, "target_percent_before", 0.0)) if target else None,
+        "target_percent_after": _percent(getattr(action, "target_percent_after", 0.0)) if target else None,
+    }
+
+
 def _recorded(
     action: BalanceAction, policy: str | None, result: ActionResult, message: str, now: float
 ) -> RecordedAction:
-    target = getattr(action, "target", None)
-    return RecordedAction(
-        time=datetime.fromtimestamp(now, UTC),
-        action=ActionKind(action.kind),
-        vmid=action.vmid,
-        policy=policy,
-        source_node=action.node,
-        target_node=target,
-        reason=action.reason[:1024],
-        source_percent_before=_percent(action.source_percent_before),
-        source_percent_after=_percent(action.source_percent_after),
-        target_percent_before=_percent(getattr(action, "target_percent_before", 0.0)) if target else None,
-        target_percent_after=_percent(getattr(action, "target_percent_after", 0.0)) if target else None,
-        result=result,
-        message=message[:1024],
-    )
+    return RecordedAction(**_planned_fields(action, policy, now), result=result, message=message[:1024])
 
 
 def _recommendation(action: BalanceAction, policy: str | None, now: float) -> Recommendation:
-    target = getattr(action, "target", None)
-    return Recommendation(
-        time=datetime.fromtimestamp(now, UTC),
-        action=ActionKind(action.kind),
-        vmid=action.vmid,
-        policy=policy,
-        source_node=action.node,
-        target_node=target,
-        reason=action.reason[:1024],
-        source_percent_before=_percent(action.source_percent_before),
-        source_percent_after=_percent(action.source_percent_after),
-        target_percent_before=_percent(getattr(action, "target_percent_before", 0.0)) if target else None,
-        target_percent_after=_percent(getattr(action, "target_percent_after", 0.0)) if target else None,
-    )
+    return Recommendation(**_planned_fields(action, policy, now))
 
 
 def describe(action: BalanceAction, metric: Metric) -> str:
-    """ "migrate CT 3104 srv-px1 → srv-px2: memory 82% → 64%" (the source's figures)."""
+    """E.g. ``migrate CT 3104 srv-px1 → srv-px2: memory 82% → 64% on srv-px1`` (the source's figures)."""
     verb = {"Migrate": "migrate", "Offload": "offload (stop)", "Restore": "restore (start)"}[action.kind]
     target = getattr(action, "target", None)
     where = f"{action.node} → {target}" if target and target != action.node else action.node
