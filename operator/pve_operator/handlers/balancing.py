@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -377,14 +377,25 @@ def balance_pool(
     # 4. Plan.
     balancing_mode = pool.balancing.mode
     offload_mode = pool.offload.mode
+    # The full plan (every stage not Off) is what Recommend shows; what runs is planned with only the
+    # Automatic stages, so that e.g. offload never counts on migrations that are merely recommended.
     plan = plan_balance(inp)
 
     def automatic(action: BalanceAction) -> bool:
         mode = balancing_mode if isinstance(action, MigrateContainer) else offload_mode
         return mode is AutomationMode.AUTOMATIC
 
-    to_run = [a for a in plan.actions if automatic(a)]
     to_recommend = [a for a in plan.actions if not automatic(a)]
+    run_plan = plan
+    if to_recommend:
+        run_plan = plan_balance(
+            replace(
+                inp,
+                balancing_enabled=balancing_mode is AutomationMode.AUTOMATIC,
+                offload_enabled=offload_mode is AutomationMode.AUTOMATIC,
+            )
+        )
+    to_run = list(run_plan.actions)
 
     # 5. Recommendations (mode Recommend): status + an event when the set changes.
     patch.status["recommendations"] = [
@@ -424,7 +435,7 @@ def balance_pool(
         memory.last_refusals = refusal_signature
 
     # 7. Execute the automatic actions (journaled).
-    outcomes: list[BalanceOutcome] = executor.apply(to_run, plan.depends_on) if to_run else []
+    outcomes: list[BalanceOutcome] = executor.apply(to_run, run_plan.depends_on) if to_run else []
     records = list(refusal_records)
     offloaded = {k: dict(v) for k, v in offloaded_usage.items()}
     touched_nodes: set[str] = set()

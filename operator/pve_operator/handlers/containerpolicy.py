@@ -492,6 +492,10 @@ def policy_deleted(
             updates = _error_updates(exc, pool_name)
             message = f"deletion waits: {updates[0][3]}"
             kopf.warn(body, reason="DeletionBlocked", message=message)
+            # Say it where Argo CD and `kubectl get` look, too: the CTs may still exist.
+            previous = parse_conditions(dict(kwargs.get("status") or {}).get("conditions"))
+            blocked: Updates = [(ConditionType.DEGRADED, ConditionStatus.TRUE, "DeletionBlocked", message)]
+            _write_conditions(patch, previous, blocked, now_utc(), meta.get("generation"))
             raise kopf.TemporaryError(message, delay=30) from None
     for outcome in outcomes:
         _announce(body, outcome)
