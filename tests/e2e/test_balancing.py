@@ -32,6 +32,7 @@ def balancing_lab(
     *,
     time_scale: float = 0.05,
     mode: str = "Automatic",
+    offload_mode: str | None = None,
     replicas: int = 6,
 ) -> Lab:
     sim = pve_sim_server(time_scale=time_scale)
@@ -41,7 +42,7 @@ def balancing_lab(
         sim,
         thresholds=THRESHOLDS,
         balancing={"intervalSeconds": 5, "mode": mode, "cooldownSeconds": 30},
-        offload={"mode": mode},
+        offload={"mode": offload_mode or mode},
     )
     operator = pve_operator_process(namespace)
     lab = Lab(kube, namespace, sim, operator)
@@ -71,9 +72,11 @@ def test_sustained_spike_migrates_cts_until_both_nodes_are_under_the_threshold(
     wait_for(lambda: pool_events(lab, "Migrated"), timeout_s=180, what="a migration event")
     # /cluster/resources lags like PVE's (a CT that just moved may still read stopped): wait for all of it.
     wait_for(
-        lambda: node_memory_percent(lab, "srv-px1") < 75
-        and not any(ct.get("lock") for ct in lab.cts())
-        and all(ct["status"] == "running" for ct in lab.managed_cts()),
+        lambda: (
+            node_memory_percent(lab, "srv-px1") < 75
+            and not any(ct.get("lock") for ct in lab.cts())
+            and all(ct["status"] == "running" for ct in lab.managed_cts())
+        ),
         timeout_s=180,
         what="srv-px1 under 75%, no migration in flight, every CT of ours running",
     )
@@ -208,4 +211,29 @@ def test_plan_command_prints_the_plan_from_the_live_cluster_without_acting(
     assert "srv-px1" in result.stdout and "6 managed CTs" in result.stdout
     lines = [line for line in result.stdout.splitlines() if line[:2].rstrip(".").isdigit()]
     assert lines and "migrate CT" in lines[0] and "srv-px1 → srv-px2" in lines[0], result.stdout
+    assert not [t for t in lab.sim.proxmox().cluster.tasks.get() if t.get("type") == "vzmigrate"]
+
+
+def test_recommended_migrations_are_not_counted_on_by_automatic_offload(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Balancing Recommend + offload Automatic: offload must stop enough CTs by itself.
+
+    srv-px1 at 97.5% with room on srv-px2: the full plan would migrate one CT (recommended only) and
+    offload one more; executing that offload alone would leave srv-px1 above 90%. The operator executes
+    a plan of the Automatic stages only, so it offloads two.
+    """
+    lab = balancing_lab(
+        kube, kube_namespace, pve_sim_server, pve_operator_process, mode="Recommend", offload_mode="Automatic"
+    )
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.70)  # 70% + 4 x 6.9% = 97.5%
+    wait_for(
+        lambda: node_memory_percent(lab, "srv-px1") < 90 and not lab.status("proxmoxserverpool", "lab").get("inFlight"),
+        timeout_s=180,
+        what="srv-px1 under 90% by offload alone",
+    )
+    offloaded = [ct for ct in lab.managed_cts() if OFFLOADED_TAG in str(ct.get("tags", "")).split(";")]
+    assert len(offloaded) == 2 and all(ct["node"] == "srv-px1" for ct in offloaded)
+    offloads = [a for a in lab.status("proxmoxserverpool", "lab")["recentActions"] if a["action"] == "Offload"]
+    assert len({a["time"] for a in offloads}) == 1, "both in one cycle: none of it waited on a recommendation"
     assert not [t for t in lab.sim.proxmox().cluster.tasks.get() if t.get("type") == "vzmigrate"]
