@@ -32,10 +32,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Final
+from typing import Final, get_args
 
 from pve_sim.errors import ParameterError
 from pve_sim.formats import FormatError, check_named_format, normalize_tags, parse_boolean
+from pve_sim.scenario import OsType
 
 __all__ = [
     "ENDPOINTS",
@@ -281,23 +282,7 @@ _LXC_CONFIG_OPTIONS: tuple[ParamSpec, ...] = (
     ParamSpec("nameserver", "string", format="lxc-ip-with-ll-iface-list"),
     ParamSpec("net[n]", "string", format="lxc-net", index_max=31),
     ParamSpec("onboot", "boolean", default=False),
-    ParamSpec(
-        "ostype",
-        "string",
-        enum=(
-            "debian",
-            "devuan",
-            "ubuntu",
-            "centos",
-            "fedora",
-            "opensuse",
-            "archlinux",
-            "alpine",
-            "gentoo",
-            "nixos",
-            "unmanaged",
-        ),
-    ),
+    ParamSpec("ostype", "string", enum=get_args(OsType)),
     ParamSpec("protection", "boolean", default=False),
     ParamSpec("rootfs", "string", format="lxc-rootfs"),
     ParamSpec("searchdomain", "string", format="dns-name-list"),

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pve_sim.scenario import VALID_PRIVILEGES
+
 __all__ = [
     "NAMED_FORMATS",
     "FormatError",
@@ -122,58 +124,8 @@ _FORMAT_SUFFIX_RE = re.compile(r"^(.*?)(?:-(list|opt))?$")
 _BOOL_TRUE_RE = re.compile(r"^(1|on|yes|true)$", re.IGNORECASE)
 _BOOL_FALSE_RE = re.compile(r"^(0|off|no|false)$", re.IGNORECASE)
 
-# pve-access-control AccessControl.pm $privgroups plus 'Permissions.Modify' (PVE 9.1).
-_VALID_PRIVILEGES = frozenset(
-    {
-        "Permissions.Modify",
-        "VM.Config.Disk",
-        "VM.Config.CPU",
-        "VM.Config.Memory",
-        "VM.Config.Network",
-        "VM.Config.HWType",
-        "VM.Config.Options",
-        "VM.Allocate",
-        "VM.Clone",
-        "VM.GuestAgent.Unrestricted",
-        "VM.Migrate",
-        "VM.Replicate",
-        "VM.Snapshot",
-        "VM.Snapshot.Rollback",
-        "VM.Config.CDROM",
-        "VM.Config.Cloudinit",
-        "VM.Console",
-        "VM.Backup",
-        "VM.GuestAgent.FileRead",
-        "VM.GuestAgent.FileSystemMgmt",
-        "VM.GuestAgent.FileWrite",
-        "VM.PowerMgmt",
-        "VM.Audit",
-        "VM.GuestAgent.Audit",
-        "Sys.PowerMgmt",
-        "Sys.Modify",
-        "Sys.Incoming",
-        "Sys.AccessNetwork",
-        "Sys.Console",
-        "Sys.Syslog",
-        "Sys.Audit",
-        "Datastore.Allocate",
-        "Datastore.AllocateTemplate",
-        "Datastore.AllocateSpace",
-        "Datastore.Audit",
-        "SDN.Allocate",
-        "SDN.Audit",
-        "SDN.Use",
-        "Realm.Allocate",
-        "User.Modify",
-        "Group.Allocate",
-        "Realm.AllocateUser",
-        "Pool.Allocate",
-        "Pool.Audit",
-        "Mapping.Modify",
-        "Mapping.Use",
-        "Mapping.Audit",
-    }
-)
+# The privileges PVE knows (pve-access-control's $privgroups): one list, kept with the built-in roles.
+_VALID_PRIVILEGES = VALID_PRIVILEGES
 
 # pve-storage: the 'dir' plugin supports every content type, and verify_content checks against it.
 _CONTENT_TYPES = frozenset({"images", "rootdir", "vztmpl", "iso", "backup", "snippets", "none", "import"})
