@@ -151,11 +151,10 @@ class BalanceExecutor:
 
     def _where(self, vmid: int) -> tuple[str, str] | None:
         """(node, status) of the CT from one cluster list, or None when it is gone."""
-        for entry in self._client.cluster_resources():
-            if entry.get("type") == "lxc" and int(entry.get("vmid", -1)) == vmid:
-                node = str(entry.get("node"))
-                return node, str(self._client.container_status(node, vmid).get("status"))
-        return None
+        node = self._client.locate_container(vmid)
+        if node is None:
+            return None
+        return node, str(self._client.container_status(node, vmid).get("status"))
 
     def _ensure_running(self, vmid: int) -> str:
         """Start the CT wherever it is if it is stopped (and not locked by a migration still running)."""

@@ -172,19 +172,13 @@ class PolicyExecutor:
         ):
             raise NotOurs(f"CT {vmid} is not provably owned by this policy: left untouched")
 
-    def _current_node(self, vmid: int) -> str | None:
-        for entry in self._client.cluster_resources():
-            if entry.get("type") == "lxc" and int(entry.get("vmid", -1)) == vmid:
-                return str(entry.get("node"))
-        return None
-
     def _destroy(self, action: DestroyContainer) -> str:
         node = action.node
         try:
             config = self._client.container_config(node, action.vmid)
         except PveNotFound:
             # Gone, or moved since the snapshot: look once more before calling it gone.
-            moved_to = self._current_node(action.vmid)
+            moved_to = self._client.locate_container(action.vmid)
             if moved_to is None:
                 return f"CT {action.vmid} was already gone"
             node = moved_to

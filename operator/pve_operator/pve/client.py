@@ -260,6 +260,14 @@ class PveClient:
             )
         )
 
+    def locate_container(self, vmid: int) -> str | None:
+        """The node a CT is on now (one cluster list), or None when it is gone. For actions whose CT may
+        have moved since the snapshot; monitoring uses :meth:`snapshot` instead."""
+        for entry in self.cluster_resources():
+            if entry.get("type") == "lxc" and int(entry.get("vmid", -1)) == vmid:
+                return str(entry.get("node"))
+        return None
+
     def snapshot(self, taken_at: float) -> ClusterSnapshot:
         """The whole cluster in one request: nodes, CTs, VM ids, CT storages."""
         return snapshot_from_resources(self.cluster_resources(), taken_at)
