@@ -1,22 +1,20 @@
 """The simulator's parameter declarations must equal the official PVE 9.1 API schema.
 
 ``pve_sim.api_schema`` declares every served endpoint in code; this test holds each declaration
-against PVE's own ``apidoc`` dump (``pve-apidata-9.1-subset.json``, falling back to the full tree
-``pve-apidata-9.1.json.gz`` for endpoints outside the subset): the endpoint exists, the handler
-name, ``allowtoken`` and ``proxyto`` agree, and every parameter has the same name, type,
-required-ness, enum, bounds, lengths, default, pattern, format and ``requires`` -- in both
-directions, so a parameter PVE accepts and the simulator would reject as unknown fails here.
-Property-string formats (``net[n]``, ``rootfs``, ...) are compared key by key.
+against the facts extracted from PVE's own ``apidoc`` dump (``tests/data/pve-api-9.1-facts.json``,
+written by ``hack/extract_pve_api_facts.py``, which says where the schema comes from and how to
+refresh it): the endpoint exists, the handler name, ``allowtoken`` and ``proxyto`` agree, and every
+parameter has the same name, type, required-ness, enum, bounds, lengths, default, pattern, format
+and ``requires`` -- in both directions, so a parameter PVE accepts and the simulator would reject as
+unknown fails here. Property-string formats (``net[n]``, ``rootfs``, ...) are compared key by key.
 
-The reference files live outside the repository, in ``../shared/reference`` beside the clone
-(``PVE_REFERENCE_DIR`` overrides that). The simulator itself never reads them.
+The facts file is part of the repository; neither this test nor the simulator reads anything
+outside it.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,10 +25,7 @@ import pytest
 from pve_sim.api_schema import ENDPOINTS, PROPERTY_STRING_FORMATS, EndpointSpec, ParamSpec
 from pve_sim.formats import is_known_format
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_DIR = Path(os.environ.get("PVE_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
-SUBSET_FILE = "pve-apidata-9.1-subset.json"
-FULL_FILE = "pve-apidata-9.1.json.gz"
+FACTS_FILE = Path(__file__).resolve().parents[1] / "data" / "pve-api-9.1-facts.json"
 
 # The endpoints the rest of the simulator routes to; each must be declared.
 REQUIRED_ENDPOINTS = {
@@ -94,43 +89,27 @@ DOCUMENTATION_KEYWORDS = {"description", "verbose_description", "typetext", "for
 ENDPOINT_IDS = [f"{method} {path}" for method, path in ENDPOINTS]
 
 
-def _load_reference() -> tuple[dict[str, Any], dict[str, Any]]:
-    subset_path = REFERENCE_DIR / SUBSET_FILE
-    full_path = REFERENCE_DIR / FULL_FILE
-    missing = [str(p) for p in (subset_path, full_path) if not p.is_file()]
-    if missing:
-        pytest.fail(
-            "PVE reference schema not found: "
-            + ", ".join(missing)
-            + ". The conformance test expects the shared reference directory beside the clone "
-            "(../shared/reference) or PVE_REFERENCE_DIR pointing at it.",
-            pytrace=False,
-        )
-    subset = json.loads(subset_path.read_text(encoding="utf-8"))
-    with gzip.open(full_path, "rt", encoding="utf-8") as handle:
-        tree = json.load(handle)
-    full: dict[str, Any] = {}
-    stack = list(tree)
-    while stack:
-        node = stack.pop()
-        full[node["path"]] = node
-        stack.extend(node.get("children") or [])
-    return subset, full
+PveFacts = dict[str, dict[str, Any]]
+"""``{path: {method: {name, allowtoken, proxyto, parameters, ...}}}`` of the official schema."""
+
+
+def _load_reference() -> PveFacts:
+    document = json.loads(FACTS_FILE.read_text(encoding="utf-8"))
+    assert document["pveVersion"] == "9.1", f"{FACTS_FILE} holds PVE {document['pveVersion']}, not 9.1"
+    paths: PveFacts = document["paths"]
+    return paths
 
 
 @pytest.fixture(scope="module")
-def reference() -> tuple[dict[str, Any], dict[str, Any]]:
+def reference() -> PveFacts:
     return _load_reference()
 
 
-def _official_method(reference: tuple[dict[str, Any], dict[str, Any]], method: str, path: str) -> dict[str, Any]:
-    subset, full = reference
-    for source in (subset, full):
-        node = source.get(path)
-        if node is not None and method in (node.get("info") or {}):
-            info: dict[str, Any] = node["info"][method]
-            return info
-    pytest.fail(f"{method} {path} is not in the official PVE 9.1 schema", pytrace=False)
+def _official_method(reference: PveFacts, method: str, path: str) -> dict[str, Any]:
+    info: dict[str, Any] | None = (reference.get(path) or {}).get(method)
+    if info is None:
+        pytest.fail(f"{method} {path} is not in the official PVE 9.1 schema", pytrace=False)
+    return info
 
 
 def _perl_pattern(pattern: str) -> str:
@@ -207,7 +186,7 @@ def _compare_property_string(declared: Mapping[str, ParamSpec], official: Mappin
 
 @pytest.mark.parametrize(("method", "path"), list(ENDPOINTS), ids=ENDPOINT_IDS)
 def test_endpoint_matches_official_schema(
-    reference: tuple[dict[str, Any], dict[str, Any]], method: str, path: str
+    reference: PveFacts, method: str, path: str
 ) -> None:
     endpoint: EndpointSpec = ENDPOINTS[(method, path)]
     official = _official_method(reference, method, path)
@@ -274,7 +253,7 @@ def test_every_property_string_format_is_used() -> None:
     assert set(PROPERTY_STRING_FORMATS) <= used
 
 
-def test_pve_patterns_behave_the_same_in_python(reference: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def test_pve_patterns_behave_the_same_in_python(reference: PveFacts) -> None:
     """The Perl-to-Python rewrite of a pattern must not change what it accepts; spot-check the
     patterns whose syntax differs most (NUL escape, escaped @, nested groups)."""
     create = _official_method(reference, "POST", "/nodes/{node}/lxc")["parameters"]["properties"]
