@@ -24,8 +24,10 @@ from pve_operator.api.v1alpha1 import (
     DeletionPolicy,
     FillStoppedReason,
     ProxmoxServerPoolSpec,
+    VmidConflict,
     describe_validation_error,
 )
+from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.executor import Outcome, PolicyExecutor, PolicyIdentity
 from pve_operator.handlers.common import POLICIES, namespaced
 from pve_operator.handlers.runtime import (
@@ -58,7 +60,21 @@ from pve_operator.planning.ownership import (
     parse_record,
 )
 from pve_operator.planning.placement import PlacementStrategy
-from pve_operator.planning.reconcile import FillIntent, GrowthStop, OwnedContainer, PolicyIntent, plan_reconcile
+from pve_operator.planning.reconcile import (
+    FillIntent,
+    GrowthStop,
+    OwnedContainer,
+    PolicyIntent,
+    ReconcilePlan,
+    plan_reconcile,
+)
+from pve_operator.planning.vmid_ranges import (
+    PolicyVmidRange,
+    VmidRangeOverlap,
+    describe_overlaps,
+    find_overlaps,
+    shared_vmids,
+)
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
@@ -112,7 +128,11 @@ def blueprint_from(policy: ContainerPolicySpec) -> ContainerBlueprint:
 
 
 def intent_from(
-    policy: ContainerPolicySpec, pool: ProxmoxServerPoolSpec, uid: str, previous_desired: int
+    policy: ContainerPolicySpec,
+    pool: ProxmoxServerPoolSpec,
+    uid: str,
+    previous_desired: int,
+    reserved_vmids: frozenset[int] = frozenset(),
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
     return PolicyIntent(
@@ -131,7 +151,52 @@ def intent_from(
         strategy=PlacementStrategy(policy.placement.strategy.value),
         paused=policy.paused,
         previous_desired=previous_desired,
+        reserved_vmids=reserved_vmids,
     )
+
+
+# -- VMID ranges of the other policies on the same Proxmox VE cluster ---------------------------
+
+
+def ranges_on_same_cluster(
+    namespace: str,
+    pool_name: str,
+    pool: ProxmoxServerPoolSpec,
+    policies_by_pool: Mapping[Any, Any],
+    pools: Mapping[Any, Any],
+) -> list[PolicyVmidRange]:
+    """The VMID ranges of every policy the operator sees on the same Proxmox VE cluster: the same
+    pool, or a pool (in any watched namespace) with the same API host and port."""
+    address = pool.address
+    ranges = []
+    for (other_namespace, other_pool), summaries in policies_by_pool.items():
+        if (other_namespace, other_pool) != (namespace, pool_name):
+            other_specs = list(pools.get((other_namespace, other_pool), []))
+            try:
+                other_address = parse_endpoint(str(other_specs[0].get("endpoint", ""))) if other_specs else None
+            except ValueError:
+                other_address = None
+            if other_address is None or (other_address.host, other_address.port) != (address.host, address.port):
+                continue
+        ranges += [
+            PolicyVmidRange(str(other_namespace), s["name"], s["uid"], int(s["start"]), int(s["end"]))
+            for s in summaries
+        ]
+    return ranges
+
+
+def vmid_conflict_statuses(plan: ReconcilePlan, overlaps: list[VmidRangeOverlap]) -> list[VmidConflict]:
+    """Status entries for the CTs kept off ``start + index``, saying who holds their VMID."""
+    entries = []
+    for item in plan.vmid_conflicts:
+        owner = next((o.other.label for o in overlaps if item.wanted_vmid in o.vmids), None)
+        held_by = (
+            f"VMID {item.wanted_vmid} is also in the vmidRange of ContainerPolicy {owner}"
+            if owner
+            else f"VMID {item.wanted_vmid} is held by a guest that is not this policy's"
+        )
+        entries.append(VmidConflict(index=item.index, wanted_vmid=item.wanted_vmid, vmid=item.vmid, held_by=held_by))
+    return entries
 
 
 # -- ownership discovery ------------------------------------------------------------------------
@@ -253,6 +318,7 @@ def reconcile_policy(
     patch: kopf.Patch,
     runtime: OperatorRuntime,
     pools: Mapping[Any, Any],
+    policies_by_pool: Mapping[Any, Any],
 ) -> None:
     now = now_utc()
     previous = parse_conditions(status.get("conditions"))
@@ -274,7 +340,10 @@ def reconcile_policy(
         records = runtime.records_for(uid)
         owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
         previous_desired = int(status.get("desiredReplicas") or 0)
-        plan = plan_reconcile(intent_from(policy, pool, uid, previous_desired), snapshot, owned)
+        own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
+        overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
+        intent = intent_from(policy, pool, uid, previous_desired, reserved_vmids=shared_vmids(overlaps))
+        plan = plan_reconcile(intent, snapshot, owned)
         pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
         if pending:
             plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
@@ -317,6 +386,7 @@ def reconcile_policy(
     patch.status["migratingReplicas"] = migrating
     patch.status["containers"] = [c.to_dict() for c in statuses]
     patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, pool.node_names)]
+    patch.status["vmidConflicts"] = [c.to_dict() for c in vmid_conflict_statuses(plan, overlaps)]
     if policy.fill is not None:
         stopped = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
         if "vmidRange" in plan.placement_refusals:
@@ -359,6 +429,8 @@ def reconcile_policy(
         updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Reconciled", f"{desired} CTs in place"))
     if failures:
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "ActionsFailed", failures[0].message))
+    elif overlaps:
+        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "VmidRangeOverlap", describe_overlaps(overlaps)))
     else:
         updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "AsExpected", ""))
     if ready:
@@ -369,7 +441,19 @@ def reconcile_policy(
         updates.append(
             (ConditionType.READY, ConditionStatus.FALSE, "ReplicasNotReady", f"{running} of {desired} CTs running")
         )
+    _warn_on_new_degraded_reason(body, previous, updates)
     _write_conditions(patch, previous, updates, now, generation)
+
+
+def _warn_on_new_degraded_reason(body: Any, previous: Any, updates: Updates) -> None:
+    """One warning event when Degraded turns to a new reason (not one per cycle); ActionsFailed is
+    already told by the failed actions' own events."""
+    degraded = next((u for u in updates if u[0] == ConditionType.DEGRADED), None)
+    if degraded is None or degraded[1] is not ConditionStatus.TRUE or degraded[2] == "ActionsFailed":
+        return
+    old = next((c for c in previous if c.type == ConditionType.DEGRADED), None)
+    if old is None or old.status is not ConditionStatus.TRUE or old.reason != degraded[2]:
+        kopf.warn(body, reason=degraded[2], message=degraded[3])
 
 
 def _write_conditions(patch: kopf.Patch, previous: Any, updates: Updates, now: Any, generation: int | None) -> None:
@@ -412,6 +496,7 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
             patch=kwargs["patch"],
             runtime=memo.runtime,
             pools=kwargs["pool_specs"],
+            policies_by_pool=kwargs["policies_by_pool"],
         )
     finally:
         lock.release()

@@ -131,16 +131,22 @@ def place(
 
 
 def allocate_vmids(
-    indices: Sequence[int], vmid_range: range, used: frozenset[int] | set[int]
+    indices: Sequence[int],
+    vmid_range: range,
+    used: frozenset[int] | set[int],
+    reserved: frozenset[int] = frozenset(),
 ) -> dict[int, int]:
     """A VMID for each CT index: ``range.start + index`` when that id is free (the lab's convention,
-    so ct-web-07 is 3107), else the lowest free id of the range that no other index prefers.
+    so ct-web-07 is 3107), else the *highest* free id of the range that no index asks for now.
 
     ``used`` must hold every VMID in the cluster, ours and foreign, CTs and VMs: PVE VMIDs are
-    cluster-wide, and an id in use by anything else is skipped, never taken over. Indices that get
-    no id (the range is full) are missing from the result.
+    cluster-wide, and an id in use by anything else is skipped, never taken over. ``reserved`` are ids
+    no new CT may take (the part of the range another policy's range overlaps). A displaced index
+    takes its id from the top of the range, because the indices a policy grows into next are the low
+    ones: taking from the bottom would push the next CT off its own ``start + index`` too. Indices
+    that get no id (the range is full) are missing from the result.
     """
-    taken = set(used)
+    taken = set(used) | set(reserved)
     preferred = {vmid_range.start + i for i in indices}
     result: dict[int, int] = {}
     fallback: list[int] = []
@@ -151,7 +157,7 @@ def allocate_vmids(
             taken.add(vmid)
         else:
             fallback.append(index)
-    free = (v for v in vmid_range if v not in taken and v not in preferred)
+    free = (v for v in reversed(vmid_range) if v not in taken and v not in preferred)
     for index in fallback:
         spare = next(free, None)
         if spare is None:

@@ -77,6 +77,9 @@ class PolicyIntent:
     paused: bool = False
     #: Fill mode's previously decided count (from status), so the generator never shrinks.
     previous_desired: int = 0
+    #: VMIDs of the range no new CT may take: the parts other policies' ranges overlap
+    #: (:mod:`pve_operator.planning.vmid_ranges`).
+    reserved_vmids: frozenset[int] = frozenset()
 
     @property
     def demand(self) -> ContainerDemand:
@@ -98,6 +101,19 @@ class OwnedContainer:
 
 
 @dataclass(frozen=True)
+class VmidConflict:
+    """CT number ``index`` cannot have its own VMID ``start + index``: another guest holds it, or it
+    is in a part of the range another policy's range overlaps."""
+
+    index: int
+    wanted_vmid: int
+    #: The VMID the CT has or is created with instead; None when it gets none this cycle.
+    vmid: int | None
+    #: True when the wanted VMID is in a part of the range another policy also claims.
+    in_shared_range: bool
+
+
+@dataclass(frozen=True)
 class ReconcilePlan:
     actions: list[Action]
     desired_replicas: int
@@ -106,6 +122,8 @@ class ReconcilePlan:
     placement_refusals: Mapping[str, str] = field(default_factory=dict)
     #: CTs wanted but not placed this cycle.
     unplaced: int = 0
+    #: CTs (existing or to be created) kept off their ``start + index`` VMID, by index.
+    vmid_conflicts: tuple[VmidConflict, ...] = ()
 
 
 def pool_used_fraction(
@@ -165,9 +183,7 @@ def _fill_target(
         projected = one_more
 
 
-def plan_reconcile(
-    intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Sequence[OwnedContainer]
-) -> ReconcilePlan:
+def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Sequence[OwnedContainer]) -> ReconcilePlan:
     present = [o for o in owned if o.observation is not None]
     if intent.paused:
         return ReconcilePlan(actions=[], desired_replicas=intent.previous_desired or len(present))
@@ -207,9 +223,7 @@ def plan_reconcile(
         if item.vmid in removed or obs.lock or obs.status is ContainerStatus.UNKNOWN:
             continue
         if obs.status is ContainerStatus.STOPPED and not item.offloaded:
-            actions.append(
-                StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again")
-            )
+            actions.append(StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again"))
         changes: dict[str, int | str] = {}
         if obs.memory_limit_bytes and obs.memory_limit_bytes != intent.memory_mib * MIB:
             changes["memory"] = intent.memory_mib
@@ -220,9 +234,18 @@ def plan_reconcile(
                 f"{k} {obs.memory_limit_bytes // MIB if k == 'memory' else int(obs.cpu_cores)}→{v}"
                 for k, v in changes.items()
             )
-            actions.append(
-                RestoreConfig(item.vmid, obs.node, changes, f"changed outside the operator: {was}")
-            )
+            actions.append(RestoreConfig(item.vmid, obs.node, changes, f"changed outside the operator: {was}"))
+
+    owned_vmids = {o.vmid for o in owned}
+    held_by_others = {v for v in snapshot.used_vmids() if v not in owned_vmids}
+
+    def conflict(index: int, vmid: int | None) -> VmidConflict | None:
+        wanted = intent.vmid_range.start + index
+        if vmid == wanted or (wanted not in held_by_others and wanted not in intent.reserved_vmids):
+            return None
+        return VmidConflict(index, wanted, vmid, in_shared_range=wanted in intent.reserved_vmids)
+
+    conflicts = [c for item in present if item.vmid not in removed if (c := conflict(item.index, item.vmid))]
 
     # Creations: missing CTs get the lowest free indices.
     missing = desired - len(present)
@@ -261,7 +284,10 @@ def plan_reconcile(
             seed=intent.policy_uid,
         )
         placed_indices = indices[: placement.placed]
-        vmids = allocate_vmids(placed_indices, intent.vmid_range, set(snapshot.used_vmids()))
+        vmids = allocate_vmids(
+            placed_indices, intent.vmid_range, set(snapshot.used_vmids()), reserved=intent.reserved_vmids
+        )
+        conflicts += [c for index in placed_indices if (c := conflict(index, vmids.get(index)))]
         for index, node in zip(placed_indices, placement.nodes, strict=True):
             if index not in vmids:
                 break
@@ -281,8 +307,9 @@ def plan_reconcile(
             if intent.fill is not None:
                 growth_stop = GrowthStop.POOL_FULL
         elif len(vmids) < placement.placed:
+            shared = " outside the parts other policies' ranges overlap" if intent.reserved_vmids else ""
             refusals = {
-                "vmidRange": f"no free VMID left in {intent.vmid_range.start}-{intent.vmid_range.stop - 1}"
+                "vmidRange": f"no free VMID left in {intent.vmid_range.start}-{intent.vmid_range.stop - 1}{shared}"
             }
     return ReconcilePlan(
         actions=actions,
@@ -290,4 +317,5 @@ def plan_reconcile(
         growth_stop=growth_stop,
         placement_refusals=refusals,
         unplaced=unplaced,
+        vmid_conflicts=tuple(sorted(conflicts, key=lambda c: c.index)),
     )

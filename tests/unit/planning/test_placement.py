@@ -31,9 +31,7 @@ def test_weighted_spread_gives_the_lab_six_and_three() -> None:
 
 
 def test_weighted_spread_every_prefix_stays_close_to_the_weights() -> None:
-    result = place(
-        range(30), lab_candidates(), ContainerDemand(0, 0, 0), metric=Metric.MEMORY, ceiling_fraction=1.0
-    )
+    result = place(range(30), lab_candidates(), ContainerDemand(0, 0, 0), metric=Metric.MEMORY, ceiling_fraction=1.0)
     for n in range(1, len(result.nodes) + 1):
         prefix = Counter(result.nodes[:n])
         # Each node's count is within one CT of its exact weighted share.
@@ -119,7 +117,23 @@ def test_vmid_is_range_start_plus_index_when_free() -> None:
 
 def test_vmids_used_by_anything_else_are_skipped_never_taken_over() -> None:
     used = {3100, 3101, 3103, 4000}
-    # Index 0 and 1 are taken by foreign guests: they get the lowest ids no index prefers.
-    assert allocate_vmids([0, 1, 2], range(3100, 3200), used) == {0: 3104, 1: 3105, 2: 3102}
+    # Index 0 and 1 are taken by foreign guests: they get the highest ids no index prefers.
+    assert allocate_vmids([0, 1, 2], range(3100, 3200), used) == {0: 3199, 1: 3198, 2: 3102}
     assert allocate_vmids([0, 1, 2, 3, 4], range(3100, 3105), used) == {2: 3102, 4: 3104}
     assert allocate_vmids([], range(3100, 3200), used) == {}
+
+
+def test_a_displaced_index_does_not_push_the_next_indices_off_their_own_vmids() -> None:
+    """Seen in a review: another guest held 3112-3113, so CTs 12 and 13 took 3114 and 3115, and CTs 14
+    and 15 then lost start + index too. Displaced indices now take ids from the top of the range."""
+    held = {3112, 3113}
+    first = allocate_vmids([12, 13], range(3100, 3120), held)
+    assert first == {12: 3119, 13: 3118}
+    later = allocate_vmids([14, 15], range(3100, 3120), held | set(first.values()))
+    assert later == {14: 3114, 15: 3115}
+
+
+def test_reserved_vmids_are_never_allocated() -> None:
+    reserved = frozenset(range(3105, 3120))
+    assert allocate_vmids([0, 5, 6], range(3100, 3120), set(), reserved) == {0: 3100, 5: 3104, 6: 3103}
+    assert allocate_vmids([0, 5, 6], range(3105, 3120), set(), reserved) == {}

@@ -66,7 +66,8 @@ def test_vmids_used_by_foreign_cts_and_vms_are_skipped_never_taken() -> None:
     foreign = build_ct(3100, "srv-px2", tags=frozenset({"legacy"}))
     snapshot = ClusterSnapshot.of(0.0, lab().nodes.values(), [foreign], vm_vmids=[3101])
     made = creates(plan_reconcile(replace(INTENT, replicas=2), snapshot, []).actions)
-    assert [a.vmid for a in made] == [3102, 3103]
+    # Displaced indices take ids from the top, so CT 2 and up keep start + index.
+    assert [(a.index, a.vmid) for a in made] == [(0, 3199), (1, 3198)]
     full = plan_reconcile(INTENT, snapshot, [])
     assert all(getattr(a, "vmid", None) not in (3100, 3101) for a in full.actions)
 
@@ -110,9 +111,7 @@ def test_memory_and_cores_changed_behind_our_back_are_put_back() -> None:
 def test_locked_and_not_yet_reported_cts_are_left_alone() -> None:
     locked = owned(3100, "srv-px1", 0, status=ContainerStatus.STOPPED, lock="migrate", memory_mib=1)
     fresh = owned(3101, "srv-px1", 1, status=ContainerStatus.UNKNOWN, memory_mib=1)
-    plan = plan_reconcile(
-        replace(INTENT, replicas=2), lab(locked.observation, fresh.observation), [locked, fresh]
-    )
+    plan = plan_reconcile(replace(INTENT, replicas=2), lab(locked.observation, fresh.observation), [locked, fresh])
     assert plan.actions == []
 
 
@@ -134,9 +133,7 @@ def test_fill_mode_grows_while_projected_pool_usage_stays_under_the_limit() -> N
 
 
 def test_fill_mode_never_shrinks_when_usage_rises_and_grows_again_when_it_falls() -> None:
-    intent = replace(
-        INTENT, replicas=None, fill=FillIntent(until_fraction=0.6, max_replicas=50), previous_desired=5
-    )
+    intent = replace(INTENT, replicas=None, fill=FillIntent(until_fraction=0.6, max_replicas=50), previous_desired=5)
     present = [owned(3100 + i, "srv-px1", i) for i in range(5)]
     busy = lab(*[p.observation for p in present], px1_used_gib=30, px2_used_gib=30)
     plan = plan_reconcile(intent, busy, present)
@@ -165,3 +162,44 @@ def test_pool_usage_is_total_use_over_total_capacity_of_online_nodes() -> None:
         ],
     )
     assert pool_used_fraction(snapshot, ["a", "b", "c"], INTENT.metric) == (24 * GIB) / (64 * GIB)
+
+
+# -- VMID ranges shared with other policies, VMIDs held by other guests ---------------------------
+
+
+def test_nothing_new_is_created_in_a_range_part_another_policy_shares() -> None:
+    """Two policies with overlapping ranges: before, the second took 3112-3113 and the first's CTs 12
+    and 13 got 3114 and 3115. Now the shared VMIDs are reserved and each displaced index is reported."""
+    intent = replace(INTENT, vmid_range=range(3100, 3120), replicas=14, reserved_vmids=frozenset(range(3110, 3120)))
+    present = [owned(3100 + i, "srv-px1", i) for i in range(10)]
+    plan = plan_reconcile(intent, lab(*(o.observation for o in present)), present)
+    assert creates(plan.actions) == []
+    assert plan.placement_refusals and "other policies' ranges overlap" in plan.placement_refusals["vmidRange"]
+    assert [(c.index, c.wanted_vmid, c.vmid, c.in_shared_range) for c in plan.vmid_conflicts] == [
+        (10, 3110, None, True),
+        (11, 3111, None, True),
+        (12, 3112, None, True),
+        (13, 3113, None, True),
+    ]
+
+
+def test_an_index_whose_vmid_another_guest_holds_is_reported_and_the_rest_stay_exact() -> None:
+    foreign = build_ct(3102, "srv-px2", tags=frozenset({"other-team"}))
+    intent = replace(INTENT, replicas=4)
+    plan = plan_reconcile(intent, lab(foreign), [])
+    assert sorted((a.index, a.vmid) for a in creates(plan.actions)) == [(0, 3100), (1, 3101), (2, 3199), (3, 3103)]
+    assert [(c.index, c.wanted_vmid, c.vmid, c.in_shared_range) for c in plan.vmid_conflicts] == [
+        (2, 3102, 3199, False)
+    ]
+    # Once created at 3199, CT 2 keeps being reported while the foreign guest holds 3102.
+    present = [
+        owned(3100, "srv-px1", 0),
+        owned(3101, "srv-px1", 1),
+        owned(3199, "srv-px2", 2),
+        owned(3103, "srv-px1", 3),
+    ]
+    again = plan_reconcile(intent, lab(foreign, *(o.observation for o in present)), present)
+    assert [(c.index, c.vmid) for c in again.vmid_conflicts] == [(2, 3199)]
+    # When the foreign guest is gone, nothing is reported: the CT simply lives at 3199.
+    freed = plan_reconcile(intent, lab(*(o.observation for o in present)), present)
+    assert freed.vmid_conflicts == ()

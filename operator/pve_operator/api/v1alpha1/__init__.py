@@ -52,6 +52,7 @@ from .containerpolicy import (
     PlacementSpec,
     PlacementStrategy,
     RootFS,
+    VmidConflict,
     VmidRange,
     render_hostname,
 )
@@ -140,6 +141,7 @@ __all__ = [
     "Thresholds",
     "TokenCredentials",
     "UsageMetric",
+    "VmidConflict",
     "VmidRange",
     "credentials_from_secret",
     "describe_validation_error",

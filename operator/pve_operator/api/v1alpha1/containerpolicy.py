@@ -360,9 +360,7 @@ class ContainerPolicySpec(ApiModel):
     )
 
     pool_ref: LocalObjectReference = Field(
-        json_schema_extra=kube_schema(
-            immutable("poolRef", "create a new ContainerPolicy to use another pool")
-        )
+        json_schema_extra=kube_schema(immutable("poolRef", "create a new ContainerPolicy to use another pool"))
     )
     """The ProxmoxServerPool (same namespace) the CTs run on. Immutable."""
 
@@ -374,9 +372,7 @@ class ContainerPolicySpec(ApiModel):
     fill.untilPercent, up to fill.maxReplicas."""
 
     vmid_range: VmidRange = Field(
-        json_schema_extra=kube_schema(
-            immutable("vmidRange", "create a new ContainerPolicy to use another range")
-        )
+        json_schema_extra=kube_schema(immutable("vmidRange", "create a new ContainerPolicy to use another range"))
     )
     """VMIDs of the CTs (CT number index gets start + index). Immutable; must not overlap other policies'."""
 
@@ -459,9 +455,7 @@ class ContainerPolicySpec(ApiModel):
         ``unknown_weight_overrides``).
         """
         overrides = {override.name: override.weight for override in self.placement.node_weights}
-        return {
-            node.name: 0 if node.maintenance else overrides.get(node.name, node.weight) for node in pool.nodes
-        }
+        return {node.name: 0 if node.maintenance else overrides.get(node.name, node.weight) for node in pool.nodes}
 
     def unknown_weight_overrides(self, pool: ProxmoxServerPoolSpec) -> tuple[str, ...]:
         """Nodes named in placement.nodeWeights that are not in the pool (worth a warning)."""
@@ -533,6 +527,22 @@ class NodeDistribution(StatusModel):
     """CTs of the policy running on the node."""
 
 
+class VmidConflict(StatusModel):
+    """CT number index cannot have its own VMID (vmidRange.start + index)."""
+
+    index: int = Field(ge=0, le=MAX_REPLICAS)
+    """Number of the CT in the policy (0-based)."""
+
+    wanted_vmid: int = Field(ge=MIN_VMID, le=MAX_VMID)
+    """The VMID the CT should have: vmidRange.start + index."""
+
+    vmid: int | None = Field(None, ge=MIN_VMID, le=MAX_VMID)
+    """The VMID the CT has (or is being created with) instead; absent when it gets none."""
+
+    held_by: str = Field(max_length=1024)
+    """Why the wanted VMID is not free: another guest holds it, or another policy's range overlaps it."""
+
+
 class ContainerPolicyStatus(StatusModel):
     """Observed state of the policy's CTs, written by the operator."""
 
@@ -575,6 +585,12 @@ class ContainerPolicyStatus(StatusModel):
     )
     """CTs per node."""
 
+    vmid_conflicts: tuple[VmidConflict, ...] = Field(
+        (), max_length=MAX_REPLICAS, json_schema_extra=kube_schema(list_map_keys=("index",))
+    )
+    """CTs that cannot have VMID vmidRange.start + index, by index, and why (empty when every CT has
+    its own VMID)."""
+
     recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
     """The last creations, deletions, starts and repairs of the policy's CTs, oldest first (migrations,
     offloads and restores are in the pool's recentActions and in events on this policy)."""
@@ -600,9 +616,7 @@ CONTAINER_POLICY = CustomResource(
         PrinterColumn("Migrating", "integer", ".status.migratingReplicas", "CTs being migrated"),
         PrinterColumn("Ready", "string", f"{_READY}.status", "Whether all desired CTs exist and run"),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since the policy was created"),
-        PrinterColumn(
-            "Fill", "string", ".status.fillStoppedReason", "Why fill mode stopped adding CTs", priority=1
-        ),
+        PrinterColumn("Fill", "string", ".status.fillStoppedReason", "Why fill mode stopped adding CTs", priority=1),
         PrinterColumn("Reason", "string", f"{_READY}.reason", "Reason of the Ready condition", priority=1),
     ),
     scale=ScaleSubresource(spec_replicas_path=".spec.replicas", status_replicas_path=".status.replicas"),
