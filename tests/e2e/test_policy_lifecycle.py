@@ -245,3 +245,32 @@ def _scenario_from(data: dict[str, Any], name: str) -> Any:
     from pve_sim.scenario import parse_scenario
 
     return parse_scenario(data, f"<{name}>")
+
+
+def test_overlapping_vmid_ranges_are_reported_and_nothing_new_is_created_in_the_shared_part(lab: Lab) -> None:
+    """Seen in a review: two policies with overlapping ranges both said Ready, and after the second
+    took 3112-3113, scaling the first to 14 gave its CTs 12 and 13 the VMIDs 3114 and 3115."""
+    lab.apply_policy("web", replicas=3, vmid_start=3100, vmid_end=3119)
+    lab.wait_policy("web", ready_replicas(3), "web ready")
+    lab.apply_policy("web2", replicas=2, vmid_start=3110, vmid_end=3129)
+
+    web2 = lab.wait_condition("containerpolicy", "web2", "Degraded", "True", "VmidRangeOverlap")
+    assert f"ContainerPolicy {lab.namespace}/web (" in web2["message"] and "3110-3119" in web2["message"]
+    web = lab.wait_condition("containerpolicy", "web", "Degraded", "True", "VmidRangeOverlap")
+    assert f"ContainerPolicy {lab.namespace}/web2 (" in web["message"]
+    # web2's CTs 0 and 1 would be 3110 and 3111, which web's range covers: they go to the top of
+    # web2's own part of the range instead, and status says why.
+    status = lab.wait_policy("web2", lambda s: s.get("readyReplicas") == 2, "web2's two CTs outside the shared part")
+    assert sorted((c["index"], c["wantedVmid"], c.get("vmid")) for c in status["vmidConflicts"]) == [
+        (0, 3110, 3129),
+        (1, 3111, 3128),
+    ]
+    assert all(f"ContainerPolicy {lab.namespace}/web" in c["heldBy"] for c in status["vmidConflicts"])
+
+    lab.kube.kubectl("scale", "ctp", "web", "--replicas=14", "-n", lab.namespace)
+    lab.wait_policy("web", lambda s: s.get("readyReplicas") == 10, "web grows to the end of its own part")
+    in_range = sorted(ct["vmid"] for ct in lab.managed_cts() if 3100 <= ct["vmid"] <= 3129)
+    assert in_range == [*range(3100, 3110), 3128, 3129], "nothing new in 3110-3119, each CT at start + index"
+    conflicts = lab.status("containerpolicy", "web")["vmidConflicts"]
+    assert [(c["index"], c.get("vmid")) for c in conflicts] == [(10, None), (11, None), (12, None), (13, None)]
+    assert any(e["reason"] == "VmidRangeOverlap" for e in lab.events())
