@@ -553,6 +553,18 @@ _ENDPOINT_LIST: tuple[EndpointSpec, ...] = (
     ),
     _ep(
         "GET",
+        "/nodes/{node}/storage/{storage}/content",
+        "index",
+        (
+            NODE,
+            ParamSpec("storage", "string", optional=False, format="pve-storage-id"),
+            ParamSpec("content", "string", format="pve-storage-content"),
+            ParamSpec("vmid", "integer", format="pve-vmid", minimum=100, maximum=999_999_999),
+        ),
+        proxy=True,
+    ),
+    _ep(
+        "GET",
         "/pools",
         "index",
         (

@@ -6,6 +6,7 @@ repaired, deletion removes exactly the policy's CTs, and a crash mid-creation le
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from pve_operator.planning.ownership import MANAGED_TAG, parse_record, policy_tag
 from tests.e2e.conftest import Lab, lab_scenario_data, ready_replicas
 from tests.fixtures.kube import wait_for
-from tests.fixtures.operator import connect_pool
+from tests.fixtures.operator import apply_objects, connect_pool, policy_manifest
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -274,3 +275,25 @@ def test_overlapping_vmid_ranges_are_reported_and_nothing_new_is_created_in_the_
     conflicts = lab.status("containerpolicy", "web")["vmidConflicts"]
     assert [(c["index"], c.get("vmid")) for c in conflicts] == [(10, None), (11, None), (12, None), (13, None)]
     assert any(e["reason"] == "VmidRangeOverlap" for e in lab.events())
+
+
+def test_a_missing_template_is_told_in_the_conditions_from_the_first_cycle(lab: Lab) -> None:
+    """Seen in a review: creations failed with `can't find file` for 40 s, told only in events, while
+    the conditions said PoolFull / AsExpected. The template is now checked on the target node first."""
+    manifest = policy_manifest("web", replicas=2)
+    manifest["spec"]["template"]["ostemplate"] = "local:vztmpl/nosuch.tar.zst"
+    apply_objects(lab.kube, lab.namespace, manifest)
+
+    ready = lab.wait_condition("containerpolicy", "web", "Ready", "False", "TemplateNotFound", timeout_s=30)
+    assert "local:vztmpl/nosuch.tar.zst" in ready["message"] and "node srv-px" in ready["message"]
+    degraded = lab.condition("containerpolicy", "web", "Degraded")
+    assert degraded is not None and (degraded["status"], degraded["reason"]) == ("True", "TemplateNotFound")
+    row = lab.kube.kubectl("get", "ctp", "web", "-o", "wide", "-n", lab.namespace).stdout.splitlines()[1].split()
+    assert row[-1] == "TemplateNotFound", row
+    # It stays told on every later cycle (the test operator reconciles every 2 s), and nothing is created.
+    for _ in range(4):
+        time.sleep(2.5)
+        again = lab.condition("containerpolicy", "web", "Ready")
+        assert again is not None and again["reason"] == "TemplateNotFound", again
+    assert lab.managed_cts() == []
+    assert not [ct for ct in lab.cts() if 3100 <= ct["vmid"] <= 3199 and ct["vmid"] != FOREIGN_VMID]

@@ -62,6 +62,7 @@ REQUIRED_ENDPOINTS = {
     ("GET", "/nodes/{node}/tasks/{upid}/status"),
     ("GET", "/nodes/{node}/tasks/{upid}/log"),
     ("GET", "/nodes/{node}/storage"),
+    ("GET", "/nodes/{node}/storage/{storage}/content"),
     ("GET", "/pools"),
     ("POST", "/pools"),
     ("GET", "/pools/{poolid}"),

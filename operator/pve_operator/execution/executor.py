@@ -26,7 +26,14 @@ from pve_operator.planning.ownership import (
     remove_record,
 )
 from pve_operator.pve.client import PveClient
-from pve_operator.pve.errors import PveConflict, PveError, PveNotFound
+from pve_operator.pve.errors import (
+    PveAuthenticationError,
+    PveConflict,
+    PveError,
+    PveNotFound,
+    PvePermissionError,
+    PveUnreachable,
+)
 from pve_operator.pve.params import ContainerBlueprint, create_params
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,10 @@ class NotOurs(PveError):
     """The CT's own config does not prove it belongs to this policy: nothing destructive happens."""
 
 
+class TemplateNotFound(PveError):
+    """The template volume is not on the target node's storage: creating there would only fail."""
+
+
 class PolicyExecutor:
     """Runs actions for one policy. ``limiter`` is shared by all policies of the same pool."""
 
@@ -77,6 +88,10 @@ class PolicyExecutor:
         self._task_timeout = task_timeout_seconds
         self._dry_run = dry_run
         self._now = now_rfc3339
+        #: (node, ostemplate) -> why the template is missing there, or None when it is there; checked
+        #: once per executor (one reconcile cycle), before the first creation on each node.
+        self._template_checks: dict[tuple[str, str], str | None] = {}
+        self._template_lock = threading.Lock()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -132,7 +147,35 @@ class PolicyExecutor:
     def _wait(self, upid: str) -> None:
         self._client.wait(upid, timeout_seconds=self._task_timeout)
 
+    def _check_template(self, node: str, ostemplate: str) -> None:
+        """Raise :class:`TemplateNotFound` unless ``ostemplate`` is on its storage as ``node`` sees it.
+
+        Only volume IDs (``storage:vztmpl/file``) are checked; a permission error on the listing skips
+        the check (creation then reports what PVE says)."""
+        storage, sep, _ = ostemplate.partition(":")
+        if not sep or ostemplate.startswith("/"):
+            return
+        key = (node, ostemplate)
+        with self._template_lock:
+            checked = key in self._template_checks
+            problem = self._template_checks.get(key)
+        if not checked:
+            try:
+                present = ostemplate in self._client.templates(node, storage)
+                problem = None if present else f"template {ostemplate} is not on storage {storage} of node {node}"
+            except PvePermissionError:
+                problem = None
+            except (PveUnreachable, PveAuthenticationError):
+                raise
+            except PveError as exc:  # storage missing, disabled or not available on the node
+                problem = f"template {ostemplate} cannot be found on node {node}: {exc.pve_message}"
+            with self._template_lock:
+                self._template_checks[key] = problem
+        if problem is not None:
+            raise TemplateNotFound(problem)
+
     def _create(self, action: CreateContainer, blueprint: ContainerBlueprint) -> str:
+        self._check_template(action.node, blueprint.ostemplate)
         record = OwnershipRecord(
             policy_namespace=self._identity.namespace,
             policy_name=self._identity.name,

@@ -28,7 +28,7 @@ from pve_operator.api.v1alpha1 import (
     describe_validation_error,
 )
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
-from pve_operator.execution.executor import Outcome, PolicyExecutor, PolicyIdentity
+from pve_operator.execution.executor import Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, namespaced
 from pve_operator.handlers.runtime import (
     MAX_PARALLEL_TASKS,
@@ -397,6 +397,7 @@ def reconcile_policy(
             status.get("recentActions"), [recorded(o, policy=name, now=now) for o in outcomes]
         )
     failures = [o for o in outcomes if not o.succeeded]
+    failure_reason, failure_message = _failure_condition(failures)
     updates = []
     ready = running + offloaded >= desired and len(statuses) == desired and not failures
     if policy.paused:
@@ -428,7 +429,7 @@ def reconcile_policy(
     else:
         updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Reconciled", f"{desired} CTs in place"))
     if failures:
-        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "ActionsFailed", failures[0].message))
+        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, failure_reason, failure_message))
     elif overlaps:
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "VmidRangeOverlap", describe_overlaps(overlaps)))
     else:
@@ -437,6 +438,10 @@ def reconcile_policy(
         updates.append(
             (ConditionType.READY, ConditionStatus.TRUE, "AllReplicasReady", f"{running} of {desired} CTs running")
         )
+    elif failures:
+        # The first failed cycle already says why, where `kubectl get ctp -o wide` and Argo CD look.
+        summary = f"{running} of {desired} CTs running; {failure_message}"
+        updates.append((ConditionType.READY, ConditionStatus.FALSE, failure_reason, summary[:32768]))
     else:
         updates.append(
             (ConditionType.READY, ConditionStatus.FALSE, "ReplicasNotReady", f"{running} of {desired} CTs running")
@@ -445,11 +450,24 @@ def reconcile_policy(
     _write_conditions(patch, previous, updates, now, generation)
 
 
+#: Degraded reasons the failed actions' own events already tell.
+_TOLD_BY_ACTION_EVENTS = frozenset({"ActionsFailed", "TemplateNotFound"})
+
+
+def _failure_condition(failures: list[Outcome]) -> tuple[str, str]:
+    """Reason and message of the conditions when actions failed: ``TemplateNotFound`` (nothing can be
+    created until the template is there) before the generic ``ActionsFailed``."""
+    missing = next((o for o in failures if isinstance(o.error, TemplateNotFound)), None)
+    if missing is not None:
+        return "TemplateNotFound", missing.message
+    return "ActionsFailed", failures[0].message if failures else ""
+
+
 def _warn_on_new_degraded_reason(body: Any, previous: Any, updates: Updates) -> None:
     """One warning event when Degraded turns to a new reason (not one per cycle); ActionsFailed is
     already told by the failed actions' own events."""
     degraded = next((u for u in updates if u[0] == ConditionType.DEGRADED), None)
-    if degraded is None or degraded[1] is not ConditionStatus.TRUE or degraded[2] == "ActionsFailed":
+    if degraded is None or degraded[1] is not ConditionStatus.TRUE or degraded[2] in _TOLD_BY_ACTION_EVENTS:
         return
     old = next((c for c in previous if c.type == ConditionType.DEGRADED), None)
     if old is None or old.status is not ConditionStatus.TRUE or old.reason != degraded[2]:

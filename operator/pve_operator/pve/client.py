@@ -244,6 +244,14 @@ class PveClient:
         params = {"path": path} if path else {}
         return dict(self._read("GET /access/permissions", lambda api: api.access.permissions.get(**params)))
 
+    def templates(self, node: str, storage: str) -> frozenset[str]:
+        """Volume IDs of the CT templates (``vztmpl``) on ``storage`` as ``node`` sees it."""
+        content = self._read(
+            f"GET /nodes/{node}/storage/{storage}/content",
+            lambda api: api.nodes(node).storage(storage).content.get(content="vztmpl"),
+        )
+        return frozenset(str(item.get("volid", "")) for item in content)
+
     def container_config(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(
             self._read(

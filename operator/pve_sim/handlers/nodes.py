@@ -209,3 +209,56 @@ def storage_index(cluster: SimCluster, req: Request) -> object:
             data["used_fraction"] = used / storage.capacity_bytes if storage.capacity_bytes else 0
         result.append({"storage": sid, **data})
     return result
+
+
+_TEMPLATE_FORMATS = {"gz": "tgz", "xz": "txz", "zst": "tzst", "bz2": "tbz2"}
+
+
+@route(
+    "GET",
+    "/nodes/{node}/storage/{storage}/content",
+    perm=Perm("/storage/{storage}", ("Datastore.Audit", "Datastore.AllocateSpace"), any_of=True),
+    proxy=True,
+)
+def storage_content(cluster: SimCluster, req: Request) -> object:
+    """Volumes of one storage as seen from the node (pve-storage ``API2/Storage/Content.pm`` ``index``):
+    the CT templates (``vztmpl``) and the CTs' volumes (``rootdir``), filtered by ``content`` and
+    ``vmid``. The storage must exist, be enabled and be available on the node, as
+    ``storage_check_enabled`` demands (``storage 'x' is not available on node 'y'``, 500)."""
+    node = req.node
+    state = cluster.state
+    sid = req.text("storage")
+    storage = state.storage_check_enabled(sid, node)
+    wanted = req.opt_text("content")
+    vmid = req.opt_integer("vmid")
+    items: list[dict[str, object]] = []
+    if wanted in (None, "vztmpl") and vmid is None and "vztmpl" in storage.content:
+        for template in sorted(state.templates.values(), key=lambda t: t.volid):
+            if template.storage != sid:
+                continue
+            suffix = template.filename.rsplit(".", 1)[-1]
+            items.append(
+                {
+                    "volid": template.volid,
+                    "content": "vztmpl",
+                    "format": _TEMPLATE_FORMATS.get(suffix, suffix),
+                    "size": template.size_bytes,
+                    "ctime": int(cluster.clock.start_epoch),
+                }
+            )
+    if wanted in (None, "rootdir"):
+        for ct in sorted(state.containers.values(), key=lambda c: c.vmid):
+            if (vmid is not None and ct.vmid != vmid) or (not storage.shared and ct.node != node):
+                continue
+            for volume in ct.volumes():
+                if volume.storage == sid:
+                    items.append(
+                        {
+                            "volid": volume.volid,
+                            "content": "rootdir",
+                            "format": "raw",
+                            "size": volume.size_bytes,
+                            "vmid": ct.vmid,
+                        }
+                    )
+    return items
