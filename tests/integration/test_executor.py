@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pve_operator.execution.executor import PolicyExecutor, PolicyIdentity
-from pve_operator.planning.actions import CreateContainer, DestroyContainer
-from pve_operator.planning.ownership import MANAGED_TAG, parse_record
+from pve_operator.planning.actions import CreateContainer, DestroyContainer, StartContainer
+from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, parse_record
 from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
 from pve_operator.pve.params import ContainerBlueprint, NetworkInterface
 
@@ -116,3 +116,28 @@ def test_release_removes_only_our_marks_and_leaves_the_ct_running(pve_sim_server
     assert config.get("tags") == "web"
     assert parse_record(config.get("description")) is None
     assert sim.proxmox().nodes("srv-px1").lxc(3100).status.current.get()["status"] == "running"
+
+
+def test_a_repair_start_planned_from_an_older_snapshot_is_skipped_when_no_longer_needed(pve_sim_server: Any) -> None:
+    """A policy's snapshot showed the CT stopped; since then the pool's balancing restored it (it runs)
+    or offloaded it (stopped and tagged). Re-read at the moment of acting, neither gets a start."""
+    sim = pve_sim_server(time_scale=0.0)
+    run = executor(sim)
+    run.apply(creates(2), BLUEPRINT)
+    api = sim.proxmox()
+
+    def starts_of(vmid: int) -> int:
+        tasks = api.nodes("srv-px1").tasks.get(vmid=vmid, typefilter="vzstart", limit=500)
+        return len(tasks)
+
+    before = starts_of(3100)
+    (restored,) = run.apply([StartContainer(3100, "srv-px1", "stopped outside the operator")], BLUEPRINT)
+    assert restored.succeeded and restored.skipped and "running again" in restored.message
+    assert starts_of(3100) == before, "no start task for a CT that runs"
+
+    api.nodes("srv-px1").lxc(3101).status.stop.post()
+    tags = api.nodes("srv-px1").lxc(3101).config.get()["tags"]
+    api.nodes("srv-px1").lxc(3101).config.put(tags=f"{tags};{OFFLOADED_TAG}")
+    (offloaded,) = run.apply([StartContainer(3101, "srv-px1", "stopped outside the operator")], BLUEPRINT)
+    assert offloaded.skipped and "offloaded" in offloaded.message
+    assert api.nodes("srv-px1").lxc(3101).status.current.get()["status"] == "stopped"

@@ -57,6 +57,9 @@ class Outcome:
     message: str
     error: PveError | None = None
     dry_run: bool = False
+    #: Nothing was done: re-read right before acting, the CT no longer needed the action (a start
+    #: planned from a snapshot taken before a restore or an offload). Not an action to announce.
+    skipped: bool = False
 
 
 class NotOurs(PveError):
@@ -134,6 +137,9 @@ class PolicyExecutor:
                 if isinstance(action, CreateContainer):
                     message = self._create(action, blueprint)
                 elif isinstance(action, StartContainer):
+                    settled = self._start_no_longer_needed(action)
+                    if settled is not None:
+                        return Outcome(action, True, settled, skipped=True)
                     message = self._start(action.node, action.vmid)
                 elif isinstance(action, DestroyContainer):
                     message = self._destroy(action)
@@ -196,6 +202,19 @@ class PolicyExecutor:
                 f"created and started CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
             )
         return f"created CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
+
+    def _start_no_longer_needed(self, action: StartContainer) -> str | None:
+        """Why a repair start planned from the snapshot is no longer wanted, from PVE's own answers
+        right now, or None. The pool's balancing cycle restores and offloads CTs concurrently with
+        policy reconciles: a snapshot that showed the CT stopped may predate a restore (it runs now)
+        or an offload (it is stopped on purpose, tagged ``offloaded``)."""
+        status = str(self._client.container_status(action.node, action.vmid).get("status"))
+        if status == "running":
+            return f"CT {action.vmid} is running again: no start needed"
+        tags = normalize_tags(str(self._client.container_config(action.node, action.vmid).get("tags") or ""))
+        if OFFLOADED_TAG in tags:
+            return f"CT {action.vmid} was offloaded by the pool's balancing: not started"
+        return None
 
     def _start(self, node: str, vmid: int) -> str:
         try:

@@ -133,6 +133,7 @@ def intent_from(
     uid: str,
     previous_desired: int,
     reserved_vmids: frozenset[int] = frozenset(),
+    busy_vmids: frozenset[int] = frozenset(),
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
     return PolicyIntent(
@@ -152,6 +153,7 @@ def intent_from(
         paused=policy.paused,
         previous_desired=previous_desired,
         reserved_vmids=reserved_vmids,
+        busy_vmids=busy_vmids,
     )
 
 
@@ -319,6 +321,7 @@ def reconcile_policy(
     runtime: OperatorRuntime,
     pools: Mapping[Any, Any],
     policies_by_pool: Mapping[Any, Any],
+    in_flight: Mapping[Any, Any],
 ) -> None:
     now = now_utc()
     previous = parse_conditions(status.get("conditions"))
@@ -342,7 +345,10 @@ def reconcile_policy(
         previous_desired = int(status.get("desiredReplicas") or 0)
         own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
         overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
-        intent = intent_from(policy, pool, uid, previous_desired, reserved_vmids=shared_vmids(overlaps))
+        busy = frozenset().union(*in_flight.get((namespace, pool_name), []))
+        intent = intent_from(
+            policy, pool, uid, previous_desired, reserved_vmids=shared_vmids(overlaps), busy_vmids=busy
+        )
         plan = plan_reconcile(intent, snapshot, owned)
         pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
         if pending:
@@ -370,6 +376,7 @@ def reconcile_policy(
         return
 
     RECONCILIATIONS.labels("ContainerPolicy", "ok").inc()
+    outcomes = [o for o in outcomes if not o.skipped]
     for outcome in outcomes:
         _announce(body, outcome)
     statuses = container_statuses(owned, snapshot, policy.render_hostname)
@@ -515,6 +522,7 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
             runtime=memo.runtime,
             pools=kwargs["pool_specs"],
             policies_by_pool=kwargs["policies_by_pool"],
+            in_flight=kwargs["pool_operations_in_flight"],
         )
     finally:
         lock.release()

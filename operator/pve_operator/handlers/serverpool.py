@@ -43,6 +43,16 @@ def pool_specs(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> d
     return {(namespaced(namespace), name): dict(spec)}
 
 
+@kopf.index(*POOLS)
+def pool_operations_in_flight(
+    name: str, namespace: str | None, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], frozenset[int]]:
+    """VMIDs the pool's balancing is migrating, offloading or restoring now (``status.inFlight``, the
+    journal it writes before acting), for the ContainerPolicy handlers: repair leaves them alone."""
+    entries = status.get("inFlight") or []
+    return {(namespaced(namespace), name): frozenset(int(e["vmid"]) for e in entries if "vmid" in e)}
+
+
 def missing_privileges(permissions_by_path: dict[str, dict[str, dict[str, int]]]) -> list[tuple[str, str]]:
     missing = []
     for path, privileges in REQUIRED_PRIVILEGES.items():

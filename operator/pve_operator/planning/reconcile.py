@@ -12,8 +12,9 @@ needs (desired count, why growth stopped, why placement failed). The rules:
   ``max_replicas``. It never shrinks by itself: the desired count only grows (pressure is
   offload's job, not the generator's).
 * Repair: a stopped CT of ours is started unless the operator offloaded it on purpose; memory or
-  cores changed behind our back are put back. Locked CTs and CTs PVE does not yet report
-  (``unknown``) are left alone this cycle.
+  cores changed behind our back are put back. Locked CTs, CTs PVE does not yet report
+  (``unknown``) and CTs in the pool's balancing journal (being migrated, offloaded or restored) are
+  left alone this cycle.
 * Paused policies plan nothing.
 """
 
@@ -80,6 +81,9 @@ class PolicyIntent:
     #: VMIDs of the range no new CT may take: the parts other policies' ranges overlap
     #: (:mod:`pve_operator.planning.vmid_ranges`).
     reserved_vmids: frozenset[int] = frozenset()
+    #: CTs the pool's balancing is migrating, offloading or restoring now (the pool's journal,
+    #: ``status.inFlight``): their state is the balancer's to change until the entry is gone.
+    busy_vmids: frozenset[int] = frozenset()
 
     @property
     def demand(self) -> ContainerDemand:
@@ -204,8 +208,8 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         for victim in newest_first[:surplus]:
             obs = victim.observation
             assert obs is not None
-            if obs.lock:
-                continue  # busy in PVE: try again next cycle
+            if obs.lock or victim.vmid in intent.busy_vmids:
+                continue  # busy in PVE or in the pool's balancing: try again next cycle
             removed.add(victim.vmid)
             actions.append(
                 DestroyContainer(
@@ -222,6 +226,8 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         assert obs is not None
         if item.vmid in removed or obs.lock or obs.status is ContainerStatus.UNKNOWN:
             continue
+        if item.vmid in intent.busy_vmids:
+            continue  # an offload or restore in flight: the balancer stops and starts it, not repair
         if obs.status is ContainerStatus.STOPPED and not item.offloaded:
             actions.append(StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again"))
         changes: dict[str, int | str] = {}

@@ -203,3 +203,17 @@ def test_an_index_whose_vmid_another_guest_holds_is_reported_and_the_rest_stay_e
     # When the foreign guest is gone, nothing is reported: the CT simply lives at 3199.
     freed = plan_reconcile(intent, lab(*(o.observation for o in present)), present)
     assert freed.vmid_conflicts == ()
+
+
+def test_a_ct_in_the_pools_balancing_journal_is_neither_started_nor_removed() -> None:
+    """Seen in a demo: `Restore CT 3101 Succeeded`, then in the same second `Start CT 3101 Succeeded
+    stopped outside the operator`. While the pool's journal holds a CT, its state is the balancer's."""
+    present = [owned(3100, "srv-px1", 0), owned(3101, "srv-px1", 1, status=ContainerStatus.STOPPED)]
+    snapshot = lab(*(o.observation for o in present))
+    unaware = plan_reconcile(replace(INTENT, replicas=2), snapshot, present)
+    assert [a.vmid for a in unaware.actions if isinstance(a, StartContainer)] == [3101]
+
+    aware = plan_reconcile(replace(INTENT, replicas=2, busy_vmids=frozenset({3101})), snapshot, present)
+    assert not [a for a in aware.actions if isinstance(a, StartContainer)]
+    shrink = plan_reconcile(replace(INTENT, replicas=1, busy_vmids=frozenset({3101})), snapshot, present)
+    assert not [a for a in shrink.actions if isinstance(a, DestroyContainer)], "wait for the balancer"
