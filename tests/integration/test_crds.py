@@ -257,6 +257,24 @@ def test_api_server_refuses_invalid_manifest(kube: KubeCluster, kube_namespace: 
         assert expected in result.stderr
 
 
+def test_each_rejection_names_its_field_once(kube: KubeCluster, kube_namespace: str) -> None:
+    """Seen in a review: `replicas: -1` was listed twice, by the schema's minimum and by the API
+    server's own scale-subresource check. Every rejection lists each problem once."""
+    failures = []
+    for case in INVALID_MANIFESTS:
+        if case.update:
+            continue
+        result = kube.kubectl(
+            "apply", "--namespace", kube_namespace, "--dry-run=server", "-f", "-",
+            input=yaml.safe_dump(case.manifest()), check=False,
+        )
+        problems = [line for line in result.stderr.splitlines() if line.startswith("* ")]
+        fields = [line.split(":", 1)[0].lstrip("* .") for line in problems]
+        if len(fields) != len(set(fields)):
+            failures.append(f"{case.id}: {result.stderr}")
+    assert not failures, "\n".join(failures)
+
+
 def test_status_subresource_stores_the_operators_status_exactly(kube: KubeCluster, kube_namespace: str) -> None:
     _apply_lab(kube, kube_namespace)
     before = _get(kube, kube_namespace, "ctp", "web")["metadata"]["generation"]

@@ -197,6 +197,22 @@ def model_schema(model: type[BaseModel], *, with_defaults: bool = True) -> dict[
     return to_structural(raw, raw.get("$defs", {}), with_defaults=with_defaults)
 
 
+def _without_duplicated_scale_bound(resource: CustomResource, spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec schema without ``minimum: 0`` on the scale subresource's replicas field.
+
+    The API server already checks that value itself for every kind with a scale subresource
+    (apiextensions-apiserver ``ValidateScaleSpec``: "should be a non-negative integer"), so the
+    schema's own bound would report ``replicas: -1`` twice. The operator's model keeps the bound.
+    """
+    if resource.scale is None or not resource.scale.spec_replicas_path.startswith(".spec."):
+        return spec
+    name = resource.scale.spec_replicas_path.removeprefix(".spec.")
+    field = spec.get("properties", {}).get(name)
+    if field is not None and field.get("minimum") == 0:
+        del field["minimum"]
+    return spec
+
+
 def openapi_schema(resource: CustomResource) -> dict[str, Any]:
     """``openAPIV3Schema`` of a kind: apiVersion, kind, metadata, spec and status."""
     return {
@@ -214,7 +230,7 @@ def openapi_schema(resource: CustomResource) -> dict[str, Any]:
                 "type": "string",
             },
             "metadata": {"type": "object"},
-            "spec": model_schema(resource.spec_model),
+            "spec": _without_duplicated_scale_bound(resource, model_schema(resource.spec_model)),
             "status": model_schema(resource.status_model, with_defaults=False),
         },
     }

@@ -181,7 +181,8 @@ class PoolNode(ApiModel):
 
 
 _NODE_WEIGHT_POSITIVE = CelRule(
-    rule="self.exists(n, n.weight > 0)",
+    # An empty list is minItems' to report; saying "no weight above 0" too would list it twice.
+    rule="size(self) == 0 || self.exists(n, n.weight > 0)",
     message="at least one node in nodes must have a weight above 0",
 )
 
