@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,21 @@ def test_token_without_vm_allocate_is_permission_denied_naming_the_privilege(
     lab = Lab(kube, kube_namespace, sim, None)
     found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "PermissionDenied")
     assert "VM.Allocate" in found["message"] and "/vms" in found["message"]
+
+
+def test_connected_is_announced_once_per_transition(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Seen in a review: the pool's `Connected` event was posted twice for one transition (the change
+    handler and the first timer tick both saw the old status). Here the operator runs first and the
+    pool arrives later, as in `make demo`."""
+    sim = pve_sim_server(time_scale=SIM_TIME_SCALE)
+    operator = pve_operator_process(kube_namespace)
+    lab = Lab(kube, kube_namespace, sim, operator)
+    time.sleep(3)
+    connect_pool(kube, kube_namespace, sim)  # samples every 5 s
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    time.sleep(12)  # timer ticks (1 s in tests) and two samples after the first Connected
+
+    connected = [e for e in lab.events() if e["reason"] == "Connected"]
+    assert sum(int(e.get("count") or 1) for e in connected) == 1, [e["message"] for e in connected]

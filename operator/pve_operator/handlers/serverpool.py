@@ -177,6 +177,9 @@ def pool_changed(
     memo: Any,
     **_: Any,
 ) -> None:
+    # Claim this sample before probing: the timer's first tick may come while the probe runs, and it
+    # would probe the same old status again and announce the same transition a second time.
+    _last_sample[str(meta.get("uid"))] = time.monotonic()
     probe_pool(
         name=name,
         namespace=namespaced(namespace),
