@@ -14,14 +14,23 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# One line per step, and pip's own output (a line per package, a progress bar per download), so a
+# first install (about a minute) is never silent. The stamp is keyed by pyproject.toml's hash: a changed
+# pyproject.toml reinstalls, an unchanged one skips all of this.
 $(STAMP): pyproject.toml
-	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[dev]'
-	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+	@started=$$(date +%s); \
+	if [ -x $(VPY) ]; then echo "==> Updating $(VENV) (pyproject.toml changed)"; \
+	else echo "==> Creating $(VENV) with $$($(PYTHON) --version 2>&1) ($(PYTHON))…"; $(PYTHON) -m venv $(VENV) || exit 1; fi; \
+	echo "==> Upgrading pip in $(VENV)…"; \
+	$(VPY) -m pip install --upgrade --progress-bar on pip || exit 1; \
+	echo "==> Installing the project (editable) and its dev tools into $(VENV) (pip, about 1 min the first time)…"; \
+	$(VPY) -m pip install --progress-bar on -e '.[dev]' || exit 1; \
+	rm -f $(VENV)/.installed-* && touch $(STAMP); \
+	echo "==> $(VENV) ready in $$(( $$(date +%s) - started )) s"
 
 .PHONY: install
 install: $(STAMP) ## Create .venv with the project (editable) and its dev tools
+	@echo "==> $(VENV) is up to date (stamp $(notdir $(STAMP)))"
 
 .PHONY: controlplane
 controlplane: ## Build (or reuse from the cache) kube-apiserver, etcd and kubectl for the local control plane
@@ -39,7 +48,8 @@ lint: install ## ruff, mypy --strict on pve_operator and pve_sim, import-linter 
 
 .PHONY: demo
 demo: install controlplane ## The whole product locally: control plane, pve_sim, operator, live view (DEMO_SECONDS=N for a smoke test)
-	$(VPY) hack/demo.py
+	@echo "==> Starting the demo: control plane, pve_sim, operator, live view (hack/demo.py)…"
+	@$(VPY) hack/demo.py
 
 .PHONY: sim
 sim: install ## Serve the Proxmox VE simulator on https://127.0.0.1:$(SIM_PORT) with $(SCENARIO)

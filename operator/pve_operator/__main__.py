@@ -7,18 +7,41 @@ import logging
 import sys
 from collections.abc import Sequence
 
+DESCRIPTION = "Run the pve-operator (Kopf) against the current Kubernetes context (KUBECONFIG or in-cluster)."
+"""``--help``'s description: plain text, no reStructuredText markup (argparse prints it as it is)."""
+
+EPILOG = """\
+"run" is the default command: without one, the options above apply to run.
+
+examples:
+  python -m pve_operator -n pve-lab --log-format plain    run the operator for one namespace
+  python -m pve_operator plan --pool lab -n pve-lab       what it would do now (changes nothing)
+  python -m pve_operator plan --help                      plan's options
+"""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pve_operator", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the operator (the default)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pve_operator",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{run,plan}")
+    run = sub.add_parser(
+        "run",
+        help="run the operator (the default)",
+        description="Run the operator: watch ProxmoxServerPools and ContainerPolicies and act on them.",
+    )
     for p in (parser, run):
         scope = p.add_mutually_exclusive_group()
         scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
         scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeat)")
         p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
-        p.add_argument("--verbose", action="store_true", help="debug logging")
-        p.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
+        p.add_argument("--verbose", action="store_true", help="debug logging, including Kopf's per-handler lines")
+        p.add_argument(
+            "--log-format", choices=["plain", "full", "json"], default="full", help="log format (default: full)"
+        )
     sub.add_parser("plan", help="print the plan the operator would make now (changes nothing)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["plan"]:

@@ -29,7 +29,11 @@ from pve_operator.pve.errors import PveError
 
 
 def run(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pve_operator plan", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pve_operator plan",
+        description="The plan the operator would make now: one snapshot of the pool's Proxmox cluster, the "
+        "same planner the timers run, the actions with their reasons and the refusals. Changes nothing.",
+    )
     parser.add_argument("--pool", required=True, help="ProxmoxServerPool name")
     parser.add_argument("-n", "--namespace", default="default", help="namespace of the pool (default: default)")
     parser.add_argument("--as-sampled", action="store_true", help="do not treat the current sample as sustained")
