@@ -3,6 +3,8 @@ rejections (with their messages), status through /status, printer columns, categ
 
 from __future__ import annotations
 
+import base64
+
 import json
 import re
 from datetime import UTC, datetime
@@ -196,11 +198,19 @@ def test_sample_applies_with_server_dry_run_then_for_real(kube: KubeCluster, kub
     assert stored["metadata"]["name"] == name
 
 
-def test_kustomization_applies_the_lab(kube: KubeCluster, kube_namespace: str) -> None:
+def test_kustomization_applies_the_lab_and_never_overwrites_the_credentials(
+    kube: KubeCluster, kube_namespace: str
+) -> None:
+    """Seen in a review: `kubectl apply -k deploy/samples` replaced a real Secret's token with the
+    sample's placeholder. The user creates the Secret; the kustomization never sends one."""
+    kube.kubectl("create", "secret", "generic", "lab-pve-credentials", "--namespace", kube_namespace,
+                 "--from-literal=tokenId=ctoperator@pve!operator", "--from-literal=tokenSecret=the-real-one")
     out = kube.kubectl("apply", "--namespace", kube_namespace, "-k", str(SAMPLES_DIR)).stdout
-    assert "secret/lab-pve-credentials created" in out
+    assert "secret" not in out
     assert "proxmoxserverpool.pve.ctoperator.io/lab created" in out
     assert "containerpolicy.pve.ctoperator.io/web created" in out
+    secret = kube.kubectl_json("get", "secret", "lab-pve-credentials", "--namespace", kube_namespace)
+    assert base64.b64decode(secret["data"]["tokenSecret"]).decode() == "the-real-one"
 
 
 def test_server_side_defaults_are_visible_on_read_and_are_the_models(kube: KubeCluster, kube_namespace: str) -> None:
