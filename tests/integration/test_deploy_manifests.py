@@ -1,12 +1,13 @@
 """deploy/ against the real API server: every manifest validates, and the RBAC is enough and no more.
 
-* ``kubectl kustomize`` renders deploy/ (the operator with its CRDs) and deploy/argocd/example (the same
-  with Argo CD sync waves, plus the lab's pool and policy); ``kubectl apply --dry-run=server`` sends
-  the output through the API server's validation (schemas, CRD rules, admission, Pod Security).
+* ``kubectl kustomize`` renders deploy/ (the operator with its CRDs), deploy/namespaced (the same watching
+  only pve-lab, with namespaced RBAC) and deploy/argocd/example (the same with Argo CD sync waves, plus
+  the lab's pool and policy); ``kubectl apply --dry-run=server`` sends the output through the API
+  server's validation (schemas, CRD rules, admission, Pod Security).
 * The RBAC is created for real and exercised as the ServiceAccount, with a token from
   ``kubectl create token``: ``kubectl auth can-i`` must allow exactly what the operator does (Kopf's
   watches, metadata and status patches, events; the operator's reads of the Secrets and ConfigMaps
-  a pool names) and deny the rest.
+  a pool names) and deny the rest; with deploy/namespaced, in the watched namespace only.
 * Argo CD's Application kind is not installed here (no Argo CD CRDs in this control plane), so the
   example Application cannot go through a dry run: its structure is checked in Python against the
   fields of argoproj.io/v1alpha1 Application that it uses. argocd-cm.yaml is a plain ConfigMap and
@@ -25,12 +26,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.kube import KubeCluster
+from tests.fixtures.kube import KubeCluster, unique_namespace_name
 
 pytestmark = pytest.mark.kube
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
+NAMESPACED = DEPLOY / "namespaced"
 ARGOCD = DEPLOY / "argocd"
 EXAMPLE = ARGOCD / "example"
 CRDS = REPO / "crds"
@@ -236,9 +238,11 @@ class ServiceAccountSession:
         assert "doesn't have a resource type" not in result.stderr, result.stderr
         return result.stdout.strip() == "yes"
 
-    def rules(self) -> dict[str, set[str]]:
-        """``kubectl auth can-i --list`` in the session's namespace: resource -> verbs."""
-        result = self.kubectl("auth", "can-i", "--list", "--no-headers")
+    def rules(self, namespace: str | None = None) -> dict[str, set[str]]:
+        """``kubectl auth can-i --list`` in ``namespace`` (default: the session's): resource -> verbs."""
+        result = self.kubectl(
+            "auth", "can-i", "--list", "--no-headers", *(["--namespace", namespace] if namespace else [])
+        )
         assert result.returncode == 0, result.stderr
         rules: dict[str, set[str]] = {}
         for line in result.stdout.splitlines():
@@ -351,16 +355,277 @@ def test_rbac_grants_exactly_these_rules(
         if verbs - baseline.get(resource, set())
     }
 
-    assert granted == {
-        f"proxmoxserverpools.{GROUP}": {"get", "list", "watch", "patch"},
-        f"containerpolicies.{GROUP}": {"get", "list", "watch", "patch"},
-        f"proxmoxserverpools.{GROUP}/status": {"patch"},
-        f"containerpolicies.{GROUP}/status": {"patch"},
-        "customresourcedefinitions.apiextensions.k8s.io": {"list", "watch"},
-        "events": {"create"},
-        "secrets": {"get"},
-        "configmaps": {"get"},
+    assert granted == OPERATOR_RULES
+
+
+OPERATOR_RULES: dict[str, set[str]] = {
+    f"proxmoxserverpools.{GROUP}": {"get", "list", "watch", "patch"},
+    f"containerpolicies.{GROUP}": {"get", "list", "watch", "patch"},
+    f"proxmoxserverpools.{GROUP}/status": {"patch"},
+    f"containerpolicies.{GROUP}/status": {"patch"},
+    "customresourcedefinitions.apiextensions.k8s.io": {"list", "watch"},
+    "events": {"create"},
+    "secrets": {"get"},
+    "configmaps": {"get"},
+}
+"""What ``kubectl auth can-i --list`` shows the operator may do, beyond any authenticated account."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# deploy/namespaced/: the operator watching only pve-lab, reading Secrets and ConfigMaps only there
+
+NAMESPACED_WATCHED = ("pve-lab",)
+"""The namespaces deploy/namespaced watches: its Deployment's --namespace arguments and its Roles."""
+
+NAMESPACED_CLUSTER_WIDE = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    # Kopf with -n lists Namespaces before starting any watch; refused, it retries for 54 s first
+    # (see deploy/namespaced/kustomization.yaml). With -A (deploy/base) it never does.
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+}
+"""All that deploy/namespaced grants cluster-wide: (apiGroup, resource, verb)."""
+
+
+@pytest.fixture(scope="module")
+def namespaced_manifests(kube: KubeCluster) -> list[dict[str, Any]]:
+    return render(kube, NAMESPACED)
+
+
+def scope_of(args: Sequence[str]) -> tuple[bool, list[str], list[str]]:
+    """(all namespaces?, the namespaces named, the other arguments) from the operator's command line,
+    in every form its argparse accepts (``-A``, ``--all-namespaces``, ``-n NS``, ``-nNS``, ``--namespace NS``,
+    ``--namespace=NS``)."""
+    everywhere, namespaces, others = False, [], []
+    items = iter(args)
+    for arg in items:
+        if arg in ("-A", "--all-namespaces"):
+            everywhere = True
+        elif arg in ("-n", "--namespace"):
+            namespaces.append(next(items, ""))
+        elif arg.startswith("--namespace="):
+            namespaces.append(arg.removeprefix("--namespace="))
+        elif arg.startswith("-n"):
+            namespaces.append(arg.removeprefix("-n"))
+        else:
+            others.append(arg)
+    assert all(namespaces), f"-n without a namespace in {args}"
+    return everywhere, namespaces, others
+
+
+def _deployment_args(manifests: list[dict[str, Any]]) -> list[str]:
+    deployment = next(d for d in manifests if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert isinstance(args, list)
+    return args
+
+
+def _of_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in manifests if d["kind"] == kind]
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) for every combination the rules allow."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
     }
+
+
+def test_namespaced_renders_the_base_plus_a_role_per_watched_namespace(
+    operator_manifests: list[dict[str, Any]], namespaced_manifests: list[dict[str, Any]]
+) -> None:
+    assert sorted(key(d) for d in namespaced_manifests) == sorted(
+        [key(d) for d in operator_manifests]
+        + [(kind, namespace, "pve-operator") for namespace in NAMESPACED_WATCHED for kind in ("Role", "RoleBinding")]
+    )
+    # Only the ClusterRole's rules and the Deployment's scope differ from deploy/base.
+    base = {key(d): d for d in operator_manifests}
+    for document in namespaced_manifests:
+        if document["kind"] not in ("ClusterRole", "Deployment", "Role", "RoleBinding"):
+            assert document == base[key(document)], key(document)
+    cluster_role = next(d for d in namespaced_manifests if d["kind"] == "ClusterRole")
+    assert {k: v for k, v in cluster_role.items() if k != "rules"} == {
+        k: v for k, v in base[key(cluster_role)].items() if k != "rules"
+    }
+    deployment = copy.deepcopy(next(d for d in namespaced_manifests if d["kind"] == "Deployment"))
+    base_args = _deployment_args(operator_manifests)
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"] = base_args
+    assert deployment == base[key(deployment)]
+    assert scope_of(_deployment_args(namespaced_manifests))[2] == scope_of(base_args)[2]
+
+
+def test_namespaced_cluster_role_grants_no_secret_or_configmap_access(
+    namespaced_manifests: list[dict[str, Any]],
+) -> None:
+    """What is left cluster-wide is what no Role can grant: reads of cluster-scoped objects (CRDs, Namespaces)."""
+    (cluster_role,) = _of_kind(namespaced_manifests, "ClusterRole")
+    assert not cluster_role.get("aggregationRule")
+    granted = _grants(cluster_role["rules"])
+    assert not {g for g in granted if g[1] in ("secrets", "configmaps")}, granted
+    assert granted == NAMESPACED_CLUSTER_WIDE
+    for rule in cluster_role["rules"]:
+        assert not rule.get("resourceNames") and not rule.get("nonResourceURLs"), rule
+
+
+def test_namespaced_roles_grant_get_on_secrets_and_configmaps_only_in_the_watched_namespaces(
+    namespaced_manifests: list[dict[str, Any]],
+) -> None:
+    roles = _of_kind(namespaced_manifests, "Role")
+    bindings = _of_kind(namespaced_manifests, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(NAMESPACED_WATCHED)
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(NAMESPACED_WATCHED)
+    for role in roles:
+        granted = _grants(role["rules"])
+        for resource in ("secrets", "configmaps"):
+            assert {v for g, r, v in granted if (g, r) == ("", resource)} == {"get"}, (role["metadata"], resource)
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert not any("*" in value for value in rule[field]), rule
+            assert not rule.get("resourceNames"), rule
+    for binding in bindings:
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pve-operator"}
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "pve-operator", "namespace": OPERATOR_NAMESPACE}
+        ]
+    # The ServiceAccount's namespace gets nothing: the operator reads no Secret of its own.
+    assert OPERATOR_NAMESPACE not in NAMESPACED_WATCHED
+
+
+def test_namespaced_deployment_watches_exactly_the_roles_namespaces(
+    namespaced_manifests: list[dict[str, Any]],
+) -> None:
+    everywhere, namespaces, _ = scope_of(_deployment_args(namespaced_manifests))
+    assert not everywhere
+    assert sorted(namespaces) == sorted(NAMESPACED_WATCHED)
+    assert sorted(namespaces) == sorted(r["metadata"]["namespace"] for r in _of_kind(namespaced_manifests, "Role"))
+
+
+def test_namespaced_rbac_splits_the_base_rules_and_adds_none(
+    operator_manifests: list[dict[str, Any]], namespaced_manifests: list[dict[str, Any]]
+) -> None:
+    """The same rules as deploy/base, plus the Namespace reads -n needs: a rule added to one variant fails
+    here until the other has it too."""
+    (base_role,) = _of_kind(operator_manifests, "ClusterRole")
+    (cluster_role,) = _of_kind(namespaced_manifests, "ClusterRole")
+    namespace_reads = {g for g in NAMESPACED_CLUSTER_WIDE if g[1] == "namespaces"}
+    assert not namespace_reads & _grants(base_role["rules"]), "deploy/base (-A) has no use for Namespaces"
+    for role in _of_kind(namespaced_manifests, "Role"):
+        split = _grants(cluster_role["rules"]) | _grants(role["rules"])
+        assert split == _grants(base_role["rules"]) | namespace_reads
+        assert not _grants(cluster_role["rules"]) & _grants(role["rules"]), "granted twice"
+
+
+def test_namespaced_manifests_pass_server_dry_run(
+    kube: KubeCluster,
+    installed_crds: tuple[str, ...],
+    labelled_namespace: str,
+    namespaced_manifests: list[dict[str, Any]],
+) -> None:
+    dry_run(kube, relocate(namespaced_manifests, labelled_namespace))
+
+
+@pytest.fixture
+def watched_namespace(kube: KubeCluster) -> Iterator[str]:
+    """A second test namespace, standing in for pve-lab: the operator's ServiceAccount is in kube_namespace."""
+    name = unique_namespace_name("watched")
+    kube.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def namespaced_account(
+    kube: KubeCluster,
+    installed_crds: tuple[str, ...],
+    kube_namespace: str,
+    watched_namespace: str,
+    namespaced_manifests: list[dict[str, Any]],
+    tmp_path: Path,
+) -> Iterator[ServiceAccountSession]:
+    """deploy/namespaced's RBAC created for real: the ServiceAccount in kube_namespace, the Role and
+    RoleBinding (rendered for pve-lab) in ``watched_namespace``; cluster-scoped names get a suffix."""
+    account, role, binding = (copy.deepcopy(d) for d in _rbac(namespaced_manifests))
+    (local_role,) = (copy.deepcopy(d) for d in _of_kind(namespaced_manifests, "Role"))
+    (local_binding,) = (copy.deepcopy(d) for d in _of_kind(namespaced_manifests, "RoleBinding"))
+    role_name = f"{role['metadata']['name']}-{kube_namespace}"
+    account["metadata"]["namespace"] = kube_namespace
+    role["metadata"]["name"] = binding["metadata"]["name"] = binding["roleRef"]["name"] = role_name
+    local_role["metadata"]["namespace"] = local_binding["metadata"]["namespace"] = watched_namespace
+    for subjects in (binding["subjects"], local_binding["subjects"]):
+        assert [s["name"] for s in subjects] == [account["metadata"]["name"]]
+        subjects[0]["namespace"] = kube_namespace
+    try:
+        kube.apply(as_yaml([account, role, binding, local_role, local_binding]))
+        yield ServiceAccountSession(kube, kube_namespace, account["metadata"]["name"], tmp_path)
+    finally:
+        kube.kubectl("delete", "clusterrolebinding,clusterrole", role_name, "--ignore-not-found", check=False)
+
+
+def test_namespaced_rbac_allows_what_the_operator_does_in_the_watched_namespace(
+    namespaced_account: ServiceAccountSession, watched_namespace: str
+) -> None:
+    denied = [
+        (v, r, f)
+        for v, r, f in OPERATOR_NEEDS
+        if not namespaced_account.can_i(v, r, *f, "--namespace", watched_namespace)
+    ]
+    assert not denied, f"the operator's ServiceAccount may not, in {watched_namespace}: {denied}"
+    assert namespaced_account.can_i("list", "namespaces") and namespaced_account.can_i("watch", "namespaces")
+
+
+def test_namespaced_rbac_denies_it_in_other_namespaces_and_cluster_wide(
+    namespaced_account: ServiceAccountSession, watched_namespace: str
+) -> None:
+    for scope in (("--namespace", "default"), ("--namespace", namespaced_account.namespace), ("--all-namespaces",)):
+        allowed = [
+            (v, r, f)
+            for v, r, f in OPERATOR_NEEDS
+            if "customresourcedefinitions" not in r and namespaced_account.can_i(v, r, *f, *scope)
+        ]
+        assert not allowed, f"the operator's ServiceAccount may, outside {watched_namespace} ({scope}): {allowed}"
+    # Listing Namespaces is all it gets of them.
+    for verb in ("get", "create", "update", "patch", "delete"):
+        assert not namespaced_account.can_i(verb, "namespaces"), verb
+
+
+def test_namespaced_rbac_denies_everything_else(
+    namespaced_account: ServiceAccountSession, watched_namespace: str
+) -> None:
+    allowed = [
+        (v, r, f)
+        for v, r, f in OPERATOR_MUST_NOT
+        if (v, r) != ("list", "namespaces") and namespaced_account.can_i(v, r, *f, "--namespace", watched_namespace)
+    ]
+    assert not allowed, f"the operator's ServiceAccount may, but must not: {allowed}"
+
+
+def test_namespaced_rbac_grants_exactly_these_rules(
+    namespaced_account: ServiceAccountSession, bare_account: ServiceAccountSession, watched_namespace: str
+) -> None:
+    """In the watched namespace deploy/base's rules; anywhere else only the CRD and Namespace reads."""
+    baseline = bare_account.rules()
+
+    def granted(namespace: str) -> dict[str, set[str]]:
+        return {
+            resource: verbs - baseline.get(resource, set())
+            for resource, verbs in namespaced_account.rules(namespace).items()
+            if verbs - baseline.get(resource, set())
+        }
+
+    cluster_wide = {
+        "customresourcedefinitions.apiextensions.k8s.io": {"list", "watch"},
+        "namespaces": {"list", "watch"},
+    }
+    assert granted(watched_namespace) == OPERATOR_RULES | cluster_wide
+    assert granted("default") == cluster_wide
+    assert granted(namespaced_account.namespace) == cluster_wide
 
 
 # ---------------------------------------------------------------------------------------------------------
