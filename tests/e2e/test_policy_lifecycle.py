@@ -297,3 +297,29 @@ def test_a_missing_template_is_told_in_the_conditions_from_the_first_cycle(lab: 
         assert again is not None and again["reason"] == "TemplateNotFound", again
     assert lab.managed_cts() == []
     assert not [ct for ct in lab.cts() if 3100 <= ct["vmid"] <= 3199 and ct["vmid"] != FOREIGN_VMID]
+
+
+def test_a_ct_whose_marks_were_removed_is_no_longer_acted_on_and_is_reported_once(lab: Lab) -> None:
+    """Seen in a review: after a PVE user removed all tags from one of our CTs, the running operator
+    still restarted it and put its memory back, then looped on `DeleteFailed: not provably owned`."""
+    lab.apply_policy("web", replicas=3)
+    lab.wait_policy("web", ready_replicas(3), "3 CTs")
+    api = lab.sim.proxmox()
+    node = {ct["vmid"]: ct for ct in lab.managed_cts()}[3101]["node"]
+    api.nodes(node).lxc(3101).config.put(delete="tags")
+    lab.wait_task(api.nodes(node).lxc(3101).status.stop.post())
+    api.nodes(node).lxc(3101).config.put(memory=1024)
+
+    status = lab.wait_policy(
+        "web", lambda s: [c["vmid"] for c in s.get("ownershipLost") or []] == [3101], "3101 reported as lost"
+    )
+    assert "pve-operator" in status["ownershipLost"][0]["missing"]
+    # No longer counted: the policy makes a new CT number 1 (3101 is held now, so at the top of the range).
+    status = lab.wait_policy("web", ready_replicas(3), "3 CTs of the policy again")
+    assert 3101 not in {c["vmid"] for c in status["containers"]}
+    time.sleep(5)  # more reconcile cycles (2 s in tests)
+    assert api.nodes(node).lxc(3101).status.current.get()["status"] == "stopped", "not started again"
+    assert int(lab.ct_config(node, 3101)["memory"]) == 1024, "its config is not put back"
+    lost_events = [e for e in lab.events() if e["reason"] == "OwnershipLost"]
+    assert sum(int(e.get("count") or 1) for e in lost_events) == 1 and "3101" in lost_events[0]["message"]
+    assert not [e for e in lab.events() if e["reason"] in ("DeleteFailed", "StartFailed", "RepairFailed")]

@@ -174,6 +174,7 @@ class BalanceExecutor:
     # -- actions ----------------------------------------------------------------------------
 
     def _migrate(self, action: MigrateContainer) -> str:
+        self._config_proving_ownership(action.node, action.vmid)
         try:
             upid = self._client.migrate_container(
                 action.node,

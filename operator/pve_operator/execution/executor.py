@@ -205,14 +205,17 @@ class PolicyExecutor:
 
     def _start_no_longer_needed(self, action: StartContainer) -> str | None:
         """Why a repair start planned from the snapshot is no longer wanted, from PVE's own answers
-        right now, or None. The pool's balancing cycle restores and offloads CTs concurrently with
-        policy reconciles: a snapshot that showed the CT stopped may predate a restore (it runs now)
-        or an offload (it is stopped on purpose, tagged ``offloaded``)."""
+        right now, or None; raises :class:`NotOurs` when the CT's config no longer proves it ours.
+
+        The pool's balancing cycle restores and offloads CTs concurrently with policy reconciles: a
+        snapshot that showed the CT stopped may predate a restore (it runs now) or an offload (it is
+        stopped on purpose, tagged ``offloaded``)."""
+        config = self._client.container_config(action.node, action.vmid)
+        self._prove_ownership(action.vmid, config)
         status = str(self._client.container_status(action.node, action.vmid).get("status"))
         if status == "running":
             return f"CT {action.vmid} is running again: no start needed"
-        tags = normalize_tags(str(self._client.container_config(action.node, action.vmid).get("tags") or ""))
-        if OFFLOADED_TAG in tags:
+        if OFFLOADED_TAG in normalize_tags(str(config.get("tags") or "")):
             return f"CT {action.vmid} was offloaded by the pool's balancing: not started"
         return None
 
@@ -260,6 +263,7 @@ class PolicyExecutor:
         return f"stopped and destroyed CT {action.vmid} on {node}: {action.reason}"
 
     def _restore_config(self, action: RestoreConfig) -> str:
+        self._prove_ownership(action.vmid, self._client.container_config(action.node, action.vmid))
         self._client.update_container_config(action.node, action.vmid, action.changes)
         changed = ", ".join(f"{k}={v}" for k, v in action.changes.items())
         return f"restored {changed} on CT {action.vmid}: {action.reason}"

@@ -28,7 +28,7 @@ from pve_operator.api.v1alpha1 import (
     describe_validation_error,
 )
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
-from pve_operator.execution.executor import Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
+from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, namespaced
 from pve_operator.handlers.runtime import (
     MAX_PARALLEL_TASKS,
@@ -43,6 +43,7 @@ from pve_operator.handlers.status import (
     container_statuses,
     distribution,
     now_utc,
+    ownership_lost,
     parse_conditions,
     recorded,
     rfc3339,
@@ -215,7 +216,9 @@ def discover_owned(
 
     The record of each CT in the range is read once from its config (authoritative) and cached;
     foreign CTs are cached as None so they cost one read, not one per cycle. A cached entry is
-    dropped when its VMID leaves the cluster (a VMID can be reused).
+    dropped when its VMID leaves the cluster (a VMID can be reused), and a cached proof is dropped
+    when the snapshot no longer shows our tags on the CT (someone removed them): it is read again.
+    The executor re-proves ownership from the CT's own config right before every change anyway.
     """
     for vmid in [v for v in records if v not in snapshot.containers]:
         del records[vmid]
@@ -223,9 +226,13 @@ def discover_owned(
     for ct in snapshot.containers.values():
         if ct.vmid not in vmid_range:
             continue
-        if ct.tags and not has_ownership_tags(ct.tags, uid):
-            records[ct.vmid] = None  # visibly not ours (e.g. released by Retain, or foreign)
-            continue
+        if not has_ownership_tags(ct.tags, uid):
+            if ct.tags:
+                records[ct.vmid] = None  # visibly not ours (e.g. released by Retain, or foreign)
+                continue
+            if records.get(ct.vmid) is not None:
+                # Proven before, but every tag is gone now: the proof no longer holds. Read it again.
+                del records[ct.vmid]
         if ct.vmid not in records:
             if ct.lock == "create":
                 continue  # PVE writes a CT's real config (and our marks) when vzcreate ends: no verdict yet
@@ -362,6 +369,9 @@ def reconcile_policy(
             now_rfc3339=lambda: rfc3339(now_utc()),
         )
         outcomes = executor.apply(plan.actions, blueprint_from(policy))
+        for outcome in outcomes:
+            if isinstance(outcome.error, NotOurs):
+                records.pop(outcome.action.vmid, None)  # proof lost: read it again, then stop counting it
         if outcomes:
             snapshot = client.snapshot(time.time())
             owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
@@ -376,7 +386,19 @@ def reconcile_policy(
         return
 
     RECONCILIATIONS.labels("ContainerPolicy", "ok").inc()
-    outcomes = [o for o in outcomes if not o.skipped]
+    # Skipped actions were not needed after all; refused ones (proof lost) are told as OwnershipLost.
+    outcomes = [o for o in outcomes if not o.skipped and not isinstance(o.error, NotOurs)]
+    lost = ownership_lost(status, owned, snapshot, uid)
+    already_told = {int(c["vmid"]) for c in status.get("ownershipLost") or () if "vmid" in c}
+    for item in lost:
+        if item.vmid not in already_told:
+            kopf.warn(
+                body,
+                reason="OwnershipLost",
+                message=f"CT {item.vmid} on {item.node} lost its ownership mark ({item.missing} is gone): "
+                "the operator no longer acts on it or counts it",
+            )
+    patch.status["ownershipLost"] = [item.to_dict() for item in lost]
     for outcome in outcomes:
         _announce(body, outcome)
     statuses = container_statuses(owned, snapshot, policy.render_hostname)

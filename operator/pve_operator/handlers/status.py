@@ -15,13 +15,14 @@ from pve_operator.api.v1alpha1 import (
     ContainerState,
     ContainerStatus,
     NodeDistribution,
+    OwnershipLostContainer,
     RecordedAction,
     set_condition,
 )
 from pve_operator.api.v1alpha1.serverpool import NodeStatus, ProxmoxServerPoolSpec
 from pve_operator.execution.executor import Outcome
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, Metric
-from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG
+from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
 from pve_operator.planning.reconcile import OwnedContainer
 
 
@@ -168,3 +169,26 @@ def append_recent(existing: Iterable[Mapping[str, Any]] | None, new: Sequence[Re
     """recentActions with ``new`` appended, oldest dropped beyond the cap."""
     merged = [dict(item) for item in existing or ()] + [a.to_dict() for a in new]
     return merged[-MAX_RECENT_ACTIONS:]
+
+
+def ownership_lost(
+    previous: Mapping[str, Any],
+    owned: Sequence[OwnedContainer],
+    snapshot: ClusterSnapshot,
+    policy_uid: str,
+) -> list[OwnershipLostContainer]:
+    """CTs the policy counted before (``status.containers``, or already listed as lost) that are still
+    in the cluster but no longer proven ours, with the mark that is gone. Stateless: a restarted
+    operator reports them too."""
+    known = {int(c["vmid"]) for c in previous.get("containers") or () if "vmid" in c}
+    known |= {int(c["vmid"]) for c in previous.get("ownershipLost") or () if "vmid" in c}
+    proven = {o.vmid for o in owned}
+    lost = []
+    for vmid in sorted(known - proven):
+        ct = snapshot.containers.get(vmid)
+        if ct is None:
+            continue  # gone: the policy recreates it as Missing, nothing was lost
+        missing = [tag for tag in (MANAGED_TAG, policy_tag(policy_uid)) if tag not in ct.tags]
+        what = f"tag {', '.join(missing)}" if missing else "the ownership record in its description"
+        lost.append(OwnershipLostContainer(vmid=vmid, node=ct.node, missing=what))
+    return lost

@@ -543,6 +543,19 @@ class VmidConflict(StatusModel):
     """Why the wanted VMID is not free: another guest holds it, or another policy's range overlaps it."""
 
 
+class OwnershipLostContainer(StatusModel):
+    """A CT the policy created and counted, whose ownership marks someone has since removed."""
+
+    vmid: int = Field(ge=MIN_VMID, le=MAX_VMID)
+    """VMID of the CT."""
+
+    node: str | None = Field(None, max_length=63)
+    """Node the CT is on."""
+
+    missing: str = Field(max_length=256)
+    """The mark that is gone: a tag (pve-operator, ctp-...) or the ownership record in the description."""
+
+
 class ContainerPolicyStatus(StatusModel):
     """Observed state of the policy's CTs, written by the operator."""
 
@@ -590,6 +603,12 @@ class ContainerPolicyStatus(StatusModel):
     )
     """CTs that cannot have VMID vmidRange.start + index, by index, and why (empty when every CT has
     its own VMID)."""
+
+    ownership_lost: tuple[OwnershipLostContainer, ...] = Field(
+        (), max_length=MAX_REPLICAS, json_schema_extra=kube_schema(list_map_keys=("vmid",))
+    )
+    """CTs that were the policy's but no longer carry all its ownership marks: the operator does not
+    act on them or count them any more (put the marks back, or manage the CT yourself)."""
 
     recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
     """The last creations, deletions, starts and repairs of the policy's CTs, oldest first (migrations,
