@@ -4,7 +4,6 @@ rejections (with their messages), status through /status, printer columns, categ
 from __future__ import annotations
 
 import base64
-
 import json
 import re
 from datetime import UTC, datetime
