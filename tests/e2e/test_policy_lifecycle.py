@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pve_operator.planning.ownership import MANAGED_TAG, parse_record, policy_tag
-from tests.e2e.conftest import Lab, lab_scenario_data, ready_replicas
+from tests.e2e.conftest import SIM_TIME_SCALE, Lab, lab_scenario_data, ready_replicas
 from tests.fixtures.kube import wait_for
 from tests.fixtures.operator import apply_objects, connect_pool, policy_manifest
 
@@ -323,3 +323,48 @@ def test_a_ct_whose_marks_were_removed_is_no_longer_acted_on_and_is_reported_onc
     lost_events = [e for e in lab.events() if e["reason"] == "OwnershipLost"]
     assert sum(int(e.get("count") or 1) for e in lost_events) == 1 and "3101" in lost_events[0]["message"]
     assert not [e for e in lab.events() if e["reason"] in ("DeleteFailed", "StartFailed", "RepairFailed")]
+
+
+def test_an_offline_node_and_a_restart_do_not_freeze_the_policy(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Seen in a review: with srv-px2 offline and the operator restarted, scaling 10 -> 12 created
+    nothing and a CT stopped by hand on the online srv-px1 was not repaired: one failed read of a CT
+    on the offline node (`595 No route to host`) failed the whole cycle. The cluster has a third node
+    outside the pool, so it keeps its quorum (a two-node cluster refuses every write without it)."""
+    data = lab_scenario_data()
+    data["nodes"].append({**data["nodes"][1], "name": "srv-witness"})
+    sim = pve_sim_server(_scenario_from(data, kube_namespace), time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim)
+    lab = Lab(kube, kube_namespace, sim, pve_operator_process(kube_namespace))
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    lab.apply_policy("web", replicas=6)
+    lab.wait_policy("web", ready_replicas(6), "6 CTs, 4 and 2")
+    on_px2 = sorted(ct["vmid"] for ct in lab.managed_cts() if ct["node"] == "srv-px2")
+    assert len(on_px2) == 2
+    lab.sim.cluster.set_node_online("srv-px2", False)
+    assert lab.operator is not None
+    lab.operator.kill()
+    lab.operator.start()  # a new process: nothing of the CTs on srv-px2 is known from before
+
+    lab.kube.kubectl("scale", "ctp", "web", "--replicas=8", "-n", lab.namespace)
+    status = lab.wait_policy(
+        "web", lambda s: s.get("replicas") == 8 and s.get("readyReplicas") == 6, "2 new CTs on srv-px1", timeout_s=90
+    )
+    unknown = sorted(c["vmid"] for c in status["containers"] if c["state"] == "Unknown")
+    assert unknown == on_px2, status["containers"]
+    degraded = lab.condition("containerpolicy", "web", "Degraded")
+    assert degraded is not None and degraded["reason"] == "NodeOffline"
+    assert all(str(v) in degraded["message"] for v in on_px2)
+
+    victim = next(ct["vmid"] for ct in lab.managed_cts() if ct["node"] == "srv-px1")
+    lab.wait_task(lab.sim.proxmox().nodes("srv-px1").lxc(victim).status.stop.post())
+    wait_for(
+        lambda: lab.sim.proxmox().nodes("srv-px1").lxc(victim).status.current.get()["status"] == "running",
+        timeout_s=60,
+        what=f"CT {victim} on the online node started again",
+    )
+
+    lab.sim.cluster.set_node_online("srv-px2", True)
+    lab.wait_policy("web", ready_replicas(8), "8 CTs once srv-px2 is back")
+    assert len(lab.managed_cts()) == 8, "no duplicate made for the CTs that were unknown"

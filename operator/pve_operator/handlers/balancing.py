@@ -262,8 +262,8 @@ def collect_input(
             client, snapshot, str(policy["uid"]), vmid_range, runtime.records_for(str(policy["uid"]))
         ):
             obs = item.observation
-            if obs is None:
-                continue
+            if obs is None or not item.verified:
+                continue  # gone, or on an offline node: nothing to balance
             owners[item.vmid] = PolicyIdentity(namespace, str(policy["name"]), str(policy["uid"]), vmid_range)
             policy_of[item.vmid] = policy
             if policy["paused"]:

@@ -51,7 +51,7 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.actions import CreateContainer, DestroyContainer
-from pve_operator.planning.model import ClusterSnapshot, Metric
+from pve_operator.planning.model import ClusterSnapshot, ContainerStatus, Metric
 from pve_operator.planning.ownership import (
     OFFLOADED_TAG,
     OwnershipRecord,
@@ -233,6 +233,18 @@ def discover_owned(
             if records.get(ct.vmid) is not None:
                 # Proven before, but every tag is gone now: the proof no longer holds. Read it again.
                 del records[ct.vmid]
+        node = snapshot.nodes.get(ct.node)
+        if node is None or not node.online:
+            # PVE cannot answer for a CT on an offline node: its state is unknown, and so is its proof
+            # unless an earlier cycle read it. One offline node must not stop the cycle for the rest.
+            unknown = replace(ct, status=ContainerStatus.UNKNOWN)
+            record = records.get(ct.vmid)
+            if record is not None:
+                owned.append(OwnedContainer(ct.vmid, record.index, record.created_at, unknown, verified=False))
+            elif ct.vmid not in records and has_ownership_tags(ct.tags, uid):
+                # Carries our tags; counted (so no replacement is made) but never acted on until proven.
+                owned.append(OwnedContainer(ct.vmid, ct.vmid - vmid_range.start, "", unknown, verified=False))
+            continue
         if ct.vmid not in records:
             if ct.lock == "create":
                 continue  # PVE writes a CT's real config (and our marks) when vzcreate ends: no verdict yet
@@ -240,6 +252,8 @@ def discover_owned(
                 config = client.container_config(ct.node, ct.vmid)
             except PveNotFound:
                 continue  # moved or deleted since the snapshot; the next cycle sees where
+            except PveUnreachable:
+                continue  # its node went away since the snapshot: unknown this cycle
             if config.get("lock") == "create":
                 continue
             description = str(config.get("description") or "")
@@ -461,6 +475,11 @@ def reconcile_policy(
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, failure_reason, failure_message))
     elif overlaps:
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "VmidRangeOverlap", describe_overlaps(overlaps)))
+    elif unknown := [c for c in statuses if c.state is ContainerState.UNKNOWN]:
+        where = ", ".join(sorted({str(c.node) for c in unknown}))
+        listed = ", ".join(str(c.vmid) for c in unknown)
+        message = f"CT(s) {listed} are on offline node(s) {where}: state unknown, left alone until the node is back"
+        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "NodeOffline", message))
     else:
         updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "AsExpected", ""))
     if ready:

@@ -98,9 +98,11 @@ def node_statuses(spec: ProxmoxServerPoolSpec, snapshot: ClusterSnapshot) -> lis
     return result
 
 
-def container_state(obs: ContainerObservation | None) -> ContainerState:
+def container_state(obs: ContainerObservation | None, *, node_online: bool = True) -> ContainerState:
     if obs is None:
         return ContainerState.MISSING
+    if not node_online:
+        return ContainerState.UNKNOWN
     if obs.lock == "migrate":
         return ContainerState.MIGRATING
     if obs.lock == "create" or obs.status.value == "unknown":
@@ -123,7 +125,7 @@ def container_statuses(
             "vmid": item.vmid,
             "hostname": (obs.name if obs and obs.name else hostname_for(item.index)),
             "node": obs.node if obs else None,
-            "state": container_state(obs),
+            "state": container_state(obs, node_online=node is not None and node.online),
             "created_at": item.created_at or None,
         }
         if obs is not None and node is not None and obs.running:

@@ -102,6 +102,9 @@ class OwnedContainer:
     observation: ContainerObservation | None
     #: The operator stopped it on purpose (offload); repair must not start it.
     offloaded: bool = False
+    #: False while its node is offline: counted (no replacement is made for it) but never acted on;
+    #: ``index`` and ``created_at`` may then be inferred (VMID - range start, unknown).
+    verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         for victim in newest_first[:surplus]:
             obs = victim.observation
             assert obs is not None
-            if obs.lock or victim.vmid in intent.busy_vmids:
+            if obs.lock or victim.vmid in intent.busy_vmids or not victim.verified:
                 continue  # busy in PVE or in the pool's balancing: try again next cycle
             removed.add(victim.vmid)
             actions.append(
@@ -224,7 +227,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
     for item in present:
         obs = item.observation
         assert obs is not None
-        if item.vmid in removed or obs.lock or obs.status is ContainerStatus.UNKNOWN:
+        if item.vmid in removed or obs.lock or obs.status is ContainerStatus.UNKNOWN or not item.verified:
             continue
         if item.vmid in intent.busy_vmids:
             continue  # an offload or restore in flight: the balancer stops and starts it, not repair

@@ -217,3 +217,17 @@ def test_a_ct_in_the_pools_balancing_journal_is_neither_started_nor_removed() ->
     assert not [a for a in aware.actions if isinstance(a, StartContainer)]
     shrink = plan_reconcile(replace(INTENT, replicas=1, busy_vmids=frozenset({3101})), snapshot, present)
     assert not [a for a in shrink.actions if isinstance(a, DestroyContainer)], "wait for the balancer"
+
+
+def test_a_ct_on_an_offline_node_is_counted_but_never_acted_on() -> None:
+    present = [owned(3100 + i, "srv-px1", i) for i in range(3)]
+    unknown = replace(
+        owned(3103, "srv-px2", 3, status=ContainerStatus.UNKNOWN), created_at="", verified=False
+    )
+    snapshot = lab(*(o.observation for o in [*present, unknown]))
+    keep = plan_reconcile(replace(INTENT, replicas=4), snapshot, [*present, unknown])
+    assert keep.actions == [], "no replacement, no start"
+    grow = plan_reconcile(replace(INTENT, replicas=6), snapshot, [*present, unknown])
+    assert sorted(a.index for a in creates(grow.actions)) == [4, 5], "its index stays taken"
+    shrink = plan_reconcile(replace(INTENT, replicas=1), snapshot, [*present, unknown])
+    assert 3103 not in {a.vmid for a in shrink.actions if isinstance(a, DestroyContainer)}

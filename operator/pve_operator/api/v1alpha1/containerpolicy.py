@@ -140,6 +140,10 @@ class ContainerState(StrEnum):
     """Stopped by the operator to relieve its node; started again once the node has room."""
 
     MIGRATING = "Migrating"
+    UNKNOWN = "Unknown"
+    """On a node that is offline: Proxmox VE cannot tell its state, and the operator leaves it alone
+    (counted, never replaced) until the node is back."""
+
     MISSING = "Missing"
     """Recorded in status but no longer found in Proxmox VE (it will be recreated)."""
 
@@ -499,7 +503,7 @@ class ContainerStatus(StatusModel):
     """Node the CT is on (absent while Missing)."""
 
     state: ContainerState
-    """Creating, Running, Stopped, Offloaded, Migrating or Missing."""
+    """Creating, Running, Stopped, Offloaded, Migrating, Unknown (node offline) or Missing."""
 
     created_at: Timestamp | None = None
     """When the operator created the CT (offload stops the oldest CTs of the lowest priority first)."""
