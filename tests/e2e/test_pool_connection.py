@@ -93,3 +93,41 @@ def test_connected_is_announced_once_per_transition(
 
     connected = [e for e in lab.events() if e["reason"] == "Connected"]
     assert sum(int(e.get("count") or 1) for e in connected) == 1, [e["message"] for e in connected]
+
+
+@pytest.mark.parametrize(
+    "token_secret",
+    ["0badc0de-1111\r\nX-Injected: header", "0badc0de-ünïcödé-€-secret"],
+    ids=["crlf", "non-latin-1"],
+)
+def test_hostile_credentials_are_invalid_credentials_and_never_shown(
+    kube: Any,
+    kube_namespace: str,
+    installed_crds: Any,
+    pve_sim_server: Any,
+    pve_operator_process: Any,
+    token_secret: str,
+) -> None:
+    """Seen in a review: a tokenSecret with CR/LF or a non-Latin-1 character gave no pool status, only
+    an unhandled exception every 60 s quoting `PVEAPIToken=...=<secret>` in the logs and in Kopf's
+    progress annotation on the pool."""
+    sim = pve_sim_server(time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim, token_secret=token_secret)
+    operator = pve_operator_process(kube_namespace)
+    lab = Lab(kube, kube_namespace, sim, operator)
+    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "InvalidCredentials", timeout_s=60)
+    assert "tokenSecret" in found["message"]
+    time.sleep(3)  # a few more timer ticks
+
+    pool = lab.get("proxmoxserverpool", "lab")
+    places = {
+        "operator log": operator.logs(),
+        "events": json.dumps(lab.events()),
+        "pool status": json.dumps(pool.get("status")),
+        "pool annotations": json.dumps(pool["metadata"].get("annotations")),
+    }
+    fragments = [token_secret, *token_secret.split("\r\n"), json.dumps(token_secret)[1:-1]]
+    for where, text in places.items():
+        for fragment in fragments:
+            assert fragment not in text, f"the token secret appears in the {where}"
+    assert "Traceback" not in operator.logs()

@@ -29,7 +29,7 @@ from pve_operator.api.v1alpha1 import (
 )
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
-from pve_operator.handlers.common import POLICIES, namespaced
+from pve_operator.handlers.common import POLICIES, contained, namespaced
 from pve_operator.handlers.runtime import (
     MAX_PARALLEL_TASKS,
     RECONCILE_INTERVAL_SECONDS,
@@ -304,7 +304,7 @@ def _blocked(reason: str, message: str) -> Updates:
     ]
 
 
-def _error_updates(exc: Exception, pool_name: str) -> Updates:
+def _error_updates(exc: Exception, pool_name: str, runtime: OperatorRuntime) -> Updates:
     if isinstance(exc, PolicyBlocked | ConfigurationError):
         return _blocked(exc.reason, exc.message)
     if isinstance(exc, PveUnreachable):
@@ -313,7 +313,11 @@ def _error_updates(exc: Exception, pool_name: str) -> Updates:
         return _blocked("AuthenticationFailed", f"Proxmox VE rejected pool {pool_name}'s credentials")
     if isinstance(exc, PvePermissionError):
         return _blocked("PermissionDenied", f"Proxmox VE denied a request: {exc}")
-    return _blocked("ProxmoxError", str(exc))
+    if isinstance(exc, PveError):
+        return _blocked("ProxmoxError", runtime.redact(str(exc)))
+    # Not a Proxmox answer (a TLS file gone during a Secret rotation, a bug): say so, retry next cycle.
+    log.warning("ContainerPolicy cycle failed: %s", runtime.redact(f"{type(exc).__name__}: {exc}"))
+    return _blocked("InternalError", runtime.redact(f"{type(exc).__name__}: {exc}")[:1024])
 
 
 # -- the reconcile cycle ------------------------------------------------------------------------
@@ -389,8 +393,8 @@ def reconcile_policy(
         if outcomes:
             snapshot = client.snapshot(time.time())
             owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
-    except (PolicyBlocked, ConfigurationError, PveError) as exc:
-        updates = _error_updates(exc, pool_name)
+    except Exception as exc:
+        updates = _error_updates(exc, pool_name, runtime)
         _write_conditions(patch, previous, updates, now, generation)
         RECONCILIATIONS.labels("ContainerPolicy", "error").inc()
         RECONCILE_ERRORS.labels("ContainerPolicy", updates[0][2]).inc()
@@ -572,17 +576,20 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
 @kopf.on.resume(*POLICIES)
 @kopf.on.create(*POLICIES)
 @kopf.on.update(*POLICIES, field="spec")
+@contained(RECONCILE_INTERVAL_SECONDS)
 def policy_changed(**kwargs: Any) -> None:
     log.info("ContainerPolicy %s/%s: %s, reconciling", kwargs["namespace"], kwargs["name"], kwargs.get("reason"))
     _run_reconcile(True, **kwargs)
 
 
 @kopf.timer(*POLICIES, interval=RECONCILE_INTERVAL_SECONDS, initial_delay=RECONCILE_INTERVAL_SECONDS)
+@contained(RECONCILE_INTERVAL_SECONDS)
 def policy_timer(**kwargs: Any) -> None:
     _run_reconcile(False, **kwargs)
 
 
 @kopf.on.delete(*POLICIES)
+@contained(30)
 def policy_deleted(
     name: str,
     namespace: str | None,
@@ -641,7 +648,7 @@ def policy_deleted(
             ]
             outcomes = executor.apply(actions, blueprint_from(ContainerPolicySpec.model_validate(raw)))
         except (PolicyBlocked, ConfigurationError, PveError) as exc:
-            updates = _error_updates(exc, pool_name)
+            updates = _error_updates(exc, pool_name, runtime)
             message = f"deletion waits: {updates[0][3]}"
             kopf.warn(body, reason="DeletionBlocked", message=message)
             # Say it where Argo CD and `kubectl get` look, too: the CTs may still exist.

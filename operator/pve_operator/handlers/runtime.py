@@ -12,8 +12,10 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
@@ -78,6 +80,31 @@ class OperatorRuntime:
     records: dict[str, dict[int, OwnershipRecord | None]] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    #: Every value read from a Secret, in the spellings an error message could quote it in; what
+    #: :meth:`redact` removes from any text before it is logged, posted or stored.
+    _secret_spellings: set[str] = field(default_factory=set)
+
+    def remember_secrets(self, values: Iterable[str]) -> None:
+        spellings = set()
+        for value in values:
+            if len(value) < 4:
+                continue  # too short to redact without mangling ordinary words
+            spellings |= {
+                value,
+                repr(value)[1:-1],
+                repr(value.encode("utf-8", "backslashreplace"))[2:-1],
+                quote(value, safe=""),
+            }
+        with self._guard:
+            self._secret_spellings |= spellings
+
+    def redact(self, text: str) -> str:
+        """``text`` with every known secret value (and its escaped spellings) replaced by ``***``."""
+        with self._guard:
+            spellings = sorted(self._secret_spellings, key=len, reverse=True)
+        for spelling in spellings:
+            text = text.replace(spelling, "***")
+        return text
 
     def lock_for(self, key: str) -> threading.Lock:
         """One lock per object (by UID): a policy is never reconciled twice at once."""
@@ -95,7 +122,15 @@ class OperatorRuntime:
         try:
             if kind == "Secret":
                 secret = core.read_namespaced_secret(name, namespace)
-                data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+                data = {}
+                for key, encoded in (secret.data or {}).items():
+                    try:
+                        data[key] = base64.b64decode(encoded).decode("utf-8")
+                    except (ValueError, UnicodeDecodeError):
+                        raise ConfigurationError(
+                            "InvalidCredentials", f"Secret {name}: the value of {key} is not UTF-8 text"
+                        ) from None
+                self.remember_secrets(data.values())
                 return data, str(secret.metadata.resource_version if secret.metadata else "")
             config_map = core.read_namespaced_config_map(name, namespace)
             return dict(config_map.data or {}), str(config_map.metadata.resource_version if config_map.metadata else "")

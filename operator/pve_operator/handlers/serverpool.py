@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
 from pve_operator.handlers.balancing import balance_pool
-from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, namespaced
+from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
 from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
 from pve_operator.handlers.status import (
     conditions_payload,
@@ -95,7 +95,9 @@ def probe_pool(
     except PvePermissionError as exc:
         updates = _failed("PermissionDenied", f"Proxmox VE denied a request: {exc}")
     except PveError as exc:
-        updates = _failed("ProxmoxError", str(exc))
+        updates = _failed("ProxmoxError", runtime.redact(str(exc)))
+    except Exception as exc:
+        updates = _failed("InternalError", runtime.redact(f"{type(exc).__name__}: {exc}")[:1024])
     else:
         patch.status["pveVersion"] = str(version.get("version", ""))
         nodes = node_statuses(pool, snapshot)
@@ -166,6 +168,7 @@ def _announce_transition(body: Any, before: Any, after: Any) -> None:
 @kopf.on.resume(*POOLS)
 @kopf.on.create(*POOLS)
 @kopf.on.update(*POOLS, field="spec")
+@contained(MONITOR_TICK_SECONDS)
 def pool_changed(
     name: str,
     namespace: str | None,
@@ -194,6 +197,7 @@ def pool_changed(
 
 
 @kopf.timer(*POOLS, interval=MONITOR_TICK_SECONDS, initial_delay=MONITOR_TICK_SECONDS)
+@contained(MONITOR_TICK_SECONDS)
 def pool_monitor(
     name: str,
     namespace: str | None,
@@ -245,6 +249,7 @@ def pool_monitor(
 
 
 @kopf.on.delete(*POOLS, optional=True)
+@contained(15)
 def pool_deleted(
     name: str, namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:

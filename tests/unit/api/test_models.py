@@ -403,9 +403,16 @@ def test_credentials_from_secret() -> None:
         ({}, "must hold keys tokenId and tokenSecret, or username and password"),
         ({"tokenId": "a@pve!t", "tokenSecret": "TOPSECRET", "username": "root@pam"}, "not both"),
         ({"tokenId": "a@pve!t"}, "no value for tokenSecret"),
-        ({"tokenId": "operator", "tokenSecret": "TOPSECRET"}, "tokenId .* must look like user@realm!tokenname"),
-        ({"username": "root", "password": "TOPSECRET"}, "username .* must look like user@realm"),
+        ({"tokenId": "operator", "tokenSecret": "TOPSECRET"}, "tokenId .* must be user@realm!tokenname"),
+        ({"username": "root", "password": "TOPSECRET"}, "username .* must be user@realm"),
         ({"username": "root@pam", "password": ""}, "no value for password"),
+        # Hostile values (seen in a review: they crashed the handler and leaked into logs and annotations).
+        ({"tokenId": "ct@pve!operator", "tokenSecret": "TOPSECRET\r\nX-Injected: 1"}, "tokenSecret .* line break"),
+        ({"tokenId": "ct@pve!operator", "tokenSecret": "TOPSECRET-€uro"}, "tokenSecret .* printable ASCII"),
+        ({"tokenId": "ct@pve!operator", "tokenSecret": "TOP SECRET"}, "tokenSecret .* without spaces"),
+        ({"tokenId": "ct@pve!oper\nator", "tokenSecret": "TOPSECRET"}, "tokenId .* line break"),
+        ({"tokenId": "ct@pve!opérator", "tokenSecret": "TOPSECRET"}, "tokenId .* must be user@realm!tokenname"),
+        ({"username": "root@pam", "password": "TOPSECRET\n"}, "password .* line break"),
     ],
 )
 def test_credentials_from_secret_names_the_problem_not_the_secret(data: dict[str, str], message: str) -> None:

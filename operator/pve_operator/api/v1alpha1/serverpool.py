@@ -8,6 +8,7 @@ of the nodes and what it did about them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -386,6 +387,24 @@ class PasswordCredentials:
     password: str = field(repr=False)
 
 
+# What PVE accepts (pve-access-control ``PVE::Auth::Plugin``: ``pve-userid``, ``pve-tokenid``), and what
+# can travel in an HTTP header or form: a value with a line break or a non-ASCII character in a
+# token would either break the Authorization header (and the error would quote it) or never match.
+_REALM = r"[A-Za-z][A-Za-z0-9\.\-_]+"
+_USERID = re.compile(rf"[^\s:/]+@{_REALM}")
+_TOKENID = re.compile(rf"[^\s:/]+@{_REALM}![A-Za-z][A-Za-z0-9\.\-_]+")
+_TOKEN_SECRET = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces (PVE's secrets are UUIDs)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_credential(key: str, value: str, rule: re.Pattern[str] | None, describe: str) -> None:
+    """Raise ``ValueError`` naming ``key`` and the rule (never the value) when ``value`` breaks it."""
+    if _CONTROL.search(value):
+        raise ValueError(f"{key} in the credentials Secret contains a line break or another control character")
+    if rule is not None and not rule.fullmatch(value):
+        raise ValueError(f"{key} in the credentials Secret must be {describe}")
+
+
 def credentials_from_secret(data: Mapping[str, str]) -> TokenCredentials | PasswordCredentials:
     """Read credentials from a Secret's data (already base64-decoded), as credentialsSecretRef documents.
 
@@ -403,11 +422,10 @@ def credentials_from_secret(data: Mapping[str, str]) -> TokenCredentials | Passw
             raise ValueError(
                 f"the credentials Secret has tokenId/tokenSecret but no value for {', '.join(missing)}"
             )
-        token_id = data["tokenId"].strip()
-        user, _, name = token_id.partition("!")
-        if "@" not in user or not name:
-            raise ValueError("tokenId in the credentials Secret must look like user@realm!tokenname")
-        return TokenCredentials(token_id=token_id, token_secret=data["tokenSecret"].strip())
+        token_id, token_secret = data["tokenId"].strip(), data["tokenSecret"].strip()
+        _check_credential("tokenId", token_id, _TOKENID, "user@realm!tokenname (no spaces, colons or slashes)")
+        _check_credential("tokenSecret", token_secret, _TOKEN_SECRET, "printable ASCII without spaces (a UUID)")
+        return TokenCredentials(token_id=token_id, token_secret=token_secret)
     if has_password:
         missing = [key for key in ("username", "password") if not data.get(key, "")]
         if missing:
@@ -415,8 +433,8 @@ def credentials_from_secret(data: Mapping[str, str]) -> TokenCredentials | Passw
                 f"the credentials Secret has username/password but no value for {', '.join(missing)}"
             )
         username = data["username"].strip()
-        if "@" not in username:
-            raise ValueError("username in the credentials Secret must look like user@realm, e.g. root@pam")
+        _check_credential("username", username, _USERID, "user@realm, e.g. root@pam")
+        _check_credential("password", data["password"], None, "")
         return PasswordCredentials(username=username, password=data["password"])
     raise ValueError(
         "the credentials Secret must hold keys tokenId and tokenSecret, or username and password"
