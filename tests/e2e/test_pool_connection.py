@@ -131,3 +131,12 @@ def test_hostile_credentials_are_invalid_credentials_and_never_shown(
         for fragment in fragments:
             assert fragment not in text, f"the token secret appears in the {where}"
     assert "Traceback" not in operator.logs()
+
+
+def test_a_hung_proxmox_api_makes_the_pool_unreachable_within_one_read_timeout(lab: Lab) -> None:
+    """Seen in a review: connections accepted and never answered kept the pool Ready for 94 s."""
+    lab.sim.cluster.faults.set_latency(600.0)  # every request hangs
+    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "Unreachable", timeout_s=60)
+    assert "did not answer within" in found["message"]
+    lab.sim.cluster.faults.clear()
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected", timeout_s=90)

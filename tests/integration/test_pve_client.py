@@ -19,6 +19,7 @@ from pve_operator.pve.errors import (
     PvePermissionError,
     PveTaskFailed,
     PveTaskTimeout,
+    PveTimeout,
     PveUnreachable,
 )
 from pve_sim.scenario import parse_scenario
@@ -150,3 +151,16 @@ def test_reads_are_retried_after_a_transport_error(pve_sim_server: Any) -> None:
     )
     with client_for(sim, read_retries=2) as pve:
         assert pve.version()["version"] == "9.1.2"
+
+
+def test_a_hung_api_is_a_timeout_told_after_one_read_timeout_not_retried(pve_sim_server: Any) -> None:
+    """Seen in a review: with connections accepted and never answered, the pool stayed Ready for 94 s
+    (three 30 s read attempts). A read timeout is now its own error and is not asked again."""
+    sim = pve_sim_server(time_scale=0.0)
+    with client_for(sim, timeout_seconds=0.5, read_retries=3) as pve:
+        pve.version()  # connected (the token is checked per request; nothing to log in first)
+        sim.cluster.faults.set_latency(3.0, path_regex=r"^/cluster/resources$")
+        with pytest.raises(PveTimeout, match="did not answer within 0.5 s") as caught:
+            pve.cluster_resources()
+    assert isinstance(caught.value, PveUnreachable), "still Unreachable for the conditions"
+    assert caught.value.request == "GET /cluster/resources"

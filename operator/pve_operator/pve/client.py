@@ -33,7 +33,7 @@ from proxmoxer.core import AuthenticationError, ResourceException
 from pve_operator.metrics import PVE_REQUEST_SECONDS, endpoint_template
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, NodeUsage
 from pve_operator.planning.ownership import normalize_tags
-from pve_operator.pve.errors import PveAuthenticationError, PveError, PveUnreachable, classify
+from pve_operator.pve.errors import PveAuthenticationError, PveError, PveTimeout, PveUnreachable, classify
 from pve_operator.pve.tasks import Backoff, TaskResult, Upid, wait_for_task
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ class PveClient:
         credentials: PveCredentials,
         tls: TlsSettings = TlsSettings(),
         *,
-        timeout_seconds: float = 30.0,
+        timeout_seconds: float = 20.0,
+        connect_timeout_seconds: float = 5.0,
         read_retries: int = 2,
     ) -> None:
         parsed = urlsplit(endpoint)
@@ -120,7 +121,9 @@ class PveClient:
         self._port = parsed.port or 8006
         self._path_prefix = parsed.path.strip("/") or None
         self._credentials = credentials
-        self._timeout = timeout_seconds
+        # (connect, read): a refused or black-holed connection fails in seconds; a read may wait for
+        # PVE's own 10 s config lock, so it gets more, once (a hung API is not asked twice).
+        self._timeout = (connect_timeout_seconds, timeout_seconds)
         self._read_retries = read_retries
         self._ca_file: str | None = None
         self._verify: bool | str
@@ -204,6 +207,10 @@ class PveClient:
             ) from None
         except requests.exceptions.SSLError as exc:
             raise PveUnreachable(redact(f"TLS verification failed: {exc}", secrets), request=request) from None
+        except requests.exceptions.ReadTimeout:
+            outcome = " (outcome unknown: state will be re-read, the request is not repeated)" if mutating else ""
+            message = f"Proxmox VE accepted the connection but did not answer within {self._timeout[1]:g} s"
+            raise PveTimeout(message + outcome, request=request) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             outcome = " (outcome unknown: state will be re-read, the request is not repeated)" if mutating else ""
             raise PveUnreachable(redact(f"{type(exc).__name__}: {exc}", secrets) + outcome, request=request) from None
@@ -216,6 +223,8 @@ class PveClient:
                 api = self._connect()
                 with self._translate_errors(request, mutating=False):
                     return call(api)
+            except PveTimeout:
+                raise
             except PveUnreachable:
                 attempt += 1
                 if attempt > self._read_retries:

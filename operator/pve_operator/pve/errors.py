@@ -41,6 +41,11 @@ class PveUnreachable(PveError):
     """No answer from PVE (connection refused, TLS failure, timeout) or a 59x proxy error."""
 
 
+class PveTimeout(PveUnreachable):
+    """PVE accepted the connection but did not answer within the read timeout (a hung API). Not
+    retried: a second wait would only double the time until the user is told."""
+
+
 class PveAuthenticationError(PveError):
     """PVE rejected the credentials (401)."""
 
