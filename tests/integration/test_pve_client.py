@@ -160,7 +160,7 @@ def test_a_hung_api_is_a_timeout_told_after_one_read_timeout_not_retried(pve_sim
     with client_for(sim, timeout_seconds=0.5, read_retries=3) as pve:
         pve.version()  # connected (the token is checked per request; nothing to log in first)
         sim.cluster.faults.set_latency(3.0, path_regex=r"^/cluster/resources$")
-        with pytest.raises(PveTimeout, match="did not answer within 0.5 s") as caught:
+        with pytest.raises(PveTimeout, match=r"did not answer within 0\.5 s") as caught:
             pve.cluster_resources()
     assert isinstance(caught.value, PveUnreachable), "still Unreachable for the conditions"
     assert caught.value.request == "GET /cluster/resources"
