@@ -63,6 +63,10 @@ NOT_ON_FAKEPVE = {
         "carry 8% base load); fakepve has no load model: /cluster/resources reports mem=0 for every CT and fixed "
         "node figures, so the pool's usage never grows and the stop point the test computes cannot exist"
     ),
+    "test_an_offline_node_and_a_restart_do_not_freeze_the_policy": (
+        "it takes a node offline through pve_sim's cluster model (set_node_online, with quorum kept by a third "
+        "node); fakepve has no way to take a node offline or to add one"
+    ),
 }
 
 # Every test of the lifecycle suite, present and future, is collected here too.

@@ -66,6 +66,10 @@ class NotOurs(PveError):
     """The CT's own config does not prove it belongs to this policy: nothing destructive happens."""
 
 
+#: PVE's ``storage_check_enabled`` answers: the template's storage exists but this node cannot use it.
+_STORAGE_UNUSABLE = ("is not available on node", "is disabled")
+
+
 class TemplateNotFound(PveError):
     """The template volume is not on the target node's storage: creating there would only fail."""
 
@@ -173,8 +177,12 @@ class PolicyExecutor:
                 problem = None
             except (PveUnreachable, PveAuthenticationError):
                 raise
-            except PveError as exc:  # storage missing, disabled or not available on the node
-                problem = f"template {ostemplate} cannot be found on node {node}: {exc.pve_message}"
+            except PveError as exc:
+                if isinstance(exc, PveNotFound) or any(m in exc.pve_message for m in _STORAGE_UNUSABLE):
+                    problem = f"template {ostemplate} cannot be found on node {node}: {exc.pve_message}"
+                else:  # the listing itself failed (an API without it): creation will tell
+                    log.debug("cannot list the templates of %s on %s: %s", storage, node, exc)
+                    problem = None
             with self._template_lock:
                 self._template_checks[key] = problem
         if problem is not None:
