@@ -12,7 +12,8 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +47,8 @@ MAX_PARALLEL_TASKS = int(env_float("PVE_OPERATOR_MAX_PARALLEL_TASKS", 4))
 METRICS_PORT = int(env_float("PVE_OPERATOR_METRICS_PORT", 9090))
 #: Deadline for one PVE task (create, start, stop, destroy) in seconds.
 TASK_TIMEOUT_SECONDS = env_float("PVE_OPERATOR_TASK_TIMEOUT", 600.0)
+#: How long a replaced PVE client stays usable: a cycle that took it may wait for a task that long.
+RETIRED_CLIENT_GRACE_SECONDS = TASK_TIMEOUT_SECONDS + 60.0
 
 
 class ConfigurationError(Exception):
@@ -80,6 +83,8 @@ class OperatorRuntime:
     records: dict[str, dict[int, OwnershipRecord | None]] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    #: Clients replaced by a newer connection (Secret or CA rotated), with when: closed after a grace.
+    _retired: list[tuple[float, PveClient]] = field(default_factory=list)
     #: Every value read from a Secret, in the spellings an error message could quote it in; what
     #: :meth:`redact` removes from any text before it is logged, posted or stored.
     _secret_spellings: set[str] = field(default_factory=set)
@@ -166,40 +171,60 @@ class OperatorRuntime:
         fingerprint = hashlib.sha256(
             f"{spec.endpoint}|{spec.tls.insecure_skip_verify}|{secret_version}|{ca_version}".encode()
         ).hexdigest()
-        key = (namespace, pool_name)
+        if isinstance(creds, TokenCredentials):
+            pve_creds = PveCredentials(token_id=creds.token_id, token_secret=creds.token_secret)
+        else:
+            assert isinstance(creds, PasswordCredentials)
+            pve_creds = PveCredentials(username=creds.username, password=creds.password)
+        tls = TlsSettings(ca_pem=ca_pem, insecure_skip_verify=spec.tls.insecure_skip_verify)
+        return self.install_connection(
+            (namespace, pool_name), fingerprint, lambda: PveClient(spec.endpoint, pve_creds, tls)
+        )
+
+    def install_connection(
+        self, key: tuple[str, str], fingerprint: str, make_client: Callable[[], PveClient], *, now: float | None = None
+    ) -> PoolConnection:
+        """The pool's connection for ``fingerprint``: the current one, or a new one that replaces it.
+
+        A replaced client is retired, not closed: threads of a cycle still running may be using it
+        (closing removes its CA file, and their next request would fail with a TLS error). Retired
+        clients are closed once no cycle can still hold them (a task deadline and a minute later).
+        """
+        now = time.monotonic() if now is None else now
         with self._guard:
+            self._close_retired(now)
             current = self.connections.get(key)
             if current is not None and current.fingerprint == fingerprint:
                 return current
-            if isinstance(creds, TokenCredentials):
-                pve_creds = PveCredentials(token_id=creds.token_id, token_secret=creds.token_secret)
-            else:
-                assert isinstance(creds, PasswordCredentials)
-                pve_creds = PveCredentials(username=creds.username, password=creds.password)
-            client = PveClient(
-                spec.endpoint,
-                pve_creds,
-                TlsSettings(ca_pem=ca_pem, insecure_skip_verify=spec.tls.insecure_skip_verify),
-            )
             limiter = current.limiter if current else threading.BoundedSemaphore(MAX_PARALLEL_TASKS)
             if current is not None:
-                current.client.close()
-            connection = PoolConnection(client=client, fingerprint=fingerprint, limiter=limiter)
+                self._retired.append((now, current.client))
+            connection = PoolConnection(client=make_client(), fingerprint=fingerprint, limiter=limiter)
             self.connections[key] = connection
             return connection
 
+    def _close_retired(self, now: float) -> None:
+        keep = []
+        for retired_at, client in self._retired:
+            if now - retired_at >= RETIRED_CLIENT_GRACE_SECONDS:
+                client.close()
+            else:
+                keep.append((retired_at, client))
+        self._retired = keep
+
     def close(self) -> None:
-        """Close every PVE connection (removes their CA files)."""
+        """Close every PVE connection, retired ones too (removes their CA files): at shutdown."""
         with self._guard:
             connections, self.connections = list(self.connections.values()), {}
-        for connection in connections:
-            connection.client.close()
+            retired, self._retired = [client for _, client in self._retired], []
+        for client in [c.client for c in connections] + retired:
+            client.close()
 
     def forget_pool(self, namespace: str, pool_name: str) -> None:
         with self._guard:
             current = self.connections.pop((namespace, pool_name), None)
-        if current is not None:
-            current.client.close()
+            if current is not None:
+                self._retired.append((time.monotonic(), current.client))
 
 
 def kopf_body_uid(body: Any) -> str:
