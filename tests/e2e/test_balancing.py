@@ -237,3 +237,47 @@ def test_recommended_migrations_are_not_counted_on_by_automatic_offload(
     offloads = [a for a in lab.status("proxmoxserverpool", "lab")["recentActions"] if a["action"] == "Offload"]
     assert len({a["time"] for a in offloads}) == 1, "both in one cycle: none of it waited on a recommendation"
     assert not [t for t in lab.sim.proxmox().cluster.tasks.get() if t.get("type") == "vzmigrate"]
+
+
+def test_a_migration_longer_than_the_task_deadline_is_followed_not_reported_failed(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Seen in a review: a migration longer than PVE_OPERATOR_TASK_TIMEOUT was reported Failed while it
+    succeeded; the journal entry was dropped and no cooldown applied. It is InProgress now, followed
+    through the journal until PVE says it ended."""
+    sim = pve_sim_server(time_scale=0.5)  # a 4 GiB CT migrates in ~13 s; creations take 3 s
+    connect_pool(
+        kube,
+        kube_namespace,
+        sim,
+        thresholds=THRESHOLDS,
+        balancing={"intervalSeconds": 5, "mode": "Automatic", "cooldownSeconds": 30},
+        offload={"mode": "Automatic"},
+    )
+    lab = Lab(kube, kube_namespace, sim, pve_operator_process(kube_namespace, PVE_OPERATOR_TASK_TIMEOUT="8"))
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    lab.apply_policy("web", replicas=3, memory_mib=4096)
+    lab.wait_policy("web", ready_replicas(3), "3 CTs running", timeout_s=120)
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.62)  # 62% + 2 x 6.9% = 75.8%
+
+    def recorded_in_progress() -> list[dict[str, Any]]:
+        actions = lab.status("proxmoxserverpool", "lab").get("recentActions") or []
+        return [a for a in actions if a["action"] == "Migrate" and a["result"] == "InProgress"]
+
+    wait_for(lambda: bool(recorded_in_progress()), timeout_s=120, what="a migration recorded as InProgress")
+    vmid = recorded_in_progress()[0]["vmid"]
+    journal = lab.status("proxmoxserverpool", "lab").get("inFlight") or []
+    assert [e["vmid"] for e in journal] == [vmid], "the journal keeps following the migration"
+
+    wait_for(
+        lambda: not lab.status("proxmoxserverpool", "lab").get("inFlight")
+        and all(ct["status"] == "running" and not ct.get("lock") for ct in lab.managed_cts()),
+        timeout_s=120,
+        what="the migration ended, the journal is empty, every CT runs",
+    )
+    moved = next(ct for ct in lab.managed_cts() if ct["vmid"] == vmid)
+    assert moved["node"] == "srv-px2"
+    actions = lab.status("proxmoxserverpool", "lab").get("recentActions") or []
+    assert not [a for a in actions if a["action"] == "Migrate" and a["result"] == "Failed"], actions
+    assert not [e for e in lab.events() if e["reason"] == "MigrateFailed"]
+    assert not [e for e in lab.events() if "can't lock file" in e.get("message", "")]

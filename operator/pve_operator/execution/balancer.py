@@ -23,7 +23,7 @@ from pve_operator.execution.executor import NotOurs, PolicyIdentity
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
 from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
 from pve_operator.pve.client import PveClient
-from pve_operator.pve.errors import PveConflict, PveError
+from pve_operator.pve.errors import PveConflict, PveError, PveTaskTimeout
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class BalanceOutcome:
     succeeded: bool
     message: str
     error: PveError | None = None
+    #: The migration's task outlived our deadline and still runs in PVE: neither done nor failed.
+    #: Its journal entry stays, and the next cycles follow it until the CT is unlocked.
+    in_progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class BalanceExecutor:
 
     def _run(self, action: BalanceAction) -> BalanceOutcome:
         self._journal.begin(action)
+        still_running = False
         try:
             if isinstance(action, MigrateContainer):
                 message = self._migrate(action)
@@ -122,11 +126,24 @@ class BalanceExecutor:
             else:
                 message = self._restore(action)
             return BalanceOutcome(action, True, message)
+        except PveTaskTimeout as exc:
+            if not isinstance(action, MigrateContainer):
+                log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
+                return BalanceOutcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
+            # A big CT on local storage can take longer than our deadline; PVE is still at it.
+            still_running = True
+            message = (
+                f"migration of CT {action.vmid} {action.node} → {action.target} still running in Proxmox VE "
+                f"after {self._task_timeout:g} s: followed in the journal (status.inFlight) until it ends"
+            )
+            log.info("%s", message)
+            return BalanceOutcome(action, False, message, error=exc, in_progress=True)
         except PveError as exc:
             log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
             return BalanceOutcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
         finally:
-            self._journal.finish(action.vmid)
+            if not still_running:
+                self._journal.finish(action.vmid)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -184,6 +201,8 @@ class BalanceExecutor:
                 timeout_seconds=self._migrate_timeout,
             )
             self._client.wait(upid, timeout_seconds=self._task_timeout)
+        except PveTaskTimeout:
+            raise  # still running: nothing to recover yet (the CT is locked by the migration)
         except PveError as exc:
             if not action.running:
                 raise

@@ -248,7 +248,10 @@ def collect_input(
     metric = Metric(thresholds.metric.value)
     offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
     for entry in status.get("recentActions") or []:
-        if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") == "Succeeded":
+        if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") in (
+            "Succeeded",
+            "InProgress",
+        ):
             when = _parse_time(entry.get("time"))
             if when is not None and entry.get("vmid") is not None:
                 vmid = int(entry["vmid"])
@@ -442,15 +445,22 @@ def balance_pool(
     for outcome in outcomes:
         action = outcome.action
         owner = policy_of.get(action.vmid)
-        result = ActionResult.SUCCEEDED if outcome.succeeded else ActionResult.FAILED
+        if outcome.in_progress:
+            result = ActionResult.IN_PROGRESS
+        else:
+            result = ActionResult.SUCCEEDED if outcome.succeeded else ActionResult.FAILED
         ACTIONS.labels(action.kind, result.value).inc()
         records.append(_recorded(action, _policy_name(policy_of, action.vmid), result, outcome.message, now))
         reason = {"Migrate": "Migrated", "Offload": "Offloaded", "Restore": "Restored"}[action.kind]
         for target_body in [body] + ([_policy_body(namespace, owner)] if owner else []):
             if outcome.succeeded:
                 kopf.info(target_body, reason=reason, message=outcome.message[:1024])
+            elif outcome.in_progress:
+                kopf.info(target_body, reason=f"{action.kind}InProgress", message=outcome.message[:1024])
             else:
                 kopf.warn(target_body, reason=f"{action.kind}Failed", message=outcome.message[:1024])
+        if outcome.in_progress:
+            memory.last_action_at[action.vmid] = now  # the cooldown starts with the migration, done or not
         if outcome.succeeded:
             memory.last_action_at[action.vmid] = now
             touched_nodes.add(action.node)
