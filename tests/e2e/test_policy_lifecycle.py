@@ -368,3 +368,26 @@ def test_an_offline_node_and_a_restart_do_not_freeze_the_policy(
     lab.sim.cluster.set_node_online("srv-px2", True)
     lab.wait_policy("web", ready_replicas(8), "8 CTs once srv-px2 is back")
     assert len(lab.managed_cts()) == 8, "no duplicate made for the CTs that were unknown"
+
+
+def test_each_creation_is_told_when_it_ends_not_when_the_whole_cycle_ends(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Seen in a review: during a big scale-up the policy status showed no progress for 41 s, and the
+    events of the creations of a cycle that was killed were never posted."""
+    lab = _slow_create_lab(kube, kube_namespace, pve_sim_server, pve_operator_process)  # 10 s each, 2 at once
+    lab.apply_policy("web", replicas=6)
+
+    def told() -> tuple[int, int, int]:
+        created_events = sum(1 for e in lab.events() if e["reason"] == "Created")
+        actions = lab.status("containerpolicy", "web").get("recentActions") or []
+        recorded = sum(1 for a in actions if a["action"] == "Create")
+        still_creating = sum(1 for ct in lab.cts() if ct.get("lock") == "create")
+        return created_events, recorded, still_creating
+
+    wait_for(lambda: told()[0] >= 2, timeout_s=90, what="the first creations told")
+    _, _, still_creating = told()
+    assert still_creating > 0 or len(lab.managed_cts()) < 6, "told while the cycle's other creations still run"
+    wait_for(lambda: told()[1] >= 2, timeout_s=15, what="progress written to status.recentActions mid-cycle")
+    lab.wait_policy("web", ready_replicas(6), "6 CTs", timeout_s=150)
+    assert sum(1 for e in lab.events() if e["reason"] == "Created") == 6

@@ -30,7 +30,7 @@ STARTUP_DEADLINE_SECONDS = 60.0
 
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "operator"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "simulator"), env.get("PYTHONPATH", "")])
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -102,8 +103,17 @@ class PolicyExecutor:
 
     # -- public -----------------------------------------------------------------------------
 
-    def apply(self, actions: Sequence[Action], blueprint: ContainerBlueprint) -> list[Outcome]:
-        """Run ``actions`` (order of the result = order of ``actions``); failures don't stop others."""
+    def apply(
+        self,
+        actions: Sequence[Action],
+        blueprint: ContainerBlueprint,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Run ``actions`` (order of the result = order of ``actions``); failures don't stop others.
+
+        ``on_outcome`` is called with each outcome as soon as its action ends (from the worker thread,
+        in the caller's context), so events and progress are told while the rest still runs.
+        """
         if not actions:
             return []
         if self._dry_run:
@@ -111,10 +121,22 @@ class PolicyExecutor:
                 Outcome(a, True, f"would {a.kind.lower()} CT {a.vmid}: {a.reason}", dry_run=True)
                 for a in actions
             ]
+
+        def run(action: Action) -> Outcome:
+            outcome = self._run(action, blueprint)
+            if on_outcome is not None:
+                try:
+                    on_outcome(outcome)
+                except Exception:  # reporting must never lose the outcome itself
+                    log.exception("reporting the outcome of %s CT %s failed", action.kind, action.vmid)
+            return outcome
+
         with ThreadPoolExecutor(
             max_workers=min(self._max_workers, len(actions)), thread_name_prefix="pve"
         ) as pool:
-            return list(pool.map(lambda a: self._run(a, blueprint), actions))
+            # Each task runs in a copy of the caller's context (Kopf's event posting lives there).
+            futures = [pool.submit(contextvars.copy_context().run, run, a) for a in actions]
+            return [f.result() for f in futures]
 
     def release(self, vmid: int, node: str) -> str:
         """Remove our marks from a CT (``deletionPolicy: Retain``) so nothing will touch it again."""

@@ -8,15 +8,19 @@ execute (``execution``) → write status and events. Runs on create/update(spec)
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import kopf
+from kubernetes import client as kube_client
 from pydantic import ValidationError
 
 from pve_operator.api.v1alpha1 import (
+    GROUP,
+    VERSION,
     ConditionStatus,
     ConditionType,
     ContainerPolicySpec,
@@ -351,6 +355,7 @@ def reconcile_policy(
     now = now_utc()
     previous = parse_conditions(status.get("conditions"))
     pool_name = str(spec.get("poolRef", {}).get("name", ""))
+    reporter = ProgressReporter(body, namespace, name, status.get("recentActions"))
     try:
         policy = ContainerPolicySpec.model_validate(spec)
     except ValidationError as exc:
@@ -386,7 +391,7 @@ def reconcile_policy(
             task_timeout_seconds=TASK_TIMEOUT_SECONDS,
             now_rfc3339=lambda: rfc3339(now_utc()),
         )
-        outcomes = executor.apply(plan.actions, blueprint_from(policy))
+        outcomes = executor.apply(plan.actions, blueprint_from(policy), on_outcome=reporter)
         for outcome in outcomes:
             if isinstance(outcome.error, NotOurs):
                 records.pop(outcome.action.vmid, None)  # proof lost: read it again, then stop counting it
@@ -417,8 +422,7 @@ def reconcile_policy(
                 "the operator no longer acts on it or counts it",
             )
     patch.status["ownershipLost"] = [item.to_dict() for item in lost]
-    for outcome in outcomes:
-        _announce(body, outcome)
+    # Events were posted as each action ended (ProgressReporter).
     statuses = container_statuses(owned, snapshot, policy.render_hostname)
     for state in ContainerState:
         MANAGED_CONTAINERS.labels(namespace, name, state.value).set(sum(1 for c in statuses if c.state is state))
@@ -440,9 +444,7 @@ def reconcile_policy(
             stopped = FillStoppedReason.VMID_RANGE_EXHAUSTED.value
         patch.status["fillStoppedReason"] = stopped
     if outcomes:
-        patch.status["recentActions"] = append_recent(
-            status.get("recentActions"), [recorded(o, policy=name, now=now) for o in outcomes]
-        )
+        patch.status["recentActions"] = reporter.recent
     failures = [o for o in outcomes if not o.succeeded]
     failure_reason, failure_message = _failure_condition(failures)
     updates = []
@@ -533,6 +535,47 @@ def _write_conditions(patch: kopf.Patch, previous: Any, updates: Updates, now: A
 
 
 _EVENT_REASONS = {"Create": "Created", "Start": "Started", "Delete": "Deleted", "Repair": "Repaired"}
+
+
+#: Seconds between two progress writes of recentActions while a cycle's actions run.
+PROGRESS_WRITE_INTERVAL_SECONDS = 5.0
+
+
+class ProgressReporter:
+    """Tells each action's outcome as it ends: its event at once, and ``status.recentActions`` at most
+    every few seconds, so a long scale-up shows progress and a killed cycle has already told what it
+    did. Called from the executor's worker threads."""
+
+    def __init__(self, body: Any, namespace: str, name: str, recent: Any) -> None:
+        self._body, self._namespace, self._name = body, namespace, name
+        self._recent = [dict(item) for item in recent or ()]
+        self._lock = threading.Lock()
+        self._last_write = time.monotonic()
+
+    @property
+    def recent(self) -> list[dict[str, Any]]:
+        """recentActions with every outcome told so far."""
+        with self._lock:
+            return list(self._recent)
+
+    def __call__(self, outcome: Outcome) -> None:
+        if outcome.skipped or isinstance(outcome.error, NotOurs):
+            return  # not an action after all; told (or not) by the cycle
+        _announce(self._body, outcome)
+        with self._lock:
+            self._recent = append_recent(self._recent, [recorded(outcome, policy=self._name, now=now_utc())])
+            due = time.monotonic() - self._last_write >= PROGRESS_WRITE_INTERVAL_SECONDS
+            if due:
+                self._last_write = time.monotonic()
+                recent = list(self._recent)
+        if due:
+            try:
+                body = {"status": {"recentActions": recent}}
+                kube_client.CustomObjectsApi().patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self._namespace, "containerpolicies", self._name, body
+                )
+            except Exception as exc:  # progress is a courtesy; the cycle's own status write follows
+                log.debug("progress write of %s/%s failed: %s", self._namespace, self._name, exc)
 
 
 def _announce(body: Any, outcome: Outcome) -> None:
@@ -646,7 +689,11 @@ def policy_deleted(
                 for o in owned
                 if o.observation is not None
             ]
-            outcomes = executor.apply(actions, blueprint_from(ContainerPolicySpec.model_validate(raw)))
+            outcomes = executor.apply(
+                actions,
+                blueprint_from(ContainerPolicySpec.model_validate(raw)),
+                on_outcome=lambda outcome: _announce(body, outcome),
+            )
         except (PolicyBlocked, ConfigurationError, PveError) as exc:
             updates = _error_updates(exc, pool_name, runtime)
             message = f"deletion waits: {updates[0][3]}"
@@ -656,8 +703,6 @@ def policy_deleted(
             blocked: Updates = [(ConditionType.DEGRADED, ConditionStatus.TRUE, "DeletionBlocked", message)]
             _write_conditions(patch, previous, blocked, now_utc(), meta.get("generation"))
             raise kopf.TemporaryError(message, delay=30) from None
-    for outcome in outcomes:
-        _announce(body, outcome)
     failed = [o for o in outcomes if not o.succeeded]
     if failed:
         raise kopf.TemporaryError(f"deletion waits: {failed[0].message}", delay=30)

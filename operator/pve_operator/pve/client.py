@@ -119,7 +119,8 @@ class PveClient:
         self.endpoint = endpoint
         self._host = parsed.hostname
         self._port = parsed.port or 8006
-        self._path_prefix = parsed.path.strip("/") or None
+        # proxmoxer appends /api2/json itself: an endpoint copied with it must not have it twice.
+        self._path_prefix = parsed.path.rstrip("/").removesuffix("/api2/json").strip("/") or None
         self._credentials = credentials
         # (connect, read): a refused or black-holed connection fails in seconds; a read may wait for
         # PVE's own 10 s config lock, so it gets more, once (a hung API is not asked twice).

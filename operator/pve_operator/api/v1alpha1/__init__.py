@@ -37,6 +37,7 @@ from .common import (
 from .containerpolicy import (
     CONTAINER_POLICY,
     MAX_REPLICAS,
+    SPEC_WARNING_REASON,
     ContainerPolicySpec,
     ContainerPolicyStatus,
     ContainerState,
@@ -95,6 +96,7 @@ __all__ = [
     "MIN_VMID",
     "PROXMOX_SERVER_POOL",
     "RESOURCES",
+    "SPEC_WARNING_REASON",
     "VERSION",
     "ActionKind",
     "ActionResult",

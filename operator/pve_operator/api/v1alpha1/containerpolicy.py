@@ -9,6 +9,7 @@ has VMID ``vmidRange.start + index`` and host name ``hostnamePattern.format(inde
 from __future__ import annotations
 
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Annotated, Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -40,6 +41,9 @@ from .serverpool import ProxmoxServerPoolSpec
 MAX_REPLICAS = 1000
 """Most CTs one policy may hold (bounds status size and the CEL cost of the rules)."""
 
+SPEC_WARNING_REASON = "SpecWarning"
+"""Reason of ``Degraded=False`` when ``ContainerPolicySpec.warnings`` has something to say."""
+
 HOSTNAME_PATTERN = "^([a-z0-9][-a-z0-9]*)?[{]index(:(0[1-9])?d)?[}]([-a-z0-9]*[a-z0-9])?$"
 """Syntax of ``hostnamePattern``: lowercase letters, digits and '-' around one ``{index}`` field."""
 
@@ -69,14 +73,30 @@ _GATEWAY_NEEDS_STATIC_IP = CelRule(
     message="gateway is only allowed with a static ip: with ip dhcp the gateway comes from DHCP",
     field_path=".gateway",
 )
+_GATEWAY_NOT_OWN_OR_NETWORK_ADDRESS = CelRule(
+    # Only with a well-formed static ip and gateway: their syntax rules report the others (once).
+    # Kubernetes' CEL IP and CIDR libraries (1.30+); /31 and /32 have no network address to exclude.
+    rule="!has(self.gateway) || !isCIDR(self.ip) || !isIP(self.gateway)"
+    " || (ip(self.gateway) != cidr(self.ip).ip()"
+    " && (cidr(self.ip).prefixLength() >= 31 || ip(self.gateway) != cidr(self.ip).masked().ip()))",
+    message="gateway must not be the interface's own address (ip) or the network address of its subnet",
+    field_path=".gateway",
+)
 
-OSTEMPLATE = "^[a-z][-a-z0-9_.]*[a-z0-9]:vztmpl/[^/ ]+$"
-"""A container template volume ID: ``<storage>:vztmpl/<file>``."""
+_TEMPLATE_FILE = "[-_a-zA-Z0-9]+([.][-_a-zA-Z0-9]+)*[.]tar[.](gz|xz|zst|bz2)"
+"""A template file name: what Proxmox VE's ``parse_volname`` takes for a ``vztmpl/`` volume (``[^/]+`` ending
+in ``.tar.gz``, ``.tar.xz``, ``.tar.zst`` or ``.tar.bz2``), narrowed to the characters its upload API keeps in
+a file name (``normalize_content_filename``: letters, digits, ``-``, ``_``, ``.``) and to single dots: no
+``/``, no ``..``, no ``%`` escapes, nothing a path could be built from."""
+
+OSTEMPLATE = f"^[a-z][-a-z0-9_.]*[a-z0-9]:vztmpl/{_TEMPLATE_FILE}$"
+"""A container template volume ID: ``<storage>:vztmpl/<file>.tar.<gz|xz|zst|bz2>``."""
 
 _OSTEMPLATE_SYNTAX = CelRule(
     rule=f"self.matches('{OSTEMPLATE}')",
-    message="ostemplate must be a template volume ID <storage>:vztmpl/<file>, "
-    "e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+    message="ostemplate must be a template volume ID <storage>:vztmpl/<file>, where <file> ends in .tar.gz, "
+    ".tar.xz, .tar.zst or .tar.bz2 and has only letters, digits, '-', '_' and single dots (no '/', '..' or "
+    "%-escapes), e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
 )
 
 STORAGE_ID = "^[a-z][-a-z0-9_.]*[a-z0-9]$"
@@ -190,7 +210,9 @@ class RootFS(ApiModel):
 class NetworkInterface(ApiModel):
     """A network interface of the CT (net0, net1, ... in list order)."""
 
-    model_config = ConfigDict(json_schema_extra=kube_schema(_GATEWAY_NEEDS_STATIC_IP))
+    model_config = ConfigDict(
+        json_schema_extra=kube_schema(_GATEWAY_NEEDS_STATIC_IP, _GATEWAY_NOT_OWN_OR_NETWORK_ADDRESS)
+    )
 
     name: str = Field(min_length=1, max_length=15, pattern=INTERFACE_NAME)
     """Interface name inside the CT, e.g. eth0."""
@@ -227,7 +249,34 @@ class NetworkInterface(ApiModel):
     @model_validator(mode="after")
     def _gateway_with_static_ip(self) -> Self:
         _GATEWAY_NEEDS_STATIC_IP.require(self.gateway is None or self.ip != "dhcp")
+        interface, gateway = self.static_interface, self.gateway_address
+        if interface is not None and gateway is not None:
+            network = interface.network
+            _GATEWAY_NOT_OWN_OR_NETWORK_ADDRESS.require(
+                gateway != interface.ip and (network.prefixlen >= 31 or gateway != network.network_address),
+                f"ip {self.ip}, gateway {self.gateway}",
+            )
         return self
+
+    @property
+    def static_interface(self) -> IPv4Interface | None:
+        """The static address with its subnet (``10.0.0.5/24``), or None for dhcp and manual."""
+        return IPv4Interface(self.ip) if self.ip not in ("dhcp", "manual") else None
+
+    @property
+    def gateway_address(self) -> IPv4Address | None:
+        """The gateway as an address, or None when there is none."""
+        return IPv4Address(self.gateway) if self.gateway is not None else None
+
+    def gateway_outside_subnet(self) -> bool:
+        """Whether a static ip's gateway lies outside its subnet (``10.0.0.5/24`` with ``10.1.0.1``).
+
+        Not an error: Proxmox VE then adds an on-link host route to the gateway inside the CT, which is how
+        routed setups (a /32 failover address, a subnet routed via the host) reach their gateway. But it is
+        also what a typo looks like, so ``ContainerPolicySpec.warnings`` mentions it.
+        """
+        interface, gateway = self.static_interface, self.gateway_address
+        return interface is not None and gateway is not None and gateway not in interface.network
 
 
 class Features(ApiModel):
@@ -239,6 +288,14 @@ class Features(ApiModel):
 
 
 Tag = Annotated[str, Field(min_length=1, max_length=63, pattern=TAG)]
+
+
+def _ostemplate_problem(ostemplate: str) -> str:
+    """What is wrong with an ostemplate the pattern refuses, for the model's message."""
+    _, _, volume = ostemplate.partition(":")
+    if ".." in volume or "%" in volume or volume.count("/") > 1 or "\\" in volume:
+        return f"got {ostemplate!r}: a path, a '..' or a %-escape is not a template file name"
+    return f"got {ostemplate!r}"
 
 
 class ContainerTemplate(ApiModel):
@@ -280,7 +337,7 @@ class ContainerTemplate(ApiModel):
     @field_validator("ostemplate")
     @classmethod
     def _ostemplate_syntax(cls, ostemplate: str) -> str:
-        _OSTEMPLATE_SYNTAX.require(full_match(OSTEMPLATE, ostemplate), f"got {ostemplate!r}")
+        _OSTEMPLATE_SYNTAX.require(full_match(OSTEMPLATE, ostemplate), _ostemplate_problem(ostemplate))
         return ostemplate
 
     @field_validator("networks")
@@ -465,6 +522,31 @@ class ContainerPolicySpec(ApiModel):
         """Nodes named in placement.nodeWeights that are not in the pool (worth a warning)."""
         in_pool = set(pool.node_names)
         return tuple(o.name for o in self.placement.node_weights if o.name not in in_pool)
+
+    def warnings(self, pool: ProxmoxServerPoolSpec) -> tuple[str, ...]:
+        """What is valid but probably not meant, one ``spec.<path>: <problem>`` line each (empty: nothing).
+
+        The operator shows them in the Degraded condition (status False, reason ``SpecWarning``) and acts on
+        the spec as it is: a placement.nodeWeights entry for a node the pool does not have (it is ignored),
+        and a static ip whose gateway is outside its subnet (Proxmox VE routes to it on-link).
+        """
+        found = []
+        unknown = self.unknown_weight_overrides(pool)
+        if unknown:
+            found.append(
+                f"spec.placement.nodeWeights: {', '.join(unknown)} "
+                f"{'is not a node' if len(unknown) == 1 else 'are not nodes'} of ProxmoxServerPool "
+                f"{self.pool_ref.name} (nodes: {', '.join(pool.node_names)}); "
+                f"{'its weight is' if len(unknown) == 1 else 'their weights are'} ignored"
+            )
+        for index, network in enumerate(self.template.networks):
+            if network.gateway_outside_subnet():
+                found.append(
+                    f"spec.template.networks[{index}].gateway: {network.gateway} is outside the subnet of ip "
+                    f"{network.ip}; Proxmox VE adds an on-link route to it (as routed setups want), "
+                    "check that it is not a typo"
+                )
+        return tuple(found)
 
 
 def render_hostname(pattern: str, index: int) -> str:

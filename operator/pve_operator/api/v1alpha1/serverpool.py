@@ -92,8 +92,15 @@ class EndpointAddress(NamedTuple):
     """Path before ``/api2/json`` when pveproxy sits behind a reverse proxy under a path; else ''."""
 
 
+API_PATH = "/api2/json"
+"""Path of the JSON API under the endpoint; clients append it, so an endpoint that ends in it loses it."""
+
+
 def parse_endpoint(endpoint: str) -> EndpointAddress:
     """Split an endpoint URL (``https://pve.example.com:8006``) into host, port and path prefix.
+
+    An endpoint copied with the API path (``https://pve:8006/api2/json``) means the same as without it: the
+    prefix drops a trailing ``/api2/json``, which every client appends itself.
 
     Raises ``ValueError`` with the rule's message when the URL is not a plain https URL.
     """
@@ -117,7 +124,7 @@ def parse_endpoint(endpoint: str) -> EndpointAddress:
     return EndpointAddress(
         host=parts.hostname,
         port=port if port is not None else DEFAULT_PVE_PORT,
-        path_prefix=parts.path.rstrip("/"),
+        path_prefix=parts.path.rstrip("/").removesuffix(API_PATH).rstrip("/"),
     )
 
 
@@ -288,7 +295,8 @@ class ProxmoxServerPoolSpec(ApiModel):
     """A Proxmox VE cluster, the nodes the operator may use, and the rules for their load."""
 
     endpoint: str = Field(max_length=2048, json_schema_extra=kube_schema(_ENDPOINT_IS_HTTPS))
-    """URL of the Proxmox VE API (any node of the cluster): https://host[:port], port 8006 when omitted."""
+    """URL of the Proxmox VE API (any node of the cluster): https://host[:port], port 8006 when omitted. A
+    trailing /api2/json is ignored (the operator appends it)."""
 
     credentials_secret_ref: LocalObjectReference
     """Secret (same namespace) with an API token in keys ``tokenId`` (``user@realm!name``) and
