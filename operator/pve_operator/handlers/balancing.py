@@ -93,6 +93,10 @@ def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Ma
         "end": int(vmid_range.get("end", -1)),
         "paused": bool(spec.get("paused", False)),
         "pinned": str(annotations.get(PINNED_ANNOTATION, "")).lower() == "true",
+        # placement.nodeWeights of 0: the policy's CTs never go there, by creation or by balancing.
+        "excludedNodes": sorted(
+            str(w.get("name")) for w in (spec.get("placement") or {}).get("nodeWeights") or () if not w.get("weight")
+        ),
     }
 
 
@@ -282,6 +286,7 @@ def collect_input(
                 last_action_at=last_action_at.get(item.vmid),
                 restore_memory_bytes=int(restore["memoryUsedBytes"]) if restore else None,
                 restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
+                excluded_nodes=frozenset(policy.get("excludedNodes") or ()),
             )
 
     locked = frozenset(vmid for vmid, ct in snapshot.containers.items() if ct.lock)

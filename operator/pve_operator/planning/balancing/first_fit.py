@@ -45,6 +45,7 @@ def propose(inp: BalancingInput, args: FirstFitArgs) -> Proposal:
                 other.name
                 for other in inp.pool_nodes
                 if other.name != spec.name
+                and (first is None or other.name not in inp.managed[first.vmid].excluded_nodes)
                 and not other.maintenance
                 and other.name in state.nodes
                 and state.nodes[other.name].online

@@ -151,6 +151,8 @@ class ManagedCT:
     restore_memory_bytes: int | None = None
     #: CPU it is expected to use once restored, as a fraction of its own cores; None: all of them.
     restore_cpu_fraction: float | None = None
+    #: Nodes the CT's policy gives weight 0 (``placement.nodeWeights``): never a target for it.
+    excluded_nodes: frozenset[str] = frozenset()
 
     def in_cooldown(self, now: float, cooldown_seconds: float) -> bool:
         return self.last_action_at is not None and now - self.last_action_at < cooldown_seconds

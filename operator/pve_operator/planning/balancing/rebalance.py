@@ -221,15 +221,19 @@ class _Planner:
             ranked.append((relief < excess, -min(relief, excess) / cost, cost, vmid, after))
         ranked.sort()
         for _, _, _, vmid, after in ranked:
-            target = self.best_target(source, now, after, state.load[vmid])
+            target = self.best_target(source, now, after, state.load[vmid], vmid)
             if target is not None:
                 return vmid, target
         return None
 
-    def best_target(self, source: _Source, now: float, after: float, load: Load) -> str | None:
+    def excluded(self, vmid: int, node: str) -> bool:
+        """The CT's policy gives ``node`` weight 0: balancing never moves the CT there."""
+        return node in self.inp.managed[vmid].excluded_nodes
+
+    def best_target(self, source: _Source, now: float, after: float, load: Load, vmid: int) -> str | None:
         best: tuple[float, int, str] | None = None
         for name in self.targets:
-            if name == source.name:
+            if name == source.name or self.excluded(vmid, name):
                 continue
             node = self.state.nodes[name]
             target_after = node.fraction(self.metric, load)
@@ -317,6 +321,8 @@ class _Planner:
                 for name in self.targets:
                     if name == move.source or (name == move.target and peak_node == move.target):
                         continue
+                    if self.excluded(vmid, name):
+                        continue
                     if name != move.target and name in outbound:
                         continue
                     node = state.nodes[name]
@@ -359,7 +365,9 @@ class _Planner:
                 for name in self.targets:
                     target = self.state.nodes[name]
                     target_after = target.fraction(self.metric, load)
-                    if name == spec.name or above(target_after, self.limit) or not target.fits(load):
+                    if name == spec.name or self.excluded(vmid, name):
+                        continue
+                    if above(target_after, self.limit) or not target.fits(load):
                         continue
                     key = (target_after, self.order[name], name)
                     if best is None or key < best:

@@ -107,7 +107,7 @@ def propose(inp: BalancingInput, args: RestoreArgs) -> Proposal:
             best: tuple[float, int, str] | None = None
             for name in targets:
                 node = state.nodes[name]
-                if name == home or not calm(name) or not room(node, moving):
+                if name == home or name in managed.excluded_nodes or not calm(name) or not room(node, moving):
                     continue
                 key = (node.fraction(metric, moving), order[name], name)
                 if best is None or key < best:

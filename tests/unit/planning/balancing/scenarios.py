@@ -82,6 +82,8 @@ class CTSpec(_Model):
     created: str = "2026-01-01T00:00:00Z"
     pinned: bool = False
     offloaded: bool = False
+    #: Nodes the CT's policy gives weight 0 in placement.nodeWeights.
+    excluded_nodes: list[str] = Field(default_factory=list)
     last_action_seconds_ago: float | None = None
     #: Usage expected on restore; default for an offloaded CT: memoryUsedGiB (what it used when stopped).
     restore_memory_gib: float | None = None
@@ -210,6 +212,7 @@ def build_input(scenario: Scenario, *, reverse: bool = False) -> BalancingInput:
             created_at=ct.created,
             pinned=ct.pinned,
             offloaded=ct.offloaded,
+            excluded_nodes=frozenset(ct.excluded_nodes),
             last_action_at=None if ct.last_action_seconds_ago is None else scenario.now - ct.last_action_seconds_ago,
             restore_memory_bytes=(
                 int(ct.restore_memory_gib * GIB)
