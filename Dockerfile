@@ -13,9 +13,10 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# Only what the wheel is built from (see .dockerignore).
+# Only what the wheel is built from (see .dockerignore): the operator's package, never the simulator
+# (simulator/, a distribution of its own that the image does not contain).
 COPY pyproject.toml README.md LICENSE ./
-COPY operator ./operator
+COPY operator/pve_operator ./operator/pve_operator
 # The running container cannot write __pycache__ (read-only root filesystem), so every module is
 # compiled here, into .pyc files that are used without comparing source timestamps (unchecked-hash).
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \

@@ -5,7 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+# The two distributions: the operator (the root) and the simulator pve-sim (simulator/).
+PYPROJECTS := pyproject.toml simulator/pyproject.toml
+STAMP := $(VENV)/.installed-$(shell cat $(PYPROJECTS) | sha256sum | cut -c1-16)
 SCENARIO ?= examples/scenarios/two-nodes.yaml
 SIM_PORT ?= 8006
 PYTEST_ARGS ?=
@@ -15,21 +17,24 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # One line per step, and pip's own output (a line per package, a progress bar per download), so a
-# first install (about a minute) is never silent. The stamp is keyed by pyproject.toml's hash: a changed
-# pyproject.toml reinstalls, an unchanged one skips all of this.
-$(STAMP): pyproject.toml
+# first install (about a minute) is never silent. The stamp is keyed by the hash of both pyproject.toml
+# files: a change to either reinstalls, unchanged ones skip all of this. The simulator is installed after
+# the operator, so that replacing an older operator (whose files once included the pve-sim script) cannot
+# remove what the simulator just installed.
+$(STAMP): $(PYPROJECTS)
 	@started=$$(date +%s); \
-	if [ -x $(VPY) ]; then echo "==> Updating $(VENV) (pyproject.toml changed)"; \
+	if [ -x $(VPY) ]; then echo "==> Updating $(VENV) (a pyproject.toml changed)"; \
 	else echo "==> Creating $(VENV) with $$($(PYTHON) --version 2>&1) ($(PYTHON))…"; $(PYTHON) -m venv $(VENV) || exit 1; fi; \
 	echo "==> Upgrading pip in $(VENV)…"; \
 	$(VPY) -m pip install --upgrade --progress-bar on pip || exit 1; \
-	echo "==> Installing the project (editable) and its dev tools into $(VENV) (pip, about 1 min the first time)…"; \
+	echo "==> Installing the operator and the simulator (both editable) and the dev tools into $(VENV) (pip, about 1 min the first time)…"; \
 	$(VPY) -m pip install --progress-bar on -e '.[dev]' || exit 1; \
+	$(VPY) -m pip install --progress-bar on -e ./simulator || exit 1; \
 	rm -f $(VENV)/.installed-* && touch $(STAMP); \
 	echo "==> $(VENV) ready in $$(( $$(date +%s) - started )) s"
 
 .PHONY: install
-install: $(STAMP) ## Create .venv with the project (editable) and its dev tools
+install: $(STAMP) ## Create .venv with the operator and the simulator (editable) and the dev tools
 	@echo "==> $(VENV) is up to date (stamp $(notdir $(STAMP)))"
 
 .PHONY: controlplane
@@ -42,7 +47,7 @@ test: install controlplane ## Run every test suite (unit, simulator, control pla
 
 .PHONY: lint
 lint: install ## ruff, mypy --strict on pve_operator and pve_sim, import-linter boundaries
-	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff check operator simulator tests bench hack
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -61,7 +66,7 @@ crds: install ## Regenerate crds/*.yaml from the API types
 
 .PHONY: bench
 bench: install controlplane ## Run the benchmarks under bench/ (print tables; installs the MILP solver used as a baseline)
-	$(VPY) -m pip install --quiet -e '.[dev,bench]'
+	$(VPY) -m pip install --quiet -e '.[dev,bench]' -e ./simulator
 	for b in bench/sim_scale.py bench/planner.py bench/convergence.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
 
 .PHONY: clean

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-for extra in (REPO / "operator", REPO / "hack", REPO):
+for extra in (REPO / "operator", REPO / "simulator", REPO / "hack", REPO):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 

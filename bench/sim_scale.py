@@ -81,7 +81,7 @@ def latency_row(what: str, samples: list[float], note: str = "") -> Row:
 def start_simulator(scenario: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any], float]:
     state_file = workdir / "sim.json"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "operator"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "simulator"), env.get("PYTHONPATH", "")])
     log = (workdir / "sim.log").open("wb")
     started = time.perf_counter()
     process = subprocess.Popen(

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "operator"), str(REPO / "hack")]
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "simulator"), str(REPO / "hack")]
 
 import yaml  # noqa: E402
 

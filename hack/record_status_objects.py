@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "operator"), str(REPO / "hack"), str(REPO)]
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "simulator"), str(REPO / "hack"), str(REPO)]
 
 import yaml  # noqa: E402
 from tests.fixtures.operator import policy_manifest, pool_manifest  # noqa: E402

@@ -1,0 +1,829 @@
+"""The simulated cluster: one object that owns the state, the rules and the clock.
+
+``SimCluster`` is the facade the HTTP layer (``protocol.py``), the admin endpoint and in-process
+tests talk to. A request becomes ``handle(method, template, subject, params)``: under one lock the
+cluster first lets simulated time catch up (task steps and scenario events due by ``clock.now()``,
+in time order), then checks what PVE checks before a handler runs (the endpoint's declared
+permission, then the proxy hop to the node in the URL: unknown node -> 500, offline node -> 595),
+then runs the endpoint handler from :mod:`pve_sim.handlers`.
+
+The pieces it wires together:
+
+* :mod:`pve_sim.state` -- nodes, storages, templates, CT configs, HA resources;
+* :mod:`pve_sim.access` -- users, tokens, roles, ACLs, pools and permission checks;
+* :mod:`pve_sim.tasks` -- UPIDs, task logs and the event heap that moves time;
+* :mod:`pve_sim.history` -- placement and usage over time (live, lagged and RRD views);
+* :mod:`pve_sim.faults` -- injected request and task failures.
+
+Control methods (``set_container_usage``, ``set_node_online``, ``fail_tasks``, ``advance_clock``, …)
+are what scenario events, the admin endpoint and tests use to steer the simulation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pve_sim.access import AccessControl, Pool
+from pve_sim.clock import SimClock
+from pve_sim.common import Subject
+from pve_sim.errors import PveApiError, internal, not_implemented
+from pve_sim.faults import FaultInjector
+from pve_sim.history import GIB, MIB, CtUsage, NodeCapacity, NodeUsage, Placement, Profile, UsageModel
+from pve_sim.load import BaseProfile, MetricProfiles, parse_profile
+from pve_sim.scenario import (
+    ContainerSpec,
+    FailTasksEvent,
+    NodeOfflineEvent,
+    NodeOnlineEvent,
+    Scenario,
+    ScenarioEvent,
+    SetContainerUsageEvent,
+    SetNodeLoadEvent,
+    UsageSection,
+)
+from pve_sim.state import (
+    ClusterState,
+    ContainerState,
+    HaResource,
+    NodeState,
+    StorageState,
+    TemplateVolume,
+    Timing,
+    format_number,
+    format_size,
+    print_property_string,
+)
+from pve_sim.tasks import Scheduler, Task, TaskError, TaskManager, Worker
+
+FLOCK_TIMEOUT_SECONDS = 10.0
+"""``lock_config``'s flock timeout (pve-container ``LXC/Config.pm``)."""
+
+HA_ROUND_SECONDS = 1.0
+"""Delay between an HA request task and the HA stack acting on it (the CRM/LRM loop)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One API call as a handler sees it: who calls, and the validated, typed parameters."""
+
+    subject: Subject
+    params: Mapping[str, object]
+
+    @property
+    def authid(self) -> str:
+        """The PVE auth id: ``user@realm`` or ``user@realm!token``."""
+        return self.subject.upid_user
+
+    @property
+    def is_root(self) -> bool:
+        return self.subject.is_root
+
+    def get(self, name: str, default: object = None) -> object:
+        return self.params.get(name, default)
+
+    def text(self, name: str) -> str:
+        """A required string parameter."""
+        return str(self.params[name])
+
+    def opt_text(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return None if value is None else str(value)
+
+    def integer(self, name: str) -> int:
+        """A required integer parameter."""
+        value = self.params[name]
+        assert isinstance(value, int | float | str)
+        return int(value)
+
+    def opt_integer(self, name: str) -> int | None:
+        value = self.params.get(name)
+        if value is None:
+            return None
+        assert isinstance(value, int | float | str)
+        return int(value)
+
+    def flag(self, name: str) -> bool:
+        """A boolean parameter (absent = false)."""
+        return bool(self.params.get(name))
+
+    @property
+    def node(self) -> str:
+        return str(self.params["node"])
+
+    @property
+    def vmid(self) -> int:
+        return self.integer("vmid")
+
+
+@dataclass(frozen=True)
+class StatsView:
+    """What pvestatd last broadcast: usage of every CT and node at ``epoch``."""
+
+    epoch: float
+    cts: Mapping[int, CtUsage]
+    nodes: Mapping[str, NodeUsage]
+
+
+class SimCluster:
+    """A simulated Proxmox VE cluster (see the module docstring)."""
+
+    clock: SimClock
+    faults: FaultInjector
+    name: str
+
+    def __init__(
+        self,
+        state: ClusterState,
+        access: AccessControl,
+        clock: SimClock,
+        *,
+        stats_lag_seconds: float = 10.0,
+        usage_rules: UsageSection | None = None,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        self.state = state
+        self.access = access
+        self.clock = clock
+        self.name = state.name
+        self.faults = faults or FaultInjector()
+        self.stats_lag_seconds = stats_lag_seconds
+        self.usage_rules = usage_rules or UsageSection()
+        self.usage = UsageModel(clock.start_epoch)
+        self.scheduler = Scheduler(clock.now)
+        self.tasks = TaskManager(
+            self.scheduler,
+            instant=lambda: self.clock.instant_tasks,
+            node_boot_epoch=self._node_boot_epoch,
+            on_internal_error=self._record_internal_error,
+        )
+        self.internal_errors: list[str] = []
+        self._lock = threading.RLock()
+        self._flocks: dict[int, str] = {}
+        self._mutations = 0
+        self._stats_cache: StatsView | None = None
+        self._stats_cache_key: tuple[float, int] | None = None
+        self._ct_pid_counter = 0x3A000
+        self._mac_counter = 0
+
+    # ================================================================== construction
+
+    @classmethod
+    def from_scenario(
+        cls, scenario: Scenario, *, time_scale: float | None = None, start_epoch: float | None = None
+    ) -> SimCluster:
+        """Build the cluster a scenario describes (nodes, storages, users, CTs, events, ...)."""
+        if start_epoch is None and scenario.cluster.start_epoch is not None:
+            start_epoch = float(scenario.cluster.start_epoch)
+        clock = SimClock(1.0 if time_scale is None else time_scale, start_epoch=start_epoch)
+        now = clock.start_epoch
+        timing = scenario.timing
+        state = ClusterState(
+            name=scenario.cluster.name,
+            pve_version=scenario.cluster.pve_version,
+            repoid=hashlib.sha1(f"pve-manager {scenario.cluster.pve_version}".encode()).hexdigest()[:16],
+            timing=Timing(
+                create_seconds=timing.create_seconds,
+                start_seconds=timing.start_seconds,
+                stop_seconds=timing.stop_seconds,
+                shutdown_seconds=timing.shutdown_seconds,
+                reboot_seconds=timing.reboot_seconds,
+                destroy_seconds=timing.destroy_seconds,
+                migrate_base_seconds=timing.migrate_base_seconds,
+                migrate_mib_per_second=timing.migrate_mib_per_second,
+            ),
+        )
+        access = AccessControl()
+        cluster = cls(
+            state,
+            access,
+            clock,
+            stats_lag_seconds=scenario.cluster.stats_lag_seconds,
+            usage_rules=scenario.usage,
+        )
+        for index, spec in enumerate(scenario.nodes):
+            node = NodeState(
+                name=spec.name,
+                nodeid=index + 1,
+                ip=f"10.10.{index // 250}.{index % 250 + 11}",
+                cores=spec.cores,
+                memory_bytes=int(spec.memory_gib * GIB),
+                rootfs_bytes=int(spec.rootfs_gib * GIB),
+                swap_bytes=int(spec.swap_gib * GIB),
+                online=spec.online,
+                # Nodes booted a few days before the simulation; each at a slightly different time.
+                boot_epoch=now - 3 * 86400 - 977 * index,
+            )
+            if spec.cpu_model:
+                node.cpu_model = spec.cpu_model
+            state.nodes[node.name] = node
+            cluster.usage.add_node(
+                node.name,
+                NodeCapacity(node.cores, node.memory_bytes, node.rootfs_bytes),
+                _profiles(spec.base_load),
+                spec.online,
+                now,
+            )
+        for storage_spec in scenario.storages:
+            state.storages[storage_spec.name] = StorageState(
+                sid=storage_spec.name,
+                type=storage_spec.type,
+                content=frozenset(storage_spec.content),
+                shared=storage_spec.shared,
+                capacity_bytes=int(storage_spec.capacity_gib * GIB),
+                base_used_bytes=int(storage_spec.used_gib * GIB),
+                enabled=storage_spec.enabled,
+                nodes=frozenset(storage_spec.nodes) if storage_spec.nodes is not None else None,
+            )
+        for template in scenario.templates:
+            state.templates[template.volid] = TemplateVolume(
+                volid=template.volid,
+                storage=template.storage,
+                ostype=template.ostype,
+                size_bytes=int(template.size_mib * MIB),
+            )
+        for role in scenario.roles:
+            access.add_role(role.id, role.privileges)
+        for group in scenario.groups:
+            access.add_group(group.groupid)
+        for user in scenario.users:
+            access.add_user(user.userid, user.password, enabled=user.enabled, expire=user.expire, comment=user.comment)
+            for groupid in user.groups:
+                access.add_group(groupid, [user.userid])
+            for token in user.tokens:
+                access.add_token(
+                    user.userid,
+                    token.id,
+                    token.secret,
+                    privsep=token.privsep,
+                    expire=token.expire,
+                    comment=token.comment,
+                )
+        for pool in scenario.pools:
+            access.pools.setdefault(pool.poolid, Pool(poolid=pool.poolid, comment=pool.comment or None))
+        for entry in scenario.acl:
+            access.add_acl(
+                entry.path,
+                entry.role,
+                user=entry.user,
+                token=entry.token,
+                group=entry.group,
+                propagate=entry.propagate,
+            )
+        for ct_spec in scenario.containers:
+            cluster._add_scenario_container(ct_spec)
+        for resource in scenario.ha.resources:
+            sid = f"ct:{resource.vmid}"
+            state.ha_resources[sid] = HaResource(
+                sid=sid,
+                state=resource.state,
+                group=resource.group,
+                max_restart=resource.max_restart,
+                max_relocate=resource.max_relocate,
+                failback=resource.failback,
+                comment=resource.comment or None,
+            )
+        for group_spec in scenario.ha.groups:
+            state.ha_groups[group_spec.group] = (tuple(group_spec.nodes), group_spec.restricted)
+        for event in scenario.timeline():
+            cluster.scheduler.at(now + event.at_seconds, _event_action(cluster, event))
+        return cluster
+
+    def _add_scenario_container(self, spec: ContainerSpec) -> None:
+        """A CT the scenario declares: its config as pve-container would have written it."""
+        now = self.clock.start_epoch
+        node = self.state.nodes[spec.node]
+        storage = self.state.storages[spec.rootfs.storage]
+        config: dict[str, str | int] = {
+            "arch": "amd64",
+            "hostname": spec.hostname or f"CT{spec.vmid}",
+            "memory": spec.memory_mib,
+            "swap": spec.swap_mib,
+            "ostype": spec.ostype,
+            "rootfs": print_property_string(
+                {
+                    "volume": f"{storage.sid}:{storage.volume_name(spec.vmid, 0)}",
+                    "size": format_size(int(spec.rootfs.size_gib * GIB)),
+                },
+                "rootfs",
+            ),
+        }
+        if spec.cores is not None:
+            config["cores"] = spec.cores
+        if spec.cpulimit:
+            config["cpulimit"] = format_number(spec.cpulimit)
+        for index, net in enumerate(spec.net):
+            data = {"name": net.name, "bridge": net.bridge, "type": "veth"}
+            data["hwaddr"] = net.hwaddr.upper() if net.hwaddr else self.new_mac_address()
+            for key in ("ip", "gw", "ip6", "gw6"):
+                value = getattr(net, key)
+                if value is not None:
+                    data[key] = value
+            if net.tag is not None:
+                data["tag"] = str(net.tag)
+            if net.firewall:
+                data["firewall"] = "1"
+            config[f"net{index}"] = print_property_string(data, "net")
+        if spec.unprivileged:
+            config["unprivileged"] = 1
+        if spec.onboot:
+            config["onboot"] = 1
+        if spec.tags:
+            config["tags"] = ";".join(sorted({t.lower() for t in spec.tags}))
+        if spec.description:
+            config["description"] = spec.description
+        if spec.lock:
+            config["lock"] = spec.lock
+        if spec.template:
+            config["template"] = 1
+        created = now + (spec.created_at_seconds or 0.0)
+        ct = ContainerState(vmid=spec.vmid, node=node.name, config=config, created_epoch=min(created, now))
+        self.state.containers[spec.vmid] = ct
+        running = spec.status == "running" and not spec.template and node.online
+        if running:
+            ct.running = True
+            ct.started_epoch = min(created, now) if spec.created_at_seconds is not None else now - 3600
+            ct.pid = self._new_ct_pid()
+        if spec.pool:
+            self.access.add_vm_to_pool(spec.vmid, spec.pool)
+        profiles = (
+            _profiles(spec.usage)
+            if spec.usage is not None
+            else _profiles(self.usage_rules.profiles_for(str(config["hostname"]), spec.tags, node.name))
+        )
+        self.usage.add_ct(spec.vmid, self.placement(ct, now), profiles)
+
+    # ================================================================== request entry point
+
+    def handle(self, method: str, template: str, subject: Subject, params: dict[str, object]) -> object:
+        """Answer one API call (see the module docstring). Raises :class:`PveApiError`."""
+        from pve_sim.handlers import ROUTES
+
+        route = ROUTES.get((method, template))
+        if route is None:
+            raise not_implemented(method, template)
+        with self._lock, self._at_now():
+            request = Request(subject, params)
+            route.check_permission(self, request)
+            if route.proxy:
+                self.proxy_check(str(params["node"]))
+            return route.handler(self, request)
+
+    def preflight(self, method: str, template: str, subject: Subject, params: Mapping[str, object]) -> None:
+        """What PVE checks *before* validating parameters: the declared permission and the proxy hop.
+
+        The HTTP layer may call this with the raw (unvalidated, string) parameters before it runs
+        the schema validator, so a 403/500/595 wins over a 400 exactly as on a real node.
+        ``handle`` repeats these checks, so calling this is optional.
+        """
+        from pve_sim.handlers import ROUTES
+
+        route = ROUTES.get((method, template))
+        if route is None:
+            return
+        with self._lock, self._at_now():
+            flat = {key: (value[0] if isinstance(value, list) and value else value) for key, value in params.items()}
+            request = Request(subject, flat)
+            route.check_permission(self, request)
+            if route.proxy and "node" in flat:
+                self.proxy_check(str(flat["node"]))
+
+    @contextmanager
+    def _at_now(self) -> Iterator[None]:
+        """Process everything due, and make ``now()`` one fixed instant for the rest of the call."""
+        self.scheduler.run_due(self.clock.now())
+        try:
+            yield
+        finally:
+            self.scheduler.release()
+
+    def proxy_check(self, node: str) -> None:
+        """pveproxy forwarding a ``proxyto => 'node'`` call: unknown node -> 500, offline -> 595."""
+        target = self.state.nodes.get(node)
+        if target is None:
+            raise internal(
+                f"hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"
+            )
+        if not target.online:
+            raise PveApiError(595, "No route to host", empty_body=True)
+
+    # ================================================================== time and tasks
+
+    def now(self) -> float:
+        """Simulated epoch seconds of the instant being processed."""
+        return self.scheduler.now()
+
+    def elapsed(self) -> float:
+        return self.now() - self.clock.start_epoch
+
+    def _node_boot_epoch(self, node: str) -> float:
+        found = self.state.nodes.get(node)
+        return found.boot_epoch if found is not None else self.clock.start_epoch
+
+    def _record_internal_error(self, task: Task, error: BaseException) -> None:
+        self.internal_errors.append(f"{task.upid}: {type(error).__name__}: {error}")
+
+    def start_task(self, node: str, task_type: str, task_id: str, user: str, body: Callable[[Task], Worker]) -> Task:
+        """``fork_worker``: the UPID is returned to the caller, the worker runs on the heap."""
+        return self.tasks.start(node, task_type, task_id, user, body)
+
+    def after_ha_round(self, action: Callable[[], None]) -> None:
+        """Run ``action`` when the HA manager next acts on a request: a simulated second later, or
+        right away with instant tasks (a manual clock would otherwise leave HA requests pending)."""
+        if self.clock.instant_tasks:
+            action()
+        else:
+            self.scheduler.at(self.now() + HA_ROUND_SECONDS, action)
+
+    def injected_failure(self, task: Task) -> None:
+        """Raise the failure a test or scenario armed for this task type, if any."""
+        vmid = int(task.id) if task.id.isdigit() else None
+        message = self.faults.take_task_failure(task.type, node=task.node, vmid=vmid)
+        if message is not None:
+            raise TaskError(message)
+
+    def flock(self, task: Task, vmid: int) -> Iterator[float]:
+        """``lock_config``'s flock, held by ``task`` until :meth:`funlock`; waits up to 10 s.
+
+        Used as ``yield from cluster.flock(task, vmid)`` inside a worker.
+        """
+        waited = 0.0
+        while True:
+            holder_upid = self._flocks.get(vmid)
+            holder = self.tasks.get(holder_upid) if holder_upid is not None else None
+            if holder is None or holder is task or not holder.running:
+                self._flocks[vmid] = task.upid
+                return
+            if waited >= FLOCK_TIMEOUT_SECONDS or self.clock.instant_tasks:
+                raise TaskError(f"can't lock file '/run/lock/lxc/pve-config-{vmid}.lock' - got timeout")
+            yield 1.0
+            waited += 1.0
+
+    def funlock(self, task: Task, vmid: int) -> None:
+        if self._flocks.get(vmid) == task.upid:
+            del self._flocks[vmid]
+
+    # ================================================================== quorum
+
+    def is_quorate(self) -> bool:
+        """Corosync quorum: more than half of the nodes' votes (one each) online."""
+        online = sum(1 for node in self.state.nodes.values() if node.online)
+        return online * 2 > len(self.state.nodes)
+
+    def check_quorum(self) -> None:
+        """``PVE::Cluster::check_cfs_quorum``."""
+        if not self.is_quorate():
+            raise internal("cluster not ready - no quorum?")
+
+    # ================================================================== runtime state changes
+
+    def placement(self, ct: ContainerState, epoch: float | None = None) -> Placement:
+        node = self.state.nodes[ct.node]
+        rootfs = ct.rootfs_volume()
+        return Placement(
+            since_epoch=self.now() if epoch is None else epoch,
+            node=ct.node,
+            running=ct.running,
+            cpus=ct.cpus(node.cores),
+            maxmem_bytes=ct.maxmem_bytes,
+            maxdisk_bytes=rootfs.size_bytes if rootfs is not None else 0,
+            storage=rootfs.storage if rootfs is not None else None,
+        )
+
+    def record(self, ct: ContainerState) -> None:
+        """Record the CT's current node/run state/sizes in the history (after any change)."""
+        self._mutations += 1
+        if self.usage.ct_created_epoch(ct.vmid) is None or not self.usage.ct_exists_at(ct.vmid, self.now()):
+            return
+        self.usage.place_ct(ct.vmid, self.placement(ct))
+
+    def register_container(self, ct: ContainerState, profiles: Mapping[str, Profile]) -> None:
+        """A new CT config exists (create): it appears in lists and starts its history."""
+        self.state.containers[ct.vmid] = ct
+        self._mutations += 1
+        self.usage.add_ct(ct.vmid, self.placement(ct), profiles)
+
+    def unregister_container(self, vmid: int) -> None:
+        """The CT's config is gone (destroy, failed create)."""
+        self.state.containers.pop(vmid, None)
+        self._flocks.pop(vmid, None)
+        self._mutations += 1
+        self.usage.remove_ct(vmid, self.now())
+
+    def set_running(self, ct: ContainerState, running: bool) -> None:
+        ct.running = running
+        if running:
+            ct.started_epoch = self.now()
+            ct.pid = self._new_ct_pid()
+        else:
+            ct.started_epoch = None
+            ct.pid = None
+        self.record(ct)
+
+    def _new_ct_pid(self) -> int:
+        self._ct_pid_counter += 37
+        return self._ct_pid_counter
+
+    def new_mac_address(self) -> str:
+        """A MAC with Proxmox's OUI ``BC:24:11`` (deterministic, unique per cluster)."""
+        self._mac_counter += 1
+        digest = hashlib.sha1(f"{self.name}/mac/{self._mac_counter}".encode()).digest()
+        return "BC:24:11:" + ":".join(f"{b:02X}" for b in digest[:3])
+
+    def profiles_for_new_ct(self, hostname: str | None, tags: list[str], node: str) -> dict[str, Profile]:
+        return _profiles(self.usage_rules.profiles_for(hostname, tags, node))
+
+    # ================================================================== usage views
+
+    def ct_usage_now(self, vmid: int) -> CtUsage | None:
+        return self.usage.ct_usage_at(vmid, self.now())
+
+    def node_usage_now(self, node: str) -> NodeUsage:
+        return self.usage.node_usage_at(node, self.now())
+
+    def stats_epoch(self) -> float:
+        """When pvestatd last broadcast (every ``stats_lag_seconds``; 0 = live)."""
+        now = self.now()
+        interval = self.stats_lag_seconds
+        if interval <= 0:
+            return now
+        start = self.clock.start_epoch
+        return start + (int((now - start) // interval)) * interval
+
+    def stats_view(self) -> StatsView:
+        """Usage of every CT and node as of the last broadcast (cached per broadcast)."""
+        epoch = self.stats_epoch()
+        key = (epoch, self._mutations)
+        if self._stats_cache is not None and self._stats_cache_key == key:
+            return self._stats_cache
+        cts, nodes = self.usage.nodes_usage_at(epoch, self.state.containers.keys())
+        view = StatsView(epoch=epoch, cts=cts, nodes=nodes)
+        self._stats_cache, self._stats_cache_key = view, key
+        return view
+
+    def storage_used_bytes(self, storage: StorageState, node: str) -> int:
+        """Bytes used on ``storage`` as seen from ``node``: CT volumes (by their disk profile) + templates."""
+        used = storage.base_used_bytes
+        now = self.now()
+        for ct in self.state.containers.values():
+            if not storage.shared and ct.node != node:
+                continue
+            for volume in ct.volumes():
+                if volume.storage != storage.sid:
+                    continue
+                if volume.key == "rootfs":
+                    usage = self.usage.ct_usage_at(ct.vmid, now)
+                    used += usage.disk_bytes if usage is not None else 0
+                else:
+                    used += volume.size_bytes // 10
+        for template in self.state.templates.values():
+            if template.storage == storage.sid:
+                used += template.size_bytes
+        return min(used, storage.capacity_bytes)
+
+    # ================================================================== auth support
+
+    def check_password(self, userid: str, password: str) -> bool:
+        with self._lock:
+            return self.access.check_password(userid, password, self.clock.now())
+
+    def check_token(self, userid: str, tokenid: str, secret: str) -> bool:
+        with self._lock:
+            return self.access.check_token(userid, tokenid, secret, self.clock.now())
+
+    def user_enabled(self, userid: str) -> bool:
+        with self._lock:
+            return self.access.user_enabled(userid, self.clock.now())
+
+    def api_capabilities(self, userid: str) -> dict[str, dict[str, int]]:
+        """The ``cap`` map of a login answer (``compute_api_permission``)."""
+        with self._lock:
+            return self.access.api_capabilities(userid)
+
+    def login_clustername(self, userid: str) -> str | None:
+        """``clustername`` in a login answer: only with Sys.Audit on ``/``."""
+        with self._lock:
+            if self.access.allowed(userid, "/", ["Sys.Audit"]):
+                return self.name
+            return None
+
+    # ================================================================== control
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move simulated time forward and process everything that became due."""
+        with self._lock:
+            self.clock.advance(seconds)
+            self.scheduler.run_due(self.clock.now())
+            self.scheduler.release()
+
+    def set_container_usage(self, vmid: int, metric: str, profile: object) -> None:
+        """Replace one usage profile of a CT (``metric``: memory | cpu | disk), from now on."""
+        parsed = _as_profile(profile)
+        with self._lock, self._at_now():
+            if vmid not in self.state.containers:
+                raise KeyError(f"CT {vmid} does not exist")
+            self._mutations += 1
+            self.usage.set_ct_profile(vmid, metric, parsed, self.now())
+
+    def set_node_load(self, node: str, metric: str, profile: object) -> None:
+        """Replace one base-load profile of a node, from now on."""
+        parsed = _as_profile(profile)
+        with self._lock, self._at_now():
+            if node not in self.state.nodes:
+                raise KeyError(f"node '{node}' does not exist")
+            self._mutations += 1
+            self.usage.set_node_profile(node, metric, parsed, self.now())
+
+    def set_node_online(self, node: str, online: bool) -> None:
+        """Take a node out of the cluster or bring it back (its CTs stop; ``onboot`` CTs restart)."""
+        with self._lock, self._at_now():
+            self._set_node_online(node, online)
+
+    def _set_node_online(self, node: str, online: bool) -> None:
+        target = self.state.nodes.get(node)
+        if target is None:
+            raise KeyError(f"node '{node}' does not exist")
+        if target.online == online:
+            return
+        target.online = online
+        self._mutations += 1
+        self.usage.set_node_online(node, online, self.now())
+        cts = [ct for ct in self.state.containers.values() if ct.node == node]
+        if not online:
+            for ct in cts:
+                if ct.running:
+                    self.set_running(ct, False)
+            return
+        target.boot_epoch = self.now()
+        for ct in cts:
+            if ct.config.get("onboot") and not ct.running and not ct.is_template and not ct.lock:
+                self.set_running(ct, True)
+
+    def fail_tasks(
+        self, task_type: str, message: str, count: int = 1, *, node: str | None = None, vmid: int | None = None
+    ) -> None:
+        """The next ``count`` tasks of ``task_type`` fail with ``message`` (see ``handlers`` for where)."""
+        self.faults.add_task_failure(task_type, message, count, node=node, vmid=vmid)
+
+    def node_usage(self, node: str) -> dict[str, float]:
+        """Live usage of a node: cpu (fraction of its cores), mem/maxmem and disk/maxdisk in bytes."""
+        with self._lock, self._at_now():
+            if node not in self.state.nodes:
+                raise KeyError(f"node '{node}' does not exist")
+            usage = self.node_usage_now(node).as_dict()
+            usage["online"] = 1.0 if self.state.nodes[node].online else 0.0
+            return usage
+
+    def container_usage(self, vmid: int) -> dict[str, float]:
+        """Live usage of a CT: cpu (fraction of its cpus), cpus, mem/maxmem, disk/maxdisk, running."""
+        with self._lock, self._at_now():
+            usage = self.ct_usage_now(vmid)
+            if usage is None:
+                raise KeyError(f"CT {vmid} does not exist")
+            return {
+                "running": 1.0 if usage.running else 0.0,
+                "cpu": usage.cpu_fraction,
+                "cpus": usage.cpus,
+                "mem": float(usage.mem_bytes),
+                "maxmem": float(usage.maxmem_bytes),
+                "disk": float(usage.disk_bytes),
+                "maxdisk": float(usage.maxdisk_bytes),
+            }
+
+    def state_dump(self) -> dict[str, object]:
+        """The whole simulated state as JSON-able data (for the admin endpoint and debugging)."""
+        with self._lock, self._at_now():
+            now = self.now()
+            nodes: dict[str, object] = {}
+            for name, node in self.state.nodes.items():
+                usage = self.node_usage_now(name)
+                nodes[name] = {
+                    "online": node.online,
+                    "cores": node.cores,
+                    "memory_bytes": node.memory_bytes,
+                    "rootfs_bytes": node.rootfs_bytes,
+                    "uptime": node.uptime_seconds(now),
+                    "usage": usage.as_dict(),
+                    "running_cts": usage.running_cts,
+                }
+            storages = {
+                sid: {
+                    "type": s.type,
+                    "content": sorted(s.content),
+                    "shared": s.shared,
+                    "enabled": s.enabled,
+                    "capacity_bytes": s.capacity_bytes,
+                    "used_bytes": {
+                        node: self.storage_used_bytes(s, node) for node in self.state.nodes if s.available_on(node)
+                    },
+                }
+                for sid, s in self.state.storages.items()
+            }
+            containers: dict[str, object] = {}
+            for vmid, ct in sorted(self.state.containers.items()):
+                usage_now = self.ct_usage_now(vmid)
+                containers[str(vmid)] = {
+                    "node": ct.node,
+                    "status": "running" if ct.running else "stopped",
+                    "lock": ct.lock,
+                    "config": dict(ct.config),
+                    "pending": dict(ct.pending),
+                    "pool": self.access.vm_pool.get(vmid),
+                    "usage": None
+                    if usage_now is None
+                    else {
+                        "cpu": usage_now.cpu_fraction,
+                        "cpus": usage_now.cpus,
+                        "mem": usage_now.mem_bytes,
+                        "maxmem": usage_now.maxmem_bytes,
+                        "disk": usage_now.disk_bytes,
+                        "maxdisk": usage_now.maxdisk_bytes,
+                    },
+                    "profiles": {m: _describe_profile(p) for m, p in self.usage.ct_profiles(vmid).items()},
+                }
+            tasks = [{**task.list_entry(), "log": list(task.lines)} for task in self.tasks]
+            return {
+                "cluster": self.name,
+                "clock": {
+                    "now": now,
+                    "elapsed": now - self.clock.start_epoch,
+                    "start_epoch": self.clock.start_epoch,
+                    "time_scale": self.clock.time_scale,
+                    "frozen": self.clock.frozen,
+                },
+                "quorate": self.is_quorate(),
+                "nodes": nodes,
+                "storages": storages,
+                "pools": {
+                    poolid: {"comment": pool.comment, "vms": sorted(pool.vms), "storage": sorted(pool.storage)}
+                    for poolid, pool in self.access.pools.items()
+                },
+                "containers": containers,
+                "ha_resources": {sid: {"state": r.state} for sid, r in self.state.ha_resources.items()},
+                "tasks": tasks,
+                "pending_events": self.scheduler.pending(),
+                "faults": self.faults.describe(),
+                "internal_errors": list(self.internal_errors),
+            }
+
+
+# ====================================================================== helpers
+
+
+def _profiles(spec: MetricProfiles) -> dict[str, Profile]:
+    return {"memory": spec.memory, "cpu": spec.cpu, "disk": spec.disk}
+
+
+def _as_profile(profile: object) -> Profile:
+    if isinstance(profile, BaseProfile):
+        return profile
+    return parse_profile(profile)
+
+
+def _describe_profile(profile: Profile) -> object:
+    dump = getattr(profile, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", by_alias=True)
+    return repr(profile)
+
+
+def _event_action(cluster: SimCluster, event: ScenarioEvent) -> Callable[[], None]:
+    """The heap action applying one scenario event at its time."""
+
+    def apply() -> None:
+        now = cluster.now()
+        if isinstance(event, SetContainerUsageEvent):
+            if event.vmid is not None:
+                targets = [event.vmid] if event.vmid in cluster.state.containers else []
+            else:
+                assert event.match is not None
+                targets = [
+                    ct.vmid
+                    for ct in cluster.state.containers.values()
+                    if event.match.matches(str(ct.config.get("hostname") or ""), (ct.tags or "").split(";"), ct.node)
+                ]
+            for vmid in targets:
+                for metric in ("memory", "cpu", "disk"):
+                    profile = getattr(event, metric)
+                    if profile is not None:
+                        cluster.usage.set_ct_profile(vmid, metric, profile, now)
+            cluster._mutations += 1
+        elif isinstance(event, SetNodeLoadEvent):
+            for metric in ("memory", "cpu", "disk"):
+                profile = getattr(event, metric)
+                if profile is not None:
+                    cluster.usage.set_node_profile(event.node, metric, profile, now)
+            cluster._mutations += 1
+        elif isinstance(event, NodeOfflineEvent):
+            cluster._set_node_online(event.node, False)
+        elif isinstance(event, NodeOnlineEvent):
+            cluster._set_node_online(event.node, True)
+        elif isinstance(event, FailTasksEvent):
+            cluster.faults.add_task_failure(
+                event.task_type, event.message, event.count, node=event.node, vmid=event.vmid
+            )
+
+    return apply

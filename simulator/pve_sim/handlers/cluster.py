@@ -1,0 +1,434 @@
+"""Cluster-wide endpoints (pve-manager ``API2/Cluster.pm``, ``API2.pm`` version, pve-ha-manager status).
+
+``/cluster/resources`` is the operator's main read: one call for every guest, node, storage and pool.
+Like PVE it reports guests and node statistics as pvestatd last broadcast them (see
+:meth:`SimCluster.stats_view`), while ``lock``, ``tags`` and ``pool`` are read live from the
+configs. It has to stay fast with thousands of CTs: one pass over the CTs, permissions cached, no
+per-CT allocation beyond the entry itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from pve_sim.errors import ParameterError, internal
+from pve_sim.handlers.common import number, resource_entry
+from pve_sim.handlers.registry import Perm, route
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pve_sim.cluster import Request, SimCluster, StatsView
+    from pve_sim.history import CtUsage
+    from pve_sim.state import StorageState
+
+
+@route("GET", "/version")
+def version(cluster: SimCluster, req: Request) -> object:
+    full = cluster.state.pve_version
+    release = ".".join(full.split(".")[:2])
+    return {"version": full, "release": release, "repoid": cluster.state.repoid}
+
+
+def _major(cluster: SimCluster) -> int:
+    head = cluster.state.pve_version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 9
+
+
+@route("GET", "/cluster/resources")
+def resources(cluster: SimCluster, req: Request) -> object:
+    """Pools, guests, nodes, storages (and SDN/network zones), filtered per entry by permission."""
+    kind = req.opt_text("type")
+    authid = req.authid
+    access = cluster.access
+    state = cluster.state
+    view = cluster.stats_view()
+    result: list[dict[str, object]] = []
+
+    pool_entries: dict[str, dict[str, object]] = {}
+    if kind is None or kind == "pool":
+        for poolid in sorted(access.pools):
+            if not access.allowed(authid, f"/pool/{poolid}", ["Pool.Audit"]):
+                continue
+            entry: dict[str, object] = {"id": f"/pool/{poolid}", "pool": poolid, "type": "pool"}
+            pool_entries[poolid] = entry
+            result.append(entry)
+
+    if kind is None or kind == "vm":
+        vm_pool = access.vm_pool
+        ha = state.ha_resources
+        containers = state.containers
+        for vmid in sorted(containers, key=str):
+            ct = containers[vmid]
+            entry = resource_entry(cluster, ct, view.cts.get(vmid), view.epoch)
+            member_of = vm_pool.get(vmid)
+            if member_of is not None:
+                entry["pool"] = member_of
+                pool_entry = pool_entries.get(member_of)
+                if pool_entry is not None and entry.get("uptime"):
+                    _add_to_pool(pool_entry, entry)
+            if not access.allowed(authid, f"/vms/{vmid}", ["VM.Audit"]):
+                continue
+            lock = ct.config.get("lock")
+            if lock:
+                entry["lock"] = lock
+            tags = ct.config.get("tags")
+            if tags:
+                entry["tags"] = tags
+            if member_of is not None and not access.allowed(authid, f"/pool/{member_of}", ["Pool.Audit"]):
+                del entry["pool"]
+            resource = ha.get(f"ct:{vmid}")
+            if resource is not None:
+                entry["hastate"] = resource.state
+            result.append(entry)
+
+    if kind is None or kind == "node":
+        for name in state.nodes:
+            result.append(
+                node_entry(cluster, name, view, audit=access.allowed(authid, f"/nodes/{name}", ["Sys.Audit"]))
+            )
+
+    if kind is None or kind == "storage":
+        used = storage_usage(cluster, view.cts)
+        for sid in sorted(state.storages):
+            if not access.allowed(authid, f"/storage/{sid}", ["Datastore.Audit"]):
+                continue
+            storage = state.storages[sid]
+            if not storage.enabled:
+                continue
+            for name, node in state.nodes.items():
+                if not storage.available_on(name):
+                    continue
+                entry = {
+                    "id": f"storage/{name}/{sid}",
+                    "storage": sid,
+                    "node": name,
+                    "type": "storage",
+                    "plugintype": storage.type,
+                    "status": "unknown",
+                    "shared": 1 if storage.shared else 0,
+                    "content": storage.content_string(),
+                }
+                if node.online:
+                    entry["maxdisk"] = storage.capacity_bytes
+                    entry["disk"] = storage_used(cluster, storage, name, used)
+                    entry["status"] = "available"
+                result.append(entry)
+
+    if _major(cluster) < 9:
+        if kind is None or kind == "sdn":
+            for name in sorted(state.nodes):
+                if access.allowed(authid, "/sdn/zones/localnetwork", ["SDN.Audit"]):
+                    result.append(
+                        {
+                            "id": f"sdn/{name}/localnetwork",
+                            "sdn": "localnetwork",
+                            "node": name,
+                            "type": "sdn",
+                            "status": "ok",
+                        }
+                    )
+    elif kind is None and access.allowed(authid, "/sdn/zones/localnetwork", ["SDN.Audit"]):
+        for name in state.nodes:
+            result.append(
+                {
+                    "id": f"network/{name}/zone/localnetwork",
+                    "type": "network",
+                    "network-type": "zone",
+                    "network": "localnetwork",
+                    "node": name,
+                    "status": "ok",
+                }
+            )
+    return result
+
+
+def _add_to_pool(pool_entry: dict[str, object], entry: dict[str, object]) -> None:
+    """Pool statistics as PVE sums them from running members (weighted CPU)."""
+    uptime = int(entry.get("uptime", 0))  # type: ignore[call-overload]
+    if uptime > int(pool_entry.get("uptime", 0)):  # type: ignore[call-overload]
+        pool_entry["uptime"] = uptime
+    pool_entry["mem"] = int(pool_entry.get("mem", 0)) + int(entry.get("mem", 0))  # type: ignore[call-overload]
+    pool_entry["maxmem"] = int(pool_entry.get("maxmem", 0)) + int(entry.get("maxmem", 0))  # type: ignore[call-overload]
+    old_cpu = float(pool_entry.get("cpu", 0))  # type: ignore[arg-type]
+    old_max = float(pool_entry.get("maxcpu", 0))  # type: ignore[arg-type]
+    cpu = float(entry.get("cpu", 0))  # type: ignore[arg-type]
+    maxcpu = float(entry.get("maxcpu", 0))  # type: ignore[arg-type]
+    total = old_max + maxcpu
+    pool_entry["cpu"] = (old_cpu * old_max + cpu * maxcpu) / total if total else 0
+    pool_entry["maxcpu"] = number(total)
+
+
+def node_entry(cluster: SimCluster, name: str, view: StatsView, *, audit: bool) -> dict[str, object]:
+    """``extract_node_stats``: status from membership (live), statistics from the last broadcast."""
+    node = cluster.state.nodes[name]
+    usage = view.nodes.get(name)
+    entry: dict[str, object] = {"id": f"node/{name}", "node": name, "type": "node", "status": "unknown"}
+    if usage is not None:
+        if node.online:
+            if audit:
+                entry["uptime"] = max(0, int(view.epoch - node.boot_epoch))
+                entry["cpu"] = usage.cpu_fraction
+                entry["mem"] = usage.mem_bytes
+                entry["disk"] = usage.rootfs_used_bytes
+            entry["status"] = "online"
+        entry["level"] = ""
+        if audit:
+            entry["maxcpu"] = usage.cores
+            entry["maxmem"] = usage.memory_bytes
+            entry["maxdisk"] = usage.rootfs_bytes
+    if not node.online:
+        entry["status"] = "offline"
+    entry["cgroup-mode"] = 2
+    if cluster.state.ha_resources:
+        entry["hastate"] = "online" if node.online else "unknown"
+    return entry
+
+
+def storage_usage(cluster: SimCluster, ct_usages: Mapping[int, CtUsage]) -> dict[tuple[str, str], int]:
+    """Bytes CT root volumes use, per (storage, node); shared storages under node ``""``."""
+    state = cluster.state
+    totals: dict[tuple[str, str], int] = {}
+    for usage in ct_usages.values():
+        if usage.storage is None:
+            continue
+        storage = state.storages.get(usage.storage)
+        if storage is None:
+            continue
+        key = (usage.storage, "" if storage.shared else usage.node)
+        totals[key] = totals.get(key, 0) + usage.disk_bytes
+    return totals
+
+
+def storage_used(cluster: SimCluster, storage: StorageState, node: str, totals: dict[tuple[str, str], int]) -> int:
+    """Used bytes of a storage on a node: unmodelled base use + CT root volumes + templates."""
+    used = storage.base_used_bytes + totals.get((storage.sid, "" if storage.shared else node), 0)
+    for template in cluster.state.templates.values():
+        if template.storage == storage.sid:
+            used += template.size_bytes
+    return min(used, storage.capacity_bytes)
+
+
+@route("GET", "/cluster/nextid")
+def nextid(cluster: SimCluster, req: Request) -> object:
+    """The lowest free VMID from 100, as a string (PVE's Perl stringifies it); ``vmid`` asserts one."""
+    vmid = req.opt_integer("vmid")
+    if vmid:
+        if vmid in cluster.state.containers:
+            raise ParameterError({"vmid": f"VM {vmid} already exists"})
+        return str(vmid)
+    for candidate in range(100, 1_000_000):
+        if candidate not in cluster.state.containers:
+            return str(candidate)
+    raise internal("unable to get any free VMID in range [100, 1000000]")
+
+
+@route("GET", "/cluster/status", perm=Perm("/", ("Sys.Audit",)))
+def cluster_status(cluster: SimCluster, req: Request) -> object:
+    state = cluster.state
+    entry_node = next(iter(state.nodes), "")
+    result: list[dict[str, object]] = [
+        {
+            "type": "cluster",
+            "id": "cluster",
+            "nodes": len(state.nodes),
+            "version": state.config_version,
+            "name": cluster.name,
+            "quorate": 1 if cluster.is_quorate() else 0,
+        }
+    ]
+    for name in sorted(state.nodes):
+        node = state.nodes[name]
+        result.append(
+            {
+                "type": "node",
+                "id": f"node/{name}",
+                "name": name,
+                "nodeid": node.nodeid,
+                "local": 1 if name == entry_node else 0,
+                "online": 1 if node.online else 0,
+                "ip": node.ip,
+                "level": "",
+            }
+        )
+    return result
+
+
+# ============================================================================ HA
+
+
+def _ha_master(cluster: SimCluster) -> str:
+    online = [name for name, node in cluster.state.nodes.items() if node.online]
+    return online[0] if online else next(iter(cluster.state.nodes), "")
+
+
+def _localtime(epoch: float) -> str:
+    return time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(epoch))
+
+
+@route("GET", "/cluster/ha/status/current", perm=Perm("/", ("Sys.Audit",)))
+def ha_status_current(cluster: SimCluster, req: Request) -> object:
+    state = cluster.state
+    entry_node = next(iter(state.nodes), "")
+    quorate = cluster.is_quorate()
+    now = int(cluster.now())
+    result: list[dict[str, object]] = [
+        {
+            "id": "quorum",
+            "type": "quorum",
+            "node": entry_node,
+            "status": "OK" if quorate else f"No quorum on node '{entry_node}'!",
+            "quorate": 1 if quorate else 0,
+        }
+    ]
+    active = bool(state.ha_resources)
+    if not active:
+        result.append(
+            {
+                "id": "fencing",
+                "type": "fencing",
+                "node": entry_node,
+                "status": "standby (CRM watchdog standby)",
+                "armed-state": "standby",
+            }
+        )
+        return result
+    master = _ha_master(cluster)
+    result.append(
+        {
+            "id": "master",
+            "type": "master",
+            "node": master,
+            "status": f"{master} (active, {_localtime(now)})",
+            "timestamp": now,
+        }
+    )
+    result.append(
+        {
+            "id": "fencing",
+            "type": "fencing",
+            "node": master,
+            "status": "armed (CRM watchdog active)",
+            "armed-state": "armed",
+        }
+    )
+    for name in sorted(state.nodes):
+        node = state.nodes[name]
+        services = [
+            r
+            for r in state.ha_resources.values()
+            if (ct := state.containers.get(r.vmid)) is not None and ct.node == name
+        ]
+        if not node.online:
+            result.append(
+                {
+                    "id": f"lrm:{name}",
+                    "type": "lrm",
+                    "node": name,
+                    "status": f"{name} (old timestamp - dead?, watchdog standby, {_localtime(now - 60)})",
+                    "timestamp": now - 60,
+                }
+            )
+            continue
+        lrm_state = "active" if services else "idle"
+        watchdog = "watchdog active" if services else "watchdog standby"
+        result.append(
+            {
+                "id": f"lrm:{name}",
+                "type": "lrm",
+                "node": name,
+                "status": f"{name} ({lrm_state}, {watchdog}, {_localtime(now)})",
+                "timestamp": now,
+            }
+        )
+    for sid in sorted(state.ha_resources):
+        resource = state.ha_resources[sid]
+        ct = state.containers.get(resource.vmid)
+        service_node = ct.node if ct is not None else "---"
+        crm_state = resource.state
+        if ct is not None and resource.state == "started" and not ct.running:
+            crm_state = "starting"
+        if ct is not None and resource.state == "stopped" and ct.running:
+            crm_state = "request_stop"
+        result.append(
+            {
+                "id": f"service:{sid}",
+                "type": "service",
+                "sid": sid,
+                "node": service_node,
+                "crm_state": crm_state,
+                "request_state": resource.state,
+                "state": crm_state,
+                "status": f"{sid} ({service_node}, {crm_state})",
+                "max_restart": resource.max_restart,
+                "max_relocate": resource.max_relocate,
+                "failback": 1 if resource.failback else 0,
+            }
+        )
+    return result
+
+
+@route("GET", "/cluster/ha/status/manager_status", perm=Perm("/", ("Sys.Audit",)))
+def ha_manager_status(cluster: SimCluster, req: Request) -> object:
+    state = cluster.state
+    now = int(cluster.now())
+    entry_node = next(iter(state.nodes), "")
+    manager: dict[str, object] = {}
+    if state.ha_resources:
+        manager = {
+            "master_node": _ha_master(cluster),
+            "node_status": {name: "online" if node.online else "unknown" for name, node in state.nodes.items()},
+            "service_status": {
+                sid: {
+                    "node": ct.node,
+                    "state": r.state,
+                    "uid": f"{abs(hash((sid, r.state))) % 10**22:022d}"[:22],
+                }
+                for sid, r in sorted(state.ha_resources.items())
+                if (ct := state.containers.get(r.vmid)) is not None
+            },
+            "timestamp": now,
+        }
+    return {
+        "manager_status": manager,
+        "quorum": {"node": entry_node, "quorate": "1" if cluster.is_quorate() else "0"},
+        "lrm_status": {
+            name: {
+                "mode": "active",
+                "results": {},
+                "state": "active" if state.ha_resources else "wait_for_agent_lock",
+                "timestamp": now,
+            }
+            for name, node in state.nodes.items()
+            if node.online
+        },
+    }
+
+
+@route("GET", "/cluster/ha/rules", perm=Perm("/", ("Sys.Audit",)))
+def ha_rules(cluster: SimCluster, req: Request) -> object:
+    """PVE 9 turns HA groups into ``node-affinity`` rules named ``ha-group-<group>``."""
+    state = cluster.state
+    wanted_type = req.opt_text("type")
+    wanted_resource = req.opt_text("resource")
+    result: list[dict[str, object]] = []
+    for group, (nodes, restricted) in sorted(state.ha_groups.items()):
+        members = sorted(sid for sid, r in state.ha_resources.items() if r.group == group)
+        if not members:
+            continue
+        if wanted_type is not None and wanted_type != "node-affinity":
+            continue
+        if wanted_resource is not None and wanted_resource not in members:
+            continue
+        result.append(
+            {
+                "rule": f"ha-group-{group}",
+                "type": "node-affinity",
+                "nodes": ",".join(nodes),
+                "resources": ",".join(members),
+                "strict": 1 if restricted else 0,
+                "order": len(result) + 1,
+            }
+        )
+    return result

@@ -1,0 +1,524 @@
+"""The simulated cluster's state: nodes, storages, templates, containers, HA resources.
+
+This is the data PVE keeps in ``/etc/pve`` (node list, storage.cfg, the per-node ``lxc/<vmid>.conf``
+files, ha/resources.cfg) plus what the kernel knows (which CTs run, since when). It carries the small
+rules that PVE implements next to that data and that several handlers share: loading a config with
+PVE's "does not exist" error, ``check_lock``, ``check_vmid_unused``, storage lookups with their
+errors, volume naming per storage type, config digests, and printing config values the way
+pve-container stores them.
+
+Users, ACLs and pools are in :mod:`pve_sim.access`; usage over time in :mod:`pve_sim.history`; tasks
+in :mod:`pve_sim.tasks`. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from pve_sim.errors import PveApiError, internal
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+ConfigValue = str | int
+"""A config value as pve-container stores it: ints for integer/boolean options, else strings."""
+
+# Options whose value is a property string with these (default key, required keys) when printed.
+_PROPERTY_DEFAULT_KEY = {"rootfs": "volume", "mp": "volume", "unused": "volume", "dev": "path"}
+_PROPERTY_REQUIRED_KEYS = {"net": ("name",), "mp": ("mp",)}
+_PROPERTY_BOOLEAN_KEYS = frozenset(
+    {
+        "firewall",
+        "host-managed",
+        "link_down",
+        "acl",
+        "quota",
+        "replicate",
+        "ro",
+        "shared",
+        "backup",
+        "keepattrs",
+        "nesting",
+        "keyctl",
+        "fuse",
+        "mknod",
+        "force_rw_sys",
+    }
+)
+_DISK_SIZE_KEYS = frozenset({"size"})
+
+LOCK_VALUES = (
+    "backup",
+    "create",
+    "destroyed",
+    "disk",
+    "fstrim",
+    "migrate",
+    "mounted",
+    "rollback",
+    "snapshot",
+    "snapshot-delete",
+)
+"""pve-container's lock enum (``$confdesc->{lock}``)."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def parse_property_string(value: str, default_key: str | None = None) -> dict[str, str]:
+    """Split a validated property string (``k=v,k=v`` with an optional leading default-key value).
+
+    The HTTP layer has validated the value against the schema already; this only splits it.
+    """
+    result: dict[str, str] = {}
+    for part in value.split(","):
+        if not part:
+            continue
+        key, sep, item = part.partition("=")
+        if not sep:
+            if default_key is None:
+                raise internal(f"unable to parse property string '{value}'")
+            result[default_key] = key
+        else:
+            result[key] = item
+    return result
+
+
+def option_family(key: str) -> str:
+    """``net0`` -> ``net``, ``mp12`` -> ``mp``, ``rootfs`` -> ``rootfs``."""
+    match = re.match(r"^([a-z]+)\d+$", key)
+    return match.group(1) if match else key
+
+
+def print_property_string(data: Mapping[str, str], family: str) -> str:
+    """Print like ``PVE::JSONSchema::print_property_string``: default key, required keys, the rest sorted."""
+    default_key = _PROPERTY_DEFAULT_KEY.get(family)
+    required = _PROPERTY_REQUIRED_KEYS.get(family, ())
+    parts: list[str] = []
+    done: set[str] = set()
+
+    def add(key: str, bare: bool = False) -> None:
+        if key in done or key not in data:
+            return
+        done.add(key)
+        value = data[key]
+        if key in _PROPERTY_BOOLEAN_KEYS:
+            value = _normalise_bool(value)
+        elif key in _DISK_SIZE_KEYS:
+            value = format_size(parse_disk_size(value))
+        parts.append(value if bare else f"{key}={value}")
+
+    if default_key is not None:
+        add(default_key, bare=True)
+    for key in sorted(data):
+        if key in required:
+            add(key)
+    for key in sorted(data):
+        add(key)
+    return ",".join(parts)
+
+
+def _normalise_bool(value: str) -> str:
+    lowered = value.lower()
+    if lowered in ("1", "on", "yes", "true"):
+        return "1"
+    if lowered in ("0", "off", "no", "false"):
+        return "0"
+    return value
+
+
+def parse_disk_size(text: str) -> int:
+    """Bytes of a ``disk-size`` value (``8G``, ``512M``, ``4``=bytes, ``1.5T``)."""
+    match = re.match(r"^(\d+(?:\.\d+)?)([KMGT])?$", text)
+    if match is None:
+        raise internal(f"unable to parse size '{text}'")
+    number = float(match.group(1))
+    unit = match.group(2)
+    if unit:
+        number *= 1024 ** ("KMGT".index(unit) + 1)
+    return int(number)
+
+
+def format_size(size_bytes: int) -> str:
+    """``PVE::JSONSchema::format_size``: the largest exact unit (``8G``, ``512M``, ``100K``)."""
+    size = int(size_bytes)
+    kb, rest = divmod(size, 1024)
+    if rest:
+        return str(size)
+    mb, rest = divmod(kb, 1024)
+    if rest:
+        return f"{kb}K"
+    gb, rest = divmod(mb, 1024)
+    if rest:
+        return f"{mb}M"
+    tb, rest = divmod(gb, 1024)
+    if rest:
+        return f"{gb}G"
+    return f"{tb}T"
+
+
+def format_number(value: float) -> str:
+    """A ``number`` option as PVE stores it (a string): ``2``, ``0.5``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def stored_value(value: object) -> ConfigValue:
+    """A typed parameter value as it is written to a CT config."""
+    if isinstance(value, bool):
+        return 1 if value else 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------ nodes
+
+
+@dataclass
+class NodeState:
+    """A cluster member. ``boot_epoch`` gives uptime and task ``pstart`` values."""
+
+    name: str
+    nodeid: int
+    ip: str
+    cores: int
+    memory_bytes: int
+    rootfs_bytes: int
+    online: bool
+    boot_epoch: float
+    swap_bytes: int = 0
+    cpu_model: str = "Intel(R) Xeon(R) Silver 4314 CPU @ 2.40GHz"
+    sockets: int = 1
+    kernel_release: str = "6.17.2-1-pve"
+    kernel_version: str = "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1 (2025-10-21T11:55Z)"
+
+    def uptime_seconds(self, now_epoch: float) -> int:
+        return max(0, int(now_epoch - self.boot_epoch))
+
+    def ssl_fingerprint(self) -> str:
+        digest = hashlib.sha256(f"pve-sim node certificate {self.name}".encode()).hexdigest().upper()
+        return ":".join(digest[i : i + 2] for i in range(0, 64, 2))
+
+
+# ------------------------------------------------------------------------------------------ storages
+
+
+@dataclass
+class StorageState:
+    """One entry of storage.cfg. ``nodes`` None = available on every node."""
+
+    sid: str
+    type: str
+    content: frozenset[str]
+    shared: bool
+    capacity_bytes: int
+    base_used_bytes: int = 0
+    """Space used by things the simulator does not model (ISOs, backups)."""
+    enabled: bool = True
+    nodes: frozenset[str] | None = None
+
+    def available_on(self, node: str) -> bool:
+        return self.nodes is None or node in self.nodes
+
+    def content_string(self) -> str:
+        """``content_hash_to_string``: sorted, comma-separated."""
+        return ",".join(sorted(self.content))
+
+    @property
+    def active_on_every_node(self) -> bool:
+        return self.shared
+
+    def volume_name(self, vmid: int, index: int) -> str:
+        """The volume name a new CT disk gets on this storage type."""
+        if self.type in ("zfspool", "zfs"):
+            return f"subvol-{vmid}-disk-{index}"
+        if self.type in ("dir", "nfs", "cifs", "btrfs", "cephfs", "glusterfs"):
+            return f"{vmid}/vm-{vmid}-disk-{index}.raw"
+        return f"vm-{vmid}-disk-{index}"
+
+
+@dataclass(frozen=True)
+class TemplateVolume:
+    """An OS template (``vztmpl``) volume on a storage."""
+
+    volid: str
+    storage: str
+    ostype: str
+    size_bytes: int
+    arch: str = "amd64"
+
+    @property
+    def filename(self) -> str:
+        return self.volid.split("/", 1)[-1]
+
+
+# ------------------------------------------------------------------------------------------ containers
+
+
+@dataclass
+class Volume:
+    """A CT volume (rootfs or mount point) as the storage layer sees it."""
+
+    volid: str
+    storage: str
+    size_bytes: int
+    key: str
+
+
+@dataclass
+class ContainerState:
+    """A CT: its config file (on ``node``) and its runtime state."""
+
+    vmid: int
+    node: str
+    config: dict[str, ConfigValue]
+    running: bool = False
+    started_epoch: float | None = None
+    pid: int | None = None
+    pending: dict[str, ConfigValue] = field(default_factory=dict)
+    pending_delete: list[str] = field(default_factory=list)
+    created_epoch: float = 0.0
+
+    @property
+    def lock(self) -> str | None:
+        value = self.config.get("lock")
+        return str(value) if value else None
+
+    @property
+    def is_template(self) -> bool:
+        return bool(self.config.get("template"))
+
+    @property
+    def name(self) -> str:
+        """vmstatus ``name``: the hostname or ``CT<vmid>``, whitespace removed."""
+        hostname = self.config.get("hostname")
+        if not hostname:
+            return f"CT{self.vmid}"
+        text = str(hostname)
+        return "".join(text.split()) if " " in text or "\t" in text or "\n" in text else text
+
+    @property
+    def maxmem_bytes(self) -> int:
+        return int(self.config.get("memory") or 512) * MIB
+
+    @property
+    def maxswap_bytes(self) -> int:
+        return int(self.config.get("swap") or 0) * MIB
+
+    def cpus(self, node_cores: int) -> float:
+        """vmstatus ``cpus``: cores, else cpulimit, else every host CPU."""
+        cores = self.config.get("cores")
+        if cores:
+            return float(cores)
+        cpulimit = self.config.get("cpulimit")
+        if cpulimit and float(cpulimit) > 0:
+            return float(cpulimit)
+        return float(node_cores)
+
+    @property
+    def tags(self) -> str | None:
+        value = self.config.get("tags")
+        return str(value) if value else None
+
+    def volumes(self) -> list[Volume]:
+        """rootfs and mount point volumes (unused volumes included), with their sizes."""
+        result: list[Volume] = []
+        for key in sorted(self.config, key=_volume_key_order):
+            family = option_family(key)
+            if family not in ("rootfs", "mp", "unused"):
+                continue
+            parsed = parse_property_string(str(self.config[key]), "volume")
+            volid = parsed.get("volume", "")
+            storage, sep, _ = volid.partition(":")
+            if not sep or volid.startswith("/"):
+                continue  # bind mount or device: not a storage volume
+            size = parse_disk_size(parsed["size"]) if "size" in parsed else 0
+            result.append(Volume(volid=volid, storage=storage, size_bytes=size, key=key))
+        return result
+
+    def rootfs_volume(self) -> Volume | None:
+        for volume in self.volumes():
+            if volume.key == "rootfs":
+                return volume
+        return None
+
+    @property
+    def maxdisk_bytes(self) -> int:
+        """vmstatus ``maxdisk`` of a stopped CT: the rootfs size, 4 GiB if unknown."""
+        volume = self.rootfs_volume()
+        return volume.size_bytes if volume is not None and volume.size_bytes else 4 * GIB
+
+    def current_config(self, *, with_pending: bool) -> dict[str, ConfigValue]:
+        """``load_current_config``: the config, with pending changes applied unless ``current``."""
+        config = dict(self.config)
+        if with_pending:
+            config.update(self.pending)
+            for key in self.pending_delete:
+                config.pop(key, None)
+        return config
+
+    def config_text(self) -> str:
+        """The config file as ``write_pct_config`` writes it (the digest is its SHA1)."""
+        lines: list[str] = []
+        description = self.config.get("description")
+        if description is not None:
+            lines.extend(f"#{line}" for line in str(description).split("\n"))
+        lines.extend(f"{key}: {self.config[key]}" for key in sorted(self.config) if key != "description")
+        if self.pending or self.pending_delete:
+            lines.append("")
+            lines.append("[pve:pending]")
+            lines.extend(f"{key}: {self.pending[key]}" for key in sorted(self.pending))
+            if self.pending_delete:
+                lines.append(f"delete: {','.join(self.pending_delete)}")
+        return "\n".join(lines) + "\n"
+
+    def digest(self) -> str:
+        return hashlib.sha1(self.config_text().encode()).hexdigest()
+
+
+def _volume_key_order(key: str) -> tuple[int, int, str]:
+    family = option_family(key)
+    order = {"rootfs": 0, "mp": 1, "unused": 2}.get(family, 3)
+    digits = re.sub(r"\D", "", key)
+    return order, int(digits) if digits else 0, key
+
+
+# ------------------------------------------------------------------------------------------ HA
+
+
+@dataclass
+class HaResource:
+    """An entry of ha/resources.cfg (``ct:<vmid>``)."""
+
+    sid: str
+    state: str = "started"
+    group: str | None = None
+    max_restart: int = 1
+    max_relocate: int = 1
+    failback: bool = True
+    comment: str | None = None
+
+    @property
+    def vmid(self) -> int:
+        return int(self.sid.split(":", 1)[1])
+
+
+# ------------------------------------------------------------------------------------------ cluster
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Simulated durations of worker tasks (seconds), before time scaling."""
+
+    create_seconds: float = 6.0
+    start_seconds: float = 2.0
+    stop_seconds: float = 1.0
+    shutdown_seconds: float = 4.0
+    reboot_seconds: float = 6.0
+    destroy_seconds: float = 2.0
+    migrate_base_seconds: float = 4.0
+    migrate_mib_per_second: float = 400.0
+
+
+@dataclass
+class ClusterState:
+    """Everything PVE keeps about the cluster except users/ACLs/pools and task logs."""
+
+    name: str
+    pve_version: str
+    repoid: str
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    storages: dict[str, StorageState] = field(default_factory=dict)
+    templates: dict[str, TemplateVolume] = field(default_factory=dict)
+    containers: dict[int, ContainerState] = field(default_factory=dict)
+    ha_resources: dict[str, HaResource] = field(default_factory=dict)
+    ha_groups: dict[str, tuple[tuple[str, ...], bool]] = field(default_factory=dict)
+    """HA group -> (nodes with optional ``:priority``, restricted)."""
+    timing: Timing = field(default_factory=Timing)
+    config_version: int = 1
+
+    # -------------------------------------------------------------- containers
+
+    @staticmethod
+    def config_path(vmid: int, node: str) -> str:
+        return f"nodes/{node}/lxc/{vmid}.conf"
+
+    def load_config(self, vmid: int, node: str) -> ContainerState:
+        """``load_config`` on ``node``: the CT whose config file lives there, or PVE's 500."""
+        ct = self.containers.get(vmid)
+        if ct is None or ct.node != node:
+            raise internal(f"Configuration file '{self.config_path(vmid, node)}' does not exist")
+        return ct
+
+    def running_on(self, vmid: int, node: str) -> bool:
+        """``check_running`` on ``node``: only a CT running *there* counts."""
+        ct = self.containers.get(vmid)
+        return ct is not None and ct.node == node and ct.running
+
+    def check_vmid_unused(self, vmid: int) -> None:
+        """``PVE::Cluster::check_vmid_unused`` (CT variant; the simulator has no QEMU guests)."""
+        ct = self.containers.get(vmid)
+        if ct is not None:
+            raise internal(f"CT {vmid} already exists on node '{ct.node}'")
+
+    @staticmethod
+    def check_lock(ct: ContainerState) -> None:
+        """``check_lock``: ``CT is locked (<lock>)``."""
+        if ct.lock:
+            raise internal(f"CT is locked ({ct.lock})")
+
+    def iter_containers(self) -> Iterator[ContainerState]:
+        return iter(self.containers.values())
+
+    def ha_sid(self, vmid: int) -> str:
+        return f"ct:{vmid}"
+
+    def is_ha_managed(self, vmid: int) -> bool:
+        return self.ha_sid(vmid) in self.ha_resources
+
+    # -------------------------------------------------------------- storages
+
+    def storage_config(self, sid: str) -> StorageState:
+        """``storage_config``: ``storage '<sid>' does not exist``."""
+        storage = self.storages.get(sid)
+        if storage is None:
+            raise internal(f"storage '{sid}' does not exist")
+        return storage
+
+    def storage_check_enabled(self, sid: str, node: str | None) -> StorageState:
+        """``storage_check_enabled``: exists, not disabled, available on the node."""
+        storage = self.storage_config(sid)
+        if not storage.enabled:
+            raise internal(f"storage '{sid}' is disabled")
+        if node is not None and not storage.available_on(node):
+            raise internal(f"storage '{sid}' is not available on node '{node}'")
+        return storage
+
+    def next_volume_name(self, storage: StorageState, vmid: int, node: str) -> str:
+        """A free ``vm-<vmid>-disk-N`` style name on ``storage`` (on ``node`` for local storage)."""
+        used: set[str] = set()
+        for ct in self.containers.values():
+            if ct.vmid != vmid:
+                continue
+            for volume in ct.volumes():
+                if volume.storage == storage.sid:
+                    used.add(volume.volid)
+        index = 0
+        while f"{storage.sid}:{storage.volume_name(vmid, index)}" in used:
+            index += 1
+        return f"{storage.sid}:{storage.volume_name(vmid, index)}"
+
+    def node_names(self) -> list[str]:
+        return list(self.nodes)
+
+    def node(self, name: str) -> NodeState | None:
+        return self.nodes.get(name)
+
+
+def lock_error(lock: str) -> PveApiError:
+    return internal(f"CT is locked ({lock})")
