@@ -30,6 +30,7 @@ from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
     PveError,
+    PveNotProxmox,
     PvePermissionError,
     PveUnreachable,
 )
@@ -94,6 +95,8 @@ def probe_pool(
         updates = _failed("AuthenticationFailed", f"Proxmox VE rejected the credentials: {exc.pve_message}")
     except PvePermissionError as exc:
         updates = _failed("PermissionDenied", f"Proxmox VE denied a request: {exc}")
+    except PveNotProxmox as exc:
+        updates = _failed("NotProxmox", f"{spec.get('endpoint')} does not answer as Proxmox VE: {exc}")
     except PveError as exc:
         updates = _failed("ProxmoxError", runtime.redact(str(exc)))
     except Exception as exc:

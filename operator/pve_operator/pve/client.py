@@ -15,6 +15,8 @@ Rules this class keeps:
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import os
 import tempfile
@@ -33,7 +35,14 @@ from proxmoxer.core import AuthenticationError, ResourceException
 from pve_operator.metrics import PVE_REQUEST_SECONDS, endpoint_template
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, NodeUsage
 from pve_operator.planning.ownership import normalize_tags
-from pve_operator.pve.errors import PveAuthenticationError, PveError, PveTimeout, PveUnreachable, classify
+from pve_operator.pve.errors import (
+    PveAuthenticationError,
+    PveError,
+    PveNotProxmox,
+    PveTimeout,
+    PveUnreachable,
+    classify,
+)
 from pve_operator.pve.tasks import Backoff, TaskResult, Upid, wait_for_task
 
 log = logging.getLogger(__name__)
@@ -80,6 +89,43 @@ class TlsSettings:
 
     ca_pem: str | None = field(default=None, repr=False)
     insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the last HTTP answer looked like, to tell a PVE error from another server's page."""
+
+    status: int
+    content_type: str
+    server: str
+    body_start: str
+
+    @property
+    def looks_like_html(self) -> bool:
+        return "html" in self.content_type.lower() or self.body_start.lstrip().startswith("<")
+
+
+#: The last answer seen by this thread (or task): set by a response hook on the proxmoxer session.
+_last_answer: contextvars.ContextVar[_Answer | None] = contextvars.ContextVar("pve_last_answer", default=None)
+
+
+def _remember_answer(response: requests.Response, *_: Any, **__: Any) -> None:
+    _last_answer.set(
+        _Answer(
+            status=response.status_code,
+            content_type=response.headers.get("Content-Type", ""),
+            server=response.headers.get("Server", ""),
+            body_start=response.content[:64].decode("utf-8", "replace"),
+        )
+    )
+
+
+def _not_proxmox(answer: _Answer) -> str:
+    server = f" from {answer.server!r}" if answer.server else ""
+    return (
+        f"the server answered HTTP {answer.status}{server} with {answer.content_type or 'no content type'}, "
+        "not with Proxmox VE's JSON: check spec.endpoint (and any proxy in front of Proxmox VE)"
+    )
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -176,6 +222,9 @@ class PveClient:
                     kwargs.update(user=creds.username, password=creds.password)
                 with self._translate_errors("POST /access/ticket", mutating=False):
                     self._api = proxmoxer.ProxmoxAPI(self._host, backend="https", **kwargs)
+                session = self._api._store.get("session")
+                if session is not None:
+                    session.hooks["response"].append(_remember_answer)
             return self._api
 
     @contextmanager
@@ -195,12 +244,26 @@ class PveClient:
     @contextmanager
     def _typed_errors(self, request: str, *, mutating: bool) -> Iterator[None]:
         secrets = self._credentials.secrets()
+        _last_answer.set(None)
         try:
             yield
+            answer = _last_answer.get()
+            if answer is not None and answer.looks_like_html:  # a 2xx page proxmoxer took as data
+                raise PveNotProxmox(_not_proxmox(answer), status=answer.status, request=request)
         except ResourceException as exc:
+            answer = _last_answer.get()
+            if answer is not None and answer.looks_like_html:
+                raise PveNotProxmox(_not_proxmox(answer), status=exc.status_code, request=request) from None
             errors = exc.errors if isinstance(exc.errors, dict) and "errors" not in exc.errors else None
             message = redact(str(exc.content or ""), secrets)
             raise classify(exc.status_code, message, request=request, errors=errors) from None
+        except ValueError as exc:  # a 2xx body proxmoxer could not decode as JSON
+            if not isinstance(exc, json.JSONDecodeError):
+                raise
+            answer = _last_answer.get()
+            raise PveNotProxmox(
+                _not_proxmox(answer) if answer else "the answer is not JSON", request=request
+            ) from None
         except AuthenticationError:
             # proxmoxer's message names the user and URL only; we say the same in our words.
             raise PveAuthenticationError(

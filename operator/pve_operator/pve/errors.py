@@ -41,6 +41,12 @@ class PveUnreachable(PveError):
     """No answer from PVE (connection refused, TLS failure, timeout) or a 59x proxy error."""
 
 
+class PveNotProxmox(PveError):
+    """The server answered, but not as Proxmox VE does (an HTML page, a body that is not PVE's JSON
+    envelope): a wrong endpoint, a proxy's or load balancer's page, or another server altogether.
+    Told as such rather than as a permission or parameter problem."""
+
+
 class PveTimeout(PveUnreachable):
     """PVE accepted the connection but did not answer within the read timeout (a hung API). Not
     retried: a second wait would only double the time until the user is told."""
