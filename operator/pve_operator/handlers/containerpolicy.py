@@ -85,6 +85,7 @@ from pve_operator.pve.errors import (
     PveAuthenticationError,
     PveError,
     PveNotFound,
+    PveNotProxmox,
     PvePermissionError,
     PveUnreachable,
 )
@@ -317,6 +318,8 @@ def _error_updates(exc: Exception, pool_name: str, runtime: OperatorRuntime) -> 
         return _blocked("AuthenticationFailed", f"Proxmox VE rejected pool {pool_name}'s credentials")
     if isinstance(exc, PvePermissionError):
         return _blocked("PermissionDenied", f"Proxmox VE denied a request: {exc}")
+    if isinstance(exc, PveNotProxmox):
+        return _blocked("NotProxmox", f"the endpoint of pool {pool_name} does not answer as Proxmox VE: {exc}")
     if isinstance(exc, PveError):
         return _blocked("ProxmoxError", runtime.redact(str(exc)))
     # Not a Proxmox answer (a TLS file gone during a Secret rotation, a bug): say so, retry next cycle.
