@@ -140,3 +140,22 @@ def test_a_hung_proxmox_api_makes_the_pool_unreachable_within_one_read_timeout(l
     assert "did not answer within" in found["message"]
     lab.sim.cluster.faults.clear()
     lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected", timeout_s=90)
+
+
+def test_a_pool_trusts_a_pinned_certificate_fingerprint_without_a_ca(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """tls.fingerprintSHA256: the safe alternative to insecureSkipVerify for a self-signed PVE."""
+    from tests.fixtures.operator import pool_manifest
+
+    sim = pve_sim_server(time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim)  # Secret, CA ConfigMap and a pool "lab"
+    pinned = pool_manifest("pinned", endpoint=sim.url, ca_config_map=None)
+    pinned["spec"]["tls"] = {"fingerprintSHA256": sim.tls.fingerprint_sha256}
+    wrong = pool_manifest("wrong-pin", endpoint=sim.url, ca_config_map=None)
+    wrong["spec"]["tls"] = {"fingerprintSHA256": "AA:" * 31 + "AA"}
+    apply_objects(kube, kube_namespace, pinned, wrong)
+    lab = Lab(kube, kube_namespace, sim, pve_operator_process(kube_namespace))
+    lab.wait_condition("proxmoxserverpool", "pinned", "Ready", "True", "Connected")
+    refused = lab.wait_condition("proxmoxserverpool", "wrong-pin", "Ready", "False", "Unreachable")
+    assert "not the pinned tls.fingerprintSHA256" in refused["message"]

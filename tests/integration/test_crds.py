@@ -266,6 +266,41 @@ def test_api_server_refuses_invalid_manifest(kube: KubeCluster, kube_namespace: 
         assert expected in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("ip", "gateway"),
+    [
+        ("10.0.0.5/24", "10.0.0.1"),
+        ("10.0.0.1/31", "10.0.0.0"),  # RFC 3021: both addresses of a /31 are hosts
+        # Outside the subnet: Proxmox VE adds an on-link route to the gateway (routed setups); the operator
+        # only warns (ContainerPolicySpec.warnings).
+        ("10.0.0.5/24", "10.1.0.1"),
+        ("203.0.113.10/32", "198.51.100.1"),
+    ],
+)
+def test_api_server_accepts_gateways_proxmox_accepts(
+    kube: KubeCluster, kube_namespace: str, ip: str, gateway: str
+) -> None:
+    manifest = load_sample(SAMPLE_POLICY)
+    manifest["spec"]["template"]["networks"] = [{"name": "eth0", "bridge": "vmbr0", "ip": ip, "gateway": gateway}]
+    result = kube.kubectl(
+        "apply", "--namespace", kube_namespace, "--dry-run=server", "-f", "-",
+        input=yaml.safe_dump(manifest), check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    ContainerPolicySpec.model_validate(manifest["spec"])
+
+
+def test_api_server_accepts_an_endpoint_with_the_api_path(kube: KubeCluster, kube_namespace: str) -> None:
+    manifest = load_sample(SAMPLE_POOL)
+    manifest["spec"]["endpoint"] = "https://127.0.0.1:8006/api2/json"
+    result = kube.kubectl(
+        "apply", "--namespace", kube_namespace, "--dry-run=server", "-f", "-",
+        input=yaml.safe_dump(manifest), check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert ProxmoxServerPoolSpec.model_validate(manifest["spec"]).address.path_prefix == ""
+
+
 def test_each_rejection_names_its_field_once(kube: KubeCluster, kube_namespace: str) -> None:
     """Seen in a review: `replicas: -1` was listed twice, by the schema's minimum and by the API
     server's own scale-subresource check. Every rejection lists each problem once."""

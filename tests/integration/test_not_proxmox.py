@@ -8,7 +8,6 @@ server or a proxy's login page does: HTML, whatever the path.
 from __future__ import annotations
 
 import http.server
-import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from pve_sim.tls import generate_tls_material
 class _WebPage(http.server.BaseHTTPRequestHandler):
     status = 403
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = b"<html><head><title>403 Forbidden</title></head><body>nginx</body></html>"
         self.send_response(self.status)
         self.send_header("Content-Type", "text/html")
@@ -63,7 +62,7 @@ def test_an_html_answer_is_not_proxmox(web_server: tuple[str, str]) -> None:
 def test_proxmox_errors_stay_what_they_are(pve_sim_server: object) -> None:
     sim = pve_sim_server(time_scale=0.0)  # type: ignore[operator]
     credentials = PveCredentials(token_id="ctoperator@pve!operator", token_secret="0badc0de-wrong")
-    with PveClient(sim.url, credentials, TlsSettings(ca_pem=Path(sim.ca_path).read_text())) as pve:
-        with pytest.raises(Exception) as caught:
-            pve.version()
+    tls = TlsSettings(ca_pem=Path(sim.ca_path).read_text())
+    with PveClient(sim.url, credentials, tls) as pve, pytest.raises(Exception) as caught:
+        pve.version()
     assert not isinstance(caught.value, PveNotProxmox), caught.value

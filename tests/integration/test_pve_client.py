@@ -49,6 +49,20 @@ def test_snapshot_is_one_request_with_nodes_cts_and_tags(pve_sim_server: Any) ->
     assert 3150 in snapshot.used_vmids()
 
 
+@pytest.mark.parametrize("suffix", ["/api2/json", "/api2/json/"])
+def test_an_endpoint_copied_with_the_api_path_works(pve_sim_server: Any, suffix: str) -> None:
+    """Seen with hostile input: ``https://pve:8006/api2/json`` became ``.../api2/json/api2/json`` (501)."""
+    sim = pve_sim_server(time_scale=0.0)
+    token = sim.token_secret("ctoperator@pve", "operator")
+    with PveClient(
+        f"https://127.0.0.1:{sim.port}{suffix}",
+        PveCredentials(token_id=TOKEN_ID, token_secret=token),
+        TlsSettings(ca_pem=Path(sim.ca_path).read_text()),
+    ) as pve:
+        assert pve.version()
+        assert set(pve.snapshot(taken_at=1.0).nodes) == {"srv-px1", "srv-px2"}
+
+
 def test_wrong_token_is_an_authentication_error_that_never_shows_the_secret(pve_sim_server: Any) -> None:
     sim = pve_sim_server(time_scale=0.0)
     wrong = "11111111-2222-4333-8444-555555555555"
@@ -164,3 +178,30 @@ def test_a_hung_api_is_a_timeout_told_after_one_read_timeout_not_retried(pve_sim
             pve.cluster_resources()
     assert isinstance(caught.value, PveUnreachable), "still Unreachable for the conditions"
     assert caught.value.request == "GET /cluster/resources"
+
+
+def test_a_pinned_certificate_fingerprint_is_trusted_without_a_ca_and_a_wrong_one_gets_nothing(
+    pve_sim_server: Any,
+) -> None:
+    """`tls.fingerprintSHA256`, the way PVE's own clients trust a node: the safe alternative to
+    skipping verification. A wrong pin stops the client before any credential is sent."""
+    sim = pve_sim_server(time_scale=0.0)
+    token = sim.token_secret("ctoperator@pve", "operator")
+    credentials = PveCredentials(token_id=TOKEN_ID, token_secret=token)
+    fingerprint = sim.tls.fingerprint_sha256  # upper-case pairs joined by ':', as PVE shows it
+    with PveClient(sim.url, credentials, TlsSettings(fingerprint_sha256=fingerprint)) as pve:
+        assert pve.version()["version"] == "9.1.2"
+        assert pve.cluster_resources()
+
+    wrong = "AA:" * 31 + "AA"
+    refused = r"not the pinned tls\.fingerprintSHA256: nothing was sent"
+    with PveClient(sim.url, credentials, TlsSettings(fingerprint_sha256=wrong)) as pve, pytest.raises(
+        PveUnreachable, match=refused
+    ):
+        pve.version()
+    # Password logins post the password at once: the pin is checked before that too.
+    password = PveCredentials(username="ctoperator@pve", password=sim.user_password("ctoperator@pve"))
+    with PveClient(sim.url, password, TlsSettings(fingerprint_sha256=wrong)) as pve, pytest.raises(
+        PveUnreachable, match="not the pinned"
+    ):
+        pve.version()

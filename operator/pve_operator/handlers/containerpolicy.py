@@ -489,6 +489,11 @@ def reconcile_policy(
         listed = ", ".join(str(c.vmid) for c in unknown)
         message = f"CT(s) {listed} are on offline node(s) {where}: state unknown, left alone until the node is back"
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "NodeOffline", message))
+    elif spec_warnings := policy.warnings(pool):
+        message = "; ".join(spec_warnings)
+        updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "SpecWarning", message))
+        if next((c.message for c in previous if c.type == ConditionType.DEGRADED), None) != message:
+            kopf.warn(body, reason="SpecWarning", message=message)
     else:
         updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "AsExpected", ""))
     if ready:

@@ -169,14 +169,19 @@ class OperatorRuntime:
                 raise ConfigurationError("CANotFound", f"{kind} {ref.name} has no key {ref.key}")
             ca_pem = data[ref.key]
         fingerprint = hashlib.sha256(
-            f"{spec.endpoint}|{spec.tls.insecure_skip_verify}|{secret_version}|{ca_version}".encode()
+            f"{spec.endpoint}|{spec.tls.insecure_skip_verify}|{spec.tls.fingerprint_sha256}|{secret_version}|"
+            f"{ca_version}".encode()
         ).hexdigest()
         if isinstance(creds, TokenCredentials):
             pve_creds = PveCredentials(token_id=creds.token_id, token_secret=creds.token_secret)
         else:
             assert isinstance(creds, PasswordCredentials)
             pve_creds = PveCredentials(username=creds.username, password=creds.password)
-        tls = TlsSettings(ca_pem=ca_pem, insecure_skip_verify=spec.tls.insecure_skip_verify)
+        tls = TlsSettings(
+            ca_pem=ca_pem,
+            insecure_skip_verify=spec.tls.insecure_skip_verify,
+            fingerprint_sha256=spec.tls.fingerprint_sha256,
+        )
         return self.install_connection(
             (namespace, pool_name), fingerprint, lambda: PveClient(spec.endpoint, pve_creds, tls)
         )

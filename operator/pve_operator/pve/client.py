@@ -16,9 +16,13 @@ Rules this class keeps:
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import hmac
 import json
 import logging
 import os
+import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -31,6 +35,7 @@ from urllib.parse import urlsplit
 import proxmoxer
 import requests
 from proxmoxer.core import AuthenticationError, ResourceException
+from requests.adapters import HTTPAdapter
 
 from pve_operator.metrics import PVE_REQUEST_SECONDS, endpoint_template
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, NodeUsage
@@ -85,10 +90,45 @@ class PveCredentials:
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """How to verify PVE's certificate: a CA bundle (PEM text), the system store, or not at all."""
+    """How to verify PVE's certificate: a CA bundle (PEM text), the system store, a pinned SHA-256
+    fingerprint of the server's certificate (as PVE shows it: ``AB:CD:...``), or not at all."""
 
     ca_pem: str | None = field(default=None, repr=False)
     insecure_skip_verify: bool = False
+    fingerprint_sha256: str | None = None
+
+    @property
+    def pinned_fingerprint(self) -> str | None:
+        """The pin as lower-case hex without separators, or None."""
+        if not self.fingerprint_sha256:
+            return None
+        return self.fingerprint_sha256.replace(":", "").strip().lower()
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Accept the server's certificate exactly when its SHA-256 fingerprint is the pinned one (the
+    way PVE's own clients trust a node), whoever signed it; urllib3 checks it on every connection."""
+
+    def __init__(self, fingerprint_hex: str) -> None:
+        self._fingerprint_hex = fingerprint_hex
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self._fingerprint_hex
+        super().init_poolmanager(*args, **kwargs)
+
+
+def server_certificate_sha256(host: str, port: int, timeout_seconds: float) -> str:
+    """SHA-256 of the DER certificate the server presents, lower-case hex (no verification)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, port), timeout=timeout_seconds) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    return hashlib.sha256(der or b"").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -174,7 +214,10 @@ class PveClient:
         self._read_retries = read_retries
         self._ca_file: str | None = None
         self._verify: bool | str
-        if tls.insecure_skip_verify:
+        self._pin = tls.pinned_fingerprint
+        if self._pin is not None:
+            self._verify = False  # trust comes from the pin, checked on every connection
+        elif tls.insecure_skip_verify:
             self._verify = False
             with _insecure_lock:
                 if endpoint not in _insecure_warned:
@@ -220,12 +263,29 @@ class PveClient:
                     kwargs.update(user=user, token_name=token_name, token_value=creds.token_secret)
                 else:
                     kwargs.update(user=creds.username, password=creds.password)
+                if self._pin is not None:
+                    self._check_pin()  # before any credential leaves (a password login posts at once)
                 with self._translate_errors("POST /access/ticket", mutating=False):
                     self._api = proxmoxer.ProxmoxAPI(self._host, backend="https", **kwargs)
                 session = self._api._store.get("session")
                 if session is not None:
                     session.hooks["response"].append(_remember_answer)
+                    if self._pin is not None:
+                        session.mount("https://", _PinnedAdapter(self._pin))
             return self._api
+
+    def _check_pin(self) -> None:
+        try:
+            seen = server_certificate_sha256(self._host, self._port, self._timeout[0])
+        except OSError as exc:
+            raise PveUnreachable(f"{type(exc).__name__}: {exc}", request="TLS handshake") from None
+        if not hmac.compare_digest(seen, self._pin or ""):
+            shown = ":".join(seen[i : i + 2] for i in range(0, len(seen), 2)).upper()
+            raise PveUnreachable(
+                f"the server's certificate has SHA-256 fingerprint {shown}, not the pinned "
+                "tls.fingerprintSHA256: nothing was sent to it",
+                request="TLS handshake",
+            )
 
     @contextmanager
     def _translate_errors(self, request: str, *, mutating: bool) -> Iterator[None]:

@@ -251,6 +251,120 @@ def test_effective_node_weights() -> None:
     assert overridden.unknown_weight_overrides(pool) == ("srv-px9",)
 
 
+def test_warnings_name_weight_overrides_for_nodes_outside_the_pool() -> None:
+    pool = _pool()
+    assert _policy().warnings(pool) == ()
+    assert _policy(placement={"nodeWeights": [{"name": "srv-px2", "weight": 3}]}).warnings(pool) == ()
+    one = _policy(placement={"nodeWeights": [{"name": "srv-px1", "weight": 1}, {"name": "srv-px9", "weight": 4}]})
+    assert one.warnings(pool) == (
+        "spec.placement.nodeWeights: srv-px9 is not a node of ProxmoxServerPool lab (nodes: srv-px1, srv-px2); "
+        "its weight is ignored",
+    )
+    two = _policy(placement={"nodeWeights": [{"name": "SRV-PX1", "weight": 1}, {"name": "srv-px3", "weight": 4}]})
+    (warning,) = two.warnings(pool)
+    assert warning.startswith("spec.placement.nodeWeights: SRV-PX1, srv-px3 are not nodes of ProxmoxServerPool lab")
+    assert warning.endswith("their weights are ignored")
+
+
+# ---------------------------------------------------------------------------------------------
+# Template volume and networks
+
+
+def _template(**changes: Any) -> dict[str, Any]:
+    template = load_sample(SAMPLE_POLICY)["spec"]["template"]
+    return {**template, **changes}
+
+
+@pytest.mark.parametrize(
+    "ostemplate",
+    [
+        "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+        "local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz",
+        "nfs-templates:vztmpl/debian-12-turnkey-wordpress_18.1-1_amd64.tar.gz",
+        "cephfs.ssd:vztmpl/my_base-image.v2.tar.bz2",
+        "local:vztmpl/a.tar.zst",
+    ],
+)
+def test_ostemplate_accepts_template_volume_ids(ostemplate: str) -> None:
+    assert _policy(template=_template(ostemplate=ostemplate)).template.ostemplate == ostemplate
+
+
+@pytest.mark.parametrize(
+    "ostemplate",
+    [
+        "local:vztmpl/..",
+        "local:vztmpl/../../etc/shadow.tar.gz",
+        "local:vztmpl/..%2f..%2fetc%2fshadow.tar.gz",
+        "local:vztmpl/%2e%2e%2fx.tar.zst",
+        "local:vztmpl/%2E%2E/x.tar.zst",
+        "local:vztmpl/x..tar.gz",
+        "local:vztmpl/.hidden.tar.gz",
+        "local:vztmpl/..\\x.tar.gz",
+        "local:vztmpl/x.tar.gz/..",
+        "local:vztmpl/x.tar.gz%00.iso",
+        "local:vztmpl/x y.tar.gz",
+        "local:vztmpl/x.tar.gz\n",
+        "local:vztmpl/x.tar",
+        "local:vztmpl/x.iso",
+        "local:iso/x.tar.gz",
+        "local:vztmpl/",
+        "/var/lib/vz/template/cache/x.tar.gz",
+    ],
+)
+def test_ostemplate_refuses_paths_traversal_and_other_files(ostemplate: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        _policy(template=_template(ostemplate=ostemplate))
+    message = describe_validation_error(raised.value)
+    assert message.startswith("spec.template.ostemplate: ostemplate must be a template volume ID"), message
+    assert "no '/', '..' or %-escapes" in message
+
+
+def _network(ip: str, gateway: str | None) -> dict[str, Any]:
+    return {"name": "eth0", "bridge": "vmbr0", "ip": ip, **({"gateway": gateway} if gateway else {})}
+
+
+@pytest.mark.parametrize(
+    ("ip", "gateway"),
+    [
+        ("10.0.0.5/24", "10.0.0.5"),
+        ("10.0.0.5/24", "10.0.0.0"),
+        ("192.168.7.130/25", "192.168.7.128"),
+        ("203.0.113.10/32", "203.0.113.10"),
+        ("10.0.0.1/31", "10.0.0.1"),
+    ],
+)
+def test_gateway_must_not_be_the_own_or_the_network_address(ip: str, gateway: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        _policy(template=_template(networks=[_network(ip, gateway)]))
+    assert describe_validation_error(raised.value) == (
+        "spec.template.networks[0]: gateway must not be the interface's own address (ip) or the network address "
+        f"of its subnet (ip {ip}, gateway {gateway})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ip", "gateway", "outside"),
+    [
+        ("10.0.0.5/24", "10.0.0.1", False),
+        ("10.0.0.5/24", "10.0.0.255", False),  # odd, but a broadcast gateway is for the CT's network to refuse
+        ("10.0.0.1/31", "10.0.0.0", False),  # RFC 3021: both addresses of a /31 are hosts
+        ("10.0.0.5/24", None, False),
+        ("manual", None, False),
+        # Proxmox VE adds an on-link route to a gateway outside the subnet (routed setups): valid, but warned.
+        ("10.0.0.5/24", "10.1.0.1", True),
+        ("203.0.113.10/32", "198.51.100.1", True),
+    ],
+)
+def test_gateway_outside_the_subnet_is_accepted_with_a_warning(ip: str, gateway: str | None, outside: bool) -> None:
+    policy = _policy(template=_template(networks=[_network("dhcp", None), _network(ip, gateway) | {"name": "eth1"}]))
+    assert policy.template.networks[1].gateway_outside_subnet() is outside
+    expected = (
+        f"spec.template.networks[1].gateway: {gateway} is outside the subnet of ip {ip}; Proxmox VE adds an "
+        "on-link route to it (as routed setups want), check that it is not a typo"
+    )
+    assert policy.warnings(_pool()) == ((expected,) if outside else ())
+
+
 # ---------------------------------------------------------------------------------------------
 # Conditions
 
@@ -372,10 +486,19 @@ def test_spec_refuses_fields_it_does_not_know() -> None:
         ("https://pve.example.com:443/", EndpointAddress("pve.example.com", 443, "")),
         ("https://[fd00::1]:8006", EndpointAddress("fd00::1", 8006, "")),
         ("https://gw.example.com/pve/", EndpointAddress("gw.example.com", 8006, "/pve")),
+        # Copied with the API path: the client appends /api2/json itself, so it is not part of the prefix.
+        ("https://pve:8006/api2/json", EndpointAddress("pve", 8006, "")),
+        ("https://pve.example.com/api2/json/", EndpointAddress("pve.example.com", 8006, "")),
+        ("https://gw.example.com/pve/api2/json", EndpointAddress("gw.example.com", 8006, "/pve")),
+        ("https://gw.example.com/api2/jsonx", EndpointAddress("gw.example.com", 8006, "/api2/jsonx")),
     ],
 )
 def test_parse_endpoint(endpoint: str, address: EndpointAddress) -> None:
     assert parse_endpoint(endpoint) == address
+
+
+def test_pool_address_ignores_a_trailing_api_path() -> None:
+    assert _pool(endpoint="https://127.0.0.1:8006/api2/json").address == EndpointAddress("127.0.0.1", 8006, "")
 
 
 @pytest.mark.parametrize(

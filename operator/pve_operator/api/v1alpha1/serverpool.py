@@ -132,6 +132,12 @@ _ONE_CA_SOURCE = CelRule(
     rule="!(has(self.caSecretRef) && has(self.caConfigMapRef))",
     message="set at most one of tls.caSecretRef and tls.caConfigMapRef",
 )
+_ONE_TRUST_MODE = CelRule(
+    rule="!(has(self.fingerprintSHA256) && (self.insecureSkipVerify || has(self.caSecretRef) || "
+    "has(self.caConfigMapRef)))",
+    message="tls.fingerprintSHA256 pins the certificate by itself: do not combine it with insecureSkipVerify "
+    "or a CA reference",
+)
 _NO_SKIP_WITH_CA = CelRule(
     rule="!(self.insecureSkipVerify && (has(self.caSecretRef) || has(self.caConfigMapRef)))",
     message="tls.insecureSkipVerify cannot be combined with a CA reference: "
@@ -146,7 +152,7 @@ class TLSConfig(ApiModel):
     self-signed certificates: reference the cluster CA (``/etc/pve/pve-root-ca.pem`` on any node).
     """
 
-    model_config = ConfigDict(json_schema_extra=kube_schema(_ONE_CA_SOURCE, _NO_SKIP_WITH_CA))
+    model_config = ConfigDict(json_schema_extra=kube_schema(_ONE_CA_SOURCE, _NO_SKIP_WITH_CA, _ONE_TRUST_MODE))
 
     insecure_skip_verify: bool = False
     """Skip certificate verification. Only for throwaway labs: anyone on the path can read the API token."""
@@ -157,11 +163,23 @@ class TLSConfig(ApiModel):
     ca_config_map_ref: KeyReference | None = None
     """ConfigMap key holding the PEM CA bundle that signed the API's certificate (default key ``ca.crt``)."""
 
+    fingerprint_sha256: str | None = Field(
+        None,
+        alias="fingerprintSHA256",
+        max_length=95,
+        pattern=r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$",
+    )
+    """SHA-256 fingerprint of the API's certificate, as Proxmox VE shows it (``AB:CD:...``, 32 pairs;
+    Datacenter > node > Certificates, or ``pvenode cert info``): the certificate is trusted exactly when it
+    has this fingerprint, whoever signed it. The safe alternative to insecureSkipVerify for self-signed
+    certificates; a certificate renewal changes it."""
+
     @model_validator(mode="after")
     def _one_trust_source(self) -> Self:
         _ONE_CA_SOURCE.require(not (self.ca_secret_ref is not None and self.ca_config_map_ref is not None))
         has_ca = self.ca_secret_ref is not None or self.ca_config_map_ref is not None
         _NO_SKIP_WITH_CA.require(not (self.insecure_skip_verify and has_ca))
+        _ONE_TRUST_MODE.require(not (self.fingerprint_sha256 and (self.insecure_skip_verify or has_ca)))
         return self
 
     @property
