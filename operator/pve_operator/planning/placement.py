@@ -23,6 +23,9 @@ from enum import StrEnum
 
 from pve_operator.planning.model import Metric, NodeUsage
 
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
 
 class PlacementStrategy(StrEnum):
     WEIGHTED_SPREAD = "WeightedSpread"
@@ -84,6 +87,16 @@ def _refusal(candidate: NodeCandidate, demand: ContainerDemand, metric: Metric, 
         return "in maintenance"
     if candidate.weight <= 0:
         return "weight 0"
+    # Sizes no load can make fit, whatever the pool's metric: say so with the figures, never try.
+    usage = candidate.usage
+    if usage.cpu_cores and demand.cpu_cores > usage.cpu_cores:
+        return f"template.cores {demand.cpu_cores:g} > the node's {usage.cpu_cores:g} cores"
+    if usage.memory_total_bytes and demand.memory_bytes > usage.memory_total_bytes:
+        return f"template.memoryMiB {demand.memory_bytes // MIB} > the node's {usage.memory_total_bytes // MIB} MiB"
+    if usage.disk_total_bytes and demand.disk_bytes > usage.disk_total_bytes:
+        # Larger than the whole storage (thin pools may overcommit free space, never their size).
+        total_gib = usage.disk_total_bytes / GIB
+        return f"rootfs {demand.disk_bytes / GIB:g} GiB > the node's CT storage of {total_gib:.0f} GiB"
     projected = with_demand(candidate.usage, demand).used_fraction(metric)
     if projected > ceiling + 1e-9:
         now = candidate.usage.used_fraction(metric)

@@ -137,3 +137,22 @@ def test_reserved_vmids_are_never_allocated() -> None:
     reserved = frozenset(range(3105, 3120))
     assert allocate_vmids([0, 5, 6], range(3100, 3120), set(), reserved) == {0: 3100, 5: 3104, 6: 3103}
     assert allocate_vmids([0, 5, 6], range(3105, 3120), set(), reserved) == {}
+
+
+def test_a_ct_larger_than_a_node_is_refused_there_with_the_figures() -> None:
+    """Seen in a review: more cores than any node has, or a rootfs larger than its storage, were
+    created or attempted without a word. They are PoolFull with the reason now, whatever the metric."""
+    tiny = build_node("tiny", cores=2, memory_gib=4, memory_used_gib=0, disk_gib=10, disk_used_gib=0)
+    small = NodeCandidate(usage=tiny, weight=1)
+    big = NodeCandidate(usage=build_node("big", cores=16, memory_gib=64, disk_gib=400), weight=1)
+    too_many_cores = ContainerDemand(memory_bytes=GIB, cpu_cores=4, disk_bytes=GIB)
+    result = place([0], [small, big], too_many_cores, metric=Metric.MEMORY, ceiling_fraction=0.8)
+    assert result.nodes == ["big"]
+    nowhere = place([0], [small], too_many_cores, metric=Metric.MEMORY, ceiling_fraction=0.8)
+    assert nowhere.nodes == [] and nowhere.refusals == {"tiny": "template.cores 4 > the node's 2 cores"}
+    huge_disk = ContainerDemand(memory_bytes=GIB, cpu_cores=1, disk_bytes=20 * GIB)
+    refused = place([0], [small], huge_disk, metric=Metric.MEMORY, ceiling_fraction=0.8).refusals["tiny"]
+    assert refused == "rootfs 20 GiB > the node's CT storage of 10 GiB"
+    huge_memory = ContainerDemand(memory_bytes=8 * GIB, cpu_cores=1, disk_bytes=GIB)
+    refused = place([0], [small], huge_memory, metric=Metric.CPU, ceiling_fraction=0.8).refusals["tiny"]
+    assert refused == "template.memoryMiB 8192 > the node's 4096 MiB"
