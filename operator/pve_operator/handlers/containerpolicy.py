@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -66,11 +67,13 @@ from pve_operator.planning.ownership import (
 )
 from pve_operator.planning.placement import PlacementStrategy
 from pve_operator.planning.reconcile import (
+    FailedAttempt,
     FillIntent,
     GrowthStop,
     OwnedContainer,
     PolicyIntent,
     ReconcilePlan,
+    creation_backoffs,
     plan_reconcile,
 )
 from pve_operator.planning.vmid_ranges import (
@@ -386,6 +389,17 @@ def reconcile_policy(
         pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
         if pending:
             plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
+        backoffs = creation_backoffs(
+            failed_creations(status.get("recentActions")),
+            now.timestamp(),
+            base_seconds=RECONCILE_INTERVAL_SECONDS,
+            cap_seconds=CREATION_BACKOFF_CAP_SECONDS,
+        )
+        if backoffs:
+            plan = replace(
+                plan,
+                actions=[a for a in plan.actions if not (isinstance(a, CreateContainer) and a.vmid in backoffs)],
+            )
         executor = PolicyExecutor(
             client,
             PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range()),
@@ -450,8 +464,19 @@ def reconcile_policy(
         patch.status["recentActions"] = reporter.recent
     failures = [o for o in outcomes if not o.succeeded]
     failure_reason, failure_message = _failure_condition(failures)
+    if not failures and backoffs:
+        # Nothing was tried this cycle, but the creations still fail: keep saying so.
+        waiting = min(backoffs.values(), key=lambda b: b.retry_in_seconds)
+        failures_told = True
+        failure_reason = _reason_of_recorded_failure(waiting.last_message)
+        failure_message = (
+            f"creating CT {waiting.vmid} failed {waiting.failures} time(s) in a row; next attempt in "
+            f"{waiting.retry_in_seconds:.0f} s ({len(backoffs)} creation(s) waiting): {waiting.last_message}"
+        )[:1024]
+    else:
+        failures_told = bool(failures)
     updates = []
-    ready = running + offloaded >= desired and len(statuses) == desired and not failures
+    ready = running + offloaded >= desired and len(statuses) == desired and not failures_told
     if policy.paused:
         updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Paused", "spec.paused is true"))
     elif pending and not ready:
@@ -480,7 +505,7 @@ def reconcile_policy(
         )
     else:
         updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Reconciled", f"{desired} CTs in place"))
-    if failures:
+    if failures_told:
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, failure_reason, failure_message))
     elif overlaps:
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "VmidRangeOverlap", describe_overlaps(overlaps)))
@@ -500,7 +525,7 @@ def reconcile_policy(
         updates.append(
             (ConditionType.READY, ConditionStatus.TRUE, "AllReplicasReady", f"{running} of {desired} CTs running")
         )
-    elif failures:
+    elif failures_told:
         # The first failed cycle already says why, where `kubectl get ctp -o wide` and Argo CD look.
         summary = f"{running} of {desired} CTs running; {failure_message}"
         updates.append((ConditionType.READY, ConditionStatus.FALSE, failure_reason, summary[:32768]))
@@ -543,6 +568,34 @@ def _write_conditions(patch: kopf.Patch, previous: Any, updates: Updates, now: A
 
 
 _EVENT_REASONS = {"Create": "Created", "Start": "Started", "Delete": "Deleted", "Repair": "Repaired"}
+
+
+#: Longest wait before a creation that keeps failing is tried again (the wait doubles from the
+#: reconcile interval).
+CREATION_BACKOFF_CAP_SECONDS = 300.0
+
+
+def _reason_of_recorded_failure(message: str) -> str:
+    """The condition reason of a failure known only from recentActions' message (a backed-off cycle):
+    the texts are TemplateNotFound's own (``PolicyExecutor._check_template``)."""
+    if message.startswith("Create CT") and (" is not on storage " in message or "cannot be found on node" in message):
+        return "TemplateNotFound"
+    return "ActionsFailed"
+
+
+def failed_creations(recent: Any) -> list[FailedAttempt]:
+    """The policy's Create attempts from ``status.recentActions``, oldest first."""
+    attempts = []
+    for entry in recent or ():
+        if entry.get("action") != "Create" or entry.get("vmid") is None:
+            continue
+        try:
+            at = datetime.strptime(str(entry.get("time")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+        succeeded = entry.get("result") == "Succeeded"
+        attempts.append(FailedAttempt(int(entry["vmid"]), at, succeeded, str(entry.get("message") or "")))
+    return attempts
 
 
 #: Seconds between two progress writes of recentActions while a cycle's actions run.

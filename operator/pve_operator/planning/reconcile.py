@@ -328,3 +328,47 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         unplaced=unplaced,
         vmid_conflicts=tuple(sorted(conflicts, key=lambda c: c.index)),
     )
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One earlier attempt at an action on a VMID, from the policy's recentActions (oldest first)."""
+
+    vmid: int
+    at_epoch: float
+    succeeded: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A creation that failed ``failures`` times in a row is retried ``retry_in_seconds`` later."""
+
+    vmid: int
+    failures: int
+    retry_in_seconds: float
+    last_message: str
+
+
+def creation_backoffs(
+    attempts: Sequence[FailedAttempt], now: float, *, base_seconds: float, cap_seconds: float
+) -> dict[int, Backoff]:
+    """VMIDs whose creation keeps failing the same way, and how long to wait before trying again.
+
+    The wait doubles with each failure in a row (``base_seconds``, 2x, 4x, ... up to ``cap_seconds``),
+    so a creation that cannot work (a missing storage, a bad bridge) is not attempted, and told, at
+    every cycle; a success ends the streak.
+    """
+    streaks: dict[int, list[FailedAttempt]] = {}
+    for attempt in attempts:
+        if attempt.succeeded:
+            streaks.pop(attempt.vmid, None)
+        else:
+            streaks.setdefault(attempt.vmid, []).append(attempt)
+    result = {}
+    for vmid, streak in streaks.items():
+        wait = min(cap_seconds, base_seconds * 2 ** (len(streak) - 1))
+        left = streak[-1].at_epoch + wait - now
+        if left > 0:
+            result[vmid] = Backoff(vmid, len(streak), left, streak[-1].message)
+    return result

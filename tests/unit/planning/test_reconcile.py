@@ -231,3 +231,21 @@ def test_a_ct_on_an_offline_node_is_counted_but_never_acted_on() -> None:
     assert sorted(a.index for a in creates(grow.actions)) == [4, 5], "its index stays taken"
     shrink = plan_reconcile(replace(INTENT, replicas=1), snapshot, [*present, unknown])
     assert 3103 not in {a.vmid for a in shrink.actions if isinstance(a, DestroyContainer)}
+
+
+def test_a_creation_that_keeps_failing_waits_longer_each_time_and_a_success_ends_it() -> None:
+    from pve_operator.planning.reconcile import FailedAttempt, creation_backoffs
+
+    def failed(vmid: int, at: float) -> FailedAttempt:
+        return FailedAttempt(vmid, at, succeeded=False, message=f"Create CT {vmid} failed: no such bridge")
+
+    once = [failed(3100, 100.0)]
+    assert creation_backoffs(once, 105.0, base_seconds=15, cap_seconds=300)[3100].retry_in_seconds == 10
+    assert creation_backoffs(once, 115.0, base_seconds=15, cap_seconds=300) == {}, "retried after 15 s"
+    thrice = [failed(3100, 100.0), failed(3100, 115.0), failed(3100, 145.0)]
+    waiting = creation_backoffs(thrice, 150.0, base_seconds=15, cap_seconds=300)[3100]
+    assert (waiting.failures, waiting.retry_in_seconds) == (3, 55.0), "15, 30, then 60 s"
+    many = [failed(3100, float(t)) for t in range(0, 1000, 100)]
+    assert creation_backoffs(many, 950.0, base_seconds=15, cap_seconds=300)[3100].retry_in_seconds == 250
+    healed = [*thrice, FailedAttempt(3100, 160.0, succeeded=True)]
+    assert creation_backoffs(healed, 161.0, base_seconds=15, cap_seconds=300) == {}
