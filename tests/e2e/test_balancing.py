@@ -281,3 +281,50 @@ def test_a_migration_longer_than_the_task_deadline_is_followed_not_reported_fail
     assert not [a for a in actions if a["action"] == "Migrate" and a["result"] == "Failed"], actions
     assert not [e for e in lab.events() if e["reason"] == "MigrateFailed"]
     assert not [e for e in lab.events() if "can't lock file" in e.get("message", "")]
+
+
+def test_a_ct_moved_by_hand_to_a_node_outside_the_pool_is_reported_and_brought_back(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Seen in a review: a CT of ours moved by hand to a node outside the pool was counted silently."""
+    from tests.e2e.conftest import SIM_TIME_SCALE, lab_scenario_data
+    from tests.e2e.test_policy_lifecycle import _scenario_from
+
+    data = lab_scenario_data()
+    data["nodes"].append({**data["nodes"][1], "name": "srv-other"})  # in the cluster, not in the pool
+    sim = pve_sim_server(_scenario_from(data, kube_namespace), time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim, balancing={"intervalSeconds": 5, "mode": "Automatic"})
+    lab = Lab(kube, kube_namespace, sim, pve_operator_process(kube_namespace))
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    lab.apply_policy("web", replicas=3)
+    lab.wait_policy("web", ready_replicas(3), "3 CTs")
+    ct = lab.managed_cts()[0]
+    api = lab.sim.proxmox()
+    lab.wait_task(api.nodes(ct["node"]).lxc(ct["vmid"]).migrate.post(target="srv-other", restart=1))
+
+    def node_of_ct() -> str:
+        """Where the CT's config is now (authoritative; the cluster view lags behind a migration)."""
+        for node in ("srv-px1", "srv-px2", "srv-other"):
+            try:
+                api.nodes(node).lxc(ct["vmid"]).status.current.get()
+            except Exception:  # 500 "Configuration file ... does not exist" on the other nodes
+                continue
+            return node
+        return ""
+
+    wait_for(lambda: node_of_ct() == "srv-other", timeout_s=60, what="the cluster view shows the CT on srv-other")
+    degraded = lab.wait_condition("containerpolicy", "web", "Degraded", "True", "OutsidePool")
+    assert f"{ct['vmid']} on srv-other" in degraded["message"]
+    wait_for(
+        lambda: node_of_ct() in ("srv-px1", "srv-px2"),
+        timeout_s=120,
+        what="the CT migrated back into the pool",
+    )
+    wait_for(
+        lambda: any(
+            "is not a node of the pool" in e["message"] for e in lab.events() if e["reason"] == "Migrated"
+        ),
+        timeout_s=60,
+        what="the Migrated event saying why",
+    )
+    lab.wait_condition("containerpolicy", "web", "Degraded", "False")

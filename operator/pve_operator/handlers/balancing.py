@@ -49,6 +49,7 @@ from pve_operator.planning.balancing import (
     Refusal,
     Thresholds,
     plan_balance,
+    with_stray_nodes,
 )
 from pve_operator.planning.model import ClusterSnapshot, Metric
 from pve_operator.planning.ownership import OFFLOADED_TAG
@@ -294,7 +295,10 @@ def collect_input(
     offload_mode = pool.offload.mode
     inp = BalancingInput(
         snapshot=snapshot,
-        pool_nodes=tuple(PoolNodeSpec(n.name, n.weight, n.maintenance) for n in pool.nodes),
+        # CTs of ours on a node outside the pool (moved there by hand) are brought back like a drain.
+        pool_nodes=with_stray_nodes(
+            tuple(PoolNodeSpec(n.name, n.weight, n.maintenance) for n in pool.nodes), snapshot, managed
+        ),
         managed=managed,
         history={k: tuple(v) for k, v in history.items()},
         now=now,

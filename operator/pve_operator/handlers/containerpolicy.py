@@ -514,6 +514,13 @@ def reconcile_policy(
         listed = ", ".join(str(c.vmid) for c in unknown)
         message = f"CT(s) {listed} are on offline node(s) {where}: state unknown, left alone until the node is back"
         updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "NodeOffline", message))
+    elif strays := [c for c in statuses if c.node is not None and c.node not in pool.node_names]:
+        listed = ", ".join(f"{c.vmid} on {c.node}" for c in strays)
+        message = (
+            f"CT(s) {listed}: not a node of pool {pool_name}; balancing brings them back when its mode is "
+            "Automatic (recommends it otherwise)"
+        )
+        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "OutsidePool", message))
     elif spec_warnings := policy.warnings(pool):
         message = "; ".join(spec_warnings)
         updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "SpecWarning", message))

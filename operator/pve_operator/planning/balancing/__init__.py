@@ -21,6 +21,7 @@ from pve_operator.planning.balancing.inputs import (
     ManagedCT,
     PoolNodeSpec,
     Thresholds,
+    with_stray_nodes,
 )
 from pve_operator.planning.balancing.limits import LimitedActions, Limiter, apply_limits, is_migration
 from pve_operator.planning.balancing.objective import Objective, objective
@@ -62,4 +63,5 @@ __all__ = [
     "project",
     "register",
     "strategy_names",
+    "with_stray_nodes",
 ]

@@ -128,6 +128,20 @@ class PoolNodeSpec:
     weight: int = 1
     #: Drain: the operator's CTs are migrated away and nothing is moved onto the node.
     maintenance: bool = False
+    #: Not a node of the pool, but CTs of ours are on it (moved there by hand): drained like a
+    #: maintenance node, so balancing brings them back; never a target.
+    outside_pool: bool = False
+
+
+def with_stray_nodes(
+    pool_nodes: tuple[PoolNodeSpec, ...], snapshot: ClusterSnapshot, managed: Mapping[int, ManagedCT]
+) -> tuple[PoolNodeSpec, ...]:
+    """The pool's nodes plus every other node a CT of ours is on, as an ``outside_pool`` drain."""
+    known = {spec.name for spec in pool_nodes}
+    strays = sorted(
+        {ct.node for vmid in managed if (ct := snapshot.containers.get(vmid)) is not None and ct.node not in known}
+    )
+    return pool_nodes + tuple(PoolNodeSpec(name, weight=0, maintenance=True, outside_pool=True) for name in strays)
 
 
 @dataclass(frozen=True)

@@ -350,9 +350,9 @@ class _Planner:
             if not spec.maintenance or node is None or not node.online:
                 continue
             source = self._source(spec.name, node.fraction(self.metric), drain=True)
+            where = f"{'node outside the pool' if spec.outside_pool else 'maintenance node'} {spec.name}"
             self.refusals.extend(
-                Refusal(r.kind, r.stage, f"{r.reason}: it stays on maintenance node {spec.name}", r.vmid, r.node)
-                for r in source.blocked
+                Refusal(r.kind, r.stage, f"{r.reason}: it stays on {where}", r.vmid, r.node) for r in source.blocked
             )
             now = node.fraction(self.metric)
             sized = sorted(
@@ -380,7 +380,7 @@ class _Planner:
                             vmid=vmid,
                             node=spec.name,
                             reason=(
-                                f"CT {vmid} stays on maintenance node {spec.name}: no node has room for it at or "
+                                f"CT {vmid} stays on {where}: no node has room for it at or "
                                 f"under migrateAbovePercent {threshold_figure(self.limit)}"
                             ),
                         )
@@ -389,6 +389,10 @@ class _Planner:
                 self.move(_Move(vmid, spec.name, best[2], evacuation=True))
 
     # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _outside_pool(self, name: str) -> bool:
+        spec = self.inp.pool_node(name)
+        return spec is not None and spec.outside_pool
 
     def move(self, move: _Move) -> None:
         self.state.move(move.vmid, move.target)
@@ -409,7 +413,9 @@ class _Planner:
             replay.move(move.vmid, move.target)
             source_after = replay.fraction(move.source)
             target_after = replay.fraction(move.target)
-            if move.evacuation:
+            if move.evacuation and self._outside_pool(move.source):
+                why = f"{move.source} is not a node of the pool: bring the CT back"
+            elif move.evacuation:
                 why = f"{move.source} is in maintenance: drain"
             else:
                 why = (

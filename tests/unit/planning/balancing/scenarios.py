@@ -30,6 +30,7 @@ from pve_operator.planning.balancing import (
     Thresholds,
     get_strategy,
     plan_balance,
+    with_stray_nodes,
 )
 from pve_operator.planning.balancing.strategy import snake_case
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, Metric, NodeUsage
@@ -228,10 +229,15 @@ def build_input(scenario: Scenario, *, reverse: bool = False) -> BalancingInput:
     }
     return BalancingInput(
         snapshot=snapshot,
-        pool_nodes=tuple(
-            PoolNodeSpec(spec.name, weight=spec.weight, maintenance=spec.maintenance)
-            for spec in scenario.nodes
-            if spec.in_pool
+        # As the operator builds it: CTs of ours on a node outside the pool make it a drain source.
+        pool_nodes=with_stray_nodes(
+            tuple(
+                PoolNodeSpec(spec.name, weight=spec.weight, maintenance=spec.maintenance)
+                for spec in scenario.nodes
+                if spec.in_pool
+            ),
+            snapshot,
+            managed,
         ),
         managed=managed,
         history=history,
