@@ -23,7 +23,8 @@ from pve_operator.execution.executor import NotOurs, PolicyIdentity
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
 from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
 from pve_operator.pve.client import PveClient
-from pve_operator.pve.errors import PveConflict, PveError, PveTaskTimeout
+from pve_operator.pve.errors import PveConflict, PveError, PveNotFound, PveTaskTimeout
+from pve_operator.pve.tasks import Upid
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class Journal(Protocol):
     """Where in-flight operations are recorded (the pool's status, written through the API)."""
 
     def begin(self, action: BalanceAction) -> None: ...
+
+    def started(self, vmid: int, upid: str) -> None:
+        """The action's PVE task is running: record its UPID so later cycles can follow it."""
 
     def finish(self, vmid: int) -> None: ...
 
@@ -45,17 +49,23 @@ class BalanceOutcome:
     #: The migration's task outlived our deadline and still runs in PVE: neither done nor failed.
     #: Its journal entry stays, and the next cycles follow it until the CT is unlocked.
     in_progress: bool = False
+    #: Not started: it depends on a migration still running; the next cycle plans it again.
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
 class JournalEntry:
-    """A journaled action found after a restart (the pool status' ``inFlight`` item)."""
+    """A journaled action found at the start of a cycle (the pool status' ``inFlight`` item)."""
 
     vmid: int
     action: str  # Migrate | Offload | Restore
     source_node: str
     target_node: str | None
     was_running: bool
+    #: The PVE task, for a migration started by an earlier cycle (followed, not repaired).
+    upid: str | None = None
+    #: Why the action was planned (told again when it ends).
+    reason: str = ""
 
 
 def dependency_waves(
@@ -107,6 +117,15 @@ class BalanceExecutor:
                 if all(outcomes.get(d) is None or outcomes[d].succeeded for d in depends_on.get(a.vmid, ()))
             ]
             for skipped in (a for a in wave if a not in runnable):
+                waiting = [d for d in depends_on.get(skipped.vmid, ()) if d in outcomes and outcomes[d].in_progress]
+                if waiting:
+                    outcomes[skipped.vmid] = BalanceOutcome(
+                        skipped,
+                        False,
+                        f"{skipped.kind} CT {skipped.vmid} waits for the migration of CT {waiting[0]}",
+                        deferred=True,
+                    )
+                    continue
                 outcomes[skipped.vmid] = BalanceOutcome(
                     skipped, False, f"{skipped.kind} CT {skipped.vmid} skipped: an action it depends on failed"
                 )
@@ -120,7 +139,11 @@ class BalanceExecutor:
         still_running = False
         try:
             if isinstance(action, MigrateContainer):
-                message = self._migrate(action)
+                # Started, not waited for: later cycles follow its task (follow()), and the pool's
+                # safety net (offload) never waits behind a long migration.
+                message = self._start_migration(action)
+                still_running = True
+                return BalanceOutcome(action, False, message, in_progress=True)
             elif isinstance(action, OffloadContainer):
                 message = self._offload(action)
             else:
@@ -214,6 +237,64 @@ class BalanceExecutor:
             + (" (restart mode)" if action.running else "")
             + f": {action.reason}"
         )
+
+    def _start_migration(self, action: MigrateContainer) -> str:
+        self._config_proving_ownership(action.node, action.vmid)
+        upid = self._client.migrate_container(
+            action.node,
+            action.vmid,
+            target=action.target,
+            restart=action.running,
+            timeout_seconds=self._migrate_timeout,
+        )
+        self._journal.started(action.vmid, upid)
+        mode = " (restart mode: the CT is down while it moves)" if action.running else ""
+        return f"migration of CT {action.vmid} {action.node} → {action.target} started{mode}: {action.reason}"
+
+    def follow(self, entries: Sequence[JournalEntry]) -> list[BalanceOutcome]:
+        """Look once at each journaled migration's task: outcomes for those that ended (the CT left
+        running if it ran before, whatever happened), nothing for those still running."""
+        outcomes: list[BalanceOutcome] = []
+        for entry in entries:
+            if entry.action != "Migrate" or not entry.upid:
+                continue
+            action = MigrateContainer(
+                vmid=entry.vmid,
+                node=entry.source_node,
+                target=entry.target_node or "",
+                running=entry.was_running,
+                reason=entry.reason or "journaled migration ended",
+                source_percent_before=0.0,
+                source_percent_after=0.0,
+                target_percent_before=0.0,
+                target_percent_after=0.0,
+            )
+            try:
+                task = self._client.task_status(Upid.parse(entry.upid))
+            except PveNotFound:
+                task = {"status": "stopped", "exitstatus": "task not found"}
+            except PveError as exc:
+                log.info("cannot look at the migration of CT %s yet: %s", entry.vmid, exc)
+                continue
+            if task.get("status") != "stopped":
+                continue
+            exit_status = str(task.get("exitstatus") or "")
+            try:
+                recovered = self._ensure_running(entry.vmid) if entry.was_running else ""
+            except PveError as exc:
+                recovered = f"CT {entry.vmid} could not be started again: {exc}"
+            finally:
+                self._journal.finish(entry.vmid)
+            if exit_status == "OK":
+                message = f"migrated CT {entry.vmid} {entry.source_node} → {entry.target_node}" + (
+                    " (restart mode)" if entry.was_running else ""
+                )
+                message += f": {entry.reason}" if entry.reason else ""
+                outcomes.append(BalanceOutcome(action, True, message))
+            else:
+                message = f"Migrate CT {entry.vmid} failed: {exit_status}" + (f"; {recovered}" if recovered else "")
+                outcomes.append(BalanceOutcome(action, False, message))
+        return outcomes
 
     def _offload(self, action: OffloadContainer) -> str:
         config = self._config_proving_ownership(action.node, action.vmid)

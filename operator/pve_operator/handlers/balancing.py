@@ -51,6 +51,7 @@ from pve_operator.planning.balancing import (
     plan_balance,
     with_stray_nodes,
 )
+from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, Metric
 from pve_operator.planning.ownership import OFFLOADED_TAG
 from pve_operator.pve.client import PveClient
@@ -144,10 +145,17 @@ class StatusJournal:
             "targetNode": getattr(action, "target", None),
             "wasRunning": bool(getattr(action, "running", False)),
             "startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "reason": action.reason[:1024],
         }
         with self._lock:
             self._entries[action.vmid] = {k: v for k, v in entry.items() if v is not None}
             self._write()
+
+    def started(self, vmid: int, upid: str) -> None:
+        with self._lock:
+            if vmid in self._entries:
+                self._entries[vmid]["upid"] = upid
+                self._write()
 
     def finish(self, vmid: int) -> None:
         with self._lock:
@@ -370,21 +378,39 @@ def balance_pool(
         max_parallel=pool.balancing.max_concurrent_migrations,
         task_timeout_seconds=TASK_TIMEOUT_SECONDS,
     )
-    # 3. Repair what a previous operator process left in flight.
-    leftovers = [
+    # 3. Follow the migrations earlier cycles started (one task-status read each), and repair what a
+    #    previous operator process left in flight without a task to follow.
+    entries = [
         JournalEntry(
             vmid=int(e["vmid"]),
             action=str(e["action"]),
             source_node=str(e.get("sourceNode", "")),
             target_node=e.get("targetNode"),
             was_running=bool(e.get("wasRunning", False)),
+            upid=e.get("upid"),
+            reason=str(e.get("reason") or ""),
         )
         for e in journal.entries
     ]
+    followed = [_with_planned_figures(o, status) for o in executor.follow([e for e in entries if e.upid])]
+    leftovers = [e for e in entries if not e.upid]
     if leftovers:
         for message in executor.repair(leftovers, lambda vmid: vmid in locked):
             kopf.info(body, reason="Repaired", message=message)
         journal.drop([e.vmid for e in leftovers if e.vmid not in locked])
+    # What is still migrating is planned as done (PVE's figures lag behind a migration), and counts
+    # against the targets' inbound limit.
+    journaled = {int(x["vmid"]) for x in journal.entries}
+    still_migrating = {e.vmid: e for e in entries if e.upid and e.action == "Migrate" and e.vmid in journaled}
+    if still_migrating:
+        inp = replace(
+            inp,
+            snapshot=project(inp.snapshot, [_journaled_migration(e) for e in still_migrating.values()]),
+            in_flight=InFlight(
+                migrations={v: str(e.target_node) for v, e in still_migrating.items()},
+                other_vmids=inp.in_flight.other_vmids - set(still_migrating),
+            ),
+        )
 
     # 4. Plan.
     balancing_mode = pool.balancing.mode
@@ -447,7 +473,8 @@ def balance_pool(
         memory.last_refusals = refusal_signature
 
     # 7. Execute the automatic actions (journaled).
-    outcomes: list[BalanceOutcome] = executor.apply(to_run, run_plan.depends_on) if to_run else []
+    started = executor.apply(to_run, run_plan.depends_on) if to_run else []
+    outcomes: list[BalanceOutcome] = followed + [o for o in started if not o.deferred]
     records = list(refusal_records)
     offloaded = {k: dict(v) for k, v in offloaded_usage.items()}
     touched_nodes: set[str] = set()
@@ -501,6 +528,44 @@ def balance_pool(
         patch.status["recentActions"] = merged[-MAX_RECENT_ACTIONS:]
     patch.status["offloaded"] = sorted(offloaded.values(), key=lambda o: int(o["vmid"]))
     patch.status["inFlight"] = journal.entries
+
+
+def _with_planned_figures(outcome: BalanceOutcome, status: Mapping[str, Any]) -> BalanceOutcome:
+    """A followed migration's outcome with the figures its start recorded (recentActions' InProgress
+    entry), so the Succeeded/Failed record says what the planner expected, as a waited one did."""
+    started = next(
+        (
+            a
+            for a in reversed(status.get("recentActions") or [])
+            if a.get("vmid") == outcome.action.vmid and a.get("action") == "Migrate" and a.get("result") == "InProgress"
+        ),
+        None,
+    )
+    if started is None or not isinstance(outcome.action, MigrateContainer):
+        return outcome
+    action = replace(
+        outcome.action,
+        source_percent_before=float(started.get("sourcePercentBefore") or 0.0),
+        source_percent_after=float(started.get("sourcePercentAfter") or 0.0),
+        target_percent_before=float(started.get("targetPercentBefore") or 0.0),
+        target_percent_after=float(started.get("targetPercentAfter") or 0.0),
+    )
+    return replace(outcome, action=action)
+
+
+def _journaled_migration(entry: JournalEntry) -> MigrateContainer:
+    """A migration still running, as the planner projects it (figures unknown, not needed there)."""
+    return MigrateContainer(
+        vmid=entry.vmid,
+        node=entry.source_node,
+        target=str(entry.target_node),
+        running=entry.was_running,
+        reason="in flight",
+        source_percent_before=0.0,
+        source_percent_after=0.0,
+        target_percent_before=0.0,
+        target_percent_after=0.0,
+    )
 
 
 def _policy_name(policy_of: Mapping[int, Mapping[str, Any]], vmid: int) -> str | None:

@@ -522,6 +522,13 @@ class InFlightOperation(StatusModel):
     started_at: Timestamp
     """When the action started."""
 
+    reason: str | None = Field(None, max_length=1024)
+    """Why the action was planned (told again in the event when it ends)."""
+
+    upid: str | None = Field(None, max_length=512)
+    """Proxmox VE task of a migration, followed at every sample until it ends (the pool's cycle never
+    waits for it: offloads and restores go on meanwhile)."""
+
 
 class OffloadedContainer(StatusModel):
     """What an offloaded CT used when it was stopped: restore counts it at this size."""
