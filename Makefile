@@ -45,6 +45,10 @@ controlplane: ## Build (or reuse from the cache) kube-apiserver, etcd and kubect
 test: install controlplane ## Run every test suite (unit, simulator, control plane, integration); installs what it needs
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: chaos
+chaos: install controlplane ## The whole chaos fault matrix (tests/chaos) against the real operator; prints the recovery table
+	PVE_CHAOS_FULL=1 $(VPY) -m pytest tests/chaos --chaos-full $(PYTEST_ARGS)
+
 .PHONY: lint
 lint: install ## ruff, mypy --strict on pve_operator and pve_sim, import-linter boundaries
 	$(VENV)/bin/ruff check operator simulator tests bench hack

@@ -23,6 +23,7 @@ but how long recovery took is only recorded and reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -95,6 +96,12 @@ class RecoveryRecord:
     noticed: str = ""
     outcome: str = "running"
     detail: str = ""
+    ready_while_broken: int = 0
+    """Samples after the lift in which both objects said Ready=True but pve_sim disagreed (informational:
+    status is written once per cycle, so a sample can catch it a cycle behind)."""
+    events: dict[str, int] = field(default_factory=dict)
+    """The namespace's events by reason at the end (what the operator told), for the JSON report."""
+    operator_log: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,7 +178,8 @@ class Verdict:
 
     def describe(self) -> str:
         ours = sorted(
-            (vmid, ct.get("name"), ct.get("status"), ct.get("node"), ct.get("lock")) for vmid, ct in self.observation.ours.items()
+            (vmid, ct.get("name"), ct.get("status"), ct.get("node"), ct.get("lock"))
+            for vmid, ct in self.observation.ours.items()
         )
         in_range = sorted((ct["vmid"], ct.get("name")) for ct in self.observation.in_range)
         return (
@@ -218,9 +226,8 @@ class ChaosLab:
         return list(self.kube.kubectl_json("get", "events", "-n", self.namespace).get("items", []))
 
     def apply_policy(self, replicas: int) -> None:
-        apply_objects(
-            self.kube, self.namespace, policy_manifest(POLICY, replicas=replicas, vmid_start=VMID_START, vmid_end=VMID_END)
-        )
+        manifest = policy_manifest(POLICY, replicas=replicas, vmid_start=VMID_START, vmid_end=VMID_END)
+        apply_objects(self.kube, self.namespace, manifest)
         self.desired = replicas
 
     def scale(self, replicas: int) -> None:
@@ -228,7 +235,12 @@ class ChaosLab:
         self.desired = replicas
 
     def set_ca(self, ca_pem: str) -> None:
-        configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pve-ca"}, "data": {"ca.crt": ca_pem}}
+        configmap = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "pve-ca"},
+            "data": {"ca.crt": ca_pem},
+        }
         apply_objects(self.kube, self.namespace, configmap)
 
     def set_token_secret(self, secret: str) -> None:
@@ -256,11 +268,16 @@ class ChaosLab:
         policy_conditions = {c["type"]: c for c in policy_status.get("conditions") or []}
 
         def says(conditions: dict[str, dict[str, Any]], kind: str) -> str:
-            return " ".join(f"{kind}.{t}={c['status']}({c.get('reason')})" for t, c in sorted(conditions.items()))
+            return " ".join(
+                f"{kind}.{t}={c['status']}({c.get('reason')}"
+                + (f": {str(c.get('message'))[:300]!r})" if t == "Ready" and c["status"] != "True" else ")")
+                for t, c in sorted(conditions.items())
+            )
 
         text = (
             f"{says(pool_conditions, 'pool')} {says(policy_conditions, 'policy')} "
-            f"replicas={policy_status.get('replicas')} ready={policy_status.get('readyReplicas')} desired={self.desired}"
+            f"replicas={policy_status.get('replicas')} ready={policy_status.get('readyReplicas')} "
+            f"desired={self.desired}"
         )
         pool_ok = (
             pool_conditions.get("Ready", {}).get("status") == "True"
@@ -347,13 +364,18 @@ class ChaosLab:
 
     # -- pve_sim restarts --------------------------------------------------------------------------
 
+    def stop_sim(self) -> None:
+        self.stash["sim_port"] = self.sim.port  # a stopped server no longer knows its ephemeral port
+        self.sim.stop()
+
     def restart_sim(self) -> Any:
         """pve_sim's API comes back on the same port with the same cluster state (pmxcfs survives a
         pveproxy restart) but a new certificate: the CA ConfigMap is updated, as after a CA rotation."""
         from tests.fixtures.sim import SimTestServer
 
         old = self.sim
-        new = SimTestServer(old.scenario, port=old.port, time_scale=SIM_TIME_SCALE, auth_failure_delay_seconds=0.0)
+        port = self.stash.pop("sim_port")
+        new = SimTestServer(old.scenario, port=port, time_scale=SIM_TIME_SCALE, auth_failure_delay_seconds=0.0)
         new.cluster = old.cluster
         self.extra_servers.append(new)
         deadline = time.monotonic() + 30
@@ -365,6 +387,7 @@ class ChaosLab:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+        assert new.port == port
         self.sim = new
         self.set_ca(Path(new.ca_path).read_text())
         return new
@@ -440,6 +463,13 @@ def _not_ready(conditions: dict[str, dict[str, dict[str, Any]]]) -> set[str]:
     return seen
 
 
+def _safely(predicate: Callable[[ChaosLab], bool], lab: ChaosLab) -> bool:
+    try:
+        return predicate(lab)
+    except AssertionError:  # a kubectl hiccup: ask again next time
+        return False
+
+
 def run_fault(lab: ChaosLab, fault: Fault, record: RecoveryRecord) -> None:
     """Inject, hold, lift, wait for recovery; fill ``record``; fail the test if an invariant is broken."""
     before = lab.observe()
@@ -453,12 +483,11 @@ def run_fault(lab: ChaosLab, fault: Fault, record: RecoveryRecord) -> None:
     noticed: set[str] = set()
     while True:
         elapsed = time.monotonic() - started
-        if elapsed >= fault.hold_s or (elapsed >= fault.min_hold_s and fault.done is not None and fault.done(lab)):
+        done_early = elapsed >= fault.min_hold_s and fault.done is not None and _safely(fault.done, lab)
+        if elapsed >= fault.hold_s or done_early:
             break
-        try:
+        with contextlib.suppress(AssertionError):  # a kubectl hiccup: the Kubernetes side is not faulted
             noticed |= _not_ready(lab.conditions())
-        except AssertionError:  # kubectl hiccup: the Kubernetes side is not what is faulted
-            pass
         time.sleep(1.0)
     record.noticed = " ".join(sorted(noticed))
     fault.lift(lab)
@@ -478,6 +507,7 @@ def run_fault(lab: ChaosLab, fault: Fault, record: RecoveryRecord) -> None:
             continue
         same_name_max = max(same_name_max, verdict.same_name)
         foreign_ever_changed |= verdict.foreign_changed
+        record.ready_while_broken += int(verdict.ready and not verdict.invariants_hold)
         if verdict.recovered:
             record.recovered_s = round(time.monotonic() - lifted, 1)
             break
@@ -489,6 +519,10 @@ def run_fault(lab: ChaosLab, fault: Fault, record: RecoveryRecord) -> None:
         same_name_max = max(same_name_max, verdict.same_name)
         foreign_ever_changed |= verdict.foreign_changed
     record.secret_seen = lab.secret_places()
+    record.operator_log = str(lab.operator.log_path)
+    record.events = dict(
+        sorted(Counter(str(e.get("reason")) for e in lab.events() for _ in range(int(e.get("count") or 1))).items())
+    )
     if verdict is None:
         record.outcome = "FAILED"
         record.detail = f"pve_sim never answered after the lift: {last_error}"

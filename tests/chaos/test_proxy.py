@@ -36,7 +36,8 @@ def echo() -> Iterator[tuple[str, int]]:
     server = _EchoServer(("127.0.0.1", 0), _Echo)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
-    yield server.server_address[0], int(server.server_address[1])
+    host, port = server.server_address[:2]
+    yield str(host), int(port)
     server.shutdown()
     server.server_close()
 

@@ -103,13 +103,26 @@ def _node_online(lab: ChaosLab) -> None:
     lab.sim.cluster.set_node_online("srv-px1", True)
 
 
-def _kill_mid_create(lab: ChaosLab) -> None:
-    lab.scale(7)
-    deadline = time.monotonic() + 60
-    while not any(ct.get("lock") == "create" for ct in lab.observe().in_range):
-        assert time.monotonic() < deadline, "no creation under way within 60 s"
-        time.sleep(0.2)
+def _mid_create(replicas: int, inject: Callable[[ChaosLab], None]) -> Callable[[ChaosLab], None]:
+    """Scale up, wait until pve_sim has a creation under way (a CT locked `create`), then inject."""
+
+    def scaled_then(lab: ChaosLab) -> None:
+        lab.scale(replicas)
+        deadline = time.monotonic() + 60
+        while not any(ct.get("lock") == "create" for ct in lab.observe().in_range):
+            assert time.monotonic() < deadline, "no creation under way within 60 s"
+            time.sleep(0.2)
+        inject(lab)
+
+    return scaled_then
+
+
+def _kill_operator(lab: ChaosLab) -> None:
     lab.operator.kill()
+
+
+def _task_status_hangs(lab: ChaosLab) -> None:
+    _faults(lab).set_latency(600.0, path_regex=r"^/nodes/[^/]+/tasks/[^/]+/status$")
 
 
 def _kill_mid_delete(lab: ChaosLab) -> None:
@@ -151,10 +164,6 @@ def _pool_said(reason: str) -> Callable[[ChaosLab], bool]:
     return lambda lab: lab.conditions()["pool"].get("Ready", {}).get("reason") == reason
 
 
-def _stop_sim(lab: ChaosLab) -> None:
-    lab.sim.stop()
-
-
 def _proxy(mode: str) -> Callable[[ChaosLab], None]:
     def switch(lab: ChaosLab) -> None:
         assert lab.proxy is not None
@@ -177,7 +186,7 @@ FAULTS = [
     Fault(
         "sigkill-mid-create",
         "operator SIGKILLed mid-create (4->7), down 3 s",
-        _kill_mid_create,
+        _mid_create(7, _kill_operator),
         _restart_operator,
         hold_s=3,
         fast=True,
@@ -267,9 +276,23 @@ FAULTS = [
     Fault(
         "pve-restart",
         "pve_sim API down 10 s, back on the same port (same state, new CA)",
-        _stop_sim,
+        lambda lab: lab.stop_sim(),
         lambda lab: lab.restart_sim(),
         hold_s=10,
+    ),
+    Fault(
+        "pve-restart-mid-create",
+        "pve_sim API down 8 s mid-create (4->7), back on the same port",
+        _mid_create(7, lambda lab: lab.stop_sim()),
+        lambda lab: lab.restart_sim(),
+        hold_s=8,
+    ),
+    Fault(
+        "task-status-hung",
+        "GET task status hangs (latency 600 s) for 30 s, scale 4->6",
+        _then_scale(6, _task_status_hangs),
+        _clear,
+        hold_s=30,
     ),
     Fault(
         "conn-refused",
@@ -283,6 +306,14 @@ FAULTS = [
         "blackhole",
         "connections accepted, never answered (proxy) for 25 s",
         _proxy("blackhole"),
+        _proxy("forward"),
+        hold_s=25,
+        via_proxy=True,
+    ),
+    Fault(
+        "blackhole-mid-create",
+        "connections black-holed (proxy) mid-create (4->7) for 25 s",
+        _mid_create(7, _proxy("blackhole")),
         _proxy("forward"),
         hold_s=25,
         via_proxy=True,

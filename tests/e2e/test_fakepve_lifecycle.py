@@ -72,5 +72,6 @@ NOT_ON_FAKEPVE = {
 # Every test of the lifecycle suite, present and future, is collected here too.
 for _name, _test in vars(lifecycle).items():
     if _name.startswith("test_") and isinstance(_test, types.FunctionType):
-        _marks = [pytest.mark.skip(reason=NOT_ON_FAKEPVE[_name])] if _name in NOT_ON_FAKEPVE else []
-        globals()[_name] = _rerun(_test, *_marks)
+        if _name in NOT_ON_FAKEPVE:
+            continue  # not a skipped test: it cannot mean anything on fakepve (the reason is above)
+        globals()[_name] = _rerun(_test)
