@@ -1,8 +1,10 @@
 """Execute a balancing plan (migrate, offload, restore) with a journal, and repair after a crash.
 
 Each action is journaled *before* it starts (``journal.begin``) and cleared when it ends
-(``journal.finish``); a restarted operator passes the journal's leftovers to :meth:`repair`, which
-finishes or reverts them. The invariants:
+(``journal.finish``). Offloads and restores are short and waited for; a migration is started, its
+UPID journaled (``journal.started``), and later cycles look at its task once each (:meth:`follow`)
+until it ends, so no cycle waits behind a long migration. A restarted operator passes journal entries
+without a task to :meth:`repair`, which finishes or reverts them. The invariants:
 
 * a CT that was running before a migration is running after it, whatever failed;
 * an offload marks the CT (tag) before stopping it, so drift repair never restarts it, and removes
@@ -23,7 +25,7 @@ from pve_operator.execution.executor import NotOurs, PolicyIdentity
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
 from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
 from pve_operator.pve.client import PveClient
-from pve_operator.pve.errors import PveConflict, PveError, PveNotFound, PveTaskTimeout
+from pve_operator.pve.errors import PveConflict, PveError, PveNotFound
 from pve_operator.pve.tasks import Upid
 
 log = logging.getLogger(__name__)
@@ -149,18 +151,6 @@ class BalanceExecutor:
             else:
                 message = self._restore(action)
             return BalanceOutcome(action, True, message)
-        except PveTaskTimeout as exc:
-            if not isinstance(action, MigrateContainer):
-                log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
-                return BalanceOutcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
-            # A big CT on local storage can take longer than our deadline; PVE is still at it.
-            still_running = True
-            message = (
-                f"migration of CT {action.vmid} {action.node} → {action.target} still running in Proxmox VE "
-                f"after {self._task_timeout:g} s: followed in the journal (status.inFlight) until it ends"
-            )
-            log.info("%s", message)
-            return BalanceOutcome(action, False, message, error=exc, in_progress=True)
         except PveError as exc:
             log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
             return BalanceOutcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
@@ -212,31 +202,6 @@ class BalanceExecutor:
         return f"CT {vmid} started again on {node}"
 
     # -- actions ----------------------------------------------------------------------------
-
-    def _migrate(self, action: MigrateContainer) -> str:
-        self._config_proving_ownership(action.node, action.vmid)
-        try:
-            upid = self._client.migrate_container(
-                action.node,
-                action.vmid,
-                target=action.target,
-                restart=action.running,
-                timeout_seconds=self._migrate_timeout,
-            )
-            self._client.wait(upid, timeout_seconds=self._task_timeout)
-        except PveTaskTimeout:
-            raise  # still running: nothing to recover yet (the CT is locked by the migration)
-        except PveError as exc:
-            if not action.running:
-                raise
-            # PVE restarts a CT on the source when a restart migration aborts; make sure of it.
-            recovered = self._ensure_running(action.vmid)
-            raise PveError(f"{exc}; {recovered}", request="migrate") from exc
-        return (
-            f"migrated CT {action.vmid} {action.node} → {action.target}"
-            + (" (restart mode)" if action.running else "")
-            + f": {action.reason}"
-        )
 
     def _start_migration(self, action: MigrateContainer) -> str:
         self._config_proving_ownership(action.node, action.vmid)
