@@ -51,6 +51,7 @@ from pve_operator.planning.balancing import (
     plan_balance,
     with_stray_nodes,
 )
+from pve_operator.planning.balancing.inputs import migration_failures_from
 from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, Metric
 from pve_operator.planning.ownership import OFFLOADED_TAG
@@ -269,6 +270,11 @@ def collect_input(
             if when is not None and entry.get("vmid") is not None:
                 vmid = int(entry["vmid"])
                 last_action_at[vmid] = max(last_action_at.get(vmid, 0.0), when)
+    failures = migration_failures_from(
+        (int(e["vmid"]), str(e.get("action")), str(e.get("result")), when, str(e.get("message") or ""))
+        for e in status.get("recentActions") or []
+        if e.get("vmid") is not None and (when := _parse_time(e.get("time"))) is not None
+    )
     managed: dict[int, ManagedCT] = {}
     owners: dict[int, PolicyIdentity] = {}
     policy_of: dict[int, Mapping[str, Any]] = {}
@@ -296,6 +302,7 @@ def collect_input(
                 restore_memory_bytes=int(restore["memoryUsedBytes"]) if restore else None,
                 restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
                 excluded_nodes=frozenset(policy.get("excludedNodes") or ()),
+                migration_failures=failures.get(item.vmid),
             )
 
     locked = frozenset(vmid for vmid, ct in snapshot.containers.items() if ct.lock)

@@ -76,6 +76,8 @@ class ContainerObservation:
     disk_used_bytes: int = 0
     uptime_seconds: int = 0
     template: bool = False
+    #: What PVE reported when ``status`` was made ``UNKNOWN`` because the CT's node is offline (stale).
+    reported_status: ContainerStatus | None = None
 
     @property
     def running(self) -> bool:
@@ -100,10 +102,25 @@ class ClusterSnapshot:
         containers: Iterable[ContainerObservation] = (),
         vm_vmids: Iterable[int] = (),
     ) -> ClusterSnapshot:
+        """The snapshot, with the status of every CT on an offline node made ``UNKNOWN``.
+
+        PVE keeps reporting the last status a node broadcast for its CTs in ``/cluster/resources`` for
+        up to about 5 minutes after the node stopped reporting (pmxcfs keeps the node's status data
+        until it is too old), while the node itself is ``offline`` as soon as corosync drops it. A
+        ``running`` there is stale: nothing may act on it (a repair, a scale-down, a move), so the
+        node's own status decides. The reported status is kept in ``reported_status``.
+        """
+        node_map = {n.name: n for n in nodes}
+        observed = []
+        for ct in containers:
+            node = node_map.get(ct.node)
+            if node is not None and not node.online and ct.status is not ContainerStatus.UNKNOWN:
+                ct = replace(ct, status=ContainerStatus.UNKNOWN, reported_status=ct.status)
+            observed.append(ct)
         return cls(
             taken_at=taken_at,
-            nodes=MappingProxyType({n.name: n for n in nodes}),
-            containers=MappingProxyType({c.vmid: c for c in containers}),
+            nodes=MappingProxyType(node_map),
+            containers=MappingProxyType({c.vmid: c for c in observed}),
             vm_vmids=frozenset(vm_vmids),
         )
 

@@ -213,6 +213,8 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             assert obs is not None
             if obs.lock or victim.vmid in intent.busy_vmids or not victim.verified:
                 continue  # busy in PVE or in the pool's balancing: try again next cycle
+            if obs.status is ContainerStatus.UNKNOWN:
+                continue  # on an offline node (its status may be stale): left alone until it is back
             removed.add(victim.vmid)
             actions.append(
                 DestroyContainer(

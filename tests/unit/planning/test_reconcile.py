@@ -221,9 +221,7 @@ def test_a_ct_in_the_pools_balancing_journal_is_neither_started_nor_removed() ->
 
 def test_a_ct_on_an_offline_node_is_counted_but_never_acted_on() -> None:
     present = [owned(3100 + i, "srv-px1", i) for i in range(3)]
-    unknown = replace(
-        owned(3103, "srv-px2", 3, status=ContainerStatus.UNKNOWN), created_at="", verified=False
-    )
+    unknown = replace(owned(3103, "srv-px2", 3, status=ContainerStatus.UNKNOWN), created_at="", verified=False)
     snapshot = lab(*(o.observation for o in [*present, unknown]))
     keep = plan_reconcile(replace(INTENT, replicas=4), snapshot, [*present, unknown])
     assert keep.actions == [], "no replacement, no start"
@@ -249,3 +247,27 @@ def test_a_creation_that_keeps_failing_waits_longer_each_time_and_a_success_ends
     assert creation_backoffs(many, 950.0, base_seconds=15, cap_seconds=300)[3100].retry_in_seconds == 250
     healed = [*thrice, FailedAttempt(3100, 160.0, succeeded=True)]
     assert creation_backoffs(healed, 161.0, base_seconds=15, cap_seconds=300) == {}
+
+
+def test_a_stale_running_on_an_offline_node_is_not_trusted() -> None:
+    """PVE keeps a dead node's last CT status in /cluster/resources for up to ~5 min (issue 15 §5):
+    a ``running`` CT whose node is offline is unknown, even with its ownership proof cached."""
+    cts = [build_ct(3100 + i, "srv-px1") for i in range(3)] + [
+        build_ct(3103, "srv-px2", memory_mib=4096)  # memory drifted too: no repair either
+    ]
+    snapshot = ClusterSnapshot.of(0.0, [build_node("srv-px1"), build_node("srv-px2", online=False)], cts)
+    stale = snapshot.containers[3103]
+    assert (stale.status, stale.reported_status) == (ContainerStatus.UNKNOWN, ContainerStatus.RUNNING)
+    present = [
+        OwnedContainer(
+            vmid=c.vmid,
+            index=c.vmid - 3100,
+            created_at=f"2026-11-23T10:0{c.vmid - 3100}:00Z",
+            observation=snapshot.containers[c.vmid],
+        )
+        for c in cts
+    ]
+    keep = plan_reconcile(replace(INTENT, replicas=4), snapshot, present)
+    assert keep.actions == [], "no repair of the stale CT, no replacement"
+    shrink = plan_reconcile(replace(INTENT, replicas=3), snapshot, present)
+    assert not [a for a in shrink.actions if isinstance(a, DestroyContainer)], "the newest is unknown: wait"

@@ -19,8 +19,10 @@ def blocked(
     *,
     cooldown: bool = True,
     pin: bool = True,
+    migration: bool = False,
 ) -> tuple[RefusalKind, str] | None:
-    """Why this CT of ours must be left alone this cycle, or None. ``cooldown``/``pin``: whether they count."""
+    """Why this CT of ours must be left alone this cycle, or None. ``cooldown``/``pin``: whether they
+    count; ``migration``: the action would migrate it (a recent failed migration then counts too)."""
     if ct.vmid in inp.in_flight.busy_vmids:
         return RefusalKind.IN_FLIGHT, f"CT {ct.vmid} has an operation in flight"
     if ct.lock:
@@ -33,7 +35,27 @@ def blocked(
         assert managed.last_action_at is not None
         left = inp.limits.cooldown_seconds - (inp.now - managed.last_action_at)
         return RefusalKind.COOLDOWN, f"CT {ct.vmid} is in cooldown for another {_duration(left)}"
+    if migration:
+        return migration_backoff(inp.now, ct.vmid, managed)
     return None
+
+
+def migration_backoff(now: float, vmid: int, managed: ManagedCT) -> tuple[RefusalKind, str] | None:
+    """``MigrationFailed`` while the backoff after the CT's last failed migration(s) runs."""
+    failures = managed.migration_failures
+    if failures is None or now >= failures.retry_at():
+        return None
+    hint = ""
+    if "did not stop" in failures.last_message:
+        hint = (
+            " (it ignored the shutdown of the restart migration; Proxmox VE never force-stops a CT there, "
+            "so the CT kept running on its node)"
+        )
+    return (
+        RefusalKind.MIGRATION_FAILED,
+        f"CT {vmid}: its last {failures.count} migration(s) failed{hint}; not tried again for another "
+        f"{_duration(failures.retry_at() - now)}: {failures.last_message}"[:1024],
+    )
 
 
 def refusal(stage: Stage, why: tuple[RefusalKind, str], vmid: int, node: str) -> Refusal:

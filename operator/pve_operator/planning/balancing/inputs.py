@@ -12,7 +12,7 @@ the planner never proposes anything for them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -168,8 +168,53 @@ class ManagedCT:
     #: Nodes the CT's policy gives weight 0 (``placement.nodeWeights``): never a target for it.
     excluded_nodes: frozenset[str] = frozenset()
 
+    #: Failed migrations of this CT since its last successful one (``recentActions``), the newest last.
+    migration_failures: MigrationFailures | None = None
+
     def in_cooldown(self, now: float, cooldown_seconds: float) -> bool:
         return self.last_action_at is not None and now - self.last_action_at < cooldown_seconds
+
+    def migration_retry_at(self) -> float | None:
+        """Epoch seconds before which no migration of this CT is tried again, or None."""
+        return self.migration_failures.retry_at() if self.migration_failures else None
+
+
+#: First wait after a failed migration; it doubles with each further failure in a row, up to the cap.
+#: A restart migration that fails because the CT ignores shutdown fails the same way every time
+#: (pve-container ``LXC/Migrate.pm`` shuts the CT down without force), and each try costs the
+#: shutdown timeout: trying every cycle would be a loop of failed tasks.
+MIGRATION_RETRY_BACKOFF_SECONDS = 600.0
+MIGRATION_RETRY_BACKOFF_CAP_SECONDS = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class MigrationFailures:
+    """Consecutive failed migrations of one CT: how many, when the last one ended, what PVE said."""
+
+    count: int
+    last_failed_at: float
+    last_message: str
+
+    def retry_at(self) -> float:
+        wait = min(MIGRATION_RETRY_BACKOFF_SECONDS * 2.0 ** (self.count - 1), MIGRATION_RETRY_BACKOFF_CAP_SECONDS)
+        return self.last_failed_at + wait
+
+
+def migration_failures_from(
+    actions: Iterable[tuple[int, str, str, float, str]],
+) -> dict[int, MigrationFailures]:
+    """Consecutive migration failures per CT from recorded actions ``(vmid, action, result, time,
+    message)`` in time order: a success resets the count; offloads and restores do not count."""
+    failures: dict[int, MigrationFailures] = {}
+    for vmid, action, result, when, message in actions:
+        if action != "Migrate":
+            continue
+        if result == "Succeeded":
+            failures.pop(vmid, None)
+        elif result == "Failed":
+            before = failures.get(vmid)
+            failures[vmid] = MigrationFailures((before.count if before else 0) + 1, when, message)
+    return failures
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
+from pve_operator.planning.balancing.eligibility import migration_backoff
 from pve_operator.planning.balancing.inputs import BalancingInput
 from pve_operator.planning.balancing.proposal import Refusal, RefusalKind, Stage
 from pve_operator.planning.balancing.state import Load, WorkingState, at_or_below, restored_load
@@ -142,6 +143,8 @@ class Limiter:
             )
         if is_migration(action):
             target = self._target(action)
+            if backoff := migration_backoff(inp.now, action.vmid, managed):
+                return self._refusal(action, *backoff)
             if self._migrations >= inp.limits.max_concurrent_migrations:
                 return self._refusal(
                     action,

@@ -42,6 +42,9 @@ class RefusalKind(StrEnum):
     INBOUND_LIMIT = "InboundLimit"
     #: Without an action the limits dropped, this one would take its target above its threshold.
     WOULD_OVERCOMMIT = "WouldOvercommit"
+    #: The CT's last migration(s) failed (e.g. PVE's restart migration: ``container did not stop``,
+    #: the CT ignores shutdown and PVE never force-stops it there): not tried again before a backoff.
+    MIGRATION_FAILED = "MigrationFailed"
 
 
 @dataclass(frozen=True)

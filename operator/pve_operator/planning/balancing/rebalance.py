@@ -173,7 +173,7 @@ class _Planner:
         for ct, managed in self.by_node.get(name, []):
             if managed.offloaded and not drain:
                 continue  # restore owns offloaded CTs; a drain moves them too
-            why = blocked(self.inp, ct, managed, cooldown=not drain)
+            why = blocked(self.inp, ct, managed, cooldown=not drain, migration=True)
             if why is not None:
                 blocked_here.append(refusal("Migrate", why, ct.vmid, name))
                 continue
