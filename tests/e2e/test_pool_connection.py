@@ -159,3 +159,24 @@ def test_a_pool_trusts_a_pinned_certificate_fingerprint_without_a_ca(
     lab.wait_condition("proxmoxserverpool", "pinned", "Ready", "True", "Connected")
     refused = lab.wait_condition("proxmoxserverpool", "wrong-pin", "Ready", "False", "Unreachable")
     assert "not the pinned tls.fingerprintSHA256" in refused["message"]
+
+
+def test_a_bridge_without_sdn_use_makes_the_pool_not_ready_naming_path_and_policy(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Issue 15 §8: PVE checks SDN.Use on /sdn/zones/localnetwork/<bridge> at every create
+    (pve-guest-common ``GuestHelpers.pm`` ``check_vnet_access``); a pool whose user lacks it was Ready
+    while every create failed with 403. Now the pool says so, naming the path and the policy."""
+    from pve_sim.scenario import parse_scenario
+
+    data = lab_scenario_data()
+    role = next(r for r in data["roles"] if r["id"] == "CTOperator")
+    role["privileges"] = [p for p in role["privileges"] if p != "SDN.Use"]
+    sim = pve_sim_server(parse_scenario(data, "<no SDN.Use>"), time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim)
+    pve_operator_process(kube_namespace)
+    lab = Lab(kube, kube_namespace, sim, None)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")  # no policy uses a bridge yet
+    lab.apply_policy("web", replicas=2)
+    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "PermissionDenied")
+    assert "SDN.Use on /sdn/zones/localnetwork/vmbr0" in found["message"] and "web" in found["message"]

@@ -87,6 +87,7 @@ def pool_memory(namespace: str, name: str) -> PoolMemory:
 def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
     """What balancing needs of a ContainerPolicy (not its whole body)."""
     vmid_range = spec.get("vmidRange") or {}
+    template = spec.get("template") or {}
     return {
         "name": name,
         "uid": uid,
@@ -100,6 +101,11 @@ def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Ma
         "excludedNodes": sorted(
             str(w.get("name")) for w in (spec.get("placement") or {}).get("nodeWeights") or () if not w.get("weight")
         ),
+        # What the pool's sample checks PVE's rules for: SDN.Use on each bridge, the tags it may set.
+        "bridges": sorted(
+            {(str(n.get("bridge")), int(n["vlan"]) if n.get("vlan") else 0) for n in template.get("networks") or ()}
+        ),
+        "tags": sorted({str(t).lower() for t in template.get("tags") or ()}),
     }
 
 

@@ -41,6 +41,7 @@ from pve_operator.handlers.runtime import (
     TASK_TIMEOUT_SECONDS,
     ConfigurationError,
     OperatorRuntime,
+    TagAccess,
 )
 from pve_operator.handlers.status import (
     append_recent,
@@ -63,9 +64,11 @@ from pve_operator.planning.ownership import (
     has_ownership_tags,
     is_owned,
     normalize_tags,
+    ownership_tags,
     parse_record,
 )
 from pve_operator.planning.placement import PlacementStrategy
+from pve_operator.planning.pve_access import refused_tag_in
 from pve_operator.planning.reconcile import (
     FailedAttempt,
     FillIntent,
@@ -288,6 +291,17 @@ def discover_owned(
     return owned
 
 
+def tags_refused_here(
+    access: TagAccess | None, snapshot: ClusterSnapshot, wanted: set[str] | frozenset[str]
+) -> frozenset[str]:
+    """The tags a create would carry that the cluster's tag rules refuse the operator's user (known from
+    the pool's last sample; nothing when the rules could not be read)."""
+    if access is None or access.rules is None:
+        return frozenset()
+    existing = {t for ct in snapshot.containers.values() for t in ct.tags}
+    return access.rules.refused(wanted, privileged=access.privileged, existing=existing)
+
+
 def creations_in_progress(snapshot: ClusterSnapshot, vmid_range: range, owned: list[OwnedContainer]) -> list[int]:
     """CTs in the range that PVE is still creating and whose owner cannot be read yet.
 
@@ -400,6 +414,13 @@ def reconcile_policy(
                 plan,
                 actions=[a for a in plan.actions if not (isinstance(a, CreateContainer) and a.vmid in backoffs)],
             )
+        refused_tags = tags_refused_here(
+            connection.tag_access, snapshot, ownership_tags(uid) | set(policy.template.tags)
+        )
+        if refused_tags and any(isinstance(a, CreateContainer) for a in plan.actions):
+            plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
+        else:
+            refused_tags = frozenset()
         executor = PolicyExecutor(
             client,
             PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range()),
@@ -464,7 +485,14 @@ def reconcile_policy(
         patch.status["recentActions"] = reporter.recent
     failures = [o for o in outcomes if not o.succeeded]
     failure_reason, failure_message = _failure_condition(failures)
-    if not failures and backoffs:
+    if refused_tags and connection.tag_access is not None and connection.tag_access.rules is not None:
+        failures_told = True
+        failure_reason = "TagsNotAllowed"
+        failure_message = (
+            f"no CT is created: Proxmox VE would refuse tag(s) {', '.join(sorted(refused_tags))}: "
+            f"{connection.tag_access.rules.explain(refused_tags)}"
+        )[:1024]
+    elif not failures and backoffs:
         # Nothing was tried this cycle, but the creations still fail: keep saying so.
         waiting = min(backoffs.values(), key=lambda b: b.retry_in_seconds)
         failures_told = True
@@ -554,7 +582,18 @@ def _failure_condition(failures: list[Outcome]) -> tuple[str, str]:
     missing = next((o for o in failures if isinstance(o.error, TemplateNotFound)), None)
     if missing is not None:
         return "TemplateNotFound", missing.message
+    refused = next((o for o in failures if refused_tag_in(o.message)), None)
+    if refused is not None:
+        return "TagsNotAllowed", _tags_refused_message(refused.message)
     return "ActionsFailed", failures[0].message if failures else ""
+
+
+def _tags_refused_message(message: str) -> str:
+    return (
+        f"{message}: Proxmox VE's datacenter.cfg restricts tags (user-tag-access or registered-tags) and the "
+        "operator's user lacks Sys.Modify on /; allow the operator's tags there or grant Sys.Modify on / "
+        "(the ProxmoxServerPool names the setting when its user may read /cluster/options, Sys.Audit on /)"
+    )[:1024]
 
 
 def _warn_on_new_degraded_reason(body: Any, previous: Any, updates: Updates) -> None:
@@ -587,6 +626,8 @@ def _reason_of_recorded_failure(message: str) -> str:
     the texts are TemplateNotFound's own (``PolicyExecutor._check_template``)."""
     if message.startswith("Create CT") and (" is not on storage " in message or "cannot be found on node" in message):
         return "TemplateNotFound"
+    if refused_tag_in(message):
+        return "TagsNotAllowed"
     return "ActionsFailed"
 
 

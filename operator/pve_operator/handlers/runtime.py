@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
 from pve_operator.api.v1alpha1.serverpool import PasswordCredentials, TokenCredentials, credentials_from_secret
 from pve_operator.planning.ownership import OwnershipRecord
+from pve_operator.planning.pve_access import TagRules
 from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,24 @@ def load_kubernetes_config() -> None:
         kube_config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+@dataclass(frozen=True)
+class TagAccess:
+    """What the pool's last sample learnt about the tags its user may set (``planning.pve_access``)."""
+
+    #: None when ``GET /cluster/options`` was refused (no ``Sys.Audit`` on ``/``): the rules are unknown
+    #: and a refusal is recognised in PVE's answer to the first create instead.
+    rules: TagRules | None
+    #: ``Sys.Modify`` on ``/``: every tag is allowed.
+    privileged: bool
+
+
 @dataclass
 class PoolConnection:
     client: PveClient
     fingerprint: str
     limiter: threading.BoundedSemaphore
+    #: Set by each pool sample; read by the policies before they create.
+    tag_access: TagAccess | None = None
 
 
 @dataclass

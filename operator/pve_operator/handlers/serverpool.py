@@ -8,6 +8,7 @@ the tick is short and each tick checks whether a sample is due).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
 from pve_operator.handlers.balancing import balance_pool
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
-from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
+from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime, TagAccess
 from pve_operator.handlers.status import (
     conditions_payload,
     node_statuses,
@@ -26,6 +27,8 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import NODE_UTILIZATION, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.model import ClusterSnapshot
+from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
+from pve_operator.planning.pve_access import TagRules, missing_sdn_use, sdn_use_path
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
@@ -62,6 +65,74 @@ def missing_privileges(permissions_by_path: dict[str, dict[str, dict[str, int]]]
     return missing
 
 
+def read_tag_access(client: PveClient, permissions_on_root: Mapping[str, Mapping[str, int]]) -> TagAccess:
+    """The cluster's tag rules and whether the user may set any tag (``Sys.Modify`` on ``/``)."""
+    privileged = bool(permissions_on_root.get("/", {}).get("Sys.Modify"))
+    try:
+        rules: TagRules | None = TagRules.from_cluster_options(client.cluster_options())
+    except (PveUnreachable, PveAuthenticationError, PveNotProxmox):
+        raise
+    except PveError:
+        # No Sys.Audit on / (403), or an API without the endpoint: the rules stay unknown and PVE's
+        # answer to the first create tells instead.
+        rules = None
+    return TagAccess(rules, privileged)
+
+
+def access_problems(
+    access: TagAccess,
+    snapshot: ClusterSnapshot,
+    policies: Sequence[Mapping[str, Any]],
+    sdn_permissions: Mapping[str, Mapping[str, Mapping[str, int]]],
+) -> tuple[list[tuple[str, ConditionStatus, str, str]], str]:
+    """Condition updates when PVE's tag or bridge rules make the pool's work fail, and a warning for
+    policies whose own tags are refused (their creations fail, the pool's safety net does not)."""
+    paths = {sdn_use_path(str(b), int(v) or None) for p in policies for b, v in p.get("bridges") or ()}
+    missing = missing_sdn_use(paths, sdn_permissions)
+    if missing:
+        users = sorted(
+            str(p["name"])
+            for p in policies
+            if {sdn_use_path(str(b), int(v) or None) for b, v in p.get("bridges") or ()} & set(missing)
+        )
+        return (
+            _failed(
+                "PermissionDenied",
+                f"the operator's Proxmox VE user lacks SDN.Use on {', '.join(missing)} (the bridges of "
+                f"ContainerPolicy {', '.join(users)}): every create there would fail with 403; grant the "
+                "CTOperatorSDN role on /sdn/zones/localnetwork (docs/proxmox-setup.md)",
+            ),
+            "",
+        )
+    if access.rules is None:
+        return [], ""
+    existing = {t for ct in snapshot.containers.values() for t in ct.tags}
+    pool_wide = access.rules.refused({MANAGED_TAG, OFFLOADED_TAG}, privileged=access.privileged, existing=existing)
+    if pool_wide:
+        return (
+            _failed(
+                "TagsNotAllowed",
+                f"Proxmox VE refuses the operator's tag(s) {', '.join(sorted(pool_wide))} (creates and offloads "
+                f"would fail with 403): {access.rules.explain(pool_wide)}",
+            ),
+            "",
+        )
+    refused_by_policy = {
+        str(p["name"]): refused
+        for p in policies
+        if (
+            refused := access.rules.refused(
+                {policy_tag(str(p["uid"])), *(p.get("tags") or ())}, privileged=access.privileged, existing=existing
+            )
+        )
+    }
+    if not refused_by_policy:
+        return [], ""
+    every = frozenset().union(*refused_by_policy.values())
+    listed = "; ".join(f"{name}: {', '.join(sorted(tags))}" for name, tags in sorted(refused_by_policy.items()))
+    return [], f"Proxmox VE refuses the tags of ContainerPolicy {listed}: {access.rules.explain(every)}"
+
+
 def probe_pool(
     *,
     name: str,
@@ -72,6 +143,7 @@ def probe_pool(
     body: Any,
     patch: kopf.Patch,
     runtime: OperatorRuntime,
+    policies: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[ProxmoxServerPoolSpec, PveClient, ClusterSnapshot] | None:
     """Sample the cluster and write the node table and conditions; the sample when the pool is Ready."""
     now = now_utc()
@@ -85,6 +157,9 @@ def probe_pool(
         version = client.version()
         snapshot = client.snapshot(time.time())
         permissions = {path: client.permissions(path) for path in REQUIRED_PRIVILEGES}
+        bridges = {sdn_use_path(str(b), int(v) or None) for p in policies for b, v in p.get("bridges") or ()}
+        sdn_permissions = {path: client.permissions(path) for path in sorted(bridges)}
+        connection.tag_access = read_tag_access(client, client.permissions("/"))
     except ValidationError as exc:
         updates = _failed("InvalidSpec", describe_validation_error(exc))
     except ConfigurationError as exc:
@@ -119,6 +194,7 @@ def probe_pool(
         unknown = [n for n in pool.node_names if n not in snapshot.nodes]
         offline = [n.name for n in nodes if not n.online and n.name not in unknown]
         denied = missing_privileges(permissions)
+        access_updates, tag_warning = access_problems(connection.tag_access, snapshot, policies, sdn_permissions)
         if unknown:
             updates = _failed(
                 "NodeNotFound",
@@ -127,6 +203,8 @@ def probe_pool(
         elif denied:
             listed = ", ".join(f"{priv} on {path}" for path, priv in denied)
             updates = _failed("PermissionDenied", f"the operator's Proxmox VE user lacks {listed}")
+        elif access_updates:
+            updates = access_updates
         else:
             message = f"connected to Proxmox VE {version.get('version', '?')}; {online}/{len(nodes)} nodes online"
             sample = (pool, client, snapshot)
@@ -139,6 +217,8 @@ def probe_pool(
                     f"nodes offline: {', '.join(offline)}" if offline else "",
                 ),
             ]
+            if tag_warning and not offline:
+                updates[1] = (ConditionType.DEGRADED, ConditionStatus.TRUE, "TagsNotAllowed", tag_warning)
     conditions = with_conditions(previous, updates, now=now, generation=generation)
     patch.status["conditions"] = conditions_payload(conditions)
     patch.status["observedGeneration"] = generation
@@ -181,20 +261,22 @@ def pool_changed(
     body: kopf.Body,
     patch: kopf.Patch,
     memo: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     # Claim this sample before probing: the timer's first tick may come while the probe runs, and it
     # would probe the same old status again and announce the same transition a second time.
     _last_sample[str(meta.get("uid"))] = time.monotonic()
+    ns = namespaced(namespace)
     probe_pool(
         name=name,
-        namespace=namespaced(namespace),
+        namespace=ns,
         spec=dict(spec),
         status=dict(status),
         generation=meta.get("generation"),
         body=body,
         patch=patch,
         runtime=memo.runtime,
+        policies=list(kwargs["policies_by_pool"].get((ns, name), [])),
     )
     _last_sample[str(meta.get("uid"))] = time.monotonic()
 
@@ -219,6 +301,7 @@ def pool_monitor(
         return
     _last_sample[uid] = time.monotonic()
     ns = namespaced(namespace)
+    policies = list(kwargs["policies_by_pool"].get((ns, name), []))
     sample = probe_pool(
         name=name,
         namespace=ns,
@@ -228,11 +311,11 @@ def pool_monitor(
         body=body,
         patch=patch,
         runtime=memo.runtime,
+        policies=policies,
     )
     if sample is None:
         return
     pool, client, snapshot = sample
-    policies = list(kwargs["policies_by_pool"].get((ns, name), []))
     try:
         balance_pool(
             name=name,
@@ -253,9 +336,7 @@ def pool_monitor(
 
 @kopf.on.delete(*POOLS, optional=True)
 @contained(15)
-def pool_deleted(
-    name: str, namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **kwargs: Any
-) -> None:
+def pool_deleted(name: str, namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A pool goes only after its policies: they need it to clean up their CTs."""
     ns = namespaced(namespace)
     users = sorted(str(p["name"]) for p in kwargs["policies_by_pool"].get((ns, name), []))

@@ -377,6 +377,10 @@ class PveClient:
         params = {"path": path} if path else {}
         return dict(self._read("GET /access/permissions", lambda api: api.access.permissions.get(**params)))
 
+    def cluster_options(self) -> dict[str, Any]:
+        """``datacenter.cfg`` as ``GET /cluster/options`` reports it (needs ``Sys.Audit`` on ``/``)."""
+        return dict(self._read("GET /cluster/options", lambda api: api.cluster.options.get()))
+
     def templates(self, node: str, storage: str) -> frozenset[str]:
         """Volume IDs of the CT templates (``vztmpl``) on ``storage`` as ``node`` sees it."""
         content = self._read(
