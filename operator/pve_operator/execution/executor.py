@@ -34,6 +34,7 @@ from pve_operator.pve.errors import (
     PveNotFound,
     PvePermissionError,
     PveUnreachable,
+    is_config_lock_timeout,
 )
 from pve_operator.pve.params import ContainerBlueprint, create_params
 
@@ -172,6 +173,11 @@ class PolicyExecutor:
                 else:
                     message = self._restore_config(action)
             except PveError as exc:
+                if is_config_lock_timeout(exc):
+                    # A task (start, migrate, backup...) holds the CT's config lock: the CT is busy, not
+                    # broken. Nothing changed; the next cycle plans it again if it is still needed.
+                    log.info("%s CT %s waits: a task holds its config lock (%s)", action.kind, action.vmid, exc)
+                    return Outcome(action, True, f"CT {action.vmid} is busy with a task: {exc}", skipped=True)
                 log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
                 return Outcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
             return Outcome(action, True, message)

@@ -121,6 +121,18 @@ _CONFLICT = (
 )
 
 
+#: PVE's answer when a task holds the CT's config lock (``PVE::Tools::lock_file_full``): a config write
+#: waits up to 10 s for the flock every start/stop/shutdown/create/migrate/destroy task holds for its
+#: whole run (pve-container ``API2/LXC/Config.pm`` ``lock_config``), then fails with 500
+#: ``can't lock file '/run/lock/lxc/pve-config-N.lock' - got timeout``.
+CONFIG_LOCK_TIMEOUT = re.compile(r"can't lock file '[^']*' - got timeout")
+
+
+def is_config_lock_timeout(error: BaseException) -> bool:
+    """Whether ``error`` is PVE's config-lock timeout: the CT is busy with a task, not broken."""
+    return isinstance(error, PveError) and bool(CONFIG_LOCK_TIMEOUT.search(error.pve_message))
+
+
 def classify(status: int, pve_message: str, *, request: str, errors: Mapping[str, str] | None = None) -> PveError:
     """The typed error for an HTTP answer from PVE."""
     kind: type[PveError]
