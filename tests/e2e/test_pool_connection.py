@@ -180,3 +180,40 @@ def test_a_bridge_without_sdn_use_makes_the_pool_not_ready_naming_path_and_polic
     lab.apply_policy("web", replicas=2)
     found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "PermissionDenied")
     assert "SDN.Use on /sdn/zones/localnetwork/vmbr0" in found["message"] and "web" in found["message"]
+
+
+def test_restricted_tags_are_reported_before_any_create_fails_and_lifting_them_resumes(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Issue 15 §7: with datacenter.cfg ``user-tag-access`` restricting tags, adding a tag that is not
+    allowed needs Sys.Modify on / (pve-guest-common ``GuestHelpers.pm`` ``assert_tag_permissions``), so
+    the first create of each policy and the first offload failed with 403 on such clusters. The pool
+    reads the settings (GET /cluster/options, Sys.Audit on /) and says which setting refuses what."""
+    from pve_sim.scenario import parse_scenario
+
+    data = lab_scenario_data()
+    data.setdefault("cluster", {})["options"] = {"userTagAccess": {"userAllow": "list", "userAllowList": ["web"]}}
+    sim = pve_sim_server(parse_scenario(data, "<user-tag-access list>"), time_scale=SIM_TIME_SCALE)
+    connect_pool(kube, kube_namespace, sim)
+    operator = pve_operator_process(kube_namespace)
+    lab = Lab(kube, kube_namespace, sim, operator)
+    before = {int(c["vmid"]) for c in lab.cts()}
+    found = lab.wait_condition("proxmoxserverpool", "lab", "Ready", "False", "TagsNotAllowed")
+    assert "user-allow=list" in found["message"] and "pve-operator-offloaded" in found["message"]
+    assert "user-allow-list=" in found["message"], "the fix is named"
+
+    # The operator's own tags allowed, but not the policy's: the pool works, the policy creates nothing.
+    allowed = ["web", "pve-operator", "pve-operator-offloaded"]
+    sim.admin.set_datacenter_options({"userTagAccess": {"userAllow": "list", "userAllowList": allowed}})
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    lab.apply_policy("web", replicas=2)
+    found = lab.wait_condition("containerpolicy", "web", "Degraded", "True", "TagsNotAllowed")
+    assert "ctp-" in found["message"] and "user-allow=list" in found["message"]
+    lab.wait_condition("proxmoxserverpool", "lab", "Degraded", "True", "TagsNotAllowed")
+    assert {int(c["vmid"]) for c in lab.cts()} == before, "no CT was created (and none failed half-way)"
+    assert not [e for e in lab.events() if e["reason"] == "CreateFailed"]
+
+    # Lifting the restriction resumes without a restart.
+    sim.admin.set_datacenter_options({})
+    lab.wait_condition("containerpolicy", "web", "Ready", "True", "AllReplicasReady", timeout_s=180)
+    lab.wait_condition("proxmoxserverpool", "lab", "Degraded", "False")
