@@ -73,8 +73,8 @@ def load_kubernetes_config() -> None:
 class TagAccess:
     """What the pool's last sample learnt about the tags its user may set (``planning.pve_access``)."""
 
-    #: None when ``GET /cluster/options`` was refused (no ``Sys.Audit`` on ``/``): the rules are unknown
-    #: and a refusal is recognised in PVE's answer to the first create instead.
+    #: None without ``Sys.Audit`` on ``/`` (PVE's ``GET /cluster/options`` then leaves the tag settings
+    #: out): the rules are unknown and a refusal is recognised in PVE's answer to a create instead.
     rules: TagRules | None
     #: ``Sys.Modify`` on ``/``: every tag is allowed.
     privileged: bool

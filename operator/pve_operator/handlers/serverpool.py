@@ -68,13 +68,17 @@ def missing_privileges(permissions_by_path: dict[str, dict[str, dict[str, int]]]
 def read_tag_access(client: PveClient, permissions_on_root: Mapping[str, Mapping[str, int]]) -> TagAccess:
     """The cluster's tag rules and whether the user may set any tag (``Sys.Modify`` on ``/``)."""
     privileged = bool(permissions_on_root.get("/", {}).get("Sys.Modify"))
+    if not permissions_on_root.get("/", {}).get("Sys.Audit"):
+        # Without Sys.Audit on / PVE answers GET /cluster/options without user-tag-access and
+        # registered-tags (pve-manager PVE/API2/Cluster.pm get_options): the rules cannot be told from
+        # the defaults. PVE's answer to the first create tells instead.
+        return TagAccess(None, privileged)
     try:
         rules: TagRules | None = TagRules.from_cluster_options(client.cluster_options())
     except (PveUnreachable, PveAuthenticationError, PveNotProxmox):
         raise
     except PveError:
-        # No Sys.Audit on / (403), or an API without the endpoint: the rules stay unknown and PVE's
-        # answer to the first create tells instead.
+        # An API without the endpoint: the rules stay unknown and PVE's answer to a create tells.
         rules = None
     return TagAccess(rules, privileged)
 
