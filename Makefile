@@ -41,9 +41,21 @@ install: $(STAMP) ## Create .venv with the operator and the simulator (editable)
 controlplane: ## Build (or reuse from the cache) kube-apiserver, etcd and kubectl for the local control plane
 	bash hack/build-controlplane.sh
 
+# The third-party Proxmox clients of tests/conformance (versions in hack/conformance/versions.env), cached
+# outside the clone like the control plane. The tests' session fixtures run the same scripts (a no-op once
+# cached), so a plain `pytest` builds them too.
+.PHONY: conformance-clients
+conformance-clients: ## Build (or reuse from the cache) the third-party clients of tests/conformance: Ansible's venv, the go-proxmox client
+	bash hack/build-ansible.sh
+	bash hack/build-go-proxmox-client.sh
+
 .PHONY: test
-test: install controlplane ## Run every test suite (unit, simulator, control plane, integration); installs what it needs
+test: install controlplane conformance-clients ## Run every test suite (unit, simulator, control plane, integration, conformance); installs what it needs
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: conformance
+conformance: install conformance-clients ## Only tests/conformance: real third-party clients (Ansible, go-proxmox) against pve_sim
+	$(VPY) -m pytest tests/conformance $(PYTEST_ARGS)
 
 .PHONY: chaos
 chaos: install controlplane ## The whole chaos fault matrix (tests/chaos) against the real operator; prints the recovery table

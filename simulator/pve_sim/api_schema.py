@@ -380,6 +380,54 @@ _ENDPOINT_LIST: tuple[EndpointSpec, ...] = (
     ),
     _ep(
         "GET",
+        "/access/users",
+        "index",
+        (ParamSpec("enabled", "boolean"), ParamSpec("full", "boolean", default=False)),
+    ),
+    _ep("GET", "/cluster/options", "get_options"),
+    _ep(
+        "GET",
+        "/storage",
+        "index",
+        (
+            ParamSpec(
+                "type",
+                "string",
+                enum=(
+                    "btrfs",
+                    "cephfs",
+                    "cifs",
+                    "dir",
+                    "esxi",
+                    "iscsi",
+                    "iscsidirect",
+                    "lvm",
+                    "lvmthin",
+                    "nfs",
+                    "pbs",
+                    "rbd",
+                    "zfs",
+                    "zfspool",
+                ),
+            ),
+        ),
+    ),
+    _ep("GET", "/nodes/{node}/dns", "dns", (NODE,), proxy=True),
+    _ep(
+        "PUT",
+        "/nodes/{node}/dns",
+        "update_dns",
+        (
+            NODE,
+            ParamSpec("search", "string", optional=False),
+            ParamSpec("dns1", "string", format="ip"),
+            ParamSpec("dns2", "string", format="ip"),
+            ParamSpec("dns3", "string", format="ip"),
+        ),
+        proxy=True,
+    ),
+    _ep(
+        "GET",
         "/cluster/resources",
         "resources",
         (ParamSpec("type", "string", enum=("vm", "storage", "node", "sdn")),),
@@ -580,6 +628,8 @@ _ENDPOINT_LIST: tuple[EndpointSpec, ...] = (
         (POOLID, ParamSpec("type", "string", enum=("qemu", "lxc", "storage"))),
     ),
     _ep("DELETE", "/pools/{poolid}", "delete_pool_deprecated", (POOLID,)),
+    # PVE 8.1+: the non-deprecated pool delete takes the poolid as a parameter (go-proxmox's Pool.Delete).
+    _ep("DELETE", "/pools", "delete_pool", (POOLID,)),
 )
 
 ENDPOINTS: Mapping[tuple[str, str], EndpointSpec] = MappingProxyType(

@@ -90,3 +90,10 @@ def read_pool(cluster: SimCluster, req: Request) -> object:
 def delete_pool(cluster: SimCluster, req: Request) -> object:
     cluster.access.delete_pool(req.text("poolid"), cluster.state.containers.keys(), cluster.state.storages.keys())
     return None
+
+
+@route("DELETE", "/pools", perm=Perm("/pool/{poolid}", ("Pool.Allocate",)))
+def delete_pool_by_param(cluster: SimCluster, req: Request) -> object:
+    """``DELETE /pools?poolid=X`` (pve-manager ``API2/Pool.pm`` ``delete_pool``, PVE 8.1+): the same
+    checks as the deprecated ``DELETE /pools/{poolid}`` (only empty pools)."""
+    return delete_pool(cluster, req)
