@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pve_sim.errors import PveApiError, permission_denied
 from pve_sim.scenario import BUILTIN_ROLES as _SCENARIO_BUILTIN_ROLES
 from pve_sim.scenario import VALID_PRIVILEGES as _SCENARIO_VALID_PRIVILEGES
+from pve_sim.scenario import DatacenterOptionsSpec
 
 # Built-in roles (PVEAdmin, PVEVMAdmin, ...) are computed once, from pve-access-control's
 # $privgroups, next to the scenario format that lets scenarios reference them.
@@ -123,6 +124,8 @@ class AccessControl:
         self._acl_entries: list[AclEntry] = []
         self._cache: dict[tuple[str, str], dict[str, bool]] = {}
         self._pool_roles_cache: dict[str, dict[str, set[str]]] = {}
+        self.datacenter: DatacenterOptions = DatacenterOptions()
+        """datacenter.cfg options that permission checks consult (tags); see :class:`DatacenterOptions`."""
 
     # ------------------------------------------------------------------ configuration
 
@@ -520,3 +523,173 @@ def _applicable(assigned: dict[str, bool] | None, final: bool) -> dict[str, bool
         return None
     applied = {role: prop for role, prop in assigned.items() if final or prop}
     return applied or None
+
+
+# ====================================================================================== datacenter.cfg
+# The datacenter.cfg options that change permission checks. They live next to the user config
+# because PVE consults them in the same checks (pve-guest-common ``PVE::GuestHelpers``).
+
+USER_ALLOW_MODES: tuple[str, ...] = ("none", "list", "existing", "free")
+"""``user-tag-access``'s ``user-allow`` values (pve-cluster ``PVE::DataCenterConfig``)."""
+
+
+@dataclass
+class DatacenterOptions:
+    """The datacenter.cfg options the simulator models, as ``parse_datacenter_config`` holds them.
+
+    pve-cluster ``src/PVE/DataCenterConfig.pm`` ``parse_datacenter_config``: ``user-tag-access``
+    is parsed into ``{"user-allow": ..., "user-allow-list": [tags]}``, ``registered-tags`` into a
+    list, ``crs`` into a hash; an unset option is absent (PVE's default applies: ``user-allow``
+    ``free``, no registered tags, ``crs`` ``ha=basic``). ``description`` is always there (the
+    file's ``#`` comment lines, empty when there are none) and ``mac_prefix`` defaults to
+    Proxmox's OUI ``BC:24:11``.
+    """
+
+    user_allow: str | None = None
+    user_allow_list: tuple[str, ...] | None = None
+    registered_tags: tuple[str, ...] = ()
+    crs: dict[str, object] = field(default_factory=dict)
+    description: str = ""
+    mac_prefix: str = "BC:24:11"
+
+    @classmethod
+    def from_spec(cls, spec: DatacenterOptionsSpec) -> DatacenterOptions:
+        """The options a scenario's ``cluster.options`` sets. Tag lists are sorted as pve-cluster
+        ``write_datacenter_config`` writes them (Perl ``sort``), their case kept: PVE compares tags
+        case-sensitively in ``assert_tag_permissions`` (the request's tags are not lower-cased
+        before the check)."""
+        options = cls(registered_tags=tuple(sorted(set(spec.registered_tags))))
+        if spec.user_tag_access is not None:
+            options.user_allow = spec.user_tag_access.user_allow
+            options.user_allow_list = tuple(sorted(set(spec.user_tag_access.user_allow_list)))
+        if spec.crs is not None:
+            options.crs = {"ha": spec.crs.ha}
+            if spec.crs.ha_rebalance_on_start:
+                options.crs["ha-rebalance-on-start"] = 1
+        return options
+
+    def as_config(self) -> dict[str, object]:
+        """datacenter.cfg as ``cfs_read_file('datacenter.cfg')`` returns it (GET /cluster/options)."""
+        config: dict[str, object] = {"description": self.description, "mac_prefix": self.mac_prefix}
+        if self.crs:
+            config["crs"] = dict(self.crs)
+        if self.registered_tags:
+            config["registered-tags"] = list(self.registered_tags)
+        if self.user_allow is not None or self.user_allow_list is not None:
+            access: dict[str, object] = {}
+            if self.user_allow is not None:
+                access["user-allow"] = self.user_allow
+            if self.user_allow_list:
+                access["user-allow-list"] = list(self.user_allow_list)
+            config["user-tag-access"] = access
+        return config
+
+
+def allowed_tags(
+    access: AccessControl,
+    options: DatacenterOptions,
+    authid: str,
+    guest_tags: Mapping[int, str | None],
+    privileged: bool | None = None,
+) -> tuple[set[str], set[str], bool]:
+    """pve-guest-common ``PVE::GuestHelpers::get_allowed_tags``: (allowed, registered, freeform).
+
+    ``privileged`` is Sys.Modify on ``/``. Allowed are the ``user-allow-list`` tags (unless
+    ``user-allow`` is ``none``), with ``free``/``existing`` also every tag of a guest the caller may
+    audit (``VM.Audit``, pool ignored as PVE's ``check_vm_perm(..., undef, ...)``); registered
+    tags are added for a privileged caller and removed for everybody else. ``guest_tags`` maps
+    every guest of the cluster to its ``tags`` option (``get_guest_config_properties(['tags'])``).
+    """
+    if privileged is None:
+        privileged = access.allowed(authid, "/", ["Sys.Modify"])
+    registered = set(options.registered_tags)
+    user_allow = options.user_allow or "free"
+    allowed: set[str] = set()
+    if user_allow != "none" or privileged:
+        allowed.update(options.user_allow_list or ())
+    if user_allow in ("free", "existing") or privileged:
+        for vmid, tags in guest_tags.items():
+            if not privileged and not access.allowed(authid, f"/vms/{vmid}", ["VM.Audit"]):
+                continue
+            allowed.update(_split_tags(tags or ""))
+    if privileged:
+        allowed |= registered
+    else:
+        allowed -= registered
+    return allowed, registered, user_allow == "free"
+
+
+def assert_tag_permissions(
+    access: AccessControl,
+    options: DatacenterOptions,
+    authid: str,
+    vmid: int,
+    old_tags: object,
+    new_tags: object,
+    guest_tags: Mapping[int, str | None],
+) -> None:
+    """pve-guest-common ``PVE::GuestHelpers::assert_tag_permissions``, for create and config update.
+
+    VM.Config.Options on ``/vms/<vmid>`` (pool not consulted) is needed in any case. Without
+    Sys.Modify on ``/``, every tag that is added or removed (counted per occurrence) must be
+    allowed by ``user-tag-access`` and must not be a registered tag; else PVE raises
+    ``raise_perm_exc("/, Sys.Modify for modifying tag '<tag>'")``: 403 ``Permission check failed
+    (/, Sys.Modify for modifying tag '<tag>')``. PVE walks a Perl hash, so which of several
+    offending tags it names is arbitrary; the simulator names the first in sorted order.
+    """
+    access.check_vm_perm(authid, vmid, None, ["VM.Config.Options"])
+    if authid == _ROOT or access.allowed(authid, "/", ["Sys.Modify"]):
+        return
+    old_count: dict[str, int] = {}
+    new_count: dict[str, int] = {}
+    for tag in _split_tags("" if old_tags is None else str(old_tags)):
+        old_count[tag] = old_count.get(tag, 0) + 1
+    for tag in _split_tags("" if new_tags is None else str(new_tags)):
+        new_count[tag] = new_count.get(tag, 0) + 1
+    changed = sorted(tag for tag in set(old_count) | set(new_count) if old_count.get(tag) != new_count.get(tag))
+    if not changed:
+        return
+    allowed, registered, freeform = allowed_tags(access, options, authid, guest_tags, privileged=False)
+    for tag in changed:
+        if (tag not in allowed and not freeform) or tag in registered:
+            raise permission_denied(f"/, Sys.Modify for modifying tag '{tag}'")
+
+
+def check_vnet_access(access: AccessControl, authid: str, bridge: str, tag: object, trunks: object) -> None:
+    """pve-guest-common ``PVE::GuestHelpers::check_vnet_access`` for a bridge of zone ``localnetwork``.
+
+    (pve-container ``PVE::LXC::check_bridge_access`` calls it for every ``netN`` a create or
+    config update sets or replaces; root@pam skips it.) With a VLAN ``tag``: SDN.Use on
+    ``/sdn/zones/localnetwork/<bridge>/<tag>``; with ``trunks`` (``10;20-22``, ranges expanded by
+    ``get_tags_from_trunk``): SDN.Use on each VLAN's path, in Perl's string order (``sort keys``);
+    with neither: SDN.Use on ``/sdn/zones/localnetwork/<bridge>``. A path check inherits from a
+    propagating ACL on the bridge or above. Failures are ``$rpcenv->check``'s 403
+    ``Permission check failed (<path>, SDN.Use)``. The simulator has no SDN vnets, so the zone is
+    always ``localnetwork`` (PVE's zone for plain Linux bridges).
+    """
+    if authid == _ROOT:
+        return
+    base = f"/sdn/zones/localnetwork/{bridge}"
+    tag_text = "" if tag is None else str(tag)
+    if tag_text and tag_text != "0":
+        access.check(authid, f"{base}/{tag_text}", ["SDN.Use"])
+    trunk_text = "" if trunks is None else str(trunks)
+    if trunk_text:
+        vlans: set[str] = set()
+        for trunk in trunk_text.split(";"):
+            start, _, end = trunk.partition("-")
+            if end and start.isdigit() and end.isdigit() and int(end) > int(start):
+                vlans.update(str(v) for v in range(int(start), int(end) + 1))
+            else:
+                vlans.add(start)
+        for vlan in sorted(vlans):
+            access.check(authid, f"{base}/{vlan}", ["SDN.Use"])
+    if not (tag_text and tag_text != "0") and not trunk_text:
+        access.check(authid, base, ["SDN.Use"])
+
+
+def _split_tags(text: str) -> list[str]:
+    """pve-common ``PVE::Tools::split_list`` (NUL-separated, else ``,``/``;``/whitespace)."""
+    if "\0" in text:
+        return [part for part in text.split("\0") if part]
+    return re.sub(r"[,;]", " ", text).split()

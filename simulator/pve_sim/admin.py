@@ -29,6 +29,9 @@ Routes (bodies are JSON objects, camelCase keys)::
     POST   /_sim/faults/tasks    {type, message, count?}
     POST   /_sim/faults/latency  {seconds, path?}
     DELETE /_sim/faults                                 clear every fault and latency rule
+    GET    /_sim/datacenter/options                     datacenter.cfg as GET /cluster/options shows it
+    POST   /_sim/datacenter/options {userTagAccess?, registeredTags?, crs?}
+                                                        replace them (scenario ``cluster.options``)
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .access import DatacenterOptions
 from .cluster import SimCluster
 from .errors import PveApiError
 from .load import parse_profile
+from .scenario import DatacenterOptionsSpec
 
 log = logging.getLogger("pve_sim.admin")
 
@@ -158,6 +163,8 @@ class AdminApi:
             ("POST", re.compile(r"^/faults/tasks$"), self._fault_tasks),
             ("POST", re.compile(r"^/faults/latency$"), self._fault_latency),
             ("DELETE", re.compile(r"^/faults$"), self._faults_clear),
+            ("GET", re.compile(r"^/datacenter/options$"), self._datacenter_options),
+            ("POST", re.compile(r"^/datacenter/options$"), self._set_datacenter_options),
         ]
 
     def authorized(self, authorization: str | None) -> bool:
@@ -296,3 +303,18 @@ class AdminApi:
     def _faults_clear(self, m: re.Match[str], body: Body) -> object:
         self._cluster.faults.clear()
         return self._faults(m, body)
+
+    def _datacenter_options(self, _m: re.Match[str], _b: Body) -> object:
+        return self._cluster.access.datacenter.as_config()
+
+    def _set_datacenter_options(self, m: re.Match[str], body: Body) -> object:
+        """Replace the datacenter.cfg options with ``body`` (the scenario's ``cluster.options``)."""
+        try:
+            spec = DatacenterOptionsSpec.model_validate(body)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
+            )
+            raise AdminError(400, f"invalid datacenter options - {problems}") from None
+        self._cluster.access.datacenter = DatacenterOptions.from_spec(spec)
+        return self._datacenter_options(m, body)

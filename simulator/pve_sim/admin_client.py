@@ -170,6 +170,19 @@ class SimAdminClient:
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
+    # -- datacenter.cfg ---------------------------------------------------------------------------
+
+    def datacenter_options(self) -> dict[str, Any]:
+        """datacenter.cfg as ``GET /cluster/options`` shows it to root (without ``allowed-tags``)."""
+        result: dict[str, Any] = self._call("GET", "/datacenter/options")
+        return result
+
+    def set_datacenter_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Replace the datacenter.cfg options; ``options`` as a scenario's ``cluster.options``
+        (``{"userTagAccess": {"userAllow": "list", "userAllowList": [...]}, "registeredTags": [...]}``)."""
+        result: dict[str, Any] = self._call("POST", "/datacenter/options", options)
+        return result
+
     # -- clock ------------------------------------------------------------------------------------
 
     def clock(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from .auth import AuthContext, Credentials, TicketAuthority, header_map
 from .cluster import SimCluster
 from .common import ApiResult
 from .errors import PveApiError, not_implemented
+from .handlers.registry import perl_text
 
 log = logging.getLogger("pve_sim.http")
 access_log = logging.getLogger("pve_sim.http.access")
@@ -72,7 +73,7 @@ _ANYEVENT_REASONS = {
 }
 
 _API_URI_RE = re.compile(r"^/api2/+([a-z][a-z0-9]+)(/.*)?$")
-_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
 
 
 @dataclass
@@ -261,6 +262,30 @@ def _perl_scalar_text(value: object) -> str | None:
     if isinstance(value, int | str):
         return str(value)
     return None
+
+
+def permission_params(raw: Mapping[str, list[str]], json_values: Mapping[str, object] | None) -> dict[str, object]:
+    """The parameters ``check_api2_permissions`` sees, as Perl scalars' text (None = undef).
+
+    pve-manager ``PVE::HTTPServer::rest_handler`` hands the permission check everything
+    ``extract_params`` (pve-http-server ``PVE::APIServer::AnyEvent``) decoded -- a JSON body as
+    well as a form body and the query string -- merged with the URI's parameters, before the
+    schema validates anything. JSON values are what ``decode_json`` made of them: booleans are
+    ``1``/``0``, numbers print as Perl prints them, arrays and objects are references (whose text
+    ``normalize_path`` rejects). Query parameters replace body parameters of the same name.
+    """
+    params: dict[str, object] = {}
+    if json_values is not None:
+        for key, value in json_values.items():
+            if isinstance(value, list):
+                params[key] = "ARRAY(0x0)"
+            elif isinstance(value, dict):
+                params[key] = "HASH(0x0)"
+            else:
+                params[key] = perl_text(value)
+    for key, values in raw.items():
+        params[key] = perl_text(values)
+    return params
 
 
 class ParamsError(Exception):
@@ -460,7 +485,7 @@ class ApiDispatcher:
         if subject is not None:
             # PVE checks the declared permission and proxies to the URL's node before the handler
             # validates parameters, so a 403 or a 595 wins over a 400 as on a real node.
-            self.cluster.preflight(method, endpoint.path, subject, raw)
+            self.cluster.preflight(method, endpoint.path, subject, permission_params(raw, json_values))
         params = validate_params(endpoint, raw, json_values=json_values)
 
         latency, injected = self.cluster.faults.before_request(method, rel_uri)

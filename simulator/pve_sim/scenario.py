@@ -344,6 +344,37 @@ class _Spec(SpecModel):
     """Base of the scenario sections."""
 
 
+class UserTagAccessSpec(_Spec):
+    """datacenter.cfg ``user-tag-access`` (pve-cluster ``PVE/DataCenterConfig.pm``): which tags
+    users without Sys.Modify on ``/`` may set (pve-guest-common ``PVE::GuestHelpers``)."""
+
+    user_allow: Literal["none", "list", "existing", "free"] = "free"
+    """``user-allow``: ``none`` (no tag changes), ``list`` (only ``userAllowList``), ``existing``
+    (the list plus tags already on guests the user may audit), ``free`` (any tag; PVE's default)."""
+    user_allow_list: tuple[Tag, ...] = ()
+    """``user-allow-list``: tags every user may set (unless ``userAllow`` is ``none``)."""
+
+
+class CrsSpec(_Spec):
+    """datacenter.cfg ``crs`` (cluster resource scheduling; reported by ``GET /cluster/options``)."""
+
+    ha: Literal["basic", "static", "dynamic"] = "basic"
+    """``ha``: how the HA manager picks a node."""
+    ha_rebalance_on_start: bool = False
+    """``ha-rebalance-on-start``."""
+
+
+class DatacenterOptionsSpec(_Spec):
+    """datacenter.cfg options (``GET /cluster/options``); unset = PVE's default."""
+
+    user_tag_access: UserTagAccessSpec | None = None
+    """``user-tag-access``; unset = every user may set any tag that is not registered."""
+    registered_tags: tuple[Tag, ...] = ()
+    """``registered-tags``: tags only users with Sys.Modify on ``/`` may add or remove."""
+    crs: CrsSpec | None = None
+    """``crs``; unset = ``ha=basic``."""
+
+
 class ClusterSpec(_Spec):
     """Cluster-wide identity and behaviour."""
 
@@ -357,6 +388,8 @@ class ClusterSpec(_Spec):
     start_epoch: int | None = Field(default=None, ge=0)
     """Simulated wall-clock time (epoch seconds) at start; default: the real time when the simulator
     starts. Fixing it makes UPIDs and RRD timestamps reproducible."""
+    options: DatacenterOptionsSpec = Field(default_factory=DatacenterOptionsSpec)
+    """datacenter.cfg options: ``userTagAccess``, ``registeredTags``, ``crs``."""
 
 
 class TimingSpec(_Spec):

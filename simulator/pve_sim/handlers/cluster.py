@@ -9,11 +9,14 @@ per-CT allocation beyond the entry itself.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING
 
+from pve_sim.access import allowed_tags
 from pve_sim.errors import ParameterError, internal
 from pve_sim.handlers.common import number, resource_entry
+from pve_sim.handlers.guest_access import guest_tags
 from pve_sim.handlers.registry import Perm, route
 
 if TYPE_CHECKING:
@@ -431,4 +434,91 @@ def ha_rules(cluster: SimCluster, req: Request) -> object:
                 "order": len(result) + 1,
             }
         )
+    return result
+
+
+# ------------------------------------------------------------------------------ datacenter options
+
+
+@route("GET", "/cluster/options")
+def get_options(cluster: SimCluster, req: Request) -> object:
+    """pve-manager ``PVE/API2/Cluster.pm`` ``get_options``: datacenter.cfg plus ``allowed-tags``.
+
+    Declared ``user => 'all'`` (its ``check`` on ``/`` Sys.Audit never runs): with Sys.Audit on
+    ``/`` the whole parsed datacenter.cfg, else only ``console`` and ``tag-style``; always
+    ``allowed-tags``, the sorted tags ``get_allowed_tags`` lets the caller set and see.
+    """
+    access = cluster.access
+    config = access.datacenter.as_config()
+    if req.is_root or access.allowed(req.authid, "/", ["Sys.Audit"]):
+        result: dict[str, object] = config
+    else:
+        result = {key: config[key] for key in ("console", "tag-style") if key in config}
+    privileged = True if req.is_root else None
+    tags, _registered, _free = allowed_tags(access, access.datacenter, req.authid, guest_tags(cluster), privileged)
+    result["allowed-tags"] = sorted(tags)
+    return result
+
+
+# ------------------------------------------------------------------------------ storage.cfg
+
+# Storage types whose storage.cfg entry carries no ``shared`` key: they are shared by nature
+# (pve-storage plugins that do not declare the ``shared`` option).
+_INHERENTLY_SHARED = frozenset({"nfs", "cifs", "cephfs", "rbd", "pbs", "iscsi", "iscsidirect", "glusterfs"})
+
+
+def storage_config_entry(storage: StorageState, digest: str) -> dict[str, object]:
+    """One storage as pve-storage ``API2/Storage/Config.pm`` ``$api_storage_config`` returns it.
+
+    The section's keys plus ``storage`` and the file's ``digest``; ``content`` as
+    ``content_hash_to_string`` prints it (``none`` when empty), ``nodes`` comma-separated when
+    restricted. Only what the simulator models is present (``local`` is PVE's fixed
+    ``/var/lib/vz`` directory storage).
+    """
+    entry: dict[str, object] = {
+        "storage": storage.sid,
+        "type": storage.type,
+        "content": storage.content_string() or "none",
+        "digest": digest,
+    }
+    if storage.sid == "local" and storage.type == "dir":
+        entry["path"] = "/var/lib/vz"
+    if storage.shared and storage.type not in _INHERENTLY_SHARED:
+        entry["shared"] = 1
+    if not storage.enabled:
+        entry["disable"] = 1
+    if storage.nodes is not None:
+        entry["nodes"] = ",".join(sorted(storage.nodes))
+    return entry
+
+
+def storage_cfg_digest(cluster: SimCluster) -> str:
+    """A SHA-1 over the storage configuration, standing in for storage.cfg's ``digest``."""
+    text = "\n".join(
+        f"{s.type}: {s.sid}|{s.content_string()}|{int(s.shared)}|{int(s.enabled)}|{sorted(s.nodes or ())}"
+        for s in sorted(cluster.state.storages.values(), key=lambda s: s.sid)
+    )
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+@route("GET", "/storage")
+def storage_index(cluster: SimCluster, req: Request) -> object:
+    """pve-storage ``PVE/API2/Storage/Config.pm`` ``index``: the storages the caller may see.
+
+    ``user => 'all'``; a storage is listed when the caller holds Datastore.Audit or
+    Datastore.AllocateSpace on ``/storage/<id>`` (``check_any``, pool roles included), filtered by
+    ``type`` when given.
+    """
+    digest = storage_cfg_digest(cluster)
+    wanted = req.opt_text("type")
+    result = []
+    for sid in sorted(cluster.state.storages):
+        if not req.is_root and not cluster.access.allowed(
+            req.authid, f"/storage/{sid}", ["Datastore.Audit", "Datastore.AllocateSpace"], any_of=True
+        ):
+            continue
+        storage = cluster.state.storages[sid]
+        if wanted and storage.type != wanted:
+            continue
+        result.append(storage_config_entry(storage, digest))
     return result

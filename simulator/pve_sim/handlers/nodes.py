@@ -6,6 +6,8 @@ derive from the load model (base load plus the CTs running on the node).
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -262,3 +264,64 @@ def storage_content(cluster: SimCluster, req: Request) -> object:
                         }
                     )
     return items
+
+
+# ------------------------------------------------------------------------------ DNS (/etc/resolv.conf)
+
+_RESOLV_CONF: weakref.WeakKeyDictionary[SimCluster, dict[str, str]] = weakref.WeakKeyDictionary()
+"""Each node's /etc/resolv.conf text, per simulated cluster (absent = the default below)."""
+
+_RESOLV_LINE_RE = re.compile(r"^(search|domain)\s+(\S+)\s*")
+_NAMESERVER_RE = re.compile(r"^\s*nameserver\s+(\S+)\s*")
+
+
+def _resolv_conf(cluster: SimCluster, node: str) -> str:
+    """The node's resolv.conf; by default a search domain named after the cluster and one resolver
+    on the node network (the simulator's choice: the installer writes what the admin typed)."""
+    return _RESOLV_CONF.get(cluster, {}).get(node, f"search {cluster.name}.lan\nnameserver 10.10.0.1\n")
+
+
+@route("GET", "/nodes/{node}/dns", perm=Perm("/nodes/{node}", ("Sys.Audit",)), proxy=True)
+def read_dns(cluster: SimCluster, req: Request) -> object:
+    """pve-manager ``PVE/API2/Nodes.pm`` ``dns``: pve-common ``PVE::INotify::read_etc_resolv_conf``.
+
+    ``search`` is the first word after the last ``search``/``domain`` line; ``dns1``..``dns3`` the
+    first three ``nameserver`` lines.
+    """
+    result: dict[str, object] = {}
+    count = 0
+    for line in _resolv_conf(cluster, req.node).splitlines():
+        match = _RESOLV_LINE_RE.match(line)
+        if match:
+            result["search"] = match.group(2)
+            continue
+        server = _NAMESERVER_RE.match(line)
+        if server:
+            count += 1
+            if count <= 3:
+                result[f"dns{count}"] = server.group(1)
+    return result
+
+
+@route("PUT", "/nodes/{node}/dns", perm=Perm("/nodes/{node}", ("Sys.Modify",)), proxy=True)
+def update_dns(cluster: SimCluster, req: Request) -> object:
+    """pve-manager ``PVE/API2/Nodes.pm`` ``update_dns`` (Sys.Modify on ``/nodes/{node}``).
+
+    pve-common ``PVE::INotify::update_etc_resolv_conf`` rewrites the file from the parameters: a
+    ``search`` line when ``search`` is non-empty, then ``nameserver`` lines for ``dns1``..``dns3``
+    in that order, skipping empty values, ``0.0.0.0`` and repeats; unset servers are gone
+    afterwards (nothing is merged with the old file). Lines other than search/domain/nameserver
+    would be kept; the simulated file has none.
+    """
+    lines: list[str] = []
+    search = req.opt_text("search")
+    if search:
+        lines.append(f"search {search}")
+    written: set[str] = set()
+    for key in ("dns1", "dns2", "dns3"):
+        server = req.opt_text(key)
+        if server and server != "0.0.0.0" and server not in written:
+            written.add(server)
+            lines.append(f"nameserver {server}")
+    _RESOLV_CONF.setdefault(cluster, {})[req.node] = "".join(f"{line}\n" for line in lines)
+    return None

@@ -9,7 +9,8 @@ lookup failure and an offline node a 595).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,9 +43,7 @@ class Route:
         """``check_api2_permissions``: root@pam passes; ``user => 'all'`` passes; else the check."""
         if request.is_root or self.perm is None:
             return
-        path = self.perm.path
-        if "{" in path:
-            path = path.format_map(_Missing({key: _text(value) for key, value in request.params.items()}))
+        path = perm_path(self.perm.path, request.params)
         cluster.access.check(request.authid, path, self.perm.privileges, any_of=self.perm.any_of)
 
 
@@ -65,12 +64,71 @@ def route(method: str, template: str, *, perm: Perm | None = None, proxy: bool =
     return register
 
 
-class _Missing(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return ""
+_TEMPLATE_RE = re.compile(r"([^{]+)?(\{([^}]+)\})?")
+_ACL_PATH_RE = re.compile(r"^[A-Za-z0-9.\-_/]+$")
 
 
-def _text(value: object) -> str:
+def perm_path(template: str, params: Mapping[str, object]) -> str:
+    """The ACL path a declared check names, filled from the request's parameters as PVE does.
+
+    pve-access-control ``PVE::RPCEnvironment::exec_api2_perm_check`` fills the template with
+    pve-common ``PVE::Tools::template_replace`` -- ``$data->{$name} || '-'``, so a missing, empty
+    or ``0`` parameter becomes ``-`` -- and then ``PVE::AccessControl::normalize_path`` folds
+    repeated and trailing slashes; a path with other characters than ``[[:alnum:].-_/]`` (say a
+    stringified Perl array ``ARRAY(0x..)``) normalizes to undef, which holds no privilege and is
+    printed empty in the 403 (``Permission check failed (, Pool.Allocate)``). ``params`` are the
+    URI, query, form and JSON-body parameters merged as ``rest_handler`` merges them (values as
+    Perl sees them: see :func:`perl_text`).
+    """
+    if "{" not in template:
+        return template
+    filled = ""
+    for match in _TEMPLATE_RE.finditer(template):
+        if match.group(1):
+            filled += match.group(1)
+        if match.group(2):
+            value = perl_text(params.get(match.group(3)))
+            filled += value if value not in (None, "", "0") else "-"
+    return normalize_acl_path(filled) or ""
+
+
+def normalize_acl_path(path: str) -> str | None:
+    """pve-access-control ``PVE::AccessControl::normalize_path`` (None = Perl's undef)."""
+    if not path:
+        return None
+    path = re.sub(r"/+", "/", path)
+    path = path.removesuffix("/") or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    return path if _ACL_PATH_RE.match(path) else None
+
+
+def perl_text(value: object) -> str | None:
+    """A parameter value as Perl stringifies it (None = undef).
+
+    JSON booleans are ``1``/``0``, numbers print like Perl's ``%.15g``, repeated form keys and
+    JSON arrays/objects are references (``ARRAY(0x...)``, ``HASH(0x...)``); form values arrive as
+    lists of strings (one per occurrence; an empty value is undef, as in pve-http-server
+    ``decode_urlencoded``).
+    """
+    if value is None:
+        return None
     if isinstance(value, bool):
         return "1" if value else "0"
-    return str(value)
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, float):
+        return format(value, ".15g")
+    if isinstance(value, list | tuple):
+        folded: list[object] = []
+        for item in value:
+            if item is None or item == "":
+                folded = []  # decode_urlencoded: an empty value replaces what came before
+            else:
+                folded.append(item)
+        if not folded:
+            return None
+        if len(folded) == 1 and not isinstance(folded[0], list | tuple | dict):
+            return perl_text(folded[0])
+        return "ARRAY(0x0)"
+    return "HASH(0x0)"
