@@ -40,6 +40,9 @@ from pve_operator.pve.params import ContainerBlueprint, create_params
 
 log = logging.getLogger(__name__)
 
+#: PVE task types that create a CT; while one runs, the CT is stopped on purpose.
+_CREATION_TASKS = frozenset({"vzcreate", "vzrestore", "vzclone"})
+
 
 @dataclass(frozen=True)
 class PolicyIdentity:
@@ -253,6 +256,12 @@ class PolicyExecutor:
             return f"CT {action.vmid} is running again: no start needed"
         if OFFLOADED_TAG in normalize_tags(str(config.get("tags") or "")):
             return f"CT {action.vmid} was offloaded by the pool's balancing: not started"
+        # PVE writes a new CT's full config (our marks included) and drops `lock: create` before its
+        # create task ends (pve-container API2/LXC.pm create_vm): a CT seen stopped then is not
+        # "stopped outside the operator" but still being created; its creator starts it.
+        creating = self._client.active_task_types(action.node, action.vmid) & _CREATION_TASKS
+        if creating:
+            return f"CT {action.vmid} is still being created ({', '.join(sorted(creating))} running): not started"
         return None
 
     def _start(self, node: str, vmid: int) -> str:

@@ -321,9 +321,7 @@ class PveClient:
             if not isinstance(exc, json.JSONDecodeError):
                 raise
             answer = _last_answer.get()
-            raise PveNotProxmox(
-                _not_proxmox(answer) if answer else "the answer is not JSON", request=request
-            ) from None
+            raise PveNotProxmox(_not_proxmox(answer) if answer else "the answer is not JSON", request=request) from None
         except AuthenticationError:
             # proxmoxer's message names the user and URL only; we say the same in our words.
             raise PveAuthenticationError(
@@ -474,6 +472,17 @@ class PveClient:
         )
 
     # -- tasks ------------------------------------------------------------------------------
+
+    def active_task_types(self, node: str, vmid: int) -> frozenset[str]:
+        """Types of the tasks running now on ``node`` for ``vmid`` (``vzcreate``, ``vzstart``, ...)."""
+        tasks = self._read(
+            f"GET /nodes/{node}/tasks",
+            lambda api: api.nodes(node).tasks.get(vmid=vmid, source="active"),
+        )
+        # PVE lists a running task with status RUNNING (an ended one not yet archived with its exit status).
+        return frozenset(
+            str(t.get("type", "")) for t in tasks if str(t.get("status") or "RUNNING").upper() == "RUNNING"
+        )
 
     def task_status(self, upid: Upid) -> dict[str, Any]:
         return dict(
