@@ -155,6 +155,11 @@ class AdminApi:
             ("POST", re.compile(r"^/clock/scale$"), self._clock_scale),
             ("GET", re.compile(r"^/containers/(?P<vmid>[0-9]{1,9})/usage$"), self._container_usage),
             ("POST", re.compile(r"^/containers/(?P<vmid>[0-9]{1,9})/usage$"), self._set_container_usage),
+            (
+                "POST",
+                re.compile(r"^/containers/(?P<vmid>[0-9]{1,9})/ignores-shutdown$"),
+                self._set_container_ignores_shutdown,
+            ),
             ("GET", re.compile(r"^/nodes/(?P<node>[^/]+)/usage$"), self._node_usage),
             ("POST", re.compile(r"^/nodes/(?P<node>[^/]+)/load$"), self._set_node_load),
             ("POST", re.compile(r"^/nodes/(?P<node>[^/]+)/(?P<state>offline|online)$"), self._node_online),
@@ -249,6 +254,14 @@ class AdminApi:
         vmid = int(m.group("vmid"))
         self._cluster.set_container_usage(vmid, _metric(body), _profile(body))
         return self._cluster.container_usage(vmid)
+
+    def _set_container_ignores_shutdown(self, m: re.Match[str], body: Body) -> object:
+        vmid = int(m.group("vmid"))
+        ignores = body.get("ignores", True)
+        if not isinstance(ignores, bool):
+            raise AdminError(400, "ignores: must be true or false")
+        self._cluster.set_container_ignores_shutdown(vmid, ignores)
+        return {"vmid": vmid, "ignoresShutdown": ignores}
 
     def _node_usage(self, m: re.Match[str], _b: Body) -> object:
         return self._cluster.node_usage(m.group("node"))

@@ -126,6 +126,10 @@ class SimAdminClient:
         """API calls proxied to ``node`` answer 595 until it is back online."""
         self._call("POST", f"/nodes/{node}/offline")
 
+    def set_container_ignores_shutdown(self, vmid: int, ignores: bool = True) -> None:
+        """Make CT ``vmid`` ignore (or obey again) a clean shutdown, as a CT whose init does."""
+        self._call("POST", f"/containers/{int(vmid)}/ignores-shutdown", {"ignores": ignores})
+
     def set_node_online(self, node: str) -> None:
         self._call("POST", f"/nodes/{node}/online")
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pve_sim.access import AccessControl, Pool
+from pve_sim.access import AccessControl, DatacenterOptions, Pool
 from pve_sim.clock import SimClock
 from pve_sim.common import Subject
 from pve_sim.errors import PveApiError, internal, not_implemented
@@ -60,7 +61,34 @@ from pve_sim.state import (
 from pve_sim.tasks import Scheduler, Task, TaskError, TaskManager, Worker
 
 FLOCK_TIMEOUT_SECONDS = 10.0
-"""``lock_config``'s flock timeout (pve-container ``LXC/Config.pm``)."""
+"""``lock_config``'s flock timeout: pve-guest-common ``AbstractConfig.pm`` ``lock_config`` calls
+``lock_config_full($vmid, 10, ...)``; pve-common ``Tools.pm`` ``lock_file_full`` gives up with
+``can't lock file '<file>' - got timeout`` (the ``die "got timeout\\n"`` of ``run_with_timeout``)."""
+
+STATS_EXPIRE_SECONDS = 300.0
+"""How long pmxcfs keeps a node's last broadcast status/RRD data once no update arrives: pve-cluster
+``src/pmxcfs/status.c`` ``rrd_entry_is_old`` ("remove everything older than 5 minutes", ``diff > expire``
+with ``expire = 60 * 5``), applied on every ``cfs_rrd_dump``."""
+
+_FROZEN_CLOCK_FLOCK_WAIT_REAL_SECONDS = 30.0
+"""A synchronous call waiting for a config flock while the simulated clock does not move (frozen) gives
+up after this much real time, so a forgotten frozen clock cannot hang an HTTP request forever."""
+
+
+def flock_timeout_message(vmid: int) -> str:
+    """pve-common ``Tools.pm`` ``lock_file_full``: ``$@ = "can't lock file '$filename' - $@"`` with the
+    lock file of pve-container ``src/PVE/LXC/Config.pm`` ``config_file_lock``."""
+    return f"can't lock file '/run/lock/lxc/pve-config-{vmid}.lock' - got timeout"
+
+
+class FlockBusy(Exception):
+    """Raised by :meth:`SimCluster.sync_flock` in a synchronous handler: a task holds the CT's config
+    flock. :meth:`SimCluster.handle` waits (outside the cluster lock) and runs the handler again."""
+
+    def __init__(self, vmid: int) -> None:
+        super().__init__(f"config flock of CT {vmid} is held")
+        self.vmid = vmid
+
 
 HA_ROUND_SECONDS = 1.0
 """Delay between an HA request task and the HA stack acting on it (the CRM/LRM loop)."""
@@ -144,6 +172,7 @@ class SimCluster:
         stats_lag_seconds: float = 10.0,
         usage_rules: UsageSection | None = None,
         faults: FaultInjector | None = None,
+        stats_expire_seconds: float = STATS_EXPIRE_SECONDS,
     ) -> None:
         self.state = state
         self.access = access
@@ -151,6 +180,8 @@ class SimCluster:
         self.name = state.name
         self.faults = faults or FaultInjector()
         self.stats_lag_seconds = stats_lag_seconds
+        self.stats_expire_seconds = stats_expire_seconds
+        """How long a node that left the cluster keeps its CTs' last status in /cluster/resources."""
         self.usage_rules = usage_rules or UsageSection()
         self.usage = UsageModel(clock.start_epoch)
         self.scheduler = Scheduler(clock.now)
@@ -165,7 +196,7 @@ class SimCluster:
         self._flocks: dict[int, str] = {}
         self._mutations = 0
         self._stats_cache: StatsView | None = None
-        self._stats_cache_key: tuple[float, int] | None = None
+        self._stats_cache_key: tuple[float, int, tuple[str, ...]] | None = None
         self._ct_pid_counter = 0x3A000
         self._mac_counter = 0
 
@@ -197,12 +228,15 @@ class SimCluster:
             ),
         )
         access = AccessControl()
+        access.datacenter = DatacenterOptions.from_spec(scenario.cluster.options)
         cluster = cls(
             state,
             access,
             clock,
             stats_lag_seconds=scenario.cluster.stats_lag_seconds,
             usage_rules=scenario.usage,
+            # A scenario field the scenario model may not declare (yet): the PVE default otherwise.
+            stats_expire_seconds=scenario.cluster.stats_expire_seconds,
         )
         for index, spec in enumerate(scenario.nodes):
             node = NodeState(
@@ -341,11 +375,13 @@ class SimCluster:
             config["template"] = 1
         created = now + (spec.created_at_seconds or 0.0)
         ct = ContainerState(vmid=spec.vmid, node=node.name, config=config, created_epoch=min(created, now))
+        ct.ignores_shutdown = spec.ignores_shutdown
         self.state.containers[spec.vmid] = ct
         running = spec.status == "running" and not spec.template and node.online
         if running:
             ct.running = True
             ct.started_epoch = min(created, now) if spec.created_at_seconds is not None else now - 3600
+            ct.last_started_epoch = ct.started_epoch
             ct.pid = self._new_ct_pid()
         if spec.pool:
             self.access.add_vm_to_pool(spec.vmid, spec.pool)
@@ -365,12 +401,30 @@ class SimCluster:
         route = ROUTES.get((method, template))
         if route is None:
             raise not_implemented(method, template)
-        with self._lock, self._at_now():
-            request = Request(subject, params)
-            route.check_permission(self, request)
-            if route.proxy:
-                self.proxy_check(str(params["node"]))
-            return route.handler(self, request)
+        deadline: float | None = None
+        last_now: float | None = None
+        stuck_since_real = time.monotonic()
+        while True:
+            with self._lock, self._at_now():
+                request = Request(subject, params)
+                route.check_permission(self, request)
+                if route.proxy:
+                    self.proxy_check(str(params["node"]))
+                try:
+                    return route.handler(self, request)
+                except FlockBusy as busy:
+                    # lock_config in the API daemon: flock() blocks, run_with_timeout gives up after 10 s.
+                    now = self.now()
+                    if deadline is None:
+                        deadline = now + FLOCK_TIMEOUT_SECONDS
+                    if now != last_now:
+                        last_now, stuck_since_real = now, time.monotonic()
+                    stuck = time.monotonic() - stuck_since_real >= _FROZEN_CLOCK_FLOCK_WAIT_REAL_SECONDS
+                    if now >= deadline or self.clock.instant_tasks or stuck:
+                        raise internal(flock_timeout_message(busy.vmid)) from None
+                    remaining_real = self.clock.real_seconds_for(deadline - now)
+                    pause = 0.02 if self.clock.frozen else min(max(remaining_real, 0.001), 0.02)
+            time.sleep(pause)
 
     def preflight(self, method: str, template: str, subject: Subject, params: Mapping[str, object]) -> None:
         """What PVE checks *before* validating parameters: the declared permission and the proxy hop.
@@ -462,6 +516,17 @@ class SimCluster:
             yield 1.0
             waited += 1.0
 
+    def sync_flock(self, vmid: int, node: str) -> None:
+        """``lock_config`` taken by a synchronous API call on ``node`` (``PUT …/config``): raise
+        :class:`FlockBusy` while a running task of that node holds the flock; :meth:`handle` then
+        waits up to 10 simulated seconds and fails with ``can't lock file … - got timeout`` (HTTP 500).
+        The lock file is node-local (``/run/lock/lxc``), so a task on another node does not block.
+        Call it before changing anything."""
+        holder_upid = self._flocks.get(vmid)
+        holder = self.tasks.get(holder_upid) if holder_upid is not None else None
+        if holder is not None and holder.running and holder.node == node:
+            raise FlockBusy(vmid)
+
     def funlock(self, task: Task, vmid: int) -> None:
         if self._flocks.get(vmid) == task.upid:
             del self._flocks[vmid]
@@ -517,6 +582,7 @@ class SimCluster:
         ct.running = running
         if running:
             ct.started_epoch = self.now()
+            ct.last_started_epoch = ct.started_epoch
             ct.pid = self._new_ct_pid()
         else:
             ct.started_epoch = None
@@ -554,15 +620,55 @@ class SimCluster:
         return start + (int((now - start) // interval)) * interval
 
     def stats_view(self) -> StatsView:
-        """Usage of every CT and node as of the last broadcast (cached per broadcast)."""
+        """Usage of every CT and node as of the last broadcast (cached per broadcast).
+
+        A node that left the cluster more than ``stats_expire_seconds`` after its last broadcast has
+        no entry any more (pmxcfs dropped it: its resources entry loses ``level`` and the ``max*``
+        values); CTs of offline nodes are resolved by :meth:`stale_ct_stats`.
+        """
         epoch = self.stats_epoch()
-        key = (epoch, self._mutations)
+        expired = tuple(
+            name
+            for name in self.state.nodes
+            if (last := self.node_last_broadcast(name)) is not None and self.now() - last > self.stats_expire_seconds
+        )
+        key = (epoch, self._mutations, expired)
         if self._stats_cache is not None and self._stats_cache_key == key:
             return self._stats_cache
         cts, nodes = self.usage.nodes_usage_at(epoch, self.state.containers.keys())
+        for name in expired:
+            nodes.pop(name, None)
         view = StatsView(epoch=epoch, cts=cts, nodes=nodes)
         self._stats_cache, self._stats_cache_key = view, key
         return view
+
+    def node_last_broadcast(self, node: str) -> float | None:
+        """When an offline node's pvestatd last broadcast (the last broadcast instant before it left
+        the cluster); None for an online node."""
+        target = self.state.nodes.get(node)
+        if target is None or target.online or target.offline_since is None:
+            return None
+        lost = target.offline_since
+        interval = self.stats_lag_seconds
+        if interval <= 0:
+            return lost
+        start = self.clock.start_epoch
+        return start + int((lost - start) // interval) * interval
+
+    def stale_ct_stats(self, ct: ContainerState) -> tuple[CtUsage, float, float | None] | None:
+        """What the cluster still shows for a CT of an offline node: (its usage as last broadcast, that
+        broadcast's epoch, the start time of the run it was in), or None once pmxcfs dropped the data
+        (``stats_expire_seconds`` after the broadcast) or if no broadcast ever saw the CT."""
+        last = self.node_last_broadcast(ct.node)
+        if last is None or self.now() - last > self.stats_expire_seconds:
+            return None
+        target = self.state.nodes[ct.node]
+        assert target.offline_since is not None
+        # Evaluate just before the node was lost: the CTs stop at that very instant in the history.
+        usage = self.usage.ct_usage_at(ct.vmid, min(last, target.offline_since - 1e-6))
+        if usage is None or usage.node != ct.node:
+            return None
+        return usage, last, ct.last_started_epoch
 
     def storage_used_bytes(self, storage: StorageState, node: str) -> int:
         """Bytes used on ``storage`` as seen from ``node``: CT volumes (by their disk profile) + templates."""
@@ -638,7 +744,12 @@ class SimCluster:
             self.usage.set_node_profile(node, metric, parsed, self.now())
 
     def set_node_online(self, node: str, online: bool) -> None:
-        """Take a node out of the cluster or bring it back (its CTs stop; ``onboot`` CTs restart)."""
+        """Take a node out of the cluster or bring it back (its CTs stop; ``onboot`` CTs restart).
+
+        As in PVE, the node is ``offline`` at once (corosync membership) while /cluster/resources keeps
+        showing its CTs as pvestatd last broadcast them (``running``, frozen uptime and usage) until
+        ``stats_expire_seconds`` after that broadcast; then they are ``status: unknown`` without stats.
+        """
         with self._lock, self._at_now():
             self._set_node_online(node, online)
 
@@ -649,6 +760,7 @@ class SimCluster:
         if target.online == online:
             return
         target.online = online
+        target.offline_since = None if online else self.now()
         self._mutations += 1
         self.usage.set_node_online(node, online, self.now())
         cts = [ct for ct in self.state.containers.values() if ct.node == node]
@@ -661,6 +773,16 @@ class SimCluster:
         for ct in cts:
             if ct.config.get("onboot") and not ct.running and not ct.is_template and not ct.lock:
                 self.set_running(ct, True)
+
+    def set_container_ignores_shutdown(self, vmid: int, ignores: bool = True) -> None:
+        """Make a CT ignore clean shutdown requests (or behave again): ``lxc-stop --nokill`` then
+        times out, so shutdown without ``forceStop`` and restart-mode migration fail with
+        ``container did not stop`` and leave it running."""
+        with self._lock, self._at_now():
+            ct = self.state.containers.get(vmid)
+            if ct is None:
+                raise KeyError(f"CT {vmid} does not exist")
+            ct.ignores_shutdown = ignores
 
     def fail_tasks(
         self, task_type: str, message: str, count: int = 1, *, node: str | None = None, vmid: int | None = None

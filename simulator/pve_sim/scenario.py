@@ -383,6 +383,9 @@ class ClusterSpec(_Spec):
     pve_version: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+(\.\d+)?$")] = "9.1.2"
     """The pve-manager version ``/version`` and ``pveversion`` report; also picks PVE 8 or 9 behaviour
     where they differ (RRD layout, create defaults)."""
+    stats_expire_seconds: float = Field(default=300.0, ge=0.0)
+    """How long ``/cluster/resources`` keeps an offline node's last CT status and stats before they
+    turn ``unknown`` (pmxcfs drops status entries older than 5 minutes: pve-cluster ``status.c``)."""
     stats_lag_seconds: float = Field(default=10.0, ge=0.0)
     """How far ``/cluster/resources`` lags behind live state, like pvestatd's 10 s broadcast (0 = live)."""
     start_epoch: int | None = Field(default=None, ge=0)
@@ -700,6 +703,10 @@ class _ContainerProperties(_Spec):
     started); unset = at start."""
     usage: MetricProfiles | None = None
     """Usage profiles; unset = chosen by ``usage`` rules like for CTs created through the API."""
+    ignores_shutdown: bool = False
+    """The CT's init ignores a clean shutdown: ``shutdown`` without ``forceStop`` and PVE's restart
+    migration (which never force-stops, pve-container ``LXC/Migrate.pm``) fail with ``container did
+    not stop``; only a stop or a forced shutdown ends it."""
 
 
 class ContainerSpec(_ContainerProperties):

@@ -196,6 +196,9 @@ class NodeState:
     sockets: int = 1
     kernel_release: str = "6.17.2-1-pve"
     kernel_version: str = "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1 (2025-10-21T11:55Z)"
+    offline_since: float | None = None
+    """When corosync membership last lost the node (None while online): pvestatd's last broadcast
+    from it is at or before this instant, and the other nodes keep that data for a while."""
 
     def uptime_seconds(self, now_epoch: float) -> int:
         return max(0, int(now_epoch - self.boot_epoch))
@@ -283,6 +286,11 @@ class ContainerState:
     pending: dict[str, ConfigValue] = field(default_factory=dict)
     pending_delete: list[str] = field(default_factory=list)
     created_epoch: float = 0.0
+    last_started_epoch: float | None = None
+    """``started_epoch`` of the CT's last run (kept after it stops: a dead node's stale stats need it)."""
+    ignores_shutdown: bool = False
+    """The CT's init ignores the shutdown request (``lxc-stop`` without ``--kill`` never stops it):
+    a clean shutdown only ends by a kill (``forceStop``, stop, reboot's kill-after-timeout)."""
 
     @property
     def lock(self) -> str | None:
@@ -365,20 +373,40 @@ class ContainerState:
     def config_text(self) -> str:
         """The config file as ``write_pct_config`` writes it (the digest is its SHA1)."""
         lines: list[str] = []
-        description = self.config.get("description")
-        if description is not None:
-            lines.extend(f"#{line}" for line in str(description).split("\n"))
+        lines.extend(f"#{line}" for line in description_lines(self.config.get("description")))
         lines.extend(f"{key}: {self.config[key]}" for key in sorted(self.config) if key != "description")
         if self.pending or self.pending_delete:
             lines.append("")
             lines.append("[pve:pending]")
-            lines.extend(f"{key}: {self.pending[key]}" for key in sorted(self.pending))
+            lines.extend(f"#{line}" for line in description_lines(self.pending.get("description")))
+            lines.extend(f"{key}: {self.pending[key]}" for key in sorted(self.pending) if key != "description")
             if self.pending_delete:
                 lines.append(f"delete: {','.join(self.pending_delete)}")
         return "\n".join(lines) + "\n"
 
     def digest(self) -> str:
         return hashlib.sha1(self.config_text().encode()).hexdigest()
+
+
+def description_lines(description: ConfigValue | None) -> list[str]:
+    """The comment lines ``write_pct_config`` writes for a description: Perl's ``split(/\\n/, $descr)``,
+    which drops trailing empty fields (pve-container ``src/PVE/LXC/Config.pm`` ``write_pct_config``)."""
+    if description is None:
+        return []
+    lines = str(description).split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def description_as_read(description: ConfigValue | None) -> str | None:
+    """The description as GET config returns it: ``parse_pct_config`` rebuilds it from the ``#`` comment
+    lines, each followed by ``"\\n"`` (so a one-line description ends in a newline), and leaves it out
+    when there are no such lines (pve-container ``src/PVE/LXC/Config.pm`` ``parse_pct_config``)."""
+    lines = description_lines(description)
+    if not lines:
+        return None
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _volume_key_order(key: str) -> tuple[int, int, str]:

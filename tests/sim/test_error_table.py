@@ -294,8 +294,10 @@ def test_shutdown_that_times_out_fails_in_the_task(pve_sim_server: SimServerFact
     server.cluster.clock.freeze()
     api = server.proxmox("ctoperator@pve", token="operator")
 
+    # The CT ignores the shutdown: lxc-stop --nokill gives up after 1 s, vm_stop polls 1 + 5 s more.
+    server.cluster.set_container_ignores_shutdown(3150)
     upid = api.nodes("srv-px2").lxc(3150).status.shutdown.post(timeout=1)
-    server.cluster.advance_clock(1)
+    server.cluster.advance_clock(7)
     exitstatus, _ = task_result(api, upid)
 
     assert exitstatus == "container did not stop"

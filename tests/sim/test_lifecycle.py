@@ -64,7 +64,7 @@ def test_operator_creates_runs_reconfigures_migrates_and_destroys_a_ct(operator:
 
     assert operator.nodes("srv-px1").lxc(201).config.put(memory=2048, description="web server") is None
     config = operator.nodes("srv-px1").lxc(201).config.get()
-    assert (config["memory"], config["description"]) == (2048, "web server")
+    assert (config["memory"], config["description"]) == (2048, "web server\n")  # PVE ends each line in a newline
 
     assert finished(operator, operator.nodes("srv-px1").lxc(201).status.shutdown.post(timeout=30))["exitstatus"] == "OK"
     assert operator.nodes("srv-px1").lxc(201).status.current.get()["status"] == "stopped"

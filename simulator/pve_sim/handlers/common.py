@@ -3,7 +3,9 @@
 ``vmstatus`` (pve-container ``PVE::LXC::vmstatus``) is what ``status/current`` and the node's CT
 list return, read live. ``/cluster/resources`` and pool member lists use ``extract_vm_stats``
 (pve-manager ``API2Tools.pm``), built from what pvestatd last broadcast: before the first broadcast
-that saw the CT, only ``id``/``vmid``/``node``/``type`` and ``status: unknown``.
+that saw the CT, only ``id``/``vmid``/``node``/``type`` and ``status: unknown``. A CT of a node that
+left the cluster keeps the status and stats of that node's last broadcast (``running``, frozen uptime
+and usage) until pmxcfs drops them 5 minutes later; then it is back to ``status: unknown``.
 """
 
 from __future__ import annotations
@@ -98,10 +100,15 @@ def resource_entry(
     On the hot path of ``/cluster/resources`` (thousands of CTs per call), hence written flat.
     """
     vmid = ct.vmid
-    if stats is None or not cluster.state.nodes[ct.node].online:
+    started = ct.started_epoch
+    if not cluster.state.nodes[ct.node].online:
+        # The node left the cluster: every node still has its last broadcast for up to 5 minutes
+        # (pve-cluster src/pmxcfs/status.c rrd_entry_is_old), so the CT keeps its last status.
+        stale = cluster.stale_ct_stats(ct)
+        stats, stats_epoch, started = stale if stale is not None else (None, stats_epoch, None)
+    if stats is None:
         return {"id": f"lxc/{vmid}", "vmid": vmid, "node": ct.node, "type": "lxc", "status": "unknown"}
     running = stats.running
-    started = ct.started_epoch
     uptime = int(stats_epoch - started) if running and started is not None and started <= stats_epoch else 0
     cpus = stats.cpus
     entry: dict[str, object] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from pve_sim.api_schema import parse_property_string
 from pve_sim.errors import ParameterError, PveApiError, internal, permission_denied
 from pve_sim.formats import FormatError, normalize_tags, split_list
 from pve_sim.handlers.common import io_rates, vmstatus_entry
+from pve_sim.handlers.guest_access import assert_ct_tag_permissions, check_ct_bridge_access
 from pve_sim.handlers.registry import Perm, route
 from pve_sim.history import GIB
 from pve_sim.rrd import rrd_rows, rrd_timeframes
@@ -29,6 +31,7 @@ from pve_sim.state import (
     HaResource,
     StorageState,
     TemplateVolume,
+    description_as_read,
     format_size,
     option_family,
     print_property_string,
@@ -42,8 +45,18 @@ if TYPE_CHECKING:
 CT = "/nodes/{node}/lxc/{vmid}"
 VM_PATH = "/vms/{vmid}"
 
-NEW_DISK_RE = re.compile(r"^(([^/:\s]+):)?(\d+(\.\d+)?)$")
-"""pve-container ``$NEW_DISK_RE``: ``<storage>:<GiB>`` (or a bare size) allocates a new volume."""
+NEW_DISK_RE = re.compile(r"^([^:\s]+):(\d+(\.\d+)?)$")
+"""pve-container ``src/PVE/LXC.pm`` ``$NEW_DISK_RE`` (PVE 9): ``<storage>:<GiB>`` allocates a new volume.
+A bare size (``rootfs=8``) does not match: only create turns it into ``<storage>:8``, and only after
+``check_ct_modify_config_perm`` refused it to non-root users as an arbitrary path."""
+
+PERL_STORAGE_PM = "/usr/share/perl5/PVE/Storage.pm"
+ARBITRARY_PATH_ERROR = f"Only root can pass arbitrary filesystem paths. at {PERL_STORAGE_PM} line 651."
+"""pve-storage ``src/PVE/Storage.pm`` ``check_volume_access`` (libpve-storage-perl 9.1.0, line 651):
+``die "Only root can pass arbitrary filesystem paths."`` has no trailing newline, so Perl appends
+`` at <file> line <n>.`` to the message the API returns."""
+
+_VOLNAME_OWNER_RE = re.compile(r"^(?:\d+/)?(?:vm|subvol|base|basevol)-(\d+)-")
 
 FASTPLUG_OPTIONS = frozenset(
     {"description", "onboot", "startup", "protection", "hostname", "hookscript", "cores", "tags", "lock"}
@@ -69,8 +82,12 @@ _CREATE_EXTRA = (
     "pool",
     "ostemplate",
     "storage",
-    "debug",
 )
+# Not extracted: ``debug`` is a config option ($confdesc->{debug} in pve-container
+# src/PVE/LXC/Config.pm); create stores it and check_ct_modify_config_perm wants VM.Config.Options.
+CREATE_EXTRACT_SHARE = 5 / 6
+"""Share of ``createSeconds`` spent before the full config is written (allocating, unpacking); the
+rest is ``post_create_hook`` (SSH host keys)."""
 _PROPERTY_FORMATS = {"net": "lxc-net", "rootfs": "lxc-rootfs", "mp": "lxc-mp", "features": "lxc-features"}
 
 
@@ -300,7 +317,19 @@ def _create_worker(
     ostemplate: str,
     pool: str | None,
 ) -> Iterator[float]:
-    """The body of ``vzcreate``: allocate volumes, unpack, set defaults, write config, join pool."""
+    """The body of ``vzcreate`` (pve-container ``src/PVE/API2/LXC.pm`` ``create_vm``, its ``$code``).
+
+    The config passes through these states while the task runs:
+
+    1. ``{lock: create}`` only (``create_and_lock_config``, before the UPID is returned) while the
+       volumes are allocated and the template is unpacked (``create_disks``, ``restore_archive``);
+    2. after OS detection, ``write_config($vmid, $conf)`` writes the config built from the
+       parameters (hostname if given, tags, description, net, rootfs/mp volumes, arch, ostype,
+       unprivileged, ...) -- **without** ``lock``, which only the file had -- while
+       ``post_create_hook`` sets passwords and SSH host keys;
+    3. ``hostname ||= "CT<vmid>"``, ``memory ||= 512``, ``swap //= 512`` are added and written again;
+       then the CT joins its pool, and the task ends (or goes on to start the CT).
+    """
     state = cluster.state
     vmid = ct.vmid
     allocated: list[tuple[str, StorageState, str]] = []
@@ -314,8 +343,8 @@ def _create_worker(
                     config[key] = mp_params[key]
                     continue
                 raise TaskError(f"volume '{volume}' does not exist")
-            storage = state.storage_config(new_disk.group(2) or "local")
-            size_bytes = int(float(new_disk.group(3)) * GIB)
+            storage = state.storage_config(new_disk.group(1))
+            size_bytes = int(float(new_disk.group(2)) * GIB)
             volid = state.next_volume_name(storage, vmid, ct.node)
             if any(volid == existing for existing, _, _ in allocated):
                 volid = f"{storage.sid}:{storage.volume_name(vmid, len(allocated))}"
@@ -330,12 +359,25 @@ def _create_worker(
             raise TaskError(f"can't find file '{ostemplate}'")
         filename = ostemplate.split("/", 1)[-1]
         task.log(f"extracting archive '/var/lib/vz/template/cache/{filename}'")
-        yield cluster.state.timing.create_seconds
+        extract_seconds = cluster.state.timing.create_seconds * CREATE_EXTRACT_SHARE
+        yield extract_seconds
         cluster.injected_failure(task)
         size = template.size_bytes * 4  # a compressed template unpacks to about four times its size
         task.log(f"Total bytes read: {size} ({size // (1024 * 1024)}MiB, 180MiB/s)")
-        task.log("Detected container architecture: amd64")
+        # PVE::LXC::Setup->new: arch (if unset) and the OS type are detected from the unpacked rootfs.
+        if "arch" not in config:
+            task.log("Detected container architecture: amd64")
+            config["arch"] = "amd64"
+        if config.get("ostype") != "unmanaged":
+            config["ostype"] = template.ostype
+        # write_config($vmid, $conf) "safe config (after OS detection)": the config becomes the one being
+        # built, which never had the 'create' lock -- from here on the CT has no lock, but not yet the
+        # hostname/memory/swap defaults.
+        ct.config = dict(config)
+        cluster.record(ct)
+        # post_create_hook: root password, SSH keys, SSH host keys.
         task.log("Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ...")
+        yield cluster.state.timing.create_seconds - extract_seconds
         task.log(f"done: SHA256:{_fake_fingerprint(vmid)} root@{config.get('hostname') or f'CT{vmid}'}")
     except (TaskError, PveApiError) as err:
         message = err.message
@@ -343,8 +385,7 @@ def _create_worker(
             _log_free(task, storage, volid)
         cluster.unregister_container(vmid)
         raise TaskError(f"unable to create CT {vmid} - {message}") from None
-    config.setdefault("arch", "amd64")
-    config.setdefault("ostype", template.ostype)
+    # "set some defaults", then write_config again; the pool membership comes last.
     config["hostname"] = config.get("hostname") or f"CT{vmid}"
     config["memory"] = config.get("memory") or 512
     config.setdefault("swap", 512)
@@ -386,7 +427,7 @@ def check_template_access(cluster: SimCluster, authid: str, volid: str) -> Templ
     """
     if ":" not in volid:
         if authid != "root@pam":
-            raise internal("Only root can pass arbitrary filesystem paths.")
+            raise internal(ARBITRARY_PATH_ERROR)
         return None
     sid, volname = volid.split(":", 1)
     cluster.state.storage_config(sid)
@@ -395,6 +436,31 @@ def check_template_access(cluster: SimCluster, authid: str, volid: str) -> Templ
     if authid != "root@pam" and not cluster.access.allowed(authid, f"/storage/{sid}", ["Datastore.Allocate"]):
         cluster.access.check(authid, f"/storage/{sid}", ["Datastore.AllocateSpace", "Datastore.Audit"], any_of=True)
     return cluster.state.templates.get(volid)
+
+
+def check_rootdir_volume_access(cluster: SimCluster, authid: str, vmid: int, volid: str) -> None:
+    """pve-storage ``src/PVE/Storage.pm`` ``check_volume_access($rpcenv, $user, $cfg, $vmid, $volid,
+    'rootdir')`` for a non-root caller: a volume without a storage (a bare size such as ``8``, which
+    is not ``$NEW_DISK_RE``) is an "arbitrary filesystem path"; ``Datastore.Allocate`` on the storage
+    grants any volume; the CT's own volumes are fine; another guest's need ``Datastore.Audit`` on
+    the storage and ``VM.Config.Disk`` on that guest; anything else is refused."""
+    if authid == "root@pam":
+        return
+    sid, sep, volname = volid.partition(":")
+    if not sep or not sid:
+        raise internal(ARBITRARY_PATH_ERROR)
+    cluster.state.storage_config(sid)
+    if cluster.access.allowed(authid, f"/storage/{sid}", ["Datastore.Allocate"]):
+        return
+    owner_match = _VOLNAME_OWNER_RE.match(volname)
+    owner = int(owner_match.group(1)) if owner_match else None
+    if owner is not None and owner == vmid:
+        return
+    if owner is not None:
+        cluster.access.check(authid, f"/storage/{sid}", ["Datastore.Audit"])
+        cluster.access.check(authid, f"/vms/{owner}", ["VM.Config.Disk"])
+        return
+    raise internal(f"missing privileges to access {volid}")
 
 
 def check_and_activate_storage(cluster: SimCluster, authid: str, sid: str, node: str) -> StorageState:
@@ -438,7 +504,9 @@ def check_ct_modify_config_perm(
                 raise permission_denied(f"mount point type {kind} is only allowed for root@pam")
             new_disk = NEW_DISK_RE.match(volume)
             if new_disk is not None:
-                access.check(authid, f"/storage/{new_disk.group(2) or 'local'}", ["Datastore.AllocateSpace"])
+                access.check(authid, f"/storage/{new_disk.group(1)}", ["Datastore.AllocateSpace"])
+            else:
+                check_rootdir_volume_access(cluster, authid, vmid, volume)
         elif key in ("memory", "swap"):
             vm_perm("VM.Config.Memory")
         elif family == "net":
@@ -464,7 +532,7 @@ def check_ct_modify_config_perm(
         elif key == "hookscript":
             raise permission_denied("changing the hookscript is only allowed for root@pam")
         elif key == "tags":
-            access.check_vm_perm(authid, vmid, None, ["VM.Config.Options"])
+            assert_ct_tag_permissions(cluster, authid, vmid, old.get(key), "" if deleting else new.get(key))
         else:
             vm_perm("VM.Config.Options")
 
@@ -480,16 +548,7 @@ def check_bridge_access(cluster: SimCluster, authid: str, raw: str) -> None:
     bridge = net.get("bridge")
     if bridge is None:
         return
-    base = f"/sdn/zones/localnetwork/{bridge}"
-    tag = net.get("tag")
-    trunks = net.get("trunks")
-    if tag:
-        cluster.access.check(authid, f"{base}/{tag}", ["SDN.Use"])
-    if trunks:
-        for vlan in sorted({int(t) for t in str(trunks).split(";") if t}):
-            cluster.access.check(authid, f"{base}/{vlan}", ["SDN.Use"])
-    if not (tag or trunks):
-        cluster.access.check(authid, base, ["SDN.Use"])
+    check_ct_bridge_access(cluster, authid, bridge, net.get("tag"), net.get("trunks"))
 
 
 def _features(value: str) -> dict[str, object]:
@@ -623,28 +682,53 @@ def vm_shutdown(cluster: SimCluster, req: Request) -> object:
             ct = cluster.state.load_config(vmid, node)
             cluster.state.check_lock(ct)
             cluster.injected_failure(task)
-            yield from stop_container(cluster, ct, timeout=timeout, kill_after_timeout=force_stop)
+            yield from stop_container(cluster, ct, timeout=timeout, kill_after_timeout=force_stop, task=task)
         finally:
             cluster.funlock(task, vmid)
 
     return cluster.start_task(node, "vzshutdown", str(vmid), authid, body).upid
 
 
+LXC_STOP_DEFAULT_TIMEOUT = 60
+"""``lxc-stop`` waits this long for a clean shutdown when not given ``--timeout`` (lxc ``lxc_stop.c``)."""
+
+
 def stop_container(
-    cluster: SimCluster, ct: ContainerState, *, timeout: int | None, kill_after_timeout: bool
+    cluster: SimCluster,
+    ct: ContainerState,
+    *,
+    timeout: int | None,
+    kill_after_timeout: bool,
+    task: Task | None = None,
 ) -> Iterator[float]:
-    """``PVE::LXC::vm_stop`` (clean): the CT needs ``shutdownSeconds``; past ``timeout`` it is killed
-    (``kill_after_timeout``) or the stop fails with ``container did not stop``."""
+    """``PVE::LXC::vm_stop($vmid, 0, $timeout, $kill_after_timeout)`` (pve-container ``src/PVE/LXC.pm``).
+
+    It runs ``lxc-stop -n <vmid> [--nokill] --timeout <timeout>`` (``run_command`` timeout
+    ``timeout + 5``). The CT needs ``shutdownSeconds`` to shut down, forever if it ignores shutdown
+    (:attr:`ContainerState.ignores_shutdown`). Within ``timeout`` it stops. Past it, without
+    ``--nokill`` lxc-stop kills it; with ``--nokill`` lxc-stop exits 1, vm_stop ``warn``s
+    ``command 'lxc-stop …' failed: exit code 1`` and polls the CT's command socket for another
+    ``timeout + 5`` seconds: a CT that stops meanwhile is fine, else ``die "container did not stop\\n"``
+    after ``2 * timeout + 5`` seconds in all, the CT still running.
+    """
     if not ct.running:
         return
-    needed = cluster.state.timing.shutdown_seconds
-    if timeout is None or needed <= timeout:
+    needed = math.inf if ct.ignores_shutdown else cluster.state.timing.shutdown_seconds
+    lxc_timeout = float(LXC_STOP_DEFAULT_TIMEOUT if timeout is None else timeout)
+    if needed <= lxc_timeout:
         yield needed
     elif kill_after_timeout:
-        yield float(timeout)
+        yield lxc_timeout  # lxc-stop's shutdown timed out: it kills the CT
     else:
-        yield float(timeout)
-        raise TaskError("container did not stop")
+        yield lxc_timeout
+        if task is not None:
+            option = "" if timeout is None else f" --timeout {timeout}"
+            task.log(f"command 'lxc-stop -n {ct.vmid} --nokill{option}' failed: exit code 1")
+        poll = lxc_timeout + 5
+        if needed > lxc_timeout + poll:
+            yield poll
+            raise TaskError("container did not stop")
+        yield needed - lxc_timeout
     if ct.running:
         cluster.set_running(ct, False)
 
@@ -664,7 +748,10 @@ def vm_reboot(cluster: SimCluster, req: Request) -> object:
                 return
             cluster.injected_failure(task)
             half = cluster.state.timing.reboot_seconds / 2
-            if timeout is not None and half > timeout:
+            if ct.ignores_shutdown:
+                # vm_reboot: vm_stop($vmid, 0, $timeout, 1) kills once lxc-stop's timeout passed.
+                yield float(LXC_STOP_DEFAULT_TIMEOUT if timeout is None else timeout)
+            elif timeout is not None and half > timeout:
                 yield float(timeout)
             else:
                 yield half
@@ -812,6 +899,13 @@ def vm_config(cluster: SimCluster, req: Request) -> object:
     if snapshot:
         raise internal(f"snapshot '{snapshot}' does not exist")
     config: dict[str, object] = dict(sorted(ct.current_config(with_pending=not req.flag("current")).items()))
+    if "description" in config:
+        # Stored as '#' comment lines; parse_pct_config appends "\n" to every line it reads back.
+        description = description_as_read(ct.current_config(with_pending=not req.flag("current"))["description"])
+        if description is None:
+            del config["description"]
+        else:
+            config["description"] = description
     config["digest"] = ct.digest()
     return config
 
@@ -838,6 +932,10 @@ def update_vm(cluster: SimCluster, req: Request) -> object:
     delete = split_list(str(params.pop("delete", "") or ""))
     revert = split_list(str(params.pop("revert", "") or ""))
 
+    # Everything below runs under PVE::LXC::Config->lock_config (pve-container
+    # src/PVE/API2/LXC/Config.pm update_vm): wait for the flock a start/stop/shutdown/create/
+    # migrate/destroy task holds, up to 10 s, then 500 "can't lock file ... - got timeout".
+    cluster.sync_flock(vmid, req.node)
     ct = state.load_config(vmid, req.node)
     state.check_lock(ct)
     if digest and digest != ct.digest():
@@ -964,7 +1062,7 @@ def _finalise_volume(cluster: SimCluster, ct: ContainerState, opt: str, value: C
     new_disk = NEW_DISK_RE.match(parsed.get("volume", ""))
     if new_disk is None:
         return value
-    storage = cluster.state.storage_config(new_disk.group(2) or "local")
+    storage = cluster.state.storage_config(new_disk.group(1))
     parsed["volume"] = cluster.state.next_volume_name(storage, ct.vmid, ct.node)
-    parsed["size"] = format_size(int(float(new_disk.group(3)) * GIB))
+    parsed["size"] = format_size(int(float(new_disk.group(2)) * GIB))
     return print_property_string(parsed, family)

@@ -6,8 +6,9 @@ default 180 s, no kill), copy local volumes (``migrateBaseSeconds`` plus size /
 ``migrateMiBPerSecond`` for non-shared storage), move the config to the target, start it there.
 The task log has PVE's timestamped lines; any failure before the config moved aborts with
 ``ERROR: migration aborted (duration HH:MM:SS): <reason>`` and the task's exit status is just
-``migration aborted`` (the reason is only in the log), and a CT that was running is started again
-on the source.
+``migration aborted`` (the reason is only in the log). A failure in phase 1 starts a CT that was
+running again on the source (``final_cleanup``); a failure in ``prepare`` -- e.g. a CT that ignores the
+shutdown, ``container did not stop`` -- leaves it as it is (still running).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from pve_sim.tasks import Task, TaskError, Worker, format_duration, format_log_t
 
 if TYPE_CHECKING:
     from pve_sim.cluster import Request, SimCluster
+
+RESTART_MODE_ONLY_ERROR = (
+    "running container can only be migrated in restart mode at /usr/share/perl5/PVE/LXC/Migrate.pm line 49."
+)
+"""pve-container ``src/PVE/LXC/Migrate.pm`` ``prepare``: ``die "running container can only be migrated in
+restart mode" if !$restart`` has no trailing newline, so Perl appends `` at <file> line <n>.``. Line 49
+is pve-container 6.0.18, the version PVE 9.1.2 shipped (6.1.x moved it to line 53). Reached when the
+CT was started between the API's own check and the worker (the worker waited for the config flock)."""
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/migrate", perm=Perm(VM_PATH, ("VM.Migrate",)), proxy=True)
@@ -133,6 +142,11 @@ class _Log:
         self._cluster = cluster
         self._task = task
 
+    @property
+    def task(self) -> Task:
+        """The task itself, for output that bypasses ``$self->log`` (a ``warn`` goes to the log as is)."""
+        return self._task
+
     def info(self, message: str) -> None:
         prefix = format_log_time(self._cluster.now())
         for line in message.rstrip("\n").split("\n"):
@@ -175,7 +189,7 @@ def _prepare(
         if options.online:
             raise TaskError("lxc live migration is currently not implemented")
         if not options.restart:
-            raise TaskError("running container can only be migrated in restart mode")
+            raise TaskError(RESTART_MODE_ONLY_ERROR)
     for key, raw in sorted(ct.config.items()):
         if not (key == "rootfs" or key.startswith("mp") or key.startswith("unused")):
             continue
@@ -199,7 +213,10 @@ def _prepare(
         raise TaskError("Can't connect to destination address using public key")
     if options.restart and running:
         log.info(f"shutdown CT {vmid}")
-        yield from stop_container(cluster, ct, timeout=options.timeout, kill_after_timeout=False)
+        # PVE::LXC::vm_stop($vmid, 0, $timeout): no kill. A CT that ignores the shutdown makes this
+        # die "container did not stop" after 2 * timeout + 5 s; prepare fails before phase 1, so the
+        # CT is not touched again: it keeps running on the source.
+        yield from stop_container(cluster, ct, timeout=options.timeout, kill_after_timeout=False, task=log.task)
     return running
 
 
