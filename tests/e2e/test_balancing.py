@@ -371,3 +371,45 @@ def test_an_overload_is_offloaded_while_a_long_migration_still_runs(
         return offloaded and migrating
 
     wait_for(offloaded_during_the_migration, timeout_s=120, what="an offload while the migration still runs")
+
+
+def test_a_ct_that_ignores_shutdown_fails_its_migration_keeps_running_and_is_not_retried_every_cycle(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Issue 15 §9: PVE's restart migration never force-stops (pve-container ``LXC/Migrate.pm``
+    ``prepare``): a CT that ignores the shutdown fails the task with ``container did not stop`` and keeps
+    running on the source. The operator leaves it running, says why, and backs off instead of trying it
+    again each time its cooldown (30 s here) ends."""
+    lab = balancing_lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    on_px1 = [int(ct["vmid"]) for ct in lab.managed_cts() if ct["node"] == "srv-px1"]
+    for vmid in on_px1:
+        lab.sim.admin.set_container_ignores_shutdown(vmid)
+    lab.sim.cluster.set_node_load("srv-px1", "memory", 0.50)  # srv-px1: 50% + 4 x 6.9% = 77.5%
+
+    def failed() -> list[dict[str, Any]]:
+        actions = lab.status("proxmoxserverpool", "lab").get("recentActions") or []
+        return [a for a in actions if a["action"] == "Migrate" and a["result"] == "Failed"]
+
+    wait_for(lambda: bool(failed()), timeout_s=180, what="a failed migration")
+    vmid = failed()[0]["vmid"]
+    assert "did not stop" in failed()[0]["message"]
+    ct = next(c for c in lab.cts() if c["vmid"] == vmid)
+    assert ct["node"] == "srv-px1" and ct["status"] == "running" and not ct.get("lock"), ct
+
+    wait_for(
+        lambda: any(
+            str(vmid) in e["message"] and "ignored the shutdown" in e["message"]
+            for e in pool_events(lab, "MigrateRefused")
+        ),
+        timeout_s=120,
+        what=f"a MigrationFailed refusal naming CT {vmid}",
+    )
+    import time
+
+    time.sleep(45)  # past the 30 s cooldown and several cycles
+    actions = lab.status("proxmoxserverpool", "lab").get("recentActions") or []
+    attempts = [a for a in actions if a["action"] == "Migrate" and a["vmid"] == vmid and a["result"] == "InProgress"]
+    assert len(attempts) == 1, f"CT {vmid} was tried again: {attempts}"
+    refused = [a for a in actions if a["vmid"] == vmid and a["result"] == "Refused"]
+    assert refused and refused[-1]["message"] == "MigrationFailed"
+    assert all(c["status"] == "running" for c in lab.managed_cts()), "every CT of ours still runs"

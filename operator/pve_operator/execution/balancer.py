@@ -257,9 +257,28 @@ class BalanceExecutor:
                 message += f": {entry.reason}" if entry.reason else ""
                 outcomes.append(BalanceOutcome(action, True, message))
             else:
-                message = f"Migrate CT {entry.vmid} failed: {exit_status}" + (f"; {recovered}" if recovered else "")
+                why = self._task_error(entry.upid, exit_status)
+                message = f"Migrate CT {entry.vmid} failed: {why}" + (f"; {recovered}" if recovered else "")
                 outcomes.append(BalanceOutcome(action, False, message))
         return outcomes
+
+    def _task_error(self, upid: str, exit_status: str) -> str:
+        """The exit status with the task log's last ``ERROR:`` line when it says more (PVE's migrate
+        task ends ``migration aborted``; the log says why, e.g. ``container did not stop``)."""
+        try:
+            tail = self._client.task_log_tail(Upid.parse(upid))
+        except (PveError, ValueError):
+            return exit_status
+        # Migration logs carry a timestamp before the level ("2026-12-03 04:40:00 ERROR: ..."); the
+        # log's last line, "TASK ERROR: <exit status>", says nothing new.
+        errors = [
+            line[line.index("ERROR:") :].strip()
+            for line in tail
+            if "ERROR:" in line and not line.startswith("TASK ERROR:")
+        ]
+        if errors and errors[-1] not in exit_status:
+            return f"{exit_status} ({errors[-1]})"[:512]
+        return exit_status
 
     def _offload(self, action: OffloadContainer) -> str:
         config = self._config_proving_ownership(action.node, action.vmid)
