@@ -49,13 +49,25 @@ conformance-clients: ## Build (or reuse from the cache) the third-party clients 
 	bash hack/build-ansible.sh
 	bash hack/build-go-proxmox-client.sh
 
+.PHONY: helm
+helm: ## Build (or reuse from the cache) Helm v4 from its Go module, for the chart in deploy/helm (prints HELM=<path>)
+	bash hack/build-helm.sh
+
+.PHONY: promtool
+promtool: ## Build (or reuse from the cache) promtool from the Prometheus Go module (checks deploy/monitoring/)
+	bash hack/build-promtool.sh
+
 .PHONY: test
-test: install controlplane conformance-clients ## Run every test suite (unit, simulator, control plane, integration, conformance); installs what it needs
+test: install controlplane conformance-clients helm promtool ## Run every test suite (unit, simulator, control plane, integration, conformance, chart, monitoring); installs what it needs
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: conformance
 conformance: install conformance-clients ## Only tests/conformance: real third-party clients (Ansible, go-proxmox) against pve_sim
 	$(VPY) -m pytest tests/conformance $(PYTEST_ARGS)
+
+.PHONY: monitoring
+monitoring: install controlplane promtool ## Only tests/integration/test_monitoring.py: promtool check/test rules, dashboard queries, metrics against a real scrape
+	$(VPY) -m pytest tests/integration/test_monitoring.py $(PYTEST_ARGS)
 
 .PHONY: chaos
 chaos: install controlplane ## The whole chaos fault matrix (tests/chaos) against the real operator; prints the recovery table

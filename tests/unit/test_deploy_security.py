@@ -158,7 +158,9 @@ def test_image_base_is_pinned_to_an_exact_python_311_slim_bookworm_release() -> 
     assert len(bases) == 2, "multi-stage: a build stage and the runtime stage"
     for base in bases:
         image = args.get(base.strip("${}"), base)
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", image), f"{image} is not an exact, pinned tag"
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", image), (
+            f"{image} is not pinned by exact tag and digest"
+        )
 
 
 def test_image_runs_the_operator_as_uid_65532() -> None:
