@@ -4,14 +4,14 @@ Run: ``.venv/bin/python bench/planner.py [--instances 50] [--seed 7] [--milp-sec
 (the MILP baseline needs ``pip install -e '.[bench]'``, i.e. pulp with its bundled CBC).
 
 Instances (seeded, reproducible): 3 to 50 nodes, 10 to 5,000 CTs, memory metric, thresholds at the CRD
-defaults. Each is built *feasible by construction*: CTs are spread so every node sits at 35-70 %, then
+defaults. The ``skewed`` family is built *feasible by construction*: CTs are spread so every node sits at 35-70 %, then
 some nodes are made hot (78-97 %) by moving CTs of ours onto them. Moving those CTs back is a plan that
 clears every threshold, so "a node is still above the threshold although a feasible plan exists" can
 be counted on every instance, not only the ones the MILP solves. About 10 % of the CTs are foreign,
 a few of ours are pinned or locked (never the ones made hot, so the certificate stays valid).
 
 Rows (each applied once to the instance, then run a second time on its own projected result with
-every node's history extended by the projected sample and no cooldown credit):
+every node's history extended by the projected sample, without and with cooldown credit):
 
 * ``firstFit``: the lab's balancer, proposals applied raw;
 * ``rebalance``: the strategy's proposals, no limits, with ``minImprovementPercent`` 0 (the optimum
@@ -30,6 +30,18 @@ under the threshold, memory and disk fit):
   a restart, and nodes inside the band are left alone;
 * ``opt-level``: the lowest peak utilisation (levelling the overloaded nodes as far as possible), then
   the fewest migrations. Shown for context: it buys a lower peak with many more restarts.
+
+Level rows (the ``Level`` objective, ``level.py``) beside them, with the CRD defaults (``minGainPercent``
+2, ``levelTolerancePercent`` 5) and variants, and the Level baselines (``solve_level``, instances with at
+most 8 nodes and 60 CTs, every movable CT of the pool, proven within 1 %):
+
+* ``opt-peak``: the lowest peak utilisation any assignment reaches (targets at or under the threshold);
+* ``opt-moves-5%``: the fewest migrations that reach a peak within 5 % of it (<= 1.05 x opt-peak).
+
+Instance families (``--families``): ``skewed`` above (feasible by construction) and four that are not,
+placed at random with a skew (``generate_family``): ``bigsmall`` (a few big CTs among many small ones),
+``foreign`` (much foreign load), ``stopped`` (many stopped CTs), ``sizes`` (node memory differing 8x).
+Timings (``ms``) are the CPU time of one planning call (the machine the benchmark runs on may be shared).
 
 The benchmark prints; it asserts nothing.
 """
@@ -53,6 +65,7 @@ from pve_operator.planning.actions import BalanceAction, MigrateContainer
 from pve_operator.planning.balancing import (
     BalancingInput,
     BalancingLimits,
+    BalancingObjective,
     ManagedCT,
     PoolNodeSpec,
     RebalanceArgs,
@@ -61,6 +74,8 @@ from pve_operator.planning.balancing import (
     plan_balance,
     project,
 )
+from pve_operator.planning.balancing.level import STRATEGY as LEVEL
+from pve_operator.planning.balancing.state import WorkingState
 from pve_operator.planning.model import (
     ClusterSnapshot,
     ContainerObservation,
@@ -85,8 +100,10 @@ class Instance:
     inp: BalancingInput
     nodes: int
     cts: int
-    #: Moves that clear every threshold (the reverse of the skew), proving a feasible plan exists.
-    certificate_moves: int
+    #: Moves that clear every threshold (the reverse of the skew), proving a feasible plan exists; None
+    #: for the families that are not feasible by construction.
+    certificate_moves: int | None
+    family: str = "skewed"
 
 
 def _sizes(rng: random.Random, count: int) -> list[float]:
@@ -188,6 +205,114 @@ def generate(seed: int, node_count: int, ct_count: int) -> Instance:
     return Instance(f"#{seed:02d}", inp, node_count, ct_count, len(skewed))
 
 
+#: ``skewed`` is feasible by construction (``generate``); the others are not (``generate_family``).
+FAMILIES = ("skewed", "bigsmall", "foreign", "stopped", "sizes")
+
+
+def generate_family(seed: int, family: str, node_count: int, ct_count: int) -> Instance:
+    """An instance that is *not* feasible by construction: CTs placed at random with a skew (some nodes
+    attract more), so some nodes may end above the threshold with no plan that clears them. Families:
+
+    * ``bigsmall``: 88 % small CTs (0.25-2 GiB) and 12 % big ones (12-48 GiB);
+    * ``foreign``: 35 % of the CTs are foreign, most of them on a fifth of the nodes (load we cannot move);
+    * ``stopped``: 30 % of the CTs are stopped (disk only: nothing to gain by moving them for memory);
+    * ``sizes``: node memory differs up to 8x (the same CT is a different share on each node).
+    """
+    rng = random.Random(seed)
+    names = [f"pve{i:02d}" for i in range(node_count)]
+    if family == "bigsmall":
+        memory = [rng.uniform(12, 48) if rng.random() < 0.12 else rng.uniform(0.25, 2) for _ in range(ct_count)]
+    else:
+        memory = _sizes(rng, ct_count)
+    scale = {n: rng.choice((1, 2, 4, 8)) if family == "sizes" else 1 for n in names}
+    overhead = {n: rng.uniform(1.0, 4.0) * scale[n] for n in names}
+    level = rng.uniform(0.48, 0.68)
+    unit = (sum(memory) + sum(overhead.values())) / level / sum(scale.values())
+    capacity = {n: max(16.0, math.ceil(unit * scale[n] / 8) * 8) for n in names}
+    foreign_share = 0.35 if family == "foreign" else 0.10
+    stopped_share = 0.30 if family == "stopped" else 0.03
+    foreign_nodes = rng.sample(names, max(1, node_count // 5))
+    attract = {n: capacity[n] * rng.lognormvariate(0, 0.7) for n in names}
+    used = dict(overhead)
+    cts: list[ContainerObservation] = []
+    managed: dict[int, ManagedCT] = {}
+    disk_used = {n: 20.0 for n in names}
+    cpu_used = {n: 0.5 for n in names}
+    order = sorted(range(ct_count), key=lambda i: -memory[i])  # big ones first, so they find room
+    for i in order:
+        vmid = 1000 + i
+        foreign = rng.random() < foreign_share
+        running = rng.random() >= stopped_share
+        mem = memory[i] if running else 0.0
+        pool = foreign_nodes if foreign and family == "foreign" and rng.random() < 0.8 else names
+        node = rng.choices(pool, weights=[attract[n] for n in pool])[0]
+        for _ in range(20):
+            if (used[node] + mem) / capacity[node] <= 0.97:
+                break
+            node = rng.choices(names, weights=[attract[n] for n in names])[0]
+        else:
+            node = min(names, key=lambda n: (used[n] + mem) / capacity[n])
+            if (used[node] + mem) / capacity[node] > 0.97:
+                continue  # no room anywhere: the CT does not exist
+        used[node] += mem
+        cores = rng.choice((1, 1, 2, 2, 4))
+        cpu = rng.uniform(0.02, 0.3) if running else 0.0
+        disk = rng.uniform(2, 30)
+        disk_used[node] += disk
+        cpu_used[node] += cores * cpu
+        cts.append(
+            ContainerObservation(
+                vmid=vmid,
+                node=node,
+                status=ContainerStatus.RUNNING if running else ContainerStatus.STOPPED,
+                name=f"ct{vmid}",
+                lock="backup" if rng.random() < 0.01 else None,
+                cpu_cores=cores,
+                cpu_used_fraction=cpu,
+                memory_limit_bytes=int(memory[i] * 1.5 * GIB),
+                memory_used_bytes=int(mem * GIB),
+                disk_limit_bytes=int(disk * 2 * GIB),
+                disk_used_bytes=int(disk * GIB),
+            )
+        )
+        if not foreign:
+            managed[vmid] = ManagedCT(
+                vmid=vmid,
+                policy=f"policy-{i % 4}",
+                priority=rng.choice((10, 50, 100)),
+                created_at=f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+                pinned=rng.random() < 0.03,
+            )
+    nodes = []
+    for n in names:
+        mem_used = overhead[n] + sum(c.memory_used_bytes for c in cts if c.node == n) / GIB
+        cores = max(16, math.ceil(cpu_used[n] / 0.5))
+        nodes.append(
+            NodeUsage(
+                name=n,
+                online=True,
+                cpu_cores=cores,
+                cpu_used_fraction=cpu_used[n] / cores,
+                memory_total_bytes=int(capacity[n] * GIB),
+                memory_used_bytes=int(mem_used * GIB),
+                disk_total_bytes=int(max(1024.0, disk_used[n] * 2) * GIB),
+                disk_used_bytes=int(disk_used[n] * GIB),
+            )
+        )
+    snapshot = ClusterSnapshot.of(1_000_000.0, nodes, sorted(cts, key=lambda c: c.vmid))
+    history = {n.name: [n.used_fraction(Metric.MEMORY)] * THRESHOLDS.sustained_samples for n in nodes}
+    inp = BalancingInput(
+        snapshot=snapshot,
+        pool_nodes=tuple(PoolNodeSpec(n) for n in names),
+        managed=managed,
+        history=history,
+        now=snapshot.taken_at,
+        thresholds=THRESHOLDS,
+        limits=BalancingLimits(),
+    )
+    return Instance(f"#{seed:02d}", inp, node_count, len(cts), None, family)
+
+
 def instance_sizes(count: int, rng: random.Random) -> list[tuple[int, int]]:
     """Half small enough for the MILP, the rest log-spread up to 50 x 5,000 (always included)."""
     sizes = []
@@ -218,6 +343,10 @@ class Outcome:
     above_though_feasible: bool
     second_run_moves: int
     cycles: int = 1
+    #: Steps of the plan, replayed in order, that took a target above the threshold or its memory/disk.
+    overcommits: int = 0
+    #: Moves planned again on the result with the moved CTs in cooldown (what the operator does).
+    second_run_cooldown: int = 0
 
 
 def utilisations(snapshot: ClusterSnapshot, inp: BalancingInput) -> list[float]:
@@ -245,17 +374,42 @@ def next_input(inp: BalancingInput, projected: ClusterSnapshot) -> BalancingInpu
 Planner = Callable[[BalancingInput], tuple[BalanceAction, ...]]
 
 
+def overcommits(inp: BalancingInput, actions: Sequence[BalanceAction]) -> int:
+    """Steps that, replayed in plan order, take their target above the threshold or beyond its capacity."""
+    state = WorkingState(inp.snapshot, inp.thresholds.metric)
+    count = 0
+    for action in actions:
+        state.apply(action)
+        if isinstance(action, MigrateContainer):
+            node = state.nodes[action.target]
+            if (
+                node.fraction(inp.thresholds.metric) > LIMIT + 1e-9
+                or node.mem_used > node.mem_total
+                or node.disk_used > node.disk_total
+            ):
+                count += 1
+    return count
+
+
+def stamped(inp: BalancingInput, actions: Sequence[BalanceAction]) -> BalancingInput:
+    """The acted CTs in cooldown from ``inp.now``, as the operator records them."""
+    acted = {a.vmid for a in actions}
+    managed = {v: replace(m, last_action_at=inp.now) if v in acted else m for v, m in inp.managed.items()}
+    return replace(inp, managed=managed)
+
+
 def measure(instance: Instance, planner: Planner, *, repeat: int = 1) -> Outcome:
     inp = instance.inp
     timings = []
     actions: tuple[BalanceAction, ...] = ()
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = time.process_time()
         actions = planner(inp)
-        timings.append((time.perf_counter() - started) * 1000)
+        timings.append((time.process_time() - started) * 1000)
     projected = project(inp.snapshot, actions)
     loads = utilisations(projected, inp)
     second = planner(next_input(inp, projected))
+    second_cooldown = planner(stamped(next_input(inp, projected), actions))
     return Outcome(
         peak=max(loads),
         spread=max(loads) - min(loads),
@@ -266,21 +420,33 @@ def measure(instance: Instance, planner: Planner, *, repeat: int = 1) -> Outcome
         plan_ms=min(timings),
         above_though_feasible=max(loads) > LIMIT + 1e-9,
         second_run_moves=len(second),
+        overcommits=overcommits(inp, actions),
+        second_run_cooldown=len(second_cooldown),
     )
 
 
-def measure_cycles(instance: Instance, min_improvement_percent: float, max_cycles: int = 400) -> Outcome:
+def measure_cycles(
+    instance: Instance, min_improvement_percent: float, max_cycles: int = 400, objective: str = "Relieve"
+) -> Outcome:
     """plan_balance with the default limits, cycle after cycle (30 s apart) until a plan is empty."""
     inp = instance.inp
-    inp = replace(inp, limits=replace(inp.limits, min_improvement_fraction=min_improvement_percent / 100))
+    inp = replace(
+        inp,
+        limits=replace(
+            inp.limits,
+            min_improvement_fraction=min_improvement_percent / 100,
+            objective=BalancingObjective(objective),
+        ),
+    )
+    first = inp
     total: list[BalanceAction] = []
     timings = []
     cycles = 0
     moved_gib = 0.0
     while cycles < max_cycles:
-        started = time.perf_counter()
+        started = time.process_time()
         plan = plan_balance(inp)
-        timings.append((time.perf_counter() - started) * 1000)
+        timings.append((time.process_time() - started) * 1000)
         cycles += 1
         if not plan.actions:
             break
@@ -309,12 +475,33 @@ def measure_cycles(instance: Instance, min_improvement_percent: float, max_cycle
         above_though_feasible=max(loads) > LIMIT + 1e-9,
         second_run_moves=len(plan_balance(inp).actions),
         cycles=cycles,
+        overcommits=overcommits(first, total),
+        second_run_cooldown=len(plan_balance(inp).actions),
     )
 
 
 def strategy_planner(name: str, args: object | None = None) -> Planner:
     strategy = get_strategy(name)
     return lambda inp: strategy.propose(inp, args).actions
+
+
+def level_planner(min_gain_percent: float | None = None, tolerance_percent: float | None = None) -> Planner:
+    """``level`` with the pool's objective knobs set (defaults: the CRD's)."""
+    strategy = LEVEL
+
+    def run(inp: BalancingInput) -> tuple[BalanceAction, ...]:
+        limits = inp.limits
+        if min_gain_percent is not None:
+            limits = replace(limits, min_gain_fraction=min_gain_percent / 100)
+        if tolerance_percent is not None:
+            limits = replace(limits, level_tolerance_fraction=tolerance_percent / 100)
+        return strategy.propose(replace(inp, limits=limits)).actions
+
+    return run
+
+
+def lifted_level(inp: BalancingInput) -> tuple[BalanceAction, ...]:
+    return lifted(replace(inp, limits=replace(inp.limits, objective=BalancingObjective.LEVEL)))
 
 
 def lifted(inp: BalancingInput) -> tuple[BalanceAction, ...]:
@@ -460,6 +647,94 @@ def solve_optimum(instance: Instance, time_limit: float, level_time_limit: float
     return result
 
 
+@dataclass
+class LevelOptimum:
+    """The Level objective's baselines over *every* movable CT of the pool (not only the hot nodes)."""
+
+    solved: bool
+    #: opt-peak: the lowest peak any assignment reaches (each target at or under the threshold).
+    peak: float = 0.0
+    #: opt-moves-5%: the fewest migrations that reach a peak within 5 % of it (<= 1.05 x opt-peak).
+    moves: int = 0
+    seconds: float = 0.0
+
+
+LEVEL_GAP = 1e-2
+
+
+def solve_level(instance: Instance, time_limit: float) -> LevelOptimum:
+    """opt-peak and opt-moves-5% with CBC (proven optimal within a relative gap of ``LEVEL_GAP``).
+
+    Decision space: every CT of ours that may move (running, not pinned, not locked) to any pool node;
+    memory and disk fit; a node that receives ends at or under the migrate threshold; a node that starts
+    above it either ends under it or receives nothing. Intermediate states are not modelled (the
+    planners are held to every step; the optimum only to the end state), so it is a lower bound.
+    """
+    import pulp
+
+    inp = instance.inp
+    snapshot = inp.snapshot
+    pool = [n for n in inp.pool_node_names if snapshot.nodes[n].online]
+    movable = [
+        ct
+        for ct in snapshot.containers.values()
+        if ct.node in pool
+        and ct.vmid in inp.managed
+        and not inp.managed[ct.vmid].pinned
+        and not ct.lock
+        and ct.running
+        and ct.memory_used_bytes > 0
+    ]
+    mem = {ct.vmid: ct.memory_used_bytes / GIB for ct in movable}
+    disk = {ct.vmid: ct.disk_used_bytes / GIB for ct in movable}
+    cap = {n: snapshot.nodes[n].memory_total_bytes / GIB for n in pool}
+    disk_cap = {n: snapshot.nodes[n].disk_total_bytes / GIB for n in pool}
+    base = {n: snapshot.nodes[n].memory_used_bytes / GIB for n in pool}
+    disk_base = {n: snapshot.nodes[n].disk_used_bytes / GIB for n in pool}
+    for ct in movable:
+        base[ct.node] -= mem[ct.vmid]
+        disk_base[ct.node] -= disk[ct.vmid]
+    hot = [n for n in pool if snapshot.nodes[n].used_fraction(Metric.MEMORY) > LIMIT + 1e-9]
+    started = time.perf_counter()
+
+    def build() -> tuple[Any, Any, Any]:
+        problem = pulp.LpProblem("level", pulp.LpMinimize)
+        x = {(ct.vmid, n): pulp.LpVariable(f"x_{ct.vmid}_{n}", cat="Binary") for ct in movable for n in pool}
+        stays_hot = {n: pulp.LpVariable(f"z_{n}", cat="Binary") for n in hot}
+        peak = pulp.LpVariable("peak", lowBound=0)
+        for ct in movable:
+            problem += pulp.lpSum(x[ct.vmid, n] for n in pool) == 1
+        for n in pool:
+            load = base[n] + pulp.lpSum(mem[v] * x[v, n] for v in mem)
+            problem += load <= cap[n]
+            problem += disk_base[n] + pulp.lpSum(disk[v] * x[v, n] for v in disk) <= disk_cap[n]
+            problem += load <= cap[n] * peak
+            if n in stays_hot:
+                problem += load <= cap[n] * (LIMIT + stays_hot[n])
+                incoming = pulp.lpSum(mem[ct.vmid] * x[ct.vmid, n] for ct in movable if ct.node != n)
+                problem += incoming <= cap[n] * (1 - stays_hot[n])
+            else:
+                problem += load <= cap[n] * LIMIT
+        moves = pulp.lpSum(x[ct.vmid, n] for ct in movable for n in pool if n != ct.node)
+        return problem, peak, moves
+
+    def solve(problem: Any) -> bool:
+        problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=LEVEL_GAP))
+        return bool(problem.sol_status == pulp.LpSolutionOptimal)
+
+    problem, peak, moves = build()
+    problem.setObjective(peak)
+    if not solve(problem):
+        return LevelOptimum(False, seconds=time.perf_counter() - started)
+    best = pulp.value(peak)
+    problem, peak, moves = build()
+    problem += peak <= best * 1.05 + 1e-9
+    problem.setObjective(moves)
+    if not solve(problem):
+        return LevelOptimum(False, seconds=time.perf_counter() - started)
+    return LevelOptimum(True, best, round(pulp.value(moves) or 0), time.perf_counter() - started)
+
+
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -473,36 +748,87 @@ def fmt_pct(value: float) -> str:
     return f"{value * 100:5.1f}%"
 
 
-def print_quality(rows: list[Row], instances: list[Instance]) -> None:
-    print(f"\n## All {len(instances)} instances (nodes 3-50, CTs 10-5,000; memory metric, migrate threshold 75 %)\n")
+def print_quality(rows: list[Row], instances: list[Instance], feasible: dict[str, bool], title: str = "") -> None:
+    feasible = {i.name: feasible[i.name] for i in instances}
+    print(
+        title
+        or f"\n## All {len(instances)} instances (nodes 3-50, CTs 10-5,000; memory metric, migrate threshold 75 %)\n"
+    )
     header = (
-        f"{'strategy':<28} {'peak':>7} {'spread':>7} {'migr':>6} {'mem GiB':>8} {'offl/rest':>9} "
-        f"{'ms mean':>8} {'ms max':>8} {'above':>6} {'2nd run':>8}"
+        f"{'strategy':<30} {'peak':>7} {'spread':>7} {'migr':>6} {'mem GiB':>8} {'offl/rest':>9} "
+        f"{'ms mean':>8} {'ms max':>8} {'above':>6} {'overc':>6} {'2nd run':>8} {'2nd cd':>7}"
     )
     print(header)
     print("-" * len(header))
     before = [max(utilisations(i.inp.snapshot, i.inp)) for i in instances]
     spread = [max(u) - min(u) for u in (utilisations(i.inp.snapshot, i.inp) for i in instances)]
     print(
-        f"{'(input)':<28} {fmt_pct(statistics.mean(before)):>7} {fmt_pct(statistics.mean(spread)):>7} "
-        f"{'':>6} {'':>8} {'':>9} {'':>8} {'':>8} {sum(b > LIMIT for b in before):>6} {'':>8}"
+        f"{'(input)':<30} {fmt_pct(statistics.mean(before)):>7} {fmt_pct(statistics.mean(spread)):>7} "
+        f"{'':>6} {'':>8} {'':>9} {'':>8} {'':>8} {sum(b > LIMIT for b in before):>6}"
     )
     for row in rows:
         outs = [row.outcomes[i.name] for i in instances]
-        second = sum(o.second_run_moves for o in outs)
+        above = sum(row.outcomes[i.name].above_though_feasible and feasible[i.name] for i in instances)
         print(
-            f"{row.name:<28} {fmt_pct(statistics.mean(o.peak for o in outs)):>7} "
+            f"{row.name:<30} {fmt_pct(statistics.mean(o.peak for o in outs)):>7} "
             f"{fmt_pct(statistics.mean(o.spread for o in outs)):>7} {sum(o.migrations for o in outs):>6} "
             f"{sum(o.memory_moved_gib for o in outs):>8.0f} "
             f"{str(sum(o.offloads for o in outs)) + '/' + str(sum(o.restores for o in outs)):>9} "
             f"{statistics.mean(o.plan_ms for o in outs):>8.1f} {max(o.plan_ms for o in outs):>8.1f} "
-            f"{sum(o.above_though_feasible for o in outs):>6} {second:>8}"
+            f"{above:>6} {sum(o.overcommits for o in outs):>6} {sum(o.second_run_moves for o in outs):>8} "
+            f"{sum(o.second_run_cooldown for o in outs):>7}"
         )
     print(
         "\npeak/spread: mean over instances of the highest node and max-min after the plan; migr/mem: totals; "
-        "offl/rest: offloads/restores;\nabove: instances left with a node above 75 % although a feasible plan exists "
-        "(every instance is feasible by construction);\n2nd run: moves proposed when planning again on the "
-        "result (history extended by the projected sample, no cooldown credit)."
+        "offl/rest: offloads/restores;\nabove: instances left with a node above 75 % although a plan that clears "
+        f"every node exists ({sum(feasible.values())} of {len(instances)} instances: the skewed family by "
+        "construction,\nthe others where the MILP or any row cleared every node); overc: plan steps that, replayed "
+        "in order, take a target above 75 % or its capacity;\n2nd run: moves proposed when planning again on the "
+        "result (history extended by the projected sample, no cooldown credit);\n2nd cd: the same with the moved "
+        "CTs in cooldown, as the operator plans the next cycle."
+    )
+
+
+def print_level_optimum(rows: list[Row], instances: list[Instance], optima: dict[str, LevelOptimum]) -> None:
+    solved = [i for i in instances if optima.get(i.name, LevelOptimum(False)).solved]
+    if not solved:
+        print("\n(no Level MILP baseline: pulp is not installed or no instance was solved)")
+        return
+    families = ", ".join(f"{f} {sum(i.family == f for i in solved)}" for f in FAMILIES)
+    print(
+        f"\n## Against the Level optimum (CBC, every movable CT of the pool, proven within {LEVEL_GAP:.0%}), "
+        f"{len(solved)} instances ({families})\n"
+    )
+    opt_moves = sum(optima[i.name].moves for i in solved)
+    print(
+        f"opt-peak: mean peak {fmt_pct(statistics.mean(optima[i.name].peak for i in solved))}; opt-moves-5% "
+        f"(fewest migrations to a peak <= 1.05 x opt-peak): {opt_moves} in all; MILP time "
+        f"{sum(optima[i.name].seconds for i in solved):.1f} s; instances the optimum leaves above 75 %: "
+        f"{sum(optima[i.name].peak > LIMIT + 1e-9 for i in solved)}\n"
+    )
+    header = (
+        f"{'strategy':<30} {'peak/opt':>8} {'worst':>6} {'>1.05':>6} {'migr/opt5':>9} {'worst':>6} "
+        f"{'>1.2x':>6} {'above':>6} {'overc':>6} {'2nd cd':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = [row.outcomes[i.name].peak / optima[i.name].peak for i in solved]
+        migr = [(row.outcomes[i.name].migrations, optima[i.name].moves) for i in solved]
+        worst_migr = max((ours / opt for ours, opt in migr if opt > 0), default=1.0)
+        over = sum(1 for ours, opt in migr if ours > 1.2 * opt + 1e-9)
+        above = sum(row.outcomes[i.name].above_though_feasible and optima[i.name].peak <= LIMIT + 1e-9 for i in solved)
+        print(
+            f"{row.name:<30} {statistics.mean(ratio):>8.3f} {max(ratio):>6.3f} "
+            f"{sum(r > 1.05 + 1e-9 for r in ratio):>6} "
+            f"{sum(o for o, _ in migr) / max(1, opt_moves):>9.2f} {worst_migr:>6.2f} {over:>6} {above:>6} "
+            f"{sum(row.outcomes[i.name].overcommits for i in solved):>6} "
+            f"{sum(row.outcomes[i.name].second_run_cooldown for i in solved):>7}"
+        )
+    print(
+        "\npeak/opt: our peak / opt-peak (mean, worst, instances above 1.05x); migr/opt5: our migrations / "
+        "opt-moves-5%'s in all, the worst instance\n(of those where opt-moves-5% > 0), instances above 1.2x; "
+        "above: a node left above 75 % where the optimum clears every node."
     )
 
 
@@ -533,7 +859,7 @@ def print_optimum(rows: list[Row], instances: list[Instance], optima: dict[str, 
         )
     print()
     header = (
-        f"{'strategy':<28} {'peak/opt mean':>13} {'worst':>6} {'>1.05':>6} {'migr/opt':>9} {'worst':>6} "
+        f"{'strategy':<30} {'peak/opt mean':>13} {'worst':>6} {'>1.05':>6} {'migr/opt':>9} {'worst':>6} "
         f"{'>1.2x':>6} {'peak/level':>10} {'migr/level':>10} {'above':>6}"
     )
     print(header)
@@ -547,7 +873,7 @@ def print_optimum(rows: list[Row], instances: list[Instance], optima: dict[str, 
         total_ours = sum(ours for ours, _ in migr)
         above = sum(row.outcomes[i.name].above_though_feasible and optima[i.name].excess <= 1e-6 for i in solved)
         print(
-            f"{row.name:<28} {statistics.mean(peak_ratio):>13.3f} {max(peak_ratio):>6.3f} "
+            f"{row.name:<30} {statistics.mean(peak_ratio):>13.3f} {max(peak_ratio):>6.3f} "
             f"{sum(r > 1.05 + 1e-9 for r in peak_ratio):>6} {total_ours / max(1, opt_moves):>9.2f} "
             f"{worst_migr:>6.2f} {over:>6} {statistics.mean(level_ratio):>10.3f} "
             f"{sum(row.outcomes[i.name].migrations for i in levelled) / max(1, level_moves):>10.2f} {above:>6}"
@@ -562,7 +888,7 @@ def print_optimum(rows: list[Row], instances: list[Instance], optima: dict[str, 
 def print_versus_first_fit(rows: list[Row], instances: list[Instance]) -> None:
     base = next(r for r in rows if r.name == "firstFit")
     print("\n## Against firstFit (all instances)\n")
-    header = f"{'strategy':<28} {'peak ratio':>10} {'migr ratio':>10} {'above (ff)':>11} {'above':>6}"
+    header = f"{'strategy':<30} {'peak ratio':>10} {'migr ratio':>10} {'above (ff)':>11} {'above':>6}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -571,7 +897,7 @@ def print_versus_first_fit(rows: list[Row], instances: list[Instance]) -> None:
             1, sum(base.outcomes[i.name].migrations for i in instances)
         )
         print(
-            f"{row.name:<28} {peak:>10.3f} {migrations:>10.2f} "
+            f"{row.name:<30} {peak:>10.3f} {migrations:>10.2f} "
             f"{sum(base.outcomes[i.name].above_though_feasible for i in instances):>11} "
             f"{sum(row.outcomes[i.name].above_though_feasible for i in instances):>6}"
         )
@@ -583,42 +909,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--milp-seconds", type=float, default=20.0, help="time limit of one CBC solve")
     parser.add_argument("--level-seconds", type=float, default=3.0, help="time limit of the opt-level solves")
-    parser.add_argument("--no-cycles", action="store_true", help="skip the cycle-by-cycle plan_balance row")
+    parser.add_argument(
+        "--level-milp-seconds", type=float, default=10.0, help="time limit of the Level baselines' solves"
+    )
+    parser.add_argument("--no-cycles", action="store_true", help="skip the cycle-by-cycle plan_balance rows")
+    parser.add_argument(
+        "--cycles-max-cts",
+        type=int,
+        default=1000,
+        help="cycle-by-cycle rows only on instances with at most this many CTs",
+    )
+    parser.add_argument("--families", default=",".join(FAMILIES), help="instance families, comma-separated")
     options = parser.parse_args(argv)
 
     rng = random.Random(options.seed)
-    instances = [
-        generate(options.seed * 1000 + k, nodes, cts)
-        for k, (nodes, cts) in enumerate(instance_sizes(options.instances, rng))
-    ]
-    print(f"# Balancing planner benchmark: {len(instances)} instances, seed {options.seed}")
+    families = [f for f in options.families.split(",") if f]
+    instances = []
+    for k, (nodes, cts) in enumerate(instance_sizes(options.instances, rng)):
+        family = families[k % len(families)]
+        if (nodes, cts) == (50, 5000):
+            family = families[0]  # the largest instance of the first family; ``sizes`` gets one more below
+        seed = options.seed * 1000 + k
+        instances.append(
+            generate(seed, nodes, cts) if family == "skewed" else generate_family(seed, family, nodes, cts)
+        )
+    if "sizes" in families:
+        instances.append(generate_family(options.seed * 1000 + len(instances), "sizes", 50, 5000))
+    print(
+        f"# Balancing planner benchmark: {len(instances)} instances, seed {options.seed}; families: "
+        + ", ".join(f"{f} {sum(i.family == f for i in instances)}" for f in families)
+    )
 
-    rows = [
-        Row("firstFit"),
-        Row("rebalance greedy (mI 0)"),
-        Row("rebalance (minImprove 0)"),
-        Row("rebalance (minImprove 10)"),
-        Row("plan_balance (limits lifted)"),
-    ]
     planners: dict[str, Planner] = {
         "firstFit": strategy_planner("firstFit"),
-        "rebalance greedy (mI 0)": with_gate(0)(strategy_planner("rebalance", RebalanceArgs(polish=False))),
-        "rebalance (minImprove 0)": with_gate(0)(strategy_planner("rebalance", RebalanceArgs())),
-        "rebalance (minImprove 10)": with_gate(10)(strategy_planner("rebalance", RebalanceArgs())),
-        "plan_balance (limits lifted)": with_gate(0)(lifted),
+        "Relieve greedy (mI 0)": with_gate(0)(strategy_planner("rebalance", RebalanceArgs(polish=False))),
+        "Relieve (minImprove 0)": with_gate(0)(strategy_planner("rebalance", RebalanceArgs())),
+        "Relieve (minImprove 10)": with_gate(10)(strategy_planner("rebalance", RebalanceArgs())),
+        "plan_balance Relieve (lifted)": with_gate(0)(lifted),
+        "Level (minGain 2, tol 5)": level_planner(),
+        "Level (minGain 1, tol 5)": level_planner(min_gain_percent=1),
+        "Level (minGain 0, tol 0)": level_planner(min_gain_percent=0, tolerance_percent=0),
+        "plan_balance Level (lifted)": lifted_level,
     }
+    rows = [Row(name) for name in planners]
     for instance in instances:
         repeat = 3 if instance.cts <= 1000 else 1
         for row in rows:
             row.outcomes[instance.name] = measure(instance, planners[row.name], repeat=repeat)
+    cycled = [i for i in instances if i.cts <= options.cycles_max_cts]
+    cycle_rows: list[Row] = []
     if not options.no_cycles:
-        for gate in (0, 10):
-            cycles_row = Row(f"plan_balance xN (mI {gate})")
-            for instance in instances:
-                cycles_row.outcomes[instance.name] = measure_cycles(instance, gate)
-            rows.append(cycles_row)
+        for objective, gate in (("Relieve", 0), ("Relieve", 10), ("Level", 10)):
+            cycles_row = Row(f"plan_balance xN {objective} (mI {gate})")
+            for instance in cycled:
+                cycles_row.outcomes[instance.name] = measure_cycles(instance, gate, objective=objective)
+            cycle_rows.append(cycles_row)
 
     optima: dict[str, Optimum] = {}
+    level_optima: dict[str, LevelOptimum] = {}
     try:
         import pulp  # noqa: F401
     except ImportError:
@@ -627,25 +975,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         for instance in instances:
             if instance.nodes <= MILP_MAX_NODES and instance.cts <= MILP_MAX_CTS:
                 optima[instance.name] = solve_optimum(instance, options.milp_seconds, options.level_seconds)
+                level_optima[instance.name] = solve_level(instance, options.level_milp_seconds)
 
-    print_quality(rows, instances)
-    print_optimum(rows, instances, optima)
+    feasible = {
+        i.name: i.certificate_moves is not None
+        or (i.name in optima and optima[i.name].solved and optima[i.name].excess <= 1e-6)
+        or (i.name in level_optima and level_optima[i.name].solved and level_optima[i.name].peak <= LIMIT + 1e-9)
+        or any(not row.outcomes[i.name].above_though_feasible for row in rows)
+        for i in instances
+    }
+    print_quality(rows, instances, feasible)
+    print_level_optimum(rows, instances, level_optima)
+    print_optimum(rows, [i for i in instances if feasible[i.name]], optima)
     print_versus_first_fit(rows, instances)
-    for row in rows:
-        if row.name.startswith("plan_balance xN"):
-            cycles = [row.outcomes[i.name].cycles for i in instances]
+    if cycle_rows and cycled:
+        print_quality(
+            [r for r in rows if r.name in ("Relieve (minImprove 10)", "Level (minGain 2, tol 5)")] + cycle_rows,
+            cycled,
+            feasible,
+            f"\n## Cycle by cycle with the default limits, the {len(cycled)} instances with <= "
+            f"{options.cycles_max_cts} CTs\n",
+        )
+        for row in cycle_rows:
+            cycles = [row.outcomes[i.name].cycles for i in cycled]
             print(
                 f"\n{row.name}: {statistics.mean(cycles):.1f} cycles on average (max {max(cycles)}) until the "
                 "plan is empty; its ms columns are the slowest cycle."
             )
-    largest = max(instances, key=lambda i: i.nodes * i.cts)
-    print(f"\n## Largest instance {largest.name}: {largest.nodes} nodes x {largest.cts} CTs\n")
-    for row in rows:
-        outcome = row.outcomes[largest.name]
-        print(
-            f"{row.name:<28} plan {outcome.plan_ms:7.1f} ms, {outcome.migrations} migrations, "
-            f"peak {fmt_pct(outcome.peak)}, above: {outcome.above_though_feasible}"
-        )
+    for largest in [i for i in instances if i.nodes * i.cts >= 50 * 5000]:
+        print(f"\n## Largest instance {largest.name} ({largest.family}): {largest.nodes} nodes x {largest.cts} CTs\n")
+        for row in rows:
+            outcome = row.outcomes[largest.name]
+            print(
+                f"{row.name:<30} plan {outcome.plan_ms:7.1f} ms, {outcome.migrations} migrations, "
+                f"peak {fmt_pct(outcome.peak)}, above: {outcome.above_though_feasible}"
+            )
     return 0
 
 

@@ -230,6 +230,9 @@ def test_server_side_defaults_are_visible_on_read_and_are_the_models(kube: KubeC
         "maxConcurrentMigrations": 1,
         "cooldownSeconds": 1800,
         "minImprovementPercent": 10,
+        "objective": "Relieve",
+        "minGainPercent": 2,
+        "levelTolerancePercent": 5,
     }
     assert pool["offload"] == {"mode": "Automatic"}
     assert pool["tls"] == {"insecureSkipVerify": False, "caConfigMapRef": {"name": "lab-pve-ca", "key": "ca.crt"}}

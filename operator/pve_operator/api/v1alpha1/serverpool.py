@@ -53,6 +53,18 @@ class UsageMetric(StrEnum):
     """The highest of the three, in percent."""
 
 
+class BalancingObjective(StrEnum):
+    """What balancing aims for once every node is under thresholds.migrateAbovePercent."""
+
+    RELIEVE = "Relieve"
+    """Only bring nodes back under migrateAbovePercent (and drain maintenance nodes), with the fewest
+    migrations; nodes inside the band are left alone."""
+
+    LEVEL = "Level"
+    """Relieve first, then lower the pool's peak usage with few migrations (each one a restart of a
+    running CT): moves off the hottest node while a move still lowers it by minGainPercent."""
+
+
 class AutomationMode(StrEnum):
     """How far the operator acts on its own."""
 
@@ -298,6 +310,19 @@ class BalancingSpec(ApiModel):
     re-targets a move only if the new target narrows the usage gap between source and target by at least
     this many percentage points, so changes that barely help are not made. Moves that bring a node back
     under migrateAbovePercent are never held back by it."""
+
+    objective: BalancingObjective = BalancingObjective.RELIEVE
+    """Relieve migrates only off nodes above migrateAbovePercent; Level also evens out the nodes under it
+    (lowers the pool's peak), at the price of more restart migrations."""
+
+    min_gain_percent: int = Field(2, ge=0, le=100)
+    """Objective Level: a levelling move must narrow the usage gap between its source (the hottest node)
+    and its target by at least this many percentage points, so CTs too small to matter are not moved."""
+
+    level_tolerance_percent: int = Field(5, ge=0, le=100)
+    """Objective Level: the plan stops at its first move whose peak is within this many percent of the
+    lowest peak the planner found (5: at most 1.05 times it), trading the last bit of levelling for fewer
+    restarts; a pool already that close plans nothing."""
 
 
 class OffloadSpec(ApiModel):

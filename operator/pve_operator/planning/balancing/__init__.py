@@ -9,7 +9,8 @@ always gives the same plan. Entry points:
 * :func:`project` applies actions to a snapshot (the operator uses it to apply its in-flight journal
   to PVE's lagging statistics, so the same move is never planned twice);
 * :func:`get_strategy` / :func:`strategy_names` / :func:`register` give the strategies by name
-  (``rebalance``, ``offload``, ``restore``, ``firstFit``) with their args models.
+  (``rebalance``, ``offload``, ``restore``, ``firstFit``; ``level``, the Level objective's, is
+  ``level.STRATEGY``) with their args models.
 """
 
 from pve_operator.planning.balancing.first_fit import FirstFitArgs
@@ -17,12 +18,14 @@ from pve_operator.planning.balancing.inputs import (
     PINNED_TAG,
     BalancingInput,
     BalancingLimits,
+    BalancingObjective,
     InFlight,
     ManagedCT,
     PoolNodeSpec,
     Thresholds,
     with_stray_nodes,
 )
+from pve_operator.planning.balancing.level import LevelArgs
 from pve_operator.planning.balancing.limits import LimitedActions, Limiter, apply_limits, is_migration
 from pve_operator.planning.balancing.objective import Objective, objective
 from pve_operator.planning.balancing.offload import OffloadArgs
@@ -39,8 +42,10 @@ __all__ = [
     "BalancePlan",
     "BalancingInput",
     "BalancingLimits",
+    "BalancingObjective",
     "FirstFitArgs",
     "InFlight",
+    "LevelArgs",
     "LimitedActions",
     "Limiter",
     "ManagedCT",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 
 from pve_operator.planning.model import ClusterSnapshot, Metric
@@ -76,9 +77,19 @@ class Thresholds:
         )
 
 
+class BalancingObjective(StrEnum):
+    """``balancing.objective``: which migration strategy :func:`plan_balance` runs by default."""
+
+    #: ``rebalance``: bring nodes back under the migrate threshold, nothing more.
+    RELIEVE = "Relieve"
+    #: ``level``: relieve, then lower the pool's peak (``level.py``).
+    LEVEL = "Level"
+
+
 @dataclass(frozen=True)
 class BalancingLimits:
-    """The pool's ``balancing`` settings that bound what one cycle may do (applied in ``limits.py``)."""
+    """The pool's ``balancing`` settings that bound what one cycle may do (applied in ``limits.py``),
+    and the objective with its two knobs (used by ``level.py``)."""
 
     #: Migrations in flight at once across the pool, counting the ones already running.
     max_concurrent_migrations: int = 1
@@ -91,6 +102,12 @@ class BalancingLimits:
     #: lets each arrival show up in the node's statistics before the next is planned against them
     #: (proxlb-solver's ``max_node_inflow``).
     max_inbound_per_target: int = 1
+    #: Relieve (``rebalance``) or Level (``level``): the migration strategy ``plan_balance`` runs by default.
+    objective: BalancingObjective = BalancingObjective.RELIEVE
+    #: Level: a levelling move must narrow its source-target gap by at least this much (points / 100).
+    min_gain_fraction: float = 0.02
+    #: Level: the plan stops at its first move whose peak is at most ``1 + this`` times the best peak found.
+    level_tolerance_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if self.max_concurrent_migrations < 1:
@@ -100,6 +117,8 @@ class BalancingLimits:
         if self.cooldown_seconds < 0:
             raise ValueError(f"cooldown_seconds must not be negative, got {self.cooldown_seconds}")
         _fraction("min_improvement_fraction", self.min_improvement_fraction)
+        _fraction("min_gain_fraction", self.min_gain_fraction)
+        _fraction("level_tolerance_fraction", self.level_tolerance_fraction)
 
     @classmethod
     def from_percent(
@@ -109,6 +128,9 @@ class BalancingLimits:
         cooldown_seconds: float = 1800,
         min_improvement_percent: float = 10,
         max_inbound_per_target: int = 1,
+        objective: str = BalancingObjective.RELIEVE.value,
+        min_gain_percent: float = 2,
+        level_tolerance_percent: float = 5,
     ) -> BalancingLimits:
         """Build from the CRD's ``balancing`` figures."""
         return cls(
@@ -116,6 +138,9 @@ class BalancingLimits:
             cooldown_seconds=cooldown_seconds,
             min_improvement_fraction=min_improvement_percent / 100,
             max_inbound_per_target=max_inbound_per_target,
+            objective=BalancingObjective(objective),
+            min_gain_fraction=min_gain_percent / 100,
+            level_tolerance_fraction=level_tolerance_percent / 100,
         )
 
 

@@ -2,8 +2,9 @@
 
 The order, each stage planned on the state the previous ones leave (projected, limits applied):
 
-1. **Migrate** (``rebalance`` by default): relieve nodes that stay above ``migrateAbovePercent`` and
-   drain maintenance nodes. Migration is tried first because it keeps every CT running.
+1. **Migrate** (``rebalance``, or ``level`` for the Level objective): relieve nodes that stay above
+   ``migrateAbovePercent`` and drain maintenance nodes (Level then lowers the pool's peak). Migration is tried first
+   because it keeps every CT running.
 2. **Offload**: on nodes still above ``offloadAbovePercent`` after the migrations the limits let
    through this cycle, stop just enough low-priority CTs. Planned against the *limited* migrations on
    purpose: a node above the offload threshold is in danger now, and migrations held back by
@@ -23,13 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
-from pve_operator.planning.balancing.inputs import BalancingInput
+from pve_operator.planning.balancing.inputs import BalancingInput, BalancingObjective
 from pve_operator.planning.balancing.limits import Limiter
 from pve_operator.planning.balancing.proposal import Refusal
 from pve_operator.planning.balancing.registry import get_strategy
 from pve_operator.planning.balancing.state import project
+from pve_operator.planning.balancing.strategy import Strategy
 from pve_operator.planning.model import ClusterSnapshot
 
 #: Rounds of migrate/offload/restore in one plan. Each round after the first only runs because the previous
@@ -67,18 +70,21 @@ class BalancePlan:
 def plan_balance(
     inp: BalancingInput,
     *,
-    migration: str = "rebalance",
+    migration: str | None = None,
     args: Mapping[str, object] | None = None,
 ) -> BalancePlan:
     """Plan one cycle: ``migration`` strategy, then ``offload``, then ``restore``, then limits.
 
+    ``migration`` defaults to the input's objective: ``rebalance`` for Relieve, ``level`` for Level.
     ``args`` maps a strategy name to its args object (e.g. ``{"rebalance": RebalanceArgs(...)}``);
     strategies without an entry use their defaults.
     """
     args = args or {}
-    stages = []
+    if migration is None:
+        migration = "level" if inp.limits.objective is BalancingObjective.LEVEL else "rebalance"
+    stages: list[Strategy[Any]] = []
     if inp.balancing_enabled:
-        strategy = get_strategy(migration)
+        strategy: Strategy[Any] = get_strategy(migration)
         if strategy.stage != "Migrate":
             raise ValueError(f"strategy {migration!r} plans {strategy.stage}, not Migrate")
         stages.append(strategy)

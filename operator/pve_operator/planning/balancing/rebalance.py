@@ -482,6 +482,15 @@ def propose(inp: BalancingInput, args: RebalanceArgs) -> Proposal:
     return Proposal(actions=planner.actions(), refusals=tuple(planner.refusals))
 
 
+def propose_drains(inp: BalancingInput, args: RebalanceArgs) -> Proposal:
+    """Only the maintenance drains of :func:`propose` (``level`` plans the relief its own way when
+    this strategy's relief leaves a node above the threshold)."""
+    planner = _Planner(inp, args)
+    if args.drain_maintenance:
+        planner.drain()
+    return Proposal(actions=planner.actions(), refusals=tuple(planner.refusals))
+
+
 STRATEGY = Strategy(
     name="rebalance",
     stage="Migrate",

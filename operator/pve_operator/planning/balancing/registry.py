@@ -1,14 +1,14 @@
-"""Strategies by name: the four built in, and ``register`` for more.
+"""Strategies by name: the five built in, and ``register`` for more.
 
-The operator picks a migration strategy by name (``rebalance`` by default; ``firstFit`` reproduces the
-lab) and always runs ``offload`` and ``restore`` after it when offload is not Off.
+The operator picks a migration strategy by name (``rebalance`` for the Relieve objective, ``level`` for
+Level; ``firstFit`` reproduces the lab) and always runs ``offload`` and ``restore`` after it when offload is not Off.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pve_operator.planning.balancing import first_fit, offload, rebalance, restore
+from pve_operator.planning.balancing import first_fit, level, offload, rebalance, restore
 from pve_operator.planning.balancing.strategy import Strategy
 
 _REGISTRY: dict[str, Strategy[Any]] = {}
@@ -33,5 +33,5 @@ def strategy_names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-for _builtin in (rebalance.STRATEGY, offload.STRATEGY, restore.STRATEGY, first_fit.STRATEGY):
+for _builtin in (rebalance.STRATEGY, level.STRATEGY, offload.STRATEGY, restore.STRATEGY, first_fit.STRATEGY):
     register(_builtin)

@@ -23,8 +23,9 @@ from pve_operator.planning.model import ClusterSnapshot, Metric
 from tests.builders import build_node
 
 
-def test_the_four_strategies_are_registered_with_their_args() -> None:
-    assert strategy_names() == ("firstFit", "offload", "rebalance", "restore")
+def test_the_five_strategies_are_registered_with_their_args() -> None:
+    assert strategy_names() == ("firstFit", "level", "offload", "rebalance", "restore")
+    assert get_strategy("level").stage == "Migrate"
     assert get_strategy("rebalance").args_type is RebalanceArgs
     assert get_strategy("offload").default_args() == OffloadArgs()
     assert get_strategy("restore").stage == "Restore"
@@ -32,7 +33,7 @@ def test_the_four_strategies_are_registered_with_their_args() -> None:
 
 
 def test_an_unknown_strategy_name_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="known: firstFit, offload, rebalance, restore"):
+    with pytest.raises(ValueError, match="known: firstFit, level, offload, rebalance, restore"):
         get_strategy("leastLoaded")
 
 
