@@ -338,6 +338,8 @@ class _Leveller:
     def best_swap(self, source: str, now: float) -> list[_Move] | None:
         """A CT off ``source`` for a smaller one of a cool node: finer than a move when the hottest node's
         CTs are all too big for any target. The order of the two moves keeps every step within the rules."""
+        if source not in self.targets:
+            return None  # weight 0, or no capacity known: a swap would move a CT *into* it
         state = self.state
         metric = self.metric
         node = state.nodes[source]
