@@ -41,7 +41,6 @@ from pve_operator.handlers.runtime import (
     TASK_TIMEOUT_SECONDS,
     ConfigurationError,
     OperatorRuntime,
-    TagAccess,
 )
 from pve_operator.handlers.status import (
     append_recent,
@@ -291,17 +290,6 @@ def discover_owned(
     return owned
 
 
-def tags_refused_here(
-    access: TagAccess | None, snapshot: ClusterSnapshot, wanted: set[str] | frozenset[str]
-) -> frozenset[str]:
-    """The tags a create would carry that the cluster's tag rules refuse the operator's user (known from
-    the pool's last sample; nothing when the rules could not be read)."""
-    if access is None or access.rules is None:
-        return frozenset()
-    existing = {t for ct in snapshot.containers.values() for t in ct.tags}
-    return access.rules.refused(wanted, privileged=access.privileged, existing=existing)
-
-
 def creations_in_progress(snapshot: ClusterSnapshot, vmid_range: range, owned: list[OwnedContainer]) -> list[int]:
     """CTs in the range that PVE is still creating and whose owner cannot be read yet.
 
@@ -414,9 +402,9 @@ def reconcile_policy(
                 plan,
                 actions=[a for a in plan.actions if not (isinstance(a, CreateContainer) and a.vmid in backoffs)],
             )
-        refused_tags = tags_refused_here(
-            connection.tag_access, snapshot, ownership_tags(uid) | set(policy.template.tags)
-        )
+        access = connection.tag_access
+        wanted = ownership_tags(uid) | set(policy.template.tags)
+        refused_tags = access.refused(wanted, snapshot) if access is not None else frozenset()
         if refused_tags and any(isinstance(a, CreateContainer) for a in plan.actions):
             plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
         else:

@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
 from pve_operator.api.v1alpha1.serverpool import PasswordCredentials, TokenCredentials, credentials_from_secret
 from pve_operator.planning.ownership import OwnershipRecord
-from pve_operator.planning.pve_access import TagRules
+from pve_operator.planning.pve_access import TagAccess
 from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,6 @@ def load_kubernetes_config() -> None:
         kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kube_config.ConfigException:
         kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True)
-class TagAccess:
-    """What the pool's last sample learnt about the tags its user may set (``planning.pve_access``)."""
-
-    #: None without ``Sys.Audit`` on ``/`` (PVE's ``GET /cluster/options`` then leaves the tag settings
-    #: out): the rules are unknown and a refusal is recognised in PVE's answer to a create instead.
-    rules: TagRules | None
-    #: ``Sys.Modify`` on ``/``: every tag is allowed.
-    privileged: bool
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
 from pve_operator.handlers.balancing import balance_pool
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
-from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime, TagAccess
+from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
 from pve_operator.handlers.status import (
     conditions_payload,
     node_statuses,
@@ -27,8 +27,7 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import NODE_UTILIZATION, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.model import ClusterSnapshot
-from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
-from pve_operator.planning.pve_access import TagRules, missing_sdn_use, sdn_use_path
+from pve_operator.planning.pve_access import PolicyNeeds, TagAccess, TagRules, access_problems
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
@@ -83,58 +82,17 @@ def read_tag_access(client: PveClient, permissions_on_root: Mapping[str, Mapping
     return TagAccess(rules, privileged)
 
 
-def access_problems(
-    access: TagAccess,
-    snapshot: ClusterSnapshot,
-    policies: Sequence[Mapping[str, Any]],
-    sdn_permissions: Mapping[str, Mapping[str, Mapping[str, int]]],
-) -> tuple[list[tuple[str, ConditionStatus, str, str]], str]:
-    """Condition updates when PVE's tag or bridge rules make the pool's work fail, and a warning for
-    policies whose own tags are refused (their creations fail, the pool's safety net does not)."""
-    paths = {sdn_use_path(str(b), int(v) or None) for p in policies for b, v in p.get("bridges") or ()}
-    missing = missing_sdn_use(paths, sdn_permissions)
-    if missing:
-        users = sorted(
-            str(p["name"])
-            for p in policies
-            if {sdn_use_path(str(b), int(v) or None) for b, v in p.get("bridges") or ()} & set(missing)
+def policy_needs(policies: Sequence[Mapping[str, Any]]) -> list[PolicyNeeds]:
+    """The bridges and tags of the pool's policies, from their ``policies_by_pool`` summaries."""
+    return [
+        PolicyNeeds(
+            name=str(p["name"]),
+            uid=str(p["uid"]),
+            bridges=frozenset((str(b), int(v) or None) for b, v in p.get("bridges") or ()),
+            tags=frozenset(p.get("tags") or ()),
         )
-        return (
-            _failed(
-                "PermissionDenied",
-                f"the operator's Proxmox VE user lacks SDN.Use on {', '.join(missing)} (the bridges of "
-                f"ContainerPolicy {', '.join(users)}): every create there would fail with 403; grant the "
-                "CTOperatorSDN role on /sdn/zones/localnetwork (docs/proxmox-setup.md)",
-            ),
-            "",
-        )
-    if access.rules is None:
-        return [], ""
-    existing = {t for ct in snapshot.containers.values() for t in ct.tags}
-    pool_wide = access.rules.refused({MANAGED_TAG, OFFLOADED_TAG}, privileged=access.privileged, existing=existing)
-    if pool_wide:
-        return (
-            _failed(
-                "TagsNotAllowed",
-                f"Proxmox VE refuses the operator's tag(s) {', '.join(sorted(pool_wide))} (creates and offloads "
-                f"would fail with 403): {access.rules.explain(pool_wide)}",
-            ),
-            "",
-        )
-    refused_by_policy = {
-        str(p["name"]): refused
         for p in policies
-        if (
-            refused := access.rules.refused(
-                {policy_tag(str(p["uid"])), *(p.get("tags") or ())}, privileged=access.privileged, existing=existing
-            )
-        )
-    }
-    if not refused_by_policy:
-        return [], ""
-    every = frozenset().union(*refused_by_policy.values())
-    listed = "; ".join(f"{name}: {', '.join(sorted(tags))}" for name, tags in sorted(refused_by_policy.items()))
-    return [], f"Proxmox VE refuses the tags of ContainerPolicy {listed}: {access.rules.explain(every)}"
+    ]
 
 
 def probe_pool(
@@ -161,8 +119,9 @@ def probe_pool(
         version = client.version()
         snapshot = client.snapshot(time.time())
         permissions = {path: client.permissions(path) for path in REQUIRED_PRIVILEGES}
-        bridges = {sdn_use_path(str(b), int(v) or None) for p in policies for b, v in p.get("bridges") or ()}
-        sdn_permissions = {path: client.permissions(path) for path in sorted(bridges)}
+        needs = policy_needs(policies)
+        sdn_paths = frozenset().union(*(p.sdn_paths() for p in needs))
+        sdn_permissions = {path: client.permissions(path) for path in sorted(sdn_paths)}
         connection.tag_access = read_tag_access(client, client.permissions("/"))
     except ValidationError as exc:
         updates = _failed("InvalidSpec", describe_validation_error(exc))
@@ -198,7 +157,7 @@ def probe_pool(
         unknown = [n for n in pool.node_names if n not in snapshot.nodes]
         offline = [n.name for n in nodes if not n.online and n.name not in unknown]
         denied = missing_privileges(permissions)
-        access_updates, tag_warning = access_problems(connection.tag_access, snapshot, policies, sdn_permissions)
+        access = access_problems(connection.tag_access, snapshot, needs, sdn_permissions)
         if unknown:
             updates = _failed(
                 "NodeNotFound",
@@ -207,8 +166,8 @@ def probe_pool(
         elif denied:
             listed = ", ".join(f"{priv} on {path}" for path, priv in denied)
             updates = _failed("PermissionDenied", f"the operator's Proxmox VE user lacks {listed}")
-        elif access_updates:
-            updates = access_updates
+        elif access.blocking:
+            updates = _failed(*access.blocking)
         else:
             message = f"connected to Proxmox VE {version.get('version', '?')}; {online}/{len(nodes)} nodes online"
             sample = (pool, client, snapshot)
@@ -221,8 +180,8 @@ def probe_pool(
                     f"nodes offline: {', '.join(offline)}" if offline else "",
                 ),
             ]
-            if tag_warning and not offline:
-                updates[1] = (ConditionType.DEGRADED, ConditionStatus.TRUE, "TagsNotAllowed", tag_warning)
+            if access.warning and not offline:
+                updates[1] = (ConditionType.DEGRADED, ConditionStatus.TRUE, "TagsNotAllowed", access.warning)
     conditions = with_conditions(previous, updates, now=now, generation=generation)
     patch.status["conditions"] = conditions_payload(conditions)
     patch.status["observedGeneration"] = generation

@@ -23,9 +23,12 @@ that is an SDN VNet is checked in its own zone instead; the operator checks ``lo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from pve_operator.planning.model import ClusterSnapshot
+from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
 
 #: What PVE says when a tag needs ``Sys.Modify`` on ``/`` (``assert_tag_permissions``).
 TAG_REFUSAL = re.compile(r"Sys\.Modify for modifying tag '(?P<tag>[^']*)'")
@@ -128,3 +131,88 @@ def sdn_use_path(bridge: str, vlan: int | None) -> str:
 def missing_sdn_use(paths: Iterable[str], permissions: Mapping[str, Mapping[str, Mapping[str, int]]]) -> list[str]:
     """Paths without ``SDN.Use``; ``permissions``: ``GET /access/permissions?path=P`` answers by P."""
     return sorted(p for p in set(paths) if not permissions.get(p, {}).get(p, {}).get("SDN.Use"))
+
+
+@dataclass(frozen=True)
+class TagAccess:
+    """What a pool's sample learnt about the tags its user may set."""
+
+    #: None without ``Sys.Audit`` on ``/`` (PVE's ``GET /cluster/options`` then leaves the tag settings
+    #: out): the rules are unknown and a refusal is recognised in PVE's answer to a create instead.
+    rules: TagRules | None
+    #: ``Sys.Modify`` on ``/``: every tag is allowed.
+    privileged: bool
+
+    def refused(self, wanted: Iterable[str], snapshot: ClusterSnapshot) -> frozenset[str]:
+        """The tags of ``wanted`` the rules refuse, ``existing`` ones being those on the snapshot's CTs;
+        nothing when the rules are unknown."""
+        if self.rules is None:
+            return frozenset()
+        existing = {t for ct in snapshot.containers.values() for t in ct.tags}
+        return self.rules.refused(wanted, privileged=self.privileged, existing=existing)
+
+
+@dataclass(frozen=True)
+class PolicyNeeds:
+    """What one ContainerPolicy's creations need from these rules."""
+
+    name: str
+    uid: str
+    #: (bridge, VLAN tag or None) of each NIC.
+    bridges: frozenset[tuple[str, int | None]]
+    #: The policy's own ``template.tags`` (the operator adds its ownership tags).
+    tags: frozenset[str]
+
+    def sdn_paths(self) -> frozenset[str]:
+        return frozenset(sdn_use_path(bridge, vlan) for bridge, vlan in self.bridges)
+
+    def wanted_tags(self) -> frozenset[str]:
+        return frozenset({policy_tag(self.uid)}) | self.tags
+
+
+@dataclass(frozen=True)
+class AccessProblems:
+    """A pool's verdict: ``blocking`` (reason, message) makes it not Ready; ``warning`` is a Degraded
+    message for policies whose own tags are refused (their creations fail, the pool's safety net not)."""
+
+    blocking: tuple[str, str] | None = None
+    warning: str = ""
+
+
+def access_problems(
+    access: TagAccess,
+    snapshot: ClusterSnapshot,
+    policies: Sequence[PolicyNeeds],
+    sdn_permissions: Mapping[str, Mapping[str, Mapping[str, int]]],
+) -> AccessProblems:
+    """What PVE's bridge and tag rules do to the pool's work, worst first."""
+    missing = missing_sdn_use(frozenset().union(*(p.sdn_paths() for p in policies)), sdn_permissions)
+    if missing:
+        users = sorted(p.name for p in policies if p.sdn_paths() & set(missing))
+        return AccessProblems(
+            blocking=(
+                "PermissionDenied",
+                f"the operator's Proxmox VE user lacks SDN.Use on {', '.join(missing)} (the bridges of "
+                f"ContainerPolicy {', '.join(users)}): every create there would fail with 403; grant the "
+                "CTOperatorSDN role on /sdn/zones/localnetwork (docs/proxmox-setup.md)",
+            )
+        )
+    if access.rules is None:
+        return AccessProblems()
+    pool_wide = access.refused({MANAGED_TAG, OFFLOADED_TAG}, snapshot)
+    if pool_wide:
+        return AccessProblems(
+            blocking=(
+                "TagsNotAllowed",
+                f"Proxmox VE refuses the operator's tag(s) {', '.join(sorted(pool_wide))} (creates and offloads "
+                f"would fail with 403): {access.rules.explain(pool_wide)}",
+            )
+        )
+    refused_by_policy = {p.name: refused for p in policies if (refused := access.refused(p.wanted_tags(), snapshot))}
+    if not refused_by_policy:
+        return AccessProblems()
+    every = frozenset().union(*refused_by_policy.values())
+    listed = "; ".join(f"{name}: {', '.join(sorted(tags))}" for name, tags in sorted(refused_by_policy.items()))
+    return AccessProblems(
+        warning=f"Proxmox VE refuses the tags of ContainerPolicy {listed}: {access.rules.explain(every)}"
+    )

@@ -80,3 +80,40 @@ def test_sdn_use_paths_and_what_is_missing() -> None:
         "/sdn/zones/localnetwork/vmbr1/20": {"/sdn/zones/localnetwork/vmbr1/20": {"SDN.Audit": 1}},
     }
     assert missing_sdn_use(list(answers), answers) == ["/sdn/zones/localnetwork/vmbr1/20"]
+
+
+def test_the_pools_verdict_worst_first() -> None:
+    from pve_operator.planning.model import ClusterSnapshot
+    from pve_operator.planning.ownership import policy_tag
+    from pve_operator.planning.pve_access import PolicyNeeds, TagAccess, access_problems
+    from tests.builders import build_ct, build_node
+
+    snapshot = ClusterSnapshot.of(0.0, [build_node("n1")], [build_ct(100, "n1", tags=frozenset({"pve-operator"}))])
+    web = PolicyNeeds("web", "uid-web", frozenset({("vmbr0", None)}), frozenset())
+    db = PolicyNeeds("db", "uid-db", frozenset({("vmbr1", 20)}), frozenset({"db"}))
+    granted = {p: {p: {"SDN.Use": 1}} for p in ("/sdn/zones/localnetwork/vmbr0", "/sdn/zones/localnetwork/vmbr1/20")}
+    free = TagAccess(TagRules(), privileged=False)
+
+    no_sdn = access_problems(free, snapshot, [web, db], {k: v for k, v in granted.items() if "vmbr0" in k})
+    assert no_sdn.blocking is not None and no_sdn.blocking[0] == "PermissionDenied"
+    assert "/sdn/zones/localnetwork/vmbr1/20" in no_sdn.blocking[1] and "ContainerPolicy db" in no_sdn.blocking[1]
+
+    assert access_problems(free, snapshot, [web, db], granted) == type(no_sdn)()
+    assert access_problems(TagAccess(None, False), snapshot, [web, db], granted) == type(no_sdn)()
+
+    listed = TagRules(UserTagAccess.EXISTING, allow_list=frozenset({"db"}))
+    pool_wide = access_problems(TagAccess(listed, False), snapshot, [web, db], granted)
+    assert pool_wide.blocking is not None and pool_wide.blocking[0] == "TagsNotAllowed"
+    assert "pve-operator-offloaded" in pool_wide.blocking[1] and "pve-operator," not in pool_wide.blocking[1]
+
+    allowed = listed.allow_list | {"pve-operator-offloaded", policy_tag("uid-web")}
+    per_policy = access_problems(TagAccess(replace_allow(listed, allowed), False), snapshot, [web, db], granted)
+    assert per_policy.blocking is None
+    assert per_policy.warning.startswith(f"Proxmox VE refuses the tags of ContainerPolicy db: {policy_tag('uid-db')}")
+    assert access_problems(TagAccess(listed, True), snapshot, [web, db], granted) == type(no_sdn)()
+
+
+def replace_allow(rules: TagRules, allow_list: frozenset[str]) -> TagRules:
+    from dataclasses import replace
+
+    return replace(rules, allow_list=allow_list)
