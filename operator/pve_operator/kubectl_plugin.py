@@ -261,6 +261,15 @@ def _load_against(node: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[flo
     if metric == "max":
         known = [v for v in figures.values() if v is not None]
         value = max(known) if known else None
+    elif metric == "weighted":
+        given = thresholds.get("metricWeights") or {}
+        weights = {"memory": 100, "cpu": 100, "disk": 0} | {k: int(v) for k, v in given.items()}
+        used = {m: w for m, w in weights.items() if w > 0}
+        value = (
+            sum(w * float(figures[m]) for m, w in used.items()) / sum(used.values())  # type: ignore[arg-type]
+            if used and all(figures.get(m) is not None for m in used)
+            else None
+        )
     else:
         value = figures.get(metric)
     if not node.get("online") or value is None:

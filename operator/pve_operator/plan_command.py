@@ -24,7 +24,7 @@ from pve_operator.api.v1alpha1 import GROUP, VERSION, ProxmoxServerPoolSpec
 from pve_operator.handlers.balancing import collect_input, describe, policy_summary
 from pve_operator.handlers.runtime import ConfigurationError, OperatorRuntime, load_kubernetes_config
 from pve_operator.planning.balancing import plan_balance
-from pve_operator.planning.model import Metric
+from pve_operator.planning.model import Metric, UsageMeasure, pool_measure
 from pve_operator.pve.errors import PveError
 
 
@@ -60,7 +60,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         client = runtime.connection(args.namespace, args.pool, pool).client
         snapshot = client.snapshot(time.time())
-        metric = Metric(pool.thresholds.metric.value)
+        metric = pool_measure(pool.thresholds)
         samples = 1 if args.as_sampled else pool.thresholds.sustained_samples
         history = {
             n.name: [snapshot.nodes[n.name].used_fraction(metric)] * samples
@@ -96,7 +96,9 @@ def _as_dict(value: object) -> dict[str, Any]:
     return value
 
 
-def _print_plan(name: str, pool: ProxmoxServerPoolSpec, snapshot: Any, plan: Any, metric: Metric, managed: int) -> None:
+def _print_plan(
+    name: str, pool: ProxmoxServerPoolSpec, snapshot: Any, plan: Any, metric: UsageMeasure, managed: int
+) -> None:
     t = pool.thresholds
     print(
         f"Pool {name}: {metric.value} thresholds migrate>{t.migrate_above_percent}% "

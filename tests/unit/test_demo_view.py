@@ -297,4 +297,4 @@ def test_default_thresholds_are_the_api_defaults() -> None:
     from demo_view import DEFAULT_THRESHOLDS
     from pve_operator.api.v1alpha1.serverpool import Thresholds
 
-    assert Thresholds().model_dump(mode="json", by_alias=True) == DEFAULT_THRESHOLDS
+    assert Thresholds().model_dump(mode="json", by_alias=True, exclude_none=True) == DEFAULT_THRESHOLDS

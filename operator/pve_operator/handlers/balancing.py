@@ -51,9 +51,10 @@ from pve_operator.planning.balancing import (
     plan_balance,
     with_stray_nodes,
 )
+from pve_operator.planning.balancing.cpu_window import CpuWindow
 from pve_operator.planning.balancing.inputs import migration_failures_from
 from pve_operator.planning.balancing.state import project
-from pve_operator.planning.model import ClusterSnapshot, Metric
+from pve_operator.planning.model import ClusterSnapshot, UsageMeasure, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG
 from pve_operator.pve.client import PveClient
 
@@ -70,6 +71,8 @@ class PoolMemory:
     """What the operator remembers between cycles of one pool (lost on restart: acts later, not wrong)."""
 
     history: dict[str, deque[float]] = field(default_factory=dict)
+    #: CPU readings of the nodes and CTs: the planner sees CPU averaged over sustainedSamples samples.
+    cpu: CpuWindow = field(default_factory=lambda: CpuWindow(3))
     last_action_at: dict[int, float] = field(default_factory=dict)
     last_refusals: frozenset[tuple[str, int | None, str | None]] = frozenset()
     last_recommendations: frozenset[tuple[str, int, str | None]] = frozenset()
@@ -229,7 +232,7 @@ def _recommendation(action: BalanceAction, policy: str | None, now: float) -> Re
     return Recommendation(**_planned_fields(action, policy, now))
 
 
-def describe(action: BalanceAction, metric: Metric) -> str:
+def describe(action: BalanceAction, metric: UsageMeasure) -> str:
     """E.g. ``migrate CT 3104 srv-px1 → srv-px2: memory 82% → 64% on srv-px1`` (the source's figures)."""
     verb = {"Migrate": "migrate", "Offload": "offload (stop)", "Restore": "restore (start)"}[action.kind]
     target = getattr(action, "target", None)
@@ -265,7 +268,7 @@ def collect_input(
 ) -> CollectedInput:
     """Everything the planner needs for one pool, from its spec and status, its policies and one snapshot."""
     thresholds = pool.thresholds
-    metric = Metric(thresholds.metric.value)
+    metric = pool_measure(thresholds)
     offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
     for entry in status.get("recentActions") or []:
         if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") in (
@@ -361,13 +364,16 @@ def balance_pool(
     now = time.time()
     memory = pool_memory(namespace, name)
     thresholds = pool.thresholds
-    metric = Metric(thresholds.metric.value)
+    metric = pool_measure(thresholds)
 
     # 1. Sample history of the metric per pool node.
     for node in pool.nodes:
         usage = snapshot.nodes.get(node.name)
         if usage is not None and usage.online:
             memory.history.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(usage.used_fraction(metric))
+    # 2. CPU over the same window: the planner weighs CPU as it was sustained, not as one sample shows it.
+    memory.cpu.resize(thresholds.sustained_samples)
+    memory.cpu.record(snapshot)
 
     collected = collect_input(
         namespace=namespace,
@@ -376,7 +382,7 @@ def balance_pool(
         runtime=runtime,
         policies=policies,
         client=client,
-        snapshot=snapshot,
+        snapshot=memory.cpu.averaged(snapshot),
         history=memory.history,
         last_action_at=memory.last_action_at,
         now=now,

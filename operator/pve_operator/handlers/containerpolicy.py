@@ -56,7 +56,7 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.actions import CreateContainer, DestroyContainer
-from pve_operator.planning.model import ClusterSnapshot, ContainerStatus, Metric
+from pve_operator.planning.model import ClusterSnapshot, ContainerStatus, pool_measure
 from pve_operator.planning.ownership import (
     OFFLOADED_TAG,
     OwnershipRecord,
@@ -158,7 +158,7 @@ def intent_from(
         replicas=policy.replicas,
         fill=FillIntent(policy.fill.until_percent / 100.0, policy.fill.max_replicas) if policy.fill else None,
         maintenance_nodes=frozenset(n.name for n in pool.nodes if n.maintenance),
-        metric=Metric(pool.thresholds.metric.value),
+        metric=pool_measure(pool.thresholds),
         ceiling_fraction=pool.thresholds.creation_ceiling_percent / 100.0,
         strategy=PlacementStrategy(policy.placement.strategy.value),
         paused=policy.paused,

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
+from pve_operator.api.v1alpha1 import MetricWeights
+from pve_operator.api.v1alpha1 import Thresholds as ThresholdsSpec
+
 
 class Metric(StrEnum):
     """Which resource a threshold is measured on. ``MAX`` is the highest of the three."""
@@ -20,6 +23,53 @@ class Metric(StrEnum):
     CPU = "cpu"
     DISK = "disk"
     MAX = "max"
+
+
+@dataclass(frozen=True)
+class WeightedMetric:
+    """A weighted mean of memory, CPU and disk use (``thresholds.metric: weighted``).
+
+    ``(w_mem * mem + w_cpu * cpu + w_disk * disk) / (w_mem + w_cpu + w_disk)``, each a fraction of the
+    node's capacity, so the result is a fraction too and the thresholds compare it as they compare one
+    resource. PVE 9's dynamic CRS balances on ``(cpu + mem) / 2`` (pve-ha-manager ``NodeStats::load``),
+    VMware DRS on CPU and memory together; the weights let a pool say how much each one counts.
+    Weights are relative (only their ratios matter) and at least one must be above 0.
+    """
+
+    memory: float = 1.0
+    cpu: float = 1.0
+    disk: float = 0.0
+
+    def __post_init__(self) -> None:
+        weights = (self.memory, self.cpu, self.disk)
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"metric weights must be >= 0 with at least one above 0, got {weights}")
+
+    @property
+    def value(self) -> str:
+        """How messages name it, e.g. ``weighted(memory 1, cpu 0.5)``."""
+        parts = [f"{name} {weight:g}" for name, weight in self.parts if weight > 0]
+        return f"weighted({', '.join(parts)})"
+
+    @property
+    def parts(self) -> tuple[tuple[Metric, float], ...]:
+        return ((Metric.MEMORY, self.memory), (Metric.CPU, self.cpu), (Metric.DISK, self.disk))
+
+    def combine(self, memory: float, cpu: float, disk: float) -> float:
+        """The weighted mean of three fractions."""
+        return (self.memory * memory + self.cpu * cpu + self.disk * disk) / (self.memory + self.cpu + self.disk)
+
+
+#: What a pool measures its nodes by: one resource, the highest of the three, or a weighted mean.
+UsageMeasure = Metric | WeightedMetric
+
+
+def pool_measure(thresholds: ThresholdsSpec) -> UsageMeasure:
+    """The measure a pool's ``thresholds`` name (``metric``, with ``metricWeights`` for ``weighted``)."""
+    if thresholds.metric.value != "weighted":
+        return Metric(thresholds.metric.value)
+    weights = thresholds.metric_weights or MetricWeights()
+    return WeightedMetric(memory=weights.memory, cpu=weights.cpu, disk=weights.disk)
 
 
 class ContainerStatus(StrEnum):
@@ -42,8 +92,12 @@ class NodeUsage:
     disk_total_bytes: int
     disk_used_bytes: int
 
-    def used_fraction(self, metric: Metric) -> float:
+    def used_fraction(self, metric: UsageMeasure) -> float:
         """Use of ``metric`` as a fraction of capacity (0 when the capacity is unknown)."""
+        if isinstance(metric, WeightedMetric):
+            return metric.combine(
+                self.used_fraction(Metric.MEMORY), self.used_fraction(Metric.CPU), self.used_fraction(Metric.DISK)
+            )
         if metric is Metric.MAX:
             return max(self.used_fraction(m) for m in (Metric.MEMORY, Metric.CPU, Metric.DISK))
         if metric is Metric.CPU:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from pve_operator.planning.model import Metric, NodeUsage
+from pve_operator.planning.model import NodeUsage, UsageMeasure
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -80,7 +80,7 @@ class PlacementResult:
         return len(self.nodes)
 
 
-def _refusal(candidate: NodeCandidate, demand: ContainerDemand, metric: Metric, ceiling: float) -> str | None:
+def _refusal(candidate: NodeCandidate, demand: ContainerDemand, metric: UsageMeasure, ceiling: float) -> str | None:
     if not candidate.usage.online:
         return "offline"
     if candidate.maintenance:
@@ -109,7 +109,7 @@ def place(
     candidates: Sequence[NodeCandidate],
     demand: ContainerDemand,
     *,
-    metric: Metric,
+    metric: UsageMeasure,
     ceiling_fraction: float,
     strategy: PlacementStrategy = PlacementStrategy.WEIGHTED_SPREAD,
     seed: str = "",

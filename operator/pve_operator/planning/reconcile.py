@@ -31,7 +31,14 @@ from pve_operator.planning.actions import (
     RestoreConfig,
     StartContainer,
 )
-from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, Metric
+from pve_operator.planning.model import (
+    ClusterSnapshot,
+    ContainerObservation,
+    ContainerStatus,
+    Metric,
+    UsageMeasure,
+    WeightedMetric,
+)
 from pve_operator.planning.placement import (
     ContainerDemand,
     NodeCandidate,
@@ -72,7 +79,7 @@ class PolicyIntent:
     replicas: int | None = None
     fill: FillIntent | None = None
     maintenance_nodes: frozenset[str] = frozenset()
-    metric: Metric = Metric.MEMORY
+    metric: UsageMeasure = Metric.MEMORY
     ceiling_fraction: float = 0.8
     strategy: PlacementStrategy = PlacementStrategy.WEIGHTED_SPREAD
     paused: bool = False
@@ -134,9 +141,11 @@ class ReconcilePlan:
 
 
 def pool_used_fraction(
-    snapshot: ClusterSnapshot, nodes: Sequence[str], metric: Metric, extra: ContainerDemand | None = None
+    snapshot: ClusterSnapshot, nodes: Sequence[str], metric: UsageMeasure, extra: ContainerDemand | None = None
 ) -> float:
     """Usage of ``metric`` over the given nodes together (sum of use / sum of capacity)."""
+    if isinstance(metric, WeightedMetric):
+        return metric.combine(*(pool_used_fraction(snapshot, nodes, m, extra) for m, _ in metric.parts))
     usages = [snapshot.nodes[n] for n in nodes if n in snapshot.nodes and snapshot.nodes[n].online]
     if extra is not None and usages:
         # Where one more CT would go does not matter for the pool total; add it to the first node.

@@ -51,6 +51,8 @@ class UsageMetric(StrEnum):
     DISK = "disk"
     MAX = "max"
     """The highest of the three, in percent."""
+    WEIGHTED = "weighted"
+    """A weighted mean of the three (weights in thresholds.metricWeights), in percent."""
 
 
 class BalancingObjective(StrEnum):
@@ -241,6 +243,41 @@ _CEILING_NOT_ABOVE_OFFLOAD = CelRule(
 )
 
 
+_WEIGHTS_ONLY_FOR_WEIGHTED = CelRule(
+    rule="!has(self.metricWeights) || self.metric == 'weighted'",
+    message="thresholds.metricWeights is used only with thresholds.metric weighted",
+    field_path=".metricWeights",
+)
+_SOME_WEIGHT = CelRule(
+    rule="self.memory + self.cpu + self.disk > 0",
+    message="thresholds.metricWeights must give at least one of memory, cpu, disk a weight above 0",
+)
+
+
+class MetricWeights(ApiModel):
+    """How much each resource counts in ``metric: weighted``: the node's figure is
+    ``(memory * mem% + cpu * cpu% + disk * disk%) / (memory + cpu + disk)``. Only the ratios matter:
+    ``{memory: 100, cpu: 50}`` counts memory twice as much as CPU. PVE 9's dynamic CRS uses CPU and memory
+    equally (the default here). CPU is the node's average over the last sustainedSamples samples, not one
+    sample, so a short burst does not move CTs."""
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_SOME_WEIGHT))
+
+    memory: int = Field(100, ge=0, le=100)
+    """Weight of memory use."""
+
+    cpu: int = Field(100, ge=0, le=100)
+    """Weight of CPU use (averaged over the sample window)."""
+
+    disk: int = Field(0, ge=0, le=100)
+    """Weight of root disk use."""
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        _SOME_WEIGHT.require(self.memory + self.cpu + self.disk > 0)
+        return self
+
+
 class Thresholds(ApiModel):
     """When a node counts as loaded. All figures are percent of the node's capacity in ``metric``.
 
@@ -251,12 +288,17 @@ class Thresholds(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=kube_schema(
-            _RESTORE_BELOW_MIGRATE, _MIGRATE_BELOW_OFFLOAD, _CEILING_NOT_ABOVE_OFFLOAD
+            _RESTORE_BELOW_MIGRATE, _MIGRATE_BELOW_OFFLOAD, _CEILING_NOT_ABOVE_OFFLOAD, _WEIGHTS_ONLY_FOR_WEIGHTED
         )
     )
 
     metric: UsageMetric = UsageMetric.MEMORY
-    """Usage figure compared with the thresholds: memory, cpu, disk, or max (the highest of the three)."""
+    """Usage figure compared with the thresholds and balanced by Relieve and Level: memory, cpu, disk, max
+    (the highest of the three) or weighted (a weighted mean, weights in metricWeights)."""
+
+    metric_weights: MetricWeights | None = None
+    """With metric weighted: how much memory, CPU and disk each count (default memory 100, cpu 100,
+    disk 0). Not allowed with another metric."""
 
     creation_ceiling_percent: int = Field(80, ge=1, le=100)
     """No new CT is placed on a node whose usage is at or above this, in percent."""
@@ -286,6 +328,9 @@ class Thresholds(ApiModel):
         _CEILING_NOT_ABOVE_OFFLOAD.require(
             self.creation_ceiling_percent <= self.offload_above_percent,
             f"{self.creation_ceiling_percent} > {self.offload_above_percent}",
+        )
+        _WEIGHTS_ONLY_FOR_WEIGHTED.require(
+            self.metric_weights is None or self.metric is UsageMetric.WEIGHTED, f"metric is {self.metric.value}"
         )
         return self
 
@@ -382,9 +427,7 @@ class ProxmoxServerPoolSpec(ApiModel):
         names = [node.name for node in nodes]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(
-                f"node names in nodes must be unique: {', '.join(duplicates)} appear more than once"
-            )
+            raise ValueError(f"node names in nodes must be unique: {', '.join(duplicates)} appear more than once")
         _NODE_WEIGHT_POSITIVE.require(any(node.weight > 0 for node in nodes))
         return nodes
 
@@ -464,15 +507,11 @@ def credentials_from_secret(data: Mapping[str, str]) -> TokenCredentials | Passw
     has_token = "tokenId" in data or "tokenSecret" in data
     has_password = "username" in data or "password" in data
     if has_token and has_password:
-        raise ValueError(
-            "the credentials Secret must hold either tokenId+tokenSecret or username+password, not both"
-        )
+        raise ValueError("the credentials Secret must hold either tokenId+tokenSecret or username+password, not both")
     if has_token:
         missing = [key for key in ("tokenId", "tokenSecret") if not data.get(key, "").strip()]
         if missing:
-            raise ValueError(
-                f"the credentials Secret has tokenId/tokenSecret but no value for {', '.join(missing)}"
-            )
+            raise ValueError(f"the credentials Secret has tokenId/tokenSecret but no value for {', '.join(missing)}")
         token_id, token_secret = data["tokenId"].strip(), data["tokenSecret"].strip()
         _check_credential("tokenId", token_id, _TOKENID, "user@realm!tokenname (no spaces, colons or slashes)")
         _check_credential("tokenSecret", token_secret, _TOKEN_SECRET, "printable ASCII without spaces (a UUID)")
@@ -480,16 +519,12 @@ def credentials_from_secret(data: Mapping[str, str]) -> TokenCredentials | Passw
     if has_password:
         missing = [key for key in ("username", "password") if not data.get(key, "")]
         if missing:
-            raise ValueError(
-                f"the credentials Secret has username/password but no value for {', '.join(missing)}"
-            )
+            raise ValueError(f"the credentials Secret has username/password but no value for {', '.join(missing)}")
         username = data["username"].strip()
         _check_credential("username", username, _USERID, "user@realm, e.g. root@pam")
         _check_credential("password", data["password"], None, "")
         return PasswordCredentials(username=username, password=data["password"])
-    raise ValueError(
-        "the credentials Secret must hold keys tokenId and tokenSecret, or username and password"
-    )
+    raise ValueError("the credentials Secret must hold keys tokenId and tokenSecret, or username and password")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,9 +628,7 @@ class ProxmoxServerPoolStatus(StatusModel):
     node_summary: str | None = Field(None, max_length=32)
     """``<online>/<in the pool>`` nodes, e.g. ``2/2`` (the Nodes column of kubectl get)."""
 
-    nodes: tuple[NodeStatus, ...] = Field(
-        (), max_length=64, json_schema_extra=kube_schema(list_map_keys=("name",))
-    )
+    nodes: tuple[NodeStatus, ...] = Field((), max_length=64, json_schema_extra=kube_schema(list_map_keys=("name",)))
     """Usage of each node of the pool at the last sample."""
 
     last_sample_time: Timestamp | None = None

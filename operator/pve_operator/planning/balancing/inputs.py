@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from pve_operator.planning.model import ClusterSnapshot, Metric
+from pve_operator.planning.model import ClusterSnapshot, Metric, UsageMeasure
 
 #: Tag a user puts on a CT to keep the operator from migrating or offloading it (it is still restored
 #: in place when it was offloaded before it was pinned). The operator also treats CTs of a policy
@@ -38,7 +38,7 @@ class Thresholds:
     it is the hysteresis that keeps the operator from undoing its own work.
     """
 
-    metric: Metric = Metric.MEMORY
+    metric: UsageMeasure = Metric.MEMORY
     migrate_above_fraction: float = 0.75
     offload_above_fraction: float = 0.90
     restore_below_fraction: float = 0.60
@@ -61,7 +61,7 @@ class Thresholds:
     def from_percent(
         cls,
         *,
-        metric: Metric = Metric.MEMORY,
+        metric: UsageMeasure = Metric.MEMORY,
         migrate_above_percent: float = 75,
         offload_above_percent: float = 90,
         restore_below_percent: float = 60,

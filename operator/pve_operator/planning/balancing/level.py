@@ -67,7 +67,7 @@ from pve_operator.planning.balancing.state import (
     sustained_above,
 )
 from pve_operator.planning.balancing.strategy import Strategy
-from pve_operator.planning.model import Metric
+from pve_operator.planning.model import Metric, WeightedMetric
 
 #: Coolest nodes a swap or a batch is tried with.
 SEARCH_TARGETS = 4
@@ -323,6 +323,8 @@ class _Leveller:
             Metric.MEMORY: load.memory_bytes / memory if memory > 0 else 1.0,
             Metric.DISK: load.disk_bytes / disk if disk > 0 else 1.0,
         }
+        if isinstance(self.metric, WeightedMetric):
+            return self.metric.combine(parts[Metric.MEMORY], parts[Metric.CPU], parts[Metric.DISK])
         return max(parts.values()) if self.metric is Metric.MAX else parts[self.metric]
 
     def _by_size(self, node: str) -> list[int]:

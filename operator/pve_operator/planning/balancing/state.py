@@ -20,7 +20,15 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer
-from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, Metric, NodeUsage
+from pve_operator.planning.model import (
+    ClusterSnapshot,
+    ContainerObservation,
+    ContainerStatus,
+    Metric,
+    NodeUsage,
+    UsageMeasure,
+    WeightedMetric,
+)
 from pve_operator.planning.ownership import OFFLOADED_TAG
 
 #: Tolerance of threshold comparisons: a projection that lands on a threshold is "at", not "above".
@@ -93,8 +101,14 @@ class NodeState:
         """Whether every capacity is known, which a node must have before anything is moved onto it."""
         return self.cores > 0 and self.mem_total > 0 and self.disk_total > 0
 
-    def fraction(self, metric: Metric, delta: Load = ZERO, sign: int = 1) -> float:
+    def fraction(self, metric: UsageMeasure, delta: Load = ZERO, sign: int = 1) -> float:
         """Use of ``metric`` as a fraction, after adding ``sign * delta`` (same rules as ``NodeUsage``)."""
+        if isinstance(metric, WeightedMetric):
+            return metric.combine(
+                self.fraction(Metric.MEMORY, delta, sign),
+                self.fraction(Metric.CPU, delta, sign),
+                self.fraction(Metric.DISK, delta, sign),
+            )
         if metric is Metric.MEMORY:
             return (self.mem_used + sign * delta.memory_bytes) / self.mem_total if self.mem_total > 0 else 0.0
         if metric is Metric.CPU:
@@ -134,7 +148,7 @@ class NodeState:
 class WorkingState:
     """A mutable projection of a snapshot: node loads plus where each CT is and what it adds."""
 
-    def __init__(self, snapshot: ClusterSnapshot, metric: Metric) -> None:
+    def __init__(self, snapshot: ClusterSnapshot, metric: UsageMeasure) -> None:
         self.snapshot = snapshot
         self.metric = metric
         self.nodes: dict[str, NodeState] = {name: NodeState(usage) for name, usage in snapshot.nodes.items()}
@@ -262,7 +276,7 @@ def project(snapshot: ClusterSnapshot, actions: Iterable[BalanceAction]) -> Clus
     )
 
 
-def node_fractions(snapshot: ClusterSnapshot, metric: Metric) -> Mapping[str, float]:
+def node_fractions(snapshot: ClusterSnapshot, metric: UsageMeasure) -> Mapping[str, float]:
     """Every node's use of ``metric`` as a fraction."""
     return {name: usage.used_fraction(metric) for name, usage in snapshot.nodes.items()}
 

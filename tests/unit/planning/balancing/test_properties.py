@@ -2,7 +2,7 @@
 
 The clusters mix everything the planner must cope with: 2-6 nodes of different sizes, offline nodes,
 nodes outside the pool, in maintenance or at weight 0, foreign CTs, pinned, locked, stopped,
-offloaded and cooling-down CTs, operations in flight, all four metrics, random thresholds, limits and
+offloaded and cooling-down CTs, operations in flight, all four metrics and weighted ones, random thresholds, limits and
 sample histories. Whatever the cluster, a plan must:
 
 * touch only our CTs, never a pinned one (except to start it where it lies), a locked one or one with
@@ -43,7 +43,14 @@ from pve_operator.planning.balancing import (
     project,
 )
 from pve_operator.planning.balancing.state import WorkingState, restored_load
-from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, Metric, NodeUsage
+from pve_operator.planning.model import (
+    ClusterSnapshot,
+    ContainerObservation,
+    ContainerStatus,
+    Metric,
+    NodeUsage,
+    WeightedMetric,
+)
 
 MIB = 1024**2
 GIB = 1024**3
@@ -64,7 +71,8 @@ def clusters(draw: st.DrawFn, *, steady: bool = False, in_flight: bool = True) -
 
     ``steady``: every node has been at its current figure for the last samples (no history window can
     change what is sustained by the next sample); otherwise half the nodes get a random history."""
-    metric = draw(st.sampled_from(list(Metric)))
+    weighted = [WeightedMetric(memory=1, cpu=1, disk=0), WeightedMetric(memory=2, cpu=1, disk=1)]
+    metric = draw(st.sampled_from([*Metric, *weighted]))
     samples = draw(st.integers(1, 3))
     thresholds = Thresholds(
         metric=metric,
