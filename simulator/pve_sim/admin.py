@@ -18,9 +18,9 @@ Routes (bodies are JSON objects, camelCase keys)::
     POST   /_sim/clock/advance   {seconds}              move simulated time forward
     POST   /_sim/clock/freeze | /_sim/clock/resume      stop / restart the clock
     POST   /_sim/clock/scale     {timeScale}            real seconds per simulated second
-    GET    /_sim/containers/{vmid}/usage                current usage of one CT
+    GET    /_sim/containers/{vmid}/usage                current usage of one CT (with its PSI figures)
     POST   /_sim/containers/{vmid}/usage {metric, profile}
-    GET    /_sim/nodes/{node}/usage                     current usage of one node
+    GET    /_sim/nodes/{node}/usage                     current usage of one node (uncapped demand, PSI)
     POST   /_sim/nodes/{node}/load {metric, profile}    the node's base load (outside any CT)
     POST   /_sim/nodes/{node}/offline | /online         595 for that node's API calls, or back
     GET    /_sim/faults                                 armed faults and latency rules

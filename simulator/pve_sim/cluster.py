@@ -35,6 +35,7 @@ from pve_sim.errors import PveApiError, internal, not_implemented
 from pve_sim.faults import FaultInjector
 from pve_sim.history import GIB, MIB, CtUsage, NodeCapacity, NodeUsage, Placement, Profile, UsageModel
 from pve_sim.load import BaseProfile, MetricProfiles, parse_profile
+from pve_sim.pressure import ct_pressure, node_pressure
 from pve_sim.scenario import (
     ContainerSpec,
     FailTasksEvent,
@@ -791,21 +792,28 @@ class SimCluster:
         self.faults.add_task_failure(task_type, message, count, node=node, vmid=vmid)
 
     def node_usage(self, node: str) -> dict[str, float]:
-        """Live usage of a node: cpu (fraction of its cores), mem/maxmem and disk/maxdisk in bytes."""
+        """Live usage of a node: cpu (fraction of its cores), mem/maxmem and disk/maxdisk in bytes,
+        the uncapped demand behind them (``cpudemand`` in cores, ``memdemand`` in bytes) and the PSI
+        figures the model derives from it (``pressure*``, percent; see :mod:`pve_sim.pressure`)."""
         with self._lock, self._at_now():
             if node not in self.state.nodes:
                 raise KeyError(f"node '{node}' does not exist")
-            usage = self.node_usage_now(node).as_dict()
+            now_usage = self.node_usage_now(node)
+            usage = now_usage.as_dict()
             usage["online"] = 1.0 if self.state.nodes[node].online else 0.0
+            usage["cpudemand"] = now_usage.cpu_demand_cores
+            usage["memdemand"] = float(now_usage.mem_demand_bytes)
+            usage.update(node_pressure(now_usage))
             return usage
 
     def container_usage(self, vmid: int) -> dict[str, float]:
-        """Live usage of a CT: cpu (fraction of its cpus), cpus, mem/maxmem, disk/maxdisk, running."""
+        """Live usage of a CT: cpu (fraction of its cpus), cpus, mem/maxmem, disk/maxdisk, running, and
+        while it runs the PSI figures of the model (``pressure*``, percent; see :mod:`pve_sim.pressure`)."""
         with self._lock, self._at_now():
             usage = self.ct_usage_now(vmid)
             if usage is None:
                 raise KeyError(f"CT {vmid} does not exist")
-            return {
+            result = {
                 "running": 1.0 if usage.running else 0.0,
                 "cpu": usage.cpu_fraction,
                 "cpus": usage.cpus,
@@ -814,6 +822,9 @@ class SimCluster:
                 "disk": float(usage.disk_bytes),
                 "maxdisk": float(usage.maxdisk_bytes),
             }
+            if usage.running:
+                result.update(ct_pressure(usage, self.node_usage_now(usage.node)))
+            return result
 
     def state_dump(self) -> dict[str, object]:
         """The whole simulated state as JSON-able data (for the admin endpoint and debugging)."""

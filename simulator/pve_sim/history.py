@@ -153,6 +153,11 @@ class NodeUsage:
     rootfs_used_bytes: int
     rootfs_bytes: int
     running_cts: int
+    cpu_demand_cores: float = 0.0
+    """Cores' worth of CPU asked for (base load plus running CTs), *not* capped at ``cores``: what
+    pressure stall information is derived from (:mod:`pve_sim.pressure`)."""
+    mem_demand_bytes: int = 0
+    """Memory asked for (base load plus running CTs), not capped at ``memory_bytes``."""
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -322,6 +327,8 @@ class UsageModel:
             rootfs_used_bytes=min(disk, capacity.rootfs_bytes),
             rootfs_bytes=capacity.rootfs_bytes,
             running_cts=running,
+            cpu_demand_cores=cpu_cores,
+            mem_demand_bytes=mem,
         )
 
     def nodes_usage_at(self, epoch: float, vmids: Iterable[int]) -> tuple[dict[int, CtUsage], dict[str, NodeUsage]]:

@@ -131,12 +131,37 @@ Sample = Callable[[float], Mapping[str, float]]
 """The load model at one simulated epoch second: metric key -> value (see the ``*_RRD_KEYS``)."""
 
 
-def rrd_timeframes(pve_version: str) -> Mapping[str, RrdArchive]:
-    """The timeframe table for a PVE version string such as ``"9.1.2"`` (PVE 9 layout from 9 on)."""
+def has_pve9_rrd(pve_version: str) -> bool:
+    """Whether a PVE version string such as ``"9.1.2"`` writes the PVE 9 RRD files (``pve-*-9.0``)."""
     major_text = pve_version.split(".", 1)[0]
     if not major_text.isdigit():
         raise ValueError(f"not a PVE version: {pve_version!r}")
-    return RRD_TIMEFRAMES_PVE9 if int(major_text) >= 9 else RRD_TIMEFRAMES_PVE8
+    return int(major_text) >= 9
+
+
+def rrd_timeframes(pve_version: str) -> Mapping[str, RrdArchive]:
+    """The timeframe table for a PVE version string such as ``"9.1.2"`` (PVE 9 layout from 9 on)."""
+    return RRD_TIMEFRAMES_PVE9 if has_pve9_rrd(pve_version) else RRD_TIMEFRAMES_PVE8
+
+
+def node_rrd_keys(pve_version: str) -> tuple[str, ...]:
+    """The data sources of a node RRD for a PVE version (no ``memavailable``, ``arcsize`` or PSI before 9)."""
+    return NODE_RRD_KEYS if has_pve9_rrd(pve_version) else NODE_RRD_KEYS_PVE8
+
+
+def ct_rrd_keys(pve_version: str) -> tuple[str, ...]:
+    """The data sources of a guest RRD for a PVE version (no ``memhost`` or PSI before 9)."""
+    return CT_RRD_KEYS if has_pve9_rrd(pve_version) else CT_RRD_KEYS_PVE8
+
+
+def only_keys(sample: Sample, keys: tuple[str, ...]) -> Sample:
+    """``sample`` restricted to ``keys`` (the data sources an RRD file of that layout has)."""
+    wanted = frozenset(keys)
+
+    def restricted(epoch: float) -> Mapping[str, float]:
+        return {key: value for key, value in sample(epoch).items() if key in wanted}
+
+    return restricted
 
 
 def rrd_rows(

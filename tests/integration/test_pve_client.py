@@ -205,3 +205,26 @@ def test_a_pinned_certificate_fingerprint_is_trusted_without_a_ca_and_a_wrong_on
         PveUnreachable, match="not the pinned"
     ):
         pve.version()
+
+
+def test_node_pressure_is_the_newest_rrd_minute_of_the_column(pve_sim_server: Any) -> None:
+    """``thresholds.pressure`` reads PVE 9's node RRD: a node whose CPU demand passes its cores stalls."""
+    sim = pve_sim_server(time_scale=0.0)
+    sim.cluster.advance_clock(60)
+    sim.cluster.set_node_load("srv-px2", "cpu", 1.0)  # 8 busy cores plus the legacy CT: demand 105 %
+    sim.cluster.advance_clock(120)  # a whole RRD minute since the change
+    with client_for(sim) as pve:
+        hot = pve.node_pressure_percent("srv-px2", "pressurecpusome")
+        calm = pve.node_pressure_percent("srv-px1", "pressurecpusome")
+        memory = pve.node_pressure_percent("srv-px2", "pressurememorysome")
+    assert hot is not None and hot > 20
+    assert calm == 0.0 and memory == 0.0
+
+
+def test_node_pressure_is_none_where_pve8_records_none(pve_sim_server: Any) -> None:
+    data = yaml.safe_load(LAB.read_text())
+    data["cluster"]["pveVersion"] = "8.4.1"
+    sim = pve_sim_server(parse_scenario(data, "<pve 8 lab>"), time_scale=0.0)
+    sim.cluster.advance_clock(180)
+    with client_for(sim) as pve:
+        assert pve.node_pressure_percent("srv-px1", "pressurememorysome") is None

@@ -29,6 +29,8 @@ from pve_operator.api.v1alpha1 import (
     ActionKind,
     ActionResult,
     AutomationMode,
+    PressureMetric,
+    PressureThreshold,
     ProxmoxServerPoolSpec,
     Recommendation,
     RecordedAction,
@@ -46,6 +48,8 @@ from pve_operator.planning.balancing import (
     InFlight,
     ManagedCT,
     PoolNodeSpec,
+    PressureResource,
+    PressureTrigger,
     Refusal,
     Thresholds,
     plan_balance,
@@ -57,6 +61,7 @@ from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, UsageMeasure, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG
 from pve_operator.pve.client import PveClient
+from pve_operator.pve.errors import PveError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,10 @@ class PoolMemory:
     history: dict[str, deque[float]] = field(default_factory=dict)
     #: CPU readings of the nodes and CTs: the planner sees CPU averaged over sustainedSamples samples.
     cpu: CpuWindow = field(default_factory=lambda: CpuWindow(3))
+    #: Pressure (PSI, fraction) samples per node, with ``thresholds.pressure``.
+    pressure: dict[str, deque[float]] = field(default_factory=dict)
+    #: Nodes whose RRD has no pressure column (PVE 8), last reported.
+    pressure_unavailable: frozenset[str] = frozenset()
     last_action_at: dict[int, float] = field(default_factory=dict)
     last_refusals: frozenset[tuple[str, int | None, str | None]] = frozenset()
     last_recommendations: frozenset[tuple[str, int, str | None]] = frozenset()
@@ -265,6 +274,7 @@ def collect_input(
     history: Mapping[str, Sequence[float]],
     last_action_at: dict[int, float],
     now: float,
+    pressure_history: Mapping[str, Sequence[float]] | None = None,
 ) -> CollectedInput:
     """Everything the planner needs for one pool, from its spec and status, its policies and one snapshot."""
     thresholds = pool.thresholds
@@ -332,6 +342,7 @@ def collect_input(
             offload_above_percent=thresholds.offload_above_percent,
             restore_below_percent=thresholds.restore_below_percent,
             sustained_samples=thresholds.sustained_samples,
+            pressure=pressure_trigger(thresholds.pressure),
         ),
         limits=BalancingLimits.from_percent(
             max_concurrent_migrations=pool.balancing.max_concurrent_migrations,
@@ -344,8 +355,56 @@ def collect_input(
         in_flight=InFlight(other_vmids=frozenset(locked)),
         balancing_enabled=balancing_mode is not AutomationMode.OFF,
         offload_enabled=offload_mode is not AutomationMode.OFF,
+        pressure_history={k: tuple(v) for k, v in (pressure_history or {}).items()},
     )
     return CollectedInput(inp, owners, policy_of, locked)
+
+
+def pressure_trigger(spec: PressureThreshold | None) -> PressureTrigger | None:
+    """``thresholds.pressure`` as the planner takes it (fractions)."""
+    if spec is None:
+        return None
+    resource = PressureResource.MEMORY if spec.metric is PressureMetric.MEMORY_PRESSURE else PressureResource.CPU
+    return PressureTrigger(resource, spec.above_percent / 100, spec.relief_percent / 100)
+
+
+def sample_pressure(
+    client: PveClient, pool: ProxmoxServerPoolSpec, snapshot: ClusterSnapshot, memory: PoolMemory, body: Any
+) -> None:
+    """One pressure sample per online pool node from its RRD (one request each), when the pool has a
+    pressure trigger. A node whose RRD has no pressure column (PVE 8) gets no samples; the pool says so
+    once (an event) rather than failing."""
+    trigger = pressure_trigger(pool.thresholds.pressure)
+    if trigger is None:
+        memory.pressure.clear()
+        return
+    missing = set()
+    for node in pool.nodes:
+        usage = snapshot.nodes.get(node.name)
+        if usage is None or not usage.online:
+            memory.pressure.pop(node.name, None)
+            continue
+        try:
+            value = client.node_pressure_percent(node.name, trigger.rrd_key)
+        except PveError as exc:
+            log.warning("pressure of %s not read: %s", node.name, exc)
+            memory.pressure.pop(node.name, None)
+            continue
+        if value is None:
+            missing.add(node.name)
+            memory.pressure.pop(node.name, None)
+            continue
+        memory.pressure.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(max(0.0, value) / 100)
+    if missing and frozenset(missing) != memory.pressure_unavailable:
+        kopf.warn(
+            body,
+            reason="PressureUnavailable",
+            message=(
+                f"thresholds.pressure: {', '.join(sorted(missing))} report no {trigger.rrd_key} in their RRD "
+                "(pressure stall information needs Proxmox VE 9): the pressure trigger does nothing there"
+            ),
+        )
+    memory.pressure_unavailable = frozenset(missing)
 
 
 def balance_pool(
@@ -374,6 +433,7 @@ def balance_pool(
     # 2. CPU over the same window: the planner weighs CPU as it was sustained, not as one sample shows it.
     memory.cpu.resize(thresholds.sustained_samples)
     memory.cpu.record(snapshot)
+    sample_pressure(client, pool, snapshot, memory, body)
 
     collected = collect_input(
         namespace=namespace,
@@ -386,6 +446,7 @@ def balance_pool(
         history=memory.history,
         last_action_at=memory.last_action_at,
         now=now,
+        pressure_history=memory.pressure,
     )
     inp, owners, policy_of, locked = collected.input, collected.owners, collected.policy_of, collected.locked
     managed = inp.managed
@@ -538,6 +599,7 @@ def balance_pool(
     # keeps PVE's lagging statistics from triggering the same relief twice).
     for touched in touched_nodes:
         memory.history.pop(touched, None)
+        memory.pressure.pop(touched, None)
     # Offloaded entries for CTs that are no longer offloaded (restored by hand, deleted) are dropped.
     offloaded = {
         v: o

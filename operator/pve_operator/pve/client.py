@@ -379,6 +379,20 @@ class PveClient:
         """``datacenter.cfg`` as ``GET /cluster/options`` reports it (needs ``Sys.Audit`` on ``/``)."""
         return dict(self._read("GET /cluster/options", lambda api: api.cluster.options.get()))
 
+    def node_pressure_percent(self, node: str, key: str) -> float | None:
+        """The newest one-minute average of a pressure column of the node's RRD (PVE 9 ``pve-node-9.0``:
+        ``pressurememorysome``, ``pressurecpusome``, ...; percent of time stalled), or None when the RRD has
+        no such column (PVE 8) or no data yet. Needs ``Sys.Audit`` on the node."""
+        rows = self._read(
+            f"GET /nodes/{node}/rrddata",
+            lambda api: api.nodes(node).rrddata.get(timeframe="hour", cf="AVERAGE"),
+        )
+        for row in reversed(list(rows)):
+            value = row.get(key) if isinstance(row, Mapping) else None
+            if isinstance(value, int | float):
+                return float(value)
+        return None
+
     def templates(self, node: str, storage: str) -> frozenset[str]:
         """Volume IDs of the CT templates (``vztmpl``) on ``storage`` as ``node`` sees it."""
         content = self._read(

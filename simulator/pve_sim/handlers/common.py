@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pve_sim.history import CtUsage
+from pve_sim.history import CtUsage, NodeUsage
+from pve_sim.pressure import CT_PRESSURE_KEYS, ct_pressure
+from pve_sim.rrd import has_pve9_rrd
 from pve_sim.state import ContainerState
 
 if TYPE_CHECKING:
@@ -46,8 +48,14 @@ def io_counters(usage: CtUsage | None, uptime_seconds: int) -> dict[str, int]:
     return {key: int(rate * uptime_seconds) for key, rate in io_rates(usage).items()}
 
 
-def vmstatus_entry(cluster: SimCluster, ct: ContainerState, usage: CtUsage | None) -> dict[str, object]:
-    """One CT as ``PVE::LXC::vmstatus`` reports it (live)."""
+def vmstatus_entry(
+    cluster: SimCluster, ct: ContainerState, usage: CtUsage | None, node_usage: NodeUsage | None = None
+) -> dict[str, object]:
+    """One CT as ``PVE::LXC::vmstatus`` reports it (live).
+
+    ``node_usage`` is the CT's node's usage now (for the PSI figures of PVE 9); computed when not
+    given, so a list of many CTs of one node passes it once.
+    """
     now = cluster.now()
     node = cluster.state.nodes[ct.node]
     running = ct.running
@@ -80,16 +88,27 @@ def vmstatus_entry(cluster: SimCluster, ct: ContainerState, usage: CtUsage | Non
         entry["lock"] = ct.lock
     if running:
         entry["pid"] = ct.pid
-        for key in (
-            "pressurecpusome",
-            "pressurecpufull",
-            "pressureiosome",
-            "pressureiofull",
-            "pressurememorysome",
-            "pressurememoryfull",
-        ):
-            entry[key] = 0
+        if has_pve9_rrd(cluster.state.pve_version):
+            entry.update(_vmstatus_pressure(cluster, ct, usage, node_usage))
     return entry
+
+
+def _vmstatus_pressure(
+    cluster: SimCluster, ct: ContainerState, usage: CtUsage | None, node_usage: NodeUsage | None
+) -> dict[str, str]:
+    """PVE 9's PSI keys of a running CT, as JSON strings with two decimals.
+
+    ``vmstatus`` copies the ``avg10=`` figures that ``PVE::ProcFSTools::parse_pressure`` captured
+    with a regex out of ``/sys/fs/cgroup/lxc/{vmid}/*.pressure`` and nothing numifies them, so the
+    API sends ``"pressurecpusome": "0.00"`` although the schema says ``number`` (the RRD columns,
+    written through rrdtool, are numbers).
+    """
+    if usage is None or not usage.running:
+        figures: dict[str, float] = dict.fromkeys(CT_PRESSURE_KEYS, 0.0)
+    else:
+        node = node_usage if node_usage is not None and usage.node == ct.node else cluster.node_usage_now(usage.node)
+        figures = ct_pressure(usage, node)
+    return {key: f"{figures[key]:.2f}" for key in CT_PRESSURE_KEYS}
 
 
 def resource_entry(

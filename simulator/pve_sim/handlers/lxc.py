@@ -24,7 +24,8 @@ from pve_sim.handlers.common import io_rates, vmstatus_entry
 from pve_sim.handlers.guest_access import assert_ct_tag_permissions, check_ct_bridge_access
 from pve_sim.handlers.registry import Perm, route
 from pve_sim.history import GIB
-from pve_sim.rrd import rrd_rows, rrd_timeframes
+from pve_sim.pressure import ct_pressure
+from pve_sim.rrd import ct_rrd_keys, has_pve9_rrd, only_keys, rrd_rows, rrd_timeframes
 from pve_sim.state import (
     ConfigValue,
     ContainerState,
@@ -99,12 +100,13 @@ def vmlist(cluster: SimCluster, req: Request) -> object:
     """CTs whose config lives on the node, those the caller may audit."""
     node = req.node
     result = []
+    node_usage = cluster.node_usage_now(node) if node in cluster.state.nodes else None
     for ct in cluster.state.containers.values():
         if ct.node != node:
             continue
         if not cluster.access.allowed(req.authid, f"/vms/{ct.vmid}", ["VM.Audit"]):
             continue
-        result.append(vmstatus_entry(cluster, ct, cluster.ct_usage_now(ct.vmid)))
+        result.append(vmstatus_entry(cluster, ct, cluster.ct_usage_now(ct.vmid), node_usage))
     return result
 
 
@@ -164,17 +166,23 @@ def ha_service_status(cluster: SimCluster, vmid: int) -> dict[str, object]:
 
 @route("GET", f"{CT}/rrddata", perm=Perm(VM_PATH, ("VM.Audit",)))
 def ct_rrddata(cluster: SimCluster, req: Request) -> object:
-    """RRD rows of the CT, from its placement and usage history (not proxied, as in PVE)."""
+    """RRD rows of the CT, from its placement and usage history (not proxied, as in PVE).
+
+    PSI columns (PVE 9, running CTs only) come from :mod:`pve_sim.pressure`, with the CT's node's
+    usage at the same instant; a PVE 8 scenario answers the ten ``pve2-vm`` columns only.
+    """
     vmid = req.vmid
     if cluster.usage.ct_created_epoch(vmid) is None:
         raise internal(f"RRD error: opening '/var/lib/rrdcached/db/pve-vm-9.0/{vmid}': No such file or directory")
 
+    usage_model = cluster.usage
+
     def sample(epoch: float) -> Mapping[str, float]:
-        usage = cluster.usage.ct_usage_at(vmid, epoch)
+        usage = usage_model.ct_usage_at(vmid, epoch)
         if usage is None:
             return {}
         rates = io_rates(usage)
-        return {
+        row = {
             "maxcpu": usage.cpus,
             "cpu": usage.cpu_fraction,
             "maxmem": float(usage.maxmem_bytes),
@@ -183,21 +191,20 @@ def ct_rrddata(cluster: SimCluster, req: Request) -> object:
             "disk": float(usage.disk_bytes) if usage.running else 0.0,
             **rates,
             "memhost": float(usage.mem_bytes),
-            "pressurecpusome": 0.0,
-            "pressurecpufull": 0.0,
-            "pressureiosome": 0.0,
-            "pressureiofull": 0.0,
-            "pressurememorysome": 0.0,
-            "pressurememoryfull": 0.0,
         }
+        if usage.running:
+            # pvestatd writes the PSI columns of a stopped CT as unknown (left out of the row).
+            row.update(ct_pressure(usage, usage_model.node_usage_at(usage.node, epoch)))
+        return row
 
+    version = cluster.state.pve_version
     return rrd_rows(
         req.text("timeframe"),
         req.opt_text("cf") or "AVERAGE",
         cluster.now(),
         cluster.clock.start_epoch,
-        sample,
-        timeframes=rrd_timeframes(cluster.state.pve_version),
+        sample if has_pve9_rrd(version) else only_keys(sample, ct_rrd_keys(version)),
+        timeframes=rrd_timeframes(version),
     )
 
 

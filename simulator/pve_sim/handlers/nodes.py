@@ -15,7 +15,8 @@ from pve_sim.errors import ParameterError, internal
 from pve_sim.formats import split_list
 from pve_sim.handlers.cluster import node_entry, storage_usage, storage_used
 from pve_sim.handlers.registry import Perm, route
-from pve_sim.rrd import rrd_rows, rrd_timeframes
+from pve_sim.pressure import node_pressure
+from pve_sim.rrd import has_pve9_rrd, node_rrd_keys, only_keys, rrd_rows, rrd_timeframes
 
 if TYPE_CHECKING:
     from pve_sim.cluster import Request, SimCluster
@@ -110,7 +111,11 @@ def qemu_list(cluster: SimCluster, req: Request) -> object:
 
 @route("GET", "/nodes/{node}/rrddata", perm=Perm("/nodes/{node}", ("Sys.Audit",)))
 def node_rrddata(cluster: SimCluster, req: Request) -> object:
-    """RRD rows of a node from the load history (not proxied: every node has the cluster's RRDs)."""
+    """RRD rows of a node from the load history (not proxied: every node has the cluster's RRDs).
+
+    PSI columns (PVE 9) come from :mod:`pve_sim.pressure`; a PVE 8 scenario answers the twelve
+    ``pve2-node`` columns only.
+    """
     name = req.node
     if name not in cluster.state.nodes:
         raise internal(f"RRD error: opening '/var/lib/rrdcached/db/pve-node-9.0/{name}': No such file or directory")
@@ -138,20 +143,17 @@ def node_rrddata(cluster: SimCluster, req: Request) -> object:
             "netout": net * 0.6,
             "memavailable": float(usage.memory_bytes - usage.mem_bytes),
             "arcsize": 0.0,
-            "pressurecpusome": 0.0,
-            "pressureiosome": 0.0,
-            "pressureiofull": 0.0,
-            "pressurememorysome": 0.0,
-            "pressurememoryfull": 0.0,
+            **node_pressure(usage),
         }
 
+    version = cluster.state.pve_version
     return rrd_rows(
         req.text("timeframe"),
         req.opt_text("cf") or "AVERAGE",
         cluster.now(),
         cluster.clock.start_epoch,
-        sample,
-        timeframes=rrd_timeframes(cluster.state.pve_version),
+        sample if has_pve9_rrd(version) else only_keys(sample, node_rrd_keys(version)),
+        timeframes=rrd_timeframes(version),
     )
 
 

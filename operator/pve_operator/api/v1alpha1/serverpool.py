@@ -278,6 +278,35 @@ class MetricWeights(ApiModel):
         return self
 
 
+class PressureMetric(StrEnum):
+    """Which pressure stall figure of a node the pressure trigger reads (Proxmox VE 9 and later)."""
+
+    MEMORY_PRESSURE = "MemoryPressure"
+    """``pressurememorysome`` of the node's RRD: share of time at least one task waited for memory."""
+    CPU_PRESSURE = "CpuPressure"
+    """``pressurecpusome`` of the node's RRD: share of time at least one runnable task waited for a CPU."""
+
+
+class PressureThreshold(ApiModel):
+    """A trigger on the kernel's pressure stall information (PSI), which Proxmox VE 9 records per node:
+    a node whose tasks stall above ``abovePercent`` of the time for sustainedSamples samples has CTs
+    migrated away even while its usage is under migrateAbovePercent, until its usage in ``metric`` is
+    ``reliefPercent`` points lower; nodes under pressure receive no CTs. Utilisation says how full a
+    node is, pressure whether its workloads suffer (ProxLB's psi mode and cv4pve-admin's DRS offer the
+    same signal). Nodes of Proxmox VE 8 do not record pressure: the pool reports it and the trigger
+    does nothing there."""
+
+    metric: PressureMetric
+    """MemoryPressure or CpuPressure."""
+
+    above_percent: int = Field(20, ge=1, le=100)
+    """Pressure (PSI "some", one-minute average, percent of time stalled) above which a node counts as
+    under pressure."""
+
+    relief_percent: int = Field(10, ge=1, le=100)
+    """How many percentage points of the pool's metric a node under sustained pressure sheds."""
+
+
 class Thresholds(ApiModel):
     """When a node counts as loaded. All figures are percent of the node's capacity in ``metric``.
 
@@ -299,6 +328,10 @@ class Thresholds(ApiModel):
     metric_weights: MetricWeights | None = None
     """With metric weighted: how much memory, CPU and disk each count (default memory 100, cpu 100,
     disk 0). Not allowed with another metric."""
+
+    pressure: PressureThreshold | None = None
+    """Optional: also relieve nodes whose workloads stall on memory or CPU (Proxmox VE 9 pressure stall
+    information), whatever their usage."""
 
     creation_ceiling_percent: int = Field(80, ge=1, le=100)
     """No new CT is placed on a node whose usage is at or above this, in percent."""

@@ -22,6 +22,8 @@ from pve_operator.planning.balancing.inputs import (
     InFlight,
     ManagedCT,
     PoolNodeSpec,
+    PressureResource,
+    PressureTrigger,
     Thresholds,
     with_stray_nodes,
 )
@@ -52,6 +54,8 @@ __all__ = [
     "Objective",
     "OffloadArgs",
     "PoolNodeSpec",
+    "PressureResource",
+    "PressureTrigger",
     "Proposal",
     "RebalanceArgs",
     "Refusal",

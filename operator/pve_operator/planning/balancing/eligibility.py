@@ -79,11 +79,14 @@ def managed_by_node(
 
 def receiving_nodes(inp: BalancingInput, state: WorkingState) -> list[str]:
     """Pool nodes that may receive CTs, in pool order: online, not in maintenance, weight above 0,
-    capacities known. (Thresholds are checked per move, on the projected load.)"""
+    capacities known, not under pressure (``thresholds.pressure``, latest sample). (Thresholds are
+    checked per move, on the projected load.)"""
     result = []
     for spec in inp.pool_nodes:
         node = state.nodes.get(spec.name)
         if node is None or not node.online or spec.maintenance or spec.weight <= 0 or not node.capacity_known:
+            continue
+        if inp.under_pressure(spec.name):
             continue
         result.append(spec.name)
     return result

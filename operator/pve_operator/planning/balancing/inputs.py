@@ -30,6 +30,40 @@ def _fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a fraction between 0 and 1, got {value!r}")
 
 
+class PressureResource(StrEnum):
+    """Which pressure stall figure of a node the pressure trigger reads (PVE 9 node RRD)."""
+
+    #: ``pressurememorysome``: share of time at least one task waited for memory (reclaim, swap-in).
+    MEMORY = "memory"
+    #: ``pressurecpusome``: share of time at least one runnable task waited for a CPU.
+    CPU = "cpu"
+
+
+@dataclass(frozen=True)
+class PressureTrigger:
+    """``thresholds.pressure``: a node whose pressure stall share (PSI "some", 0..1) stays above
+    ``above_fraction`` for ``sustained_samples`` samples is relieved even while its figure in the pool's
+    metric is under ``migrate_above``: the planner moves CTs off it until that figure is
+    ``relief_fraction`` lower (like the kubelet's eviction-minimum-reclaim), onto nodes not under
+    pressure themselves. Utilisation says how full a node is; pressure says whether its tasks suffer.
+    """
+
+    resource: PressureResource
+    above_fraction: float
+    relief_fraction: float
+
+    def __post_init__(self) -> None:
+        _fraction("pressure above_fraction", self.above_fraction)
+        _fraction("pressure relief_fraction", self.relief_fraction)
+        if self.relief_fraction <= 0:
+            raise ValueError(f"pressure relief_fraction must be above 0, got {self.relief_fraction}")
+
+    @property
+    def rrd_key(self) -> str:
+        """The node RRD column (PVE 9 ``rrd_def_node_pve9_0``) the trigger reads."""
+        return f"pressure{self.resource.value}some"
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """When a node counts as loaded, as fractions of its capacity in ``metric``.
@@ -44,6 +78,8 @@ class Thresholds:
     restore_below_fraction: float = 0.60
     #: Consecutive samples a threshold must be crossed before the planner acts (a short spike is ignored).
     sustained_samples: int = 3
+    #: Optional trigger on pressure stall information (PVE 9), in addition to the thresholds.
+    pressure: PressureTrigger | None = None
 
     def __post_init__(self) -> None:
         _fraction("migrate_above_fraction", self.migrate_above_fraction)
@@ -66,6 +102,7 @@ class Thresholds:
         offload_above_percent: float = 90,
         restore_below_percent: float = 60,
         sustained_samples: int = 3,
+        pressure: PressureTrigger | None = None,
     ) -> Thresholds:
         """Build from the CRD's percent figures."""
         return cls(
@@ -74,6 +111,7 @@ class Thresholds:
             offload_above_fraction=offload_above_percent / 100,
             restore_below_fraction=restore_below_percent / 100,
             sustained_samples=sustained_samples,
+            pressure=pressure,
         )
 
 
@@ -290,6 +328,9 @@ class BalancingInput:
     balancing_enabled: bool = True
     #: ``offload.mode`` is not Off: offloads and restores are planned.
     offload_enabled: bool = True
+    #: Node -> recent samples of the pressure trigger's PSI figure as fractions, oldest first (only
+    #: with ``thresholds.pressure``; a node without samples is not under pressure).
+    pressure_history: Mapping[str, Sequence[float]] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         names = [n.name for n in self.pool_nodes]
@@ -302,3 +343,22 @@ class BalancingInput:
 
     def pool_node(self, name: str) -> PoolNodeSpec | None:
         return next((n for n in self.pool_nodes if n.name == name), None)
+
+    def pressure_now(self, node: str) -> float | None:
+        """The node's latest pressure sample (fraction), or None without a trigger or samples."""
+        samples = self.pressure_history.get(node) if self.thresholds.pressure is not None else None
+        return samples[-1] if samples else None
+
+    def under_pressure(self, node: str) -> bool:
+        """The latest pressure sample is above the trigger: the node receives no CTs."""
+        trigger, now = self.thresholds.pressure, self.pressure_now(node)
+        return trigger is not None and now is not None and now > trigger.above_fraction
+
+    def sustained_pressure(self, node: str) -> bool:
+        """The last ``sustainedSamples`` pressure samples are all above the trigger."""
+        trigger = self.thresholds.pressure
+        samples = self.pressure_history.get(node)
+        count = self.thresholds.sustained_samples
+        if trigger is None or samples is None or len(samples) < count:
+            return False
+        return all(s > trigger.above_fraction for s in samples[len(samples) - count :])

@@ -105,12 +105,16 @@ class RebalanceArgs:
 
 @dataclass
 class _Source:
-    """A node being relieved: its figure when the cycle started and what kept CTs from moving."""
+    """A node being relieved: its figure when the cycle started, what kept CTs from moving, and the
+    figure it must get to (``migrateAbove``; lower for a node under pressure)."""
 
     name: str
     start_fraction: float
     candidates: list[int]
     blocked: list[Refusal]
+    limit: float = 1.0
+    #: The node's pressure stall share when it is relieved for pressure (not for its figure), else None.
+    pressure: float | None = None
 
 
 @dataclass
@@ -135,6 +139,8 @@ class _Planner:
         self.moves: list[_Move] = []
         self.refusals: list[Refusal] = []
         self.moved: set[int] = set()
+        #: Sources relieved for pressure, with their pressure share (for the reasons).
+        self.pressure_sources: dict[str, float] = {}
 
     # -- sources ---------------------------------------------------------------------------------
 
@@ -147,6 +153,8 @@ class _Planner:
                 continue
             now = node.fraction(self.metric)
             if not above(now, self.limit):
+                if self.inp.sustained_pressure(spec.name):
+                    sources.append(self._pressure_source(spec.name, now))
                 continue
             samples = self.inp.history.get(spec.name)
             if not sustained_above(samples, thresholds.sustained_samples, self.limit):
@@ -167,6 +175,16 @@ class _Planner:
             sources.append(self._source(spec.name, now, drain=False))
         return sources
 
+    def _pressure_source(self, name: str, now: float) -> _Source:
+        """A node under sustained pressure: relieved by ``reliefPercent`` points of the metric."""
+        trigger = self.inp.thresholds.pressure
+        pressure = self.inp.pressure_now(name)
+        assert trigger is not None and pressure is not None
+        source = self._source(name, now, drain=False)
+        source.limit = max(0.0, now - trigger.relief_fraction)
+        source.pressure = pressure
+        return source
+
     def _source(self, name: str, now: float, *, drain: bool) -> _Source:
         candidates: list[int] = []
         blocked_here: list[Refusal] = []
@@ -180,14 +198,14 @@ class _Planner:
             if self.state.load[ct.vmid] == ZERO:
                 continue
             candidates.append(ct.vmid)
-        return _Source(name, now, candidates, blocked_here)
+        return _Source(name, now, candidates, blocked_here, limit=self.limit)
 
     # -- relief of overloaded nodes --------------------------------------------------------------
 
     def relieve(self, sources: list[_Source]) -> None:
         stuck: set[str] = set()
         while True:
-            active = [s for s in sources if s.name not in stuck and above(self.state.fraction(s.name), self.limit)]
+            active = [s for s in sources if s.name not in stuck and above(self.state.fraction(s.name), s.limit)]
             if not active:
                 return
             source = max(active, key=lambda s: (self.state.fraction(s.name), -self.order[s.name]))
@@ -197,14 +215,14 @@ class _Planner:
                 continue
             vmid, target = move
             self.move(_Move(vmid, source.name, target, evacuation=False))
-            if not above(self.state.fraction(source.name), self.limit):
+            if not above(self.state.fraction(source.name), source.limit):
                 stuck.clear()  # the relieved source is a new target for the stuck ones
 
     def best_relief(self, source: _Source) -> tuple[int, str] | None:
         state = self.state
         node = state.nodes[source.name]
         now = node.fraction(self.metric)
-        excess = now - self.limit + EPSILON
+        excess = now - source.limit + EPSILON
         ranked: list[tuple[bool, float, float, int, float]] = []
         for vmid in source.candidates:
             if vmid in self.moved:
@@ -403,6 +421,7 @@ class _Planner:
         """The moves as actions, their figures replayed in plan order from the snapshot."""
         replay = WorkingState(self.inp.snapshot, self.metric)
         start = {m.source: replay.fraction(m.source) for m in self.moves}
+        trigger = self.inp.thresholds.pressure
         actions: list[BalanceAction] = []
         for move in self.moves:
             ct: ContainerObservation = self.inp.snapshot.containers[move.vmid]
@@ -417,6 +436,14 @@ class _Planner:
                 why = f"{move.source} is not a node of the pool: bring the CT back"
             elif move.evacuation:
                 why = f"{move.source} is in maintenance: drain"
+            elif move.source in self.pressure_sources and trigger is not None:
+                why = (
+                    f"{move.source} {trigger.resource.value} pressure {pct(self.pressure_sources[move.source])} > "
+                    f"pressure.abovePercent {threshold_figure(trigger.above_fraction)} for "
+                    f"{self.inp.thresholds.sustained_samples} samples: shed "
+                    f"{threshold_figure(trigger.relief_fraction)} points of {self.metric.value} "
+                    f"({pct(start[move.source])} now)"
+                )
             else:
                 why = (
                     f"{move.source} {self.metric.value} {pct(start[move.source])} > migrateAbovePercent "
@@ -446,7 +473,23 @@ class _Planner:
     def explain_stuck(self, sources: list[_Source]) -> None:
         for source in sources:
             now = self.state.fraction(source.name)
-            if not above(now, self.limit):
+            if not above(now, source.limit):
+                continue
+            if source.pressure is not None:
+                self.refusals.append(
+                    Refusal(
+                        kind=RefusalKind.NO_TARGET,
+                        stage="Migrate",
+                        node=source.name,
+                        reason=(
+                            f"{source.name} stays under pressure ({pct(source.pressure)} stalled): no node without "
+                            f"pressure has room for a movable CT at or under migrateAbovePercent "
+                            f"{threshold_figure(self.limit)}"
+                            + (f"; {len(source.blocked)} CT(s) not movable" if source.blocked else "")
+                        ),
+                    )
+                )
+                self.refusals.extend(source.blocked)
                 continue
             kind = RefusalKind.NO_TARGET
             detail = (
@@ -472,6 +515,7 @@ def propose(inp: BalancingInput, args: RebalanceArgs) -> Proposal:
     """Relief moves for sustained-overloaded nodes (most loaded first), then maintenance drains."""
     planner = _Planner(inp, args)
     sources = planner.overloaded_sources()
+    planner.pressure_sources = {s.name: s.pressure for s in sources if s.pressure is not None}
     planner.relieve(sources)
     if args.polish:
         planner.polish(sources)

@@ -16,6 +16,8 @@ from pve_operator.planning.balancing import (
     BalancingObjective,
     ManagedCT,
     PoolNodeSpec,
+    PressureResource,
+    PressureTrigger,
     Thresholds,
     plan_balance,
 )
@@ -222,3 +224,76 @@ def test_a_burst_in_the_last_sample_does_not_pick_the_ct_to_move() -> None:
     assert plan_for(last)[0] == 101, "the last sample alone picks the bursting CT first"
     averaged = window.averaged(last)
     assert plan_for(averaged) == [102]
+
+
+# -- the pressure trigger (thresholds.pressure) ------------------------------------------------
+
+CPU_PRESSURE = PressureTrigger(PressureResource.CPU, above_fraction=0.2, relief_fraction=0.1)
+
+
+def pressured_pool(
+    pressure: dict[str, list[float]], trigger: PressureTrigger = CPU_PRESSURE, **limits: object
+) -> BalancingInput:
+    """Three 64 GiB nodes on the memory metric: a at 56 % (eight 4 GiB CTs), b at 12.5 %, c at 20 %:
+    nothing near migrateAbovePercent 75, so only pressure can move anything."""
+    cts = [ct(100 + i, "a", mem_gib=4.0) for i in range(8)] + [ct(200, "c", mem_gib=4.0)]
+    snapshot = ClusterSnapshot.of(
+        NOW, [node("a", mem_gib=36), node("b", mem_gib=8), node("c", mem_gib=12.8)], cts
+    )
+    inp = balancing_input(snapshot, Metric.MEMORY, **limits)
+    return replace(inp, thresholds=replace(inp.thresholds, pressure=trigger), pressure_history=pressure)
+
+
+def test_sustained_pressure_sheds_the_relief_off_a_node_under_the_thresholds() -> None:
+    # c came under pressure lately (not sustained): it sheds nothing yet, but receives nothing either.
+    inp = pressured_pool({"a": [0.4, 0.45, 0.5], "b": [0.0, 0.0, 0.0], "c": [0.1, 0.3, 0.3]})
+    plan = plan_balance(inp)
+    moves = plan.migrations
+    # 10 points of a's memory (56.25 % -> at most 46.25 %): two 4 GiB CTs (6.25 points each).
+    assert len(moves) == 2 and all(m.node == "a" for m in moves)
+    assert plan.projected.nodes["a"].used_fraction(Metric.MEMORY) <= 0.5625 - 0.10 + 1e-9
+    # c is under pressure itself: it receives nothing, b takes both.
+    assert {m.target for m in moves} == {"b"}
+    assert "a cpu pressure 50% > pressure.abovePercent 20 for 3 samples: shed 10 points of memory" in moves[0].reason
+    assert plan_balance(replace(inp, thresholds=replace(inp.thresholds, pressure=None))).actions == ()
+
+
+def test_pressure_that_did_not_last_is_waited_out() -> None:
+    inp = pressured_pool({"a": [0.1, 0.45, 0.5], "b": [0.0] * 3, "c": [0.0] * 3})
+    assert plan_balance(inp).actions == ()
+
+
+def test_a_node_under_pressure_with_nowhere_to_go_says_so() -> None:
+    inp = pressured_pool({"a": [0.5] * 3, "b": [0.3] * 3, "c": [0.3] * 3})
+    plan = plan_balance(inp)
+    assert plan.actions == ()
+    stuck = [r for r in plan.refusals if r.node == "a" and r.vmid is None]
+    assert stuck and "a stays under pressure (50% stalled): no node without pressure has room" in stuck[0].reason
+
+
+def test_level_relieves_pressure_too_and_never_levels_into_a_pressured_node() -> None:
+    inp = pressured_pool({"a": [0.5] * 3, "b": [0.0] * 3, "c": [0.3] * 3})
+    level = replace(inp, limits=replace(inp.limits, objective=BalancingObjective.LEVEL))
+    plan = plan_balance(level)
+    assert plan.migrations and all(m.target == "b" for m in plan.migrations)
+    assert plan.projected.nodes["a"].used_fraction(Metric.MEMORY) <= 0.5625 - 0.10 + 1e-9
+
+
+def test_once_the_moves_are_done_fresh_samples_decide_again() -> None:
+    """The operator drops a node's pressure samples when a move off it ends: the projected result with
+    no samples yet plans nothing, and pressure that is gone in the next samples plans nothing either."""
+    inp = pressured_pool({"a": [0.5] * 3, "b": [0.0] * 3, "c": [0.3] * 3})
+    plan = plan_balance(inp)
+    after = replace(inp, snapshot=plan.projected, pressure_history={"b": [0.0] * 3, "c": [0.3] * 3})
+    assert plan_balance(after).actions == ()
+    calm = replace(after, pressure_history={"a": [0.05] * 3, "b": [0.0] * 3, "c": [0.3] * 3})
+    assert plan_balance(calm).actions == ()
+
+
+def test_the_trigger_reads_the_pve9_rrd_column_and_refuses_nonsense() -> None:
+    assert CPU_PRESSURE.rrd_key == "pressurecpusome"
+    assert PressureTrigger(PressureResource.MEMORY, 0.2, 0.1).rrd_key == "pressurememorysome"
+    with pytest.raises(ValueError, match="relief_fraction must be above 0"):
+        PressureTrigger(PressureResource.MEMORY, 0.2, 0.0)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        PressureTrigger(PressureResource.MEMORY, 1.5, 0.1)

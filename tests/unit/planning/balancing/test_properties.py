@@ -31,9 +31,12 @@ from pve_operator.planning.balancing import (
     BalancePlan,
     BalancingInput,
     BalancingLimits,
+    BalancingObjective,
     InFlight,
     ManagedCT,
     PoolNodeSpec,
+    PressureResource,
+    PressureTrigger,
     RebalanceArgs,
     Thresholds,
     get_strategy,
@@ -74,12 +77,24 @@ def clusters(draw: st.DrawFn, *, steady: bool = False, in_flight: bool = True) -
     weighted = [WeightedMetric(memory=1, cpu=1, disk=0), WeightedMetric(memory=2, cpu=1, disk=1)]
     metric = draw(st.sampled_from([*Metric, *weighted]))
     samples = draw(st.integers(1, 3))
+    # A pressure trigger (PSI) only where histories are not steady: pressure re-triggers until the
+    # operator's next samples show it gone (it resets a node's pressure samples after a move).
+    pressure = (
+        PressureTrigger(
+            draw(st.sampled_from(list(PressureResource))),
+            draw(st.sampled_from([0.1, 0.2])),
+            draw(st.sampled_from([0.05, 0.1, 0.3])),
+        )
+        if not steady and draw(st.booleans())
+        else None
+    )
     thresholds = Thresholds(
         metric=metric,
         restore_below_fraction=draw(st.sampled_from([0.4, 0.5, 0.6])),
         migrate_above_fraction=draw(st.sampled_from([0.7, 0.75, 0.8])),
         offload_above_fraction=draw(st.sampled_from([0.85, 0.9, 0.95])),
         sustained_samples=samples,
+        pressure=pressure,
     )
     node_count = draw(st.integers(2, 6))
     names = [f"pve{i}" for i in range(node_count)]
@@ -153,6 +168,11 @@ def clusters(draw: st.DrawFn, *, steady: bool = False, in_flight: bool = True) -
         else:
             earlier = draw(st.lists(st.integers(30, 100), max_size=3))
             history[usage.name] = [p / 100 for p in earlier] + [now]
+    pressure_history = (
+        {n: [p / 100 for p in draw(st.lists(st.integers(0, 60), min_size=samples, max_size=samples))] for n in names}
+        if pressure is not None
+        else {}
+    )
     pool = [
         PoolNodeSpec(
             name,
@@ -182,6 +202,7 @@ def clusters(draw: st.DrawFn, *, steady: bool = False, in_flight: bool = True) -
             min_improvement_fraction=draw(st.sampled_from([0.0, 0.05, 0.1])),
         ),
         in_flight=InFlight(migrations=MappingProxyType(flights), other_vmids=busy),
+        pressure_history=pressure_history,
     )
 
 
@@ -350,3 +371,21 @@ def test_restores_count_what_projection_adds(inp: BalancingInput) -> None:
         expected = restored_load(ct, action.expected_memory_used_bytes, action.expected_cpu_used_fraction)
         assert plan.projected.containers[action.vmid].memory_used_bytes == expected.memory_bytes
         assert plan.projected.containers[action.vmid].node == action.target
+
+
+@PROPERTIES
+@given(clusters())
+def test_no_ct_is_moved_onto_a_node_under_pressure(inp: BalancingInput) -> None:
+    for objective_inp in (inp, replace(inp, limits=replace(inp.limits, objective=BalancingObjective.LEVEL))):
+        plan = plan_balance(objective_inp)
+        for action in plan.migrations:
+            assert not inp.under_pressure(action.target), (action, inp.pressure_history)
+
+
+@PROPERTIES
+@given(clusters())
+def test_pressure_relief_is_only_for_sustained_pressure(inp: BalancingInput) -> None:
+    plan = plan_balance(unlimited(inp))
+    for action in plan.migrations:
+        if "pressure" in action.reason.split(";")[0]:
+            assert inp.sustained_pressure(action.node), action.reason
