@@ -290,11 +290,11 @@ class PressureMetric(StrEnum):
 class PressureThreshold(ApiModel):
     """A trigger on the kernel's pressure stall information (PSI), which Proxmox VE 9 records per node:
     a node whose tasks stall above ``abovePercent`` of the time for sustainedSamples samples has CTs
-    migrated away even while its usage is under migrateAbovePercent, until its usage in ``metric`` is
-    ``reliefPercent`` points lower; nodes under pressure receive no CTs. Utilisation says how full a
-    node is, pressure whether its workloads suffer (ProxLB's psi mode and cv4pve-admin's DRS offer the
-    same signal). Nodes of Proxmox VE 8 do not record pressure: the pool reports it and the trigger
-    does nothing there."""
+    migrated away even while its usage is under migrateAbovePercent, until its use of the stalled
+    resource (CPU or memory) is ``reliefPercent`` points lower; nodes under pressure receive no CTs.
+    Utilisation says how full a node is, pressure whether its workloads suffer (ProxLB's psi mode and
+    cv4pve-admin's DRS offer the same signal). Nodes of Proxmox VE 8 do not record pressure: the pool
+    reports it and the trigger does nothing there."""
 
     metric: PressureMetric
     """MemoryPressure or CpuPressure."""
@@ -304,7 +304,8 @@ class PressureThreshold(ApiModel):
     under pressure."""
 
     relief_percent: int = Field(10, ge=1, le=100)
-    """How many percentage points of the pool's metric a node under sustained pressure sheds."""
+    """How many percentage points of its use of the stalled resource (CPU for CpuPressure, memory for
+    MemoryPressure) a node under sustained pressure sheds per decision; fresh samples then decide again."""
 
 
 class Thresholds(ApiModel):

@@ -43,9 +43,10 @@ class PressureResource(StrEnum):
 class PressureTrigger:
     """``thresholds.pressure``: a node whose pressure stall share (PSI "some", 0..1) stays above
     ``above_fraction`` for ``sustained_samples`` samples is relieved even while its figure in the pool's
-    metric is under ``migrate_above``: the planner moves CTs off it until that figure is
-    ``relief_fraction`` lower (like the kubelet's eviction-minimum-reclaim), onto nodes not under
-    pressure themselves. Utilisation says how full a node is; pressure says whether its tasks suffer.
+    metric is under ``migrate_above``: the planner moves CTs off it until its use of the stalled
+    resource (CPU or memory) is ``relief_fraction`` lower (like the kubelet's eviction-minimum-reclaim),
+    onto nodes not under pressure themselves that stay under ``migrate_above`` in the pool's metric.
+    Utilisation says how full a node is; pressure says whether its tasks suffer.
     """
 
     resource: PressureResource

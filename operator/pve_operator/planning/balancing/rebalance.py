@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from pve_operator.planning.actions import BalanceAction, MigrateContainer
 from pve_operator.planning.balancing.eligibility import blocked, managed_by_node, receiving_nodes, refusal
-from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT
+from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT, PressureResource
 from pve_operator.planning.balancing.proposal import Proposal, Refusal, RefusalKind
 from pve_operator.planning.balancing.state import (
     EPSILON,
@@ -66,7 +66,7 @@ from pve_operator.planning.balancing.state import (
     threshold_figure,
 )
 from pve_operator.planning.balancing.strategy import Strategy
-from pve_operator.planning.model import ContainerObservation
+from pve_operator.planning.model import ContainerObservation, Metric, UsageMeasure
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,13 @@ class _Source:
     candidates: list[int]
     blocked: list[Refusal]
     limit: float = 1.0
+    #: What ``limit`` is measured in: the pool's metric, or the stalled resource for a node under pressure.
+    metric: UsageMeasure = Metric.MEMORY
     #: The node's pressure stall share when it is relieved for pressure (not for its figure), else None.
     pressure: float | None = None
+
+    def fraction(self, state: WorkingState) -> float:
+        return state.nodes[self.name].fraction(self.metric)
 
 
 @dataclass
@@ -154,7 +159,7 @@ class _Planner:
             now = node.fraction(self.metric)
             if not above(now, self.limit):
                 if self.inp.sustained_pressure(spec.name):
-                    sources.append(self._pressure_source(spec.name, now))
+                    sources.append(self._pressure_source(spec.name))
                 continue
             samples = self.inp.history.get(spec.name)
             if not sustained_above(samples, thresholds.sustained_samples, self.limit):
@@ -175,13 +180,17 @@ class _Planner:
             sources.append(self._source(spec.name, now, drain=False))
         return sources
 
-    def _pressure_source(self, name: str, now: float) -> _Source:
-        """A node under sustained pressure: relieved by ``reliefPercent`` points of the metric."""
+    def _pressure_source(self, name: str) -> _Source:
+        """A node under sustained pressure: relieved by ``reliefPercent`` points of the stalled resource
+        (CPU or memory use), whatever the pool's metric; targets still stay under the pool's threshold."""
         trigger = self.inp.thresholds.pressure
         pressure = self.inp.pressure_now(name)
         assert trigger is not None and pressure is not None
+        resource = Metric.CPU if trigger.resource is PressureResource.CPU else Metric.MEMORY
+        now = self.state.nodes[name].fraction(resource)
         source = self._source(name, now, drain=False)
         source.limit = max(0.0, now - trigger.relief_fraction)
+        source.metric = resource
         source.pressure = pressure
         return source
 
@@ -198,14 +207,14 @@ class _Planner:
             if self.state.load[ct.vmid] == ZERO:
                 continue
             candidates.append(ct.vmid)
-        return _Source(name, now, candidates, blocked_here, limit=self.limit)
+        return _Source(name, now, candidates, blocked_here, limit=self.limit, metric=self.metric)
 
     # -- relief of overloaded nodes --------------------------------------------------------------
 
     def relieve(self, sources: list[_Source]) -> None:
         stuck: set[str] = set()
         while True:
-            active = [s for s in sources if s.name not in stuck and above(self.state.fraction(s.name), s.limit)]
+            active = [s for s in sources if s.name not in stuck and above(s.fraction(self.state), s.limit)]
             if not active:
                 return
             source = max(active, key=lambda s: (self.state.fraction(s.name), -self.order[s.name]))
@@ -215,20 +224,20 @@ class _Planner:
                 continue
             vmid, target = move
             self.move(_Move(vmid, source.name, target, evacuation=False))
-            if not above(self.state.fraction(source.name), source.limit):
+            if not above(source.fraction(self.state), source.limit):
                 stuck.clear()  # the relieved source is a new target for the stuck ones
 
     def best_relief(self, source: _Source) -> tuple[int, str] | None:
         state = self.state
         node = state.nodes[source.name]
-        now = node.fraction(self.metric)
+        now = node.fraction(source.metric)
         excess = now - source.limit + EPSILON
         ranked: list[tuple[bool, float, float, int, float]] = []
         for vmid in source.candidates:
             if vmid in self.moved:
                 continue
             load = state.load[vmid]
-            after = node.fraction(self.metric, load, -1)
+            after = node.fraction(source.metric, load, -1)
             relief = now - after
             if relief <= EPSILON:
                 continue
@@ -288,6 +297,8 @@ class _Planner:
             for index, move in enumerate(self.moves):
                 if move.evacuation or peak_node not in (move.source, move.target):
                     continue
+                if move.source in self.pressure_sources:
+                    continue  # relieved in the stalled resource: a swap chosen on the pool's metric could undo it
                 found = self._polish_move(index, move, peak_node, ranking, fraction, outbound, candidates)
                 if found is not None and (best is None or found < best):
                     best = found
@@ -441,8 +452,7 @@ class _Planner:
                     f"{move.source} {trigger.resource.value} pressure {pct(self.pressure_sources[move.source])} > "
                     f"pressure.abovePercent {threshold_figure(trigger.above_fraction)} for "
                     f"{self.inp.thresholds.sustained_samples} samples: shed "
-                    f"{threshold_figure(trigger.relief_fraction)} points of {self.metric.value} "
-                    f"({pct(start[move.source])} now)"
+                    f"{threshold_figure(trigger.relief_fraction)} points of its {trigger.resource.value} use"
                 )
             else:
                 why = (
@@ -472,7 +482,7 @@ class _Planner:
 
     def explain_stuck(self, sources: list[_Source]) -> None:
         for source in sources:
-            now = self.state.fraction(source.name)
+            now = source.fraction(self.state)
             if not above(now, source.limit):
                 continue
             if source.pressure is not None:

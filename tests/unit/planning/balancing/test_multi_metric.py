@@ -234,11 +234,14 @@ CPU_PRESSURE = PressureTrigger(PressureResource.CPU, above_fraction=0.2, relief_
 def pressured_pool(
     pressure: dict[str, list[float]], trigger: PressureTrigger = CPU_PRESSURE, **limits: object
 ) -> BalancingInput:
-    """Three 64 GiB nodes on the memory metric: a at 56 % (eight 4 GiB CTs), b at 12.5 %, c at 20 %:
-    nothing near migrateAbovePercent 75, so only pressure can move anything."""
-    cts = [ct(100 + i, "a", mem_gib=4.0) for i in range(8)] + [ct(200, "c", mem_gib=4.0)]
+    """Three 16-core 64 GiB nodes on the memory metric: a at 56 % memory and 100 % CPU (eight CTs busy on
+    2 cores each), b idle, c at 20 % memory and 12.5 % CPU: nothing near migrateAbovePercent 75 in
+    memory, so only pressure can move anything."""
+    cts = [ct(100 + i, "a", cpu=0.5, mem_gib=4.0) for i in range(8)] + [ct(200, "c", cpu=0.5, mem_gib=4.0)]
     snapshot = ClusterSnapshot.of(
-        NOW, [node("a", mem_gib=36), node("b", mem_gib=8), node("c", mem_gib=12.8)], cts
+        NOW,
+        [node("a", cpu=1.0, mem_gib=36), node("b", mem_gib=8), node("c", cpu=0.125, mem_gib=12.8)],
+        cts,
     )
     inp = balancing_input(snapshot, Metric.MEMORY, **limits)
     return replace(inp, thresholds=replace(inp.thresholds, pressure=trigger), pressure_history=pressure)
@@ -249,13 +252,24 @@ def test_sustained_pressure_sheds_the_relief_off_a_node_under_the_thresholds() -
     inp = pressured_pool({"a": [0.4, 0.45, 0.5], "b": [0.0, 0.0, 0.0], "c": [0.1, 0.3, 0.3]})
     plan = plan_balance(inp)
     moves = plan.migrations
-    # 10 points of a's memory (56.25 % -> at most 46.25 %): two 4 GiB CTs (6.25 points each).
-    assert len(moves) == 2 and all(m.node == "a" for m in moves)
-    assert plan.projected.nodes["a"].used_fraction(Metric.MEMORY) <= 0.5625 - 0.10 + 1e-9
-    # c is under pressure itself: it receives nothing, b takes both.
-    assert {m.target for m in moves} == {"b"}
-    assert "a cpu pressure 50% > pressure.abovePercent 20 for 3 samples: shed 10 points of memory" in moves[0].reason
+    # 10 points of a's CPU (the stalled resource), not of the pool's memory metric: one busy CT
+    # (2 cores of 16 = 12.5 points) does it.
+    assert [(m.node, m.target) for m in moves] == [("a", "b")]
+    assert plan.projected.nodes["a"].used_fraction(Metric.CPU) == pytest.approx(0.875)
+    # c is under pressure (latest sample): it receives nothing, although it has the room.
+    assert (
+        "a cpu pressure 50% > pressure.abovePercent 20 for 3 samples: shed 10 points of its cpu use" in moves[0].reason
+    )
     assert plan_balance(replace(inp, thresholds=replace(inp.thresholds, pressure=None))).actions == ()
+
+
+def test_memory_pressure_sheds_memory() -> None:
+    memory = PressureTrigger(PressureResource.MEMORY, above_fraction=0.2, relief_fraction=0.1)
+    inp = pressured_pool({"a": [0.5] * 3, "b": [0.0] * 3, "c": [0.0] * 3}, memory)
+    plan = plan_balance(inp)
+    # 10 points of 64 GiB: two 4 GiB CTs (6.25 points each), to the coolest nodes.
+    assert len(plan.migrations) == 2
+    assert plan.projected.nodes["a"].used_fraction(Metric.MEMORY) == pytest.approx(0.5625 - 0.125)
 
 
 def test_pressure_that_did_not_last_is_waited_out() -> None:
@@ -276,7 +290,7 @@ def test_level_relieves_pressure_too_and_never_levels_into_a_pressured_node() ->
     level = replace(inp, limits=replace(inp.limits, objective=BalancingObjective.LEVEL))
     plan = plan_balance(level)
     assert plan.migrations and all(m.target == "b" for m in plan.migrations)
-    assert plan.projected.nodes["a"].used_fraction(Metric.MEMORY) <= 0.5625 - 0.10 + 1e-9
+    assert plan.projected.nodes["a"].used_fraction(Metric.CPU) <= 0.9 + 1e-9
 
 
 def test_once_the_moves_are_done_fresh_samples_decide_again() -> None:
