@@ -87,13 +87,26 @@ class PoolMemory:
     last_recommendations: frozenset[tuple[str, int, str | None]] = frozenset()
 
 
-_memories: dict[tuple[str, str], PoolMemory] = {}
+_memories: dict[tuple[str, str], tuple[str, PoolMemory]] = {}
 _memories_lock = threading.Lock()
 
 
-def pool_memory(namespace: str, name: str) -> PoolMemory:
+def pool_memory(namespace: str, name: str, uid: str) -> PoolMemory:
+    """What the operator remembers of the pool object ``uid``. A pool deleted and re-created under the
+    same name is another object: it starts with no samples and no cooldowns (the old object's were
+    about another spec, and its recentActions went with it), and the old object's memory is dropped."""
     with _memories_lock:
-        return _memories.setdefault((namespace, name), PoolMemory())
+        held = _memories.get((namespace, name))
+        if held is None or held[0] != uid:
+            held = (uid, PoolMemory())
+            _memories[(namespace, name)] = held
+        return held[1]
+
+
+def forget_pool_memory(namespace: str, name: str) -> None:
+    """Drop what the operator remembers of a deleted pool."""
+    with _memories_lock:
+        _memories.pop((namespace, name), None)
 
 
 def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
@@ -411,6 +424,7 @@ def balance_pool(
     *,
     name: str,
     namespace: str,
+    uid: str,
     pool: ProxmoxServerPoolSpec,
     status: Mapping[str, Any],
     body: Any,
@@ -421,7 +435,7 @@ def balance_pool(
     snapshot: ClusterSnapshot,
 ) -> None:
     now = time.time()
-    memory = pool_memory(namespace, name)
+    memory = pool_memory(namespace, name, uid)
     thresholds = pool.thresholds
     metric = pool_measure(thresholds)
 

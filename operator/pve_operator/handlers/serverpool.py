@@ -15,7 +15,7 @@ import kopf
 from pydantic import ValidationError
 
 from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
-from pve_operator.handlers.balancing import balance_pool
+from pve_operator.handlers.balancing import balance_pool, forget_pool_memory
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
 from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
 from pve_operator.handlers.status import (
@@ -283,6 +283,7 @@ def pool_monitor(
         balance_pool(
             name=name,
             namespace=ns,
+            uid=uid,
             pool=pool,
             status=dict(status),
             body=body,
@@ -308,4 +309,5 @@ def pool_deleted(name: str, namespace: str | None, meta: kopf.Meta, body: kopf.B
         kopf.warn(body, reason="DeletionBlocked", message=message)
         raise kopf.TemporaryError(message, delay=15)
     memo.runtime.forget_pool(ns, name)
+    forget_pool_memory(ns, name)
     _last_sample.pop(str(meta.get("uid")), None)
