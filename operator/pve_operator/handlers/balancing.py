@@ -57,6 +57,7 @@ from pve_operator.planning.balancing import (
 )
 from pve_operator.planning.balancing.cpu_window import CpuWindow
 from pve_operator.planning.balancing.inputs import migration_failures_from
+from pve_operator.planning.balancing.rrd_history import recent_samples
 from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, UsageMeasure, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG
@@ -82,6 +83,8 @@ class PoolMemory:
     pressure: dict[str, deque[float]] = field(default_factory=dict)
     #: Nodes whose RRD has no pressure column (PVE 8), last reported.
     pressure_unavailable: frozenset[str] = frozenset()
+    #: The samples were seeded from the nodes' RRDs (first cycle of this pool object in this process).
+    seeded: bool = False
     last_action_at: dict[int, float] = field(default_factory=dict)
     last_refusals: frozenset[tuple[str, int | None, str | None]] = frozenset()
     last_recommendations: frozenset[tuple[str, int, str | None]] = frozenset()
@@ -381,6 +384,45 @@ def pressure_trigger(spec: PressureThreshold | None) -> PressureTrigger | None:
     return PressureTrigger(resource, spec.above_percent / 100, spec.relief_percent / 100)
 
 
+def seed_from_rrd(
+    client: PveClient,
+    pool: ProxmoxServerPoolSpec,
+    snapshot: ClusterSnapshot,
+    memory: PoolMemory,
+    now: float,
+    where: str = "",
+) -> None:
+    """First cycle of a pool in this process (a restart, a new leader): the last minutes of each online
+    node's RRD (one request per node) stand in for the samples this process has not taken, so a node
+    that has been overloaded all along is acted on now, not ``sustainedSamples`` intervals later. The
+    current sample is appended after these, so ``sustainedSamples - 1`` rows are taken (pressure: the
+    rows before the newest, which ``sample_pressure`` reads itself). Nothing is seeded where the RRD
+    cannot give the pool's metric (disk) or is not recent; a failed read only means waiting, as before."""
+    memory.seeded = True
+    metric = pool_measure(pool.thresholds)
+    count = pool.thresholds.sustained_samples - 1
+    trigger = pressure_trigger(pool.thresholds.pressure)
+    if count < 1:
+        return
+    for node in pool.nodes:
+        usage = snapshot.nodes.get(node.name)
+        if usage is None or not usage.online or memory.history.get(node.name):
+            continue
+        try:
+            rows = client.node_rrd(node.name)
+        except PveError as exc:
+            log.warning("RRD of %s not read, its samples start now: %s", node.name, exc)
+            continue
+        seeded = recent_samples(rows, metric, count, now)
+        if seeded:
+            memory.history[node.name] = deque(seeded, maxlen=HISTORY_LENGTH)
+        if trigger is not None:
+            pressure = recent_samples(rows, trigger.rrd_key, count + 1, now)[:-1]
+            if pressure:
+                memory.pressure[node.name] = deque(pressure, maxlen=HISTORY_LENGTH)
+    log.info("pool %s: samples seeded from the RRD for %s", where, ", ".join(sorted(memory.history)) or "no node")
+
+
 def sample_pressure(
     client: PveClient, pool: ProxmoxServerPoolSpec, snapshot: ClusterSnapshot, memory: PoolMemory, body: Any
 ) -> None:
@@ -439,7 +481,9 @@ def balance_pool(
     thresholds = pool.thresholds
     metric = pool_measure(thresholds)
 
-    # 1. Sample history of the metric per pool node.
+    # 1. Sample history of the metric per pool node (seeded from the RRD on the first cycle).
+    if not memory.seeded:
+        seed_from_rrd(client, pool, snapshot, memory, now, f"{namespace}/{name}")
     for node in pool.nodes:
         usage = snapshot.nodes.get(node.name)
         if usage is not None and usage.online:

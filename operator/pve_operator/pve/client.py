@@ -379,16 +379,22 @@ class PveClient:
         """``datacenter.cfg`` as ``GET /cluster/options`` reports it (needs ``Sys.Audit`` on ``/``)."""
         return dict(self._read("GET /cluster/options", lambda api: api.cluster.options.get()))
 
-    def node_pressure_percent(self, node: str, key: str) -> float | None:
-        """The newest one-minute average of a pressure column of the node's RRD (PVE 9 ``pve-node-9.0``:
-        ``pressurememorysome``, ``pressurecpusome``, ...; percent of time stalled), or None when the RRD has
-        no such column (PVE 8) or no data yet. Needs ``Sys.Audit`` on the node."""
+    def node_rrd(self, node: str) -> list[dict[str, Any]]:
+        """The node's RRD for the last hour, one-minute averages, oldest first (``GET
+        /nodes/{node}/rrddata timeframe=hour``; each row ``{"time": epoch, "cpu": ..., "memused": ...}``,
+        columns without data left out). Needs ``Sys.Audit`` on the node."""
         rows = self._read(
             f"GET /nodes/{node}/rrddata",
             lambda api: api.nodes(node).rrddata.get(timeframe="hour", cf="AVERAGE"),
         )
-        for row in reversed(list(rows)):
-            value = row.get(key) if isinstance(row, Mapping) else None
+        return [dict(row) for row in rows if isinstance(row, Mapping)]
+
+    def node_pressure_percent(self, node: str, key: str) -> float | None:
+        """The newest one-minute average of a pressure column of the node's RRD (PVE 9 ``pve-node-9.0``:
+        ``pressurememorysome``, ``pressurecpusome``, ...; percent of time stalled), or None when the RRD has
+        no such column (PVE 8) or no data yet."""
+        for row in reversed(self.node_rrd(node)):
+            value = row.get(key)
             if isinstance(value, int | float):
                 return float(value)
         return None

@@ -1,0 +1,72 @@
+"""A restarted operator is not blind: its first cycle seeds each node's samples from the node's RRD
+(issue 10), over real HTTPS from pve_sim, whose RRD is evaluated from the same load model."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
+from pve_operator.handlers.balancing import PoolMemory, seed_from_rrd
+from pve_operator.planning.balancing.state import sustained_above
+from pve_operator.planning.model import Metric
+from tests.integration.test_pve_client import client_for
+
+
+def pool_spec(sim: Any, **thresholds: Any) -> ProxmoxServerPoolSpec:
+    return ProxmoxServerPoolSpec.model_validate(
+        {
+            "endpoint": sim.url,
+            "credentialsSecretRef": {"name": "pve"},
+            "nodes": [{"name": "srv-px1"}, {"name": "srv-px2"}],
+            "thresholds": thresholds,
+        }
+    )
+
+
+def test_a_node_overloaded_for_minutes_is_sustained_on_the_first_cycle(pve_sim_server: Any) -> None:
+    sim = pve_sim_server(time_scale=0.0)
+    sim.cluster.advance_clock(60)
+    sim.cluster.set_node_load("srv-px1", "memory", 0.9)
+    sim.cluster.advance_clock(300)  # five minutes at 90 %: the RRD has it
+    now = sim.cluster.now()
+    memory = PoolMemory()
+    with client_for(sim) as pve:
+        snapshot = pve.snapshot(now)
+        seed_from_rrd(pve, pool_spec(sim), snapshot, memory, now)
+    assert memory.seeded
+    hot, calm = list(memory.history["srv-px1"]), list(memory.history["srv-px2"])
+    # sustainedSamples 3: two rows from the RRD, the third is the cycle's own sample.
+    assert len(hot) == 2 and all(f > 0.85 for f in hot) and all(f < 0.5 for f in calm)
+    samples = [*hot, snapshot.nodes["srv-px1"].used_fraction(Metric.MEMORY)]
+    assert sustained_above(samples, 3, 0.75), samples
+
+
+def test_nothing_is_seeded_for_a_disk_pool_or_a_node_that_has_samples(pve_sim_server: Any) -> None:
+    sim = pve_sim_server(time_scale=0.0)
+    sim.cluster.advance_clock(300)
+    now = sim.cluster.now()
+    with client_for(sim) as pve:
+        snapshot = pve.snapshot(now)
+        disk = PoolMemory()
+        seed_from_rrd(pve, pool_spec(sim, metric="disk"), snapshot, disk, now)
+        kept = PoolMemory()
+        kept.history["srv-px1"] = deque([0.42])
+        seed_from_rrd(pve, pool_spec(sim), snapshot, kept, now)
+    assert disk.seeded and not disk.history
+    assert list(kept.history["srv-px1"]) == [0.42] and len(kept.history["srv-px2"]) == 2
+
+
+def test_pressure_samples_are_seeded_too(pve_sim_server: Any) -> None:
+    sim = pve_sim_server(time_scale=0.0)
+    sim.cluster.advance_clock(60)
+    sim.cluster.set_node_load("srv-px2", "cpu", 1.0)  # demand above its cores: CPU pressure
+    sim.cluster.advance_clock(300)
+    now = sim.cluster.now()
+    memory = PoolMemory()
+    with client_for(sim) as pve:
+        snapshot = pve.snapshot(now)
+        seed_from_rrd(pve, pool_spec(sim, pressure={"metric": "CpuPressure"}), snapshot, memory, now)
+    # Two rows before the newest are seeded; the newest is the cycle's own pressure sample.
+    assert len(memory.pressure["srv-px2"]) == 2 and all(p > 0.2 for p in memory.pressure["srv-px2"])
+    assert list(memory.pressure["srv-px1"]) == [0.0, 0.0]
