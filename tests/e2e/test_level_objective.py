@@ -180,9 +180,9 @@ def test_level_flattens_a_skewed_pool_that_relieve_leaves_alone_then_plans_nothi
     assert len(moved) == len(set(moved)), f"a CT moved twice: {moved}"
     assert len(moved) == fewest, f"{len(moved)} moves where {fewest} reach the best peak: {succeeded}"
     assert not migrations(lab, "Failed")
-    # The first Level cycle plans every move; the limit holds all but one back (a refusal, told once).
-    waited = migrations(lab, "Refused")
-    assert waited and all(a["message"] == "ConcurrencyLimit" for a in waited), waited
+    # The first Level cycle plans every move and the limit holds all but one back: routine pacing, not
+    # reported as a refusal (no Warning event, no recentActions entry).
+    assert not migrations(lab, "Refused"), migrations(lab, "Refused")
     final = placement(state)
     assert sorted(v for v in final if final[v] != initial[v]) == sorted(moved)
     assert all(a["sourceNode"] == "srv-px1" for a in succeeded), succeeded

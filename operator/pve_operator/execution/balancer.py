@@ -197,7 +197,7 @@ class BalanceExecutor:
         try:
             self._client.wait(self._client.start_container(node, vmid), timeout_seconds=self._task_timeout)
         except PveConflict as exc:
-            if "already running" not in exc.pve_message:
+            if not exc.already_running:
                 raise
         return f"CT {vmid} started again on {node}"
 
@@ -309,7 +309,7 @@ class BalanceExecutor:
         try:
             self._client.wait(self._client.start_container(node, action.vmid), timeout_seconds=self._task_timeout)
         except PveConflict as exc:
-            if "already running" not in exc.pve_message:
+            if not exc.already_running:
                 raise
         self._set_offloaded_tag(node, action.vmid, config, False)
         moved = f" after moving it {action.node} → {action.target}" if action.moves else ""

@@ -268,7 +268,7 @@ class PolicyExecutor:
         try:
             self._wait(self._client.start_container(node, vmid))
         except PveConflict as exc:
-            if "already running" not in exc.pve_message:
+            if not exc.already_running:
                 raise
         return f"started CT {vmid} on {node}"
 

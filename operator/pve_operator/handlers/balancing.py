@@ -35,6 +35,7 @@ from pve_operator.api.v1alpha1 import (
     Recommendation,
     RecordedAction,
 )
+from pve_operator.api.v1alpha1.common import format_epoch, format_timestamp, parse_epoch
 from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, JournalEntry
 from pve_operator.execution.executor import PolicyIdentity
 from pve_operator.handlers.containerpolicy import discover_owned
@@ -179,7 +180,7 @@ class StatusJournal:
             "sourceNode": action.node,
             "targetNode": getattr(action, "target", None),
             "wasRunning": bool(getattr(action, "running", False)),
-            "startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "startedAt": format_timestamp(datetime.now(UTC)),
             "reason": action.reason[:1024],
         }
         with self._lock:
@@ -203,17 +204,6 @@ class StatusJournal:
                 self._entries.pop(vmid, None)
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
 
 
 def _policy_body(namespace: str, policy: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,14 +291,14 @@ def collect_input(
             "Succeeded",
             "InProgress",
         ):
-            when = _parse_time(entry.get("time"))
+            when = parse_epoch(entry.get("time"))
             if when is not None and entry.get("vmid") is not None:
                 vmid = int(entry["vmid"])
                 last_action_at[vmid] = max(last_action_at.get(vmid, 0.0), when)
     failures = migration_failures_from(
         (int(e["vmid"]), str(e.get("action")), str(e.get("result")), when, str(e.get("message") or ""))
         for e in status.get("recentActions") or []
-        if e.get("vmid") is not None and (when := _parse_time(e.get("time"))) is not None
+        if e.get("vmid") is not None and (when := parse_epoch(e.get("time"))) is not None
     )
     managed: dict[int, ManagedCT] = {}
     owners: dict[int, PolicyIdentity] = {}
@@ -649,7 +639,7 @@ def balance_pool(
                     "node": action.node,
                     "memoryUsedBytes": ct.memory_used_bytes if ct else 0,
                     "cpuUsedFraction": ct.cpu_used_fraction if ct else 0.0,
-                    "offloadedAt": _iso(now),
+                    "offloadedAt": format_epoch(now),
                 }
             elif isinstance(action, RestoreContainer):
                 offloaded.pop(action.vmid, None)
@@ -715,6 +705,13 @@ def _policy_name(policy_of: Mapping[int, Mapping[str, Any]], vmid: int) -> str |
     return str(policy["name"]) if policy else None
 
 
+#: Refusals that are the normal course of things, not something a user acts on: a spike waited out, an
+#: operation still running, a state PVE has not reported yet, and the pacing of a plan by the limits
+#: (moves waiting for ``maxConcurrentMigrations`` or for their target's one arrival per cycle: they run
+#: in later cycles). Posting them as Warnings would make every multi-move plan look like a problem.
+_ROUTINE_REFUSALS = frozenset({"NotSustained", "InFlight", "StatusUnknown", "ConcurrencyLimit", "InboundLimit"})
+
+
 def _worth_reporting(refusal: Refusal) -> bool:
-    """Refusals users act on; a spike being waited out is normal and only clutters events."""
-    return refusal.kind.value not in ("NotSustained", "InFlight", "StatusUnknown")
+    """Refusals users act on (a Warning event, a recentActions entry, the refusals metric)."""
+    return refusal.kind.value not in _ROUTINE_REFUSALS

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -32,6 +31,7 @@ from pve_operator.api.v1alpha1 import (
     VmidConflict,
     describe_validation_error,
 )
+from pve_operator.api.v1alpha1.common import parse_epoch
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, contained, namespaced
@@ -625,9 +625,8 @@ def failed_creations(recent: Any) -> list[FailedAttempt]:
     for entry in recent or ():
         if entry.get("action") != "Create" or entry.get("vmid") is None:
             continue
-        try:
-            at = datetime.strptime(str(entry.get("time")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-        except ValueError:
+        at = parse_epoch(entry.get("time"))
+        if at is None:
             continue
         succeeded = entry.get("result") == "Succeeded"
         attempts.append(FailedAttempt(int(entry["vmid"]), at, succeeded, str(entry.get("message") or "")))

@@ -15,6 +15,7 @@ import kopf
 from pydantic import ValidationError
 
 from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
+from pve_operator.api.v1alpha1.common import format_timestamp
 from pve_operator.handlers.balancing import balance_pool, forget_pool_memory
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
 from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
@@ -153,7 +154,7 @@ def probe_pool(
         patch.status["nodes"] = [n.to_dict() for n in nodes]
         online = sum(1 for n in nodes if n.online)
         patch.status["nodeSummary"] = f"{online}/{len(nodes)}"
-        patch.status["lastSampleTime"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch.status["lastSampleTime"] = format_timestamp(now)
         unknown = [n for n in pool.node_names if n not in snapshot.nodes]
         offline = [n.name for n in nodes if not n.online and n.name not in unknown]
         denied = missing_privileges(permissions)

@@ -19,6 +19,7 @@ from pve_operator.api.v1alpha1 import (
     RecordedAction,
     set_condition,
 )
+from pve_operator.api.v1alpha1.common import format_timestamp
 from pve_operator.api.v1alpha1.serverpool import NodeStatus, ProxmoxServerPoolSpec
 from pve_operator.execution.executor import Outcome
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, Metric
@@ -31,7 +32,7 @@ def now_utc() -> datetime:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_timestamp(moment)
 
 
 def parse_conditions(raw: Iterable[Mapping[str, Any]] | None) -> tuple[Condition, ...]:

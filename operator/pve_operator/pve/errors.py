@@ -77,6 +77,12 @@ class PveNotFound(PveError):
 class PveConflict(PveError):
     """The object is busy or in the wrong state: locked, already exists, already running, not running."""
 
+    @property
+    def already_running(self) -> bool:
+        """A start of a CT that runs (pve-container ``vm_start``: ``CT {vmid} already running``): the
+        wanted state, not a failure."""
+        return "already running" in self.pve_message
+
 
 class PveInvalidRequest(PveError):
     """PVE rejected the parameters (400); ``errors`` maps each parameter to PVE's wording."""

@@ -178,11 +178,31 @@ class StatusModel(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
 
-def _format_timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""RFC 3339 in UTC with whole seconds, as Kubernetes writes ``metav1.Time``: every time in status."""
 
 
-Timestamp = Annotated[AwareDatetime, PlainSerializer(_format_timestamp, return_type=str, when_used="json")]
+def format_timestamp(value: datetime) -> str:
+    """``value`` as status writes times (``2026-12-03T07:41:17Z``)."""
+    return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def format_epoch(epoch: float) -> str:
+    """Epoch seconds as status writes times."""
+    return format_timestamp(datetime.fromtimestamp(epoch, UTC))
+
+
+def parse_epoch(value: object) -> float | None:
+    """Epoch seconds of a time status wrote, or None when ``value`` is empty or not such a time."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+Timestamp = Annotated[AwareDatetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
 """A point in time, timezone-aware; on the wire RFC 3339 in UTC with seconds (``metav1.Time``)."""
 
 
