@@ -214,11 +214,13 @@ def test_node_pressure_is_the_newest_rrd_minute_of_the_column(pve_sim_server: An
     sim.cluster.set_node_load("srv-px2", "cpu", 1.0)  # 8 busy cores plus the legacy CT: demand 105 %
     sim.cluster.advance_clock(120)  # a whole RRD minute since the change
     with client_for(sim) as pve:
-        hot = pve.node_pressure_percent("srv-px2", "pressurecpusome")
-        calm = pve.node_pressure_percent("srv-px1", "pressurecpusome")
-        memory = pve.node_pressure_percent("srv-px2", "pressurememorysome")
-    assert hot is not None and hot > 20
-    assert calm == 0.0 and memory == 0.0
+        hot = pve.node_pressure("srv-px2", "pressurecpusome")
+        calm = pve.node_pressure("srv-px1", "pressurecpusome")
+        memory = pve.node_pressure("srv-px2", "pressurememorysome")
+    assert hot is not None and hot[1] > 20
+    # The newest row is the minute that ends at the last whole minute of the simulated clock.
+    assert hot[0] == 60 * (sim.cluster.now() // 60)
+    assert calm is not None and calm[1] == 0.0 and memory is not None and memory[1] == 0.0
 
 
 def test_node_pressure_is_none_where_pve8_records_none(pve_sim_server: Any) -> None:
@@ -227,4 +229,4 @@ def test_node_pressure_is_none_where_pve8_records_none(pve_sim_server: Any) -> N
     sim = pve_sim_server(parse_scenario(data, "<pve 8 lab>"), time_scale=0.0)
     sim.cluster.advance_clock(180)
     with client_for(sim) as pve:
-        assert pve.node_pressure_percent("srv-px1", "pressurememorysome") is None
+        assert pve.node_pressure("srv-px1", "pressurememorysome") is None

@@ -7,7 +7,7 @@ from collections import deque
 from typing import Any
 
 from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
-from pve_operator.handlers.balancing import PoolMemory, seed_from_rrd
+from pve_operator.handlers.balancing import PoolMemory, forget_pressure, sample_pressure, seed_from_rrd
 from pve_operator.planning.balancing.state import sustained_above
 from pve_operator.planning.model import Metric
 from tests.integration.test_pve_client import client_for
@@ -70,3 +70,36 @@ def test_pressure_samples_are_seeded_too(pve_sim_server: Any) -> None:
     # Two rows before the newest are seeded; the newest is the cycle's own pressure sample.
     assert len(memory.pressure["srv-px2"]) == 2 and all(p > 0.2 for p in memory.pressure["srv-px2"])
     assert list(memory.pressure["srv-px1"]) == [0.0, 0.0]
+
+
+def test_a_pressure_sample_is_one_rrd_minute_and_minutes_from_before_a_move_do_not_count(
+    pve_sim_server: Any,
+) -> None:
+    """Found by the pressure e2e: sampling every 20 s read the same pre-move minute again right after a
+    migration ended, counted it as fresh sustained pressure, and moved a second CT that was not needed."""
+    sim = pve_sim_server(time_scale=0.0)
+    sim.cluster.advance_clock(60)
+    sim.cluster.set_node_load("srv-px2", "cpu", 1.0)
+    sim.cluster.advance_clock(120)
+    spec = pool_spec(sim, pressure={"metric": "CpuPressure"})
+    memory = PoolMemory(seeded=True)
+    with client_for(sim) as pve:
+        snapshot = pve.snapshot(sim.cluster.now())
+        sample_pressure(pve, spec, snapshot, memory, body=None)
+        sample_pressure(pve, spec, snapshot, memory, body=None)  # the same minute read again
+        assert len(memory.pressure["srv-px2"]) == 1
+        sim.cluster.advance_clock(60)
+        sample_pressure(pve, spec, snapshot, memory, body=None)
+        assert len(memory.pressure["srv-px2"]) == 2
+
+        # A move off srv-px2 ends now: its samples go, and so does every minute that began before.
+        forget_pressure(memory, "srv-px2", sim.cluster.now())
+        for _ in range(2):
+            sim.cluster.advance_clock(30)
+            sample_pressure(pve, spec, snapshot, memory, body=None)
+            assert not memory.pressure.get("srv-px2"), "a minute from before the move counted"
+        sim.cluster.advance_clock(60)
+        sample_pressure(pve, spec, snapshot, memory, body=None)
+        assert len(memory.pressure["srv-px2"]) == 1
+    # srv-px1 has no pressure and was sampled once per RRD row all along: 6 reads, 4 distinct minutes.
+    assert list(memory.pressure["srv-px1"]) == [0.0] * 4

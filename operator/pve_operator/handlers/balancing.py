@@ -58,7 +58,7 @@ from pve_operator.planning.balancing import (
 )
 from pve_operator.planning.balancing.cpu_window import CpuWindow
 from pve_operator.planning.balancing.inputs import migration_failures_from
-from pve_operator.planning.balancing.rrd_history import recent_samples
+from pve_operator.planning.balancing.rrd_history import recent_rows, recent_samples
 from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, UsageMeasure, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG
@@ -80,8 +80,13 @@ class PoolMemory:
     history: dict[str, deque[float]] = field(default_factory=dict)
     #: CPU readings of the nodes and CTs: the planner sees CPU averaged over sustainedSamples samples.
     cpu: CpuWindow = field(default_factory=lambda: CpuWindow(3))
-    #: Pressure (PSI, fraction) samples per node, with ``thresholds.pressure``.
+    #: Pressure (PSI, fraction) samples per node, with ``thresholds.pressure``: one per RRD row (minute).
     pressure: dict[str, deque[float]] = field(default_factory=dict)
+    #: Time of the newest RRD row sampled per node: the same row read again is not a new sample.
+    pressure_row_time: dict[str, float] = field(default_factory=dict)
+    #: Rows stamped before this are ignored per node: their minute began before a move off or onto the
+    #: node ended, so they show the pressure the move was meant to end.
+    pressure_not_before: dict[str, float] = field(default_factory=dict)
     #: Nodes whose RRD has no pressure column (PVE 8), last reported.
     pressure_unavailable: frozenset[str] = frozenset()
     #: The samples were seeded from the nodes' RRDs (first cycle of this pool object in this process).
@@ -407,18 +412,32 @@ def seed_from_rrd(
         if seeded:
             memory.history[node.name] = deque(seeded, maxlen=HISTORY_LENGTH)
         if trigger is not None:
-            pressure = recent_samples(rows, trigger.rrd_key, count + 1, now)[:-1]
+            pressure = recent_rows(rows, trigger.rrd_key, count + 1, now)[:-1]
             if pressure:
-                memory.pressure[node.name] = deque(pressure, maxlen=HISTORY_LENGTH)
+                memory.pressure[node.name] = deque((value for _, value in pressure), maxlen=HISTORY_LENGTH)
+                memory.pressure_row_time[node.name] = pressure[-1][0]
     log.info("pool %s: samples seeded from the RRD for %s", where, ", ".join(sorted(memory.history)) or "no node")
+
+
+#: Seconds one RRD row of ``timeframe=hour`` averages (the row stamped T covers (T - 60, T]).
+RRD_ROW_SECONDS = 60.0
+
+
+def forget_pressure(memory: PoolMemory, node: str, moved_at: float) -> None:
+    """A move off or onto ``node`` ended at ``moved_at``: its pressure samples are stale, and so is every
+    row whose minute began before then."""
+    memory.pressure.pop(node, None)
+    memory.pressure_not_before[node] = max(memory.pressure_not_before.get(node, 0.0), moved_at + RRD_ROW_SECONDS)
 
 
 def sample_pressure(
     client: PveClient, pool: ProxmoxServerPoolSpec, snapshot: ClusterSnapshot, memory: PoolMemory, body: Any
 ) -> None:
-    """One pressure sample per online pool node from its RRD (one request each), when the pool has a
-    pressure trigger. A node whose RRD has no pressure column (PVE 8) gets no samples; the pool says so
-    once (an event) rather than failing."""
+    """One pressure sample per online pool node and RRD row (one request per node and cycle), when the
+    pool has a pressure trigger: the newest row averages a whole minute, so a cycle that reads the same
+    row again adds nothing, and rows whose minute began before a move off or onto the node ended are
+    skipped. A node whose RRD has no pressure column (PVE 8) gets no samples; the pool says so once (an
+    event) rather than failing."""
     trigger = pressure_trigger(pool.thresholds.pressure)
     if trigger is None:
         memory.pressure.clear()
@@ -430,16 +449,22 @@ def sample_pressure(
             memory.pressure.pop(node.name, None)
             continue
         try:
-            value = client.node_pressure_percent(node.name, trigger.rrd_key)
+            found = client.node_pressure(node.name, trigger.rrd_key)
         except PveError as exc:
             log.warning("pressure of %s not read: %s", node.name, exc)
             memory.pressure.pop(node.name, None)
             continue
-        if value is None:
+        if found is None:
             missing.add(node.name)
             memory.pressure.pop(node.name, None)
             continue
-        memory.pressure.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(max(0.0, value) / 100)
+        row_time, percent = found
+        if row_time <= memory.pressure_row_time.get(node.name, float("-inf")):
+            continue  # the minute already sampled
+        if row_time < memory.pressure_not_before.get(node.name, float("-inf")):
+            continue  # a minute that began before a move off or onto the node ended
+        memory.pressure_row_time[node.name] = row_time
+        memory.pressure.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(max(0.0, percent) / 100)
     if missing and frozenset(missing) != memory.pressure_unavailable:
         kopf.warn(
             body,
@@ -542,6 +567,15 @@ def balance_pool(
                 other_vmids=inp.in_flight.other_vmids - set(still_migrating),
             ),
         )
+    # Pressure samples of nodes a migration just ended on (off or onto) show the pressure it was meant
+    # to end; those of nodes a migration is still under way on describe neither the snapshot (projected
+    # as done) nor the future: neither counts until rows from after the move arrive.
+    for outcome in followed:
+        if not outcome.in_progress:
+            for moved_on in (outcome.action.node, getattr(outcome.action, "target", outcome.action.node)):
+                forget_pressure(memory, str(moved_on), now)
+    moving = {e.source_node for e in still_migrating.values()} | {str(e.target_node) for e in still_migrating.values()}
+    inp = replace(inp, pressure_history={n: tuple(v) for n, v in memory.pressure.items() if n not in moving})
 
     # 4. Plan.
     balancing_mode = pool.balancing.mode
@@ -647,7 +681,7 @@ def balance_pool(
     # keeps PVE's lagging statistics from triggering the same relief twice).
     for touched in touched_nodes:
         memory.history.pop(touched, None)
-        memory.pressure.pop(touched, None)
+        forget_pressure(memory, touched, now)
     # Offloaded entries for CTs that are no longer offloaded (restored by hand, deleted) are dropped.
     offloaded = {
         v: o

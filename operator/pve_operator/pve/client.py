@@ -389,14 +389,15 @@ class PveClient:
         )
         return [dict(row) for row in rows if isinstance(row, Mapping)]
 
-    def node_pressure_percent(self, node: str, key: str) -> float | None:
-        """The newest one-minute average of a pressure column of the node's RRD (PVE 9 ``pve-node-9.0``:
-        ``pressurememorysome``, ``pressurecpusome``, ...; percent of time stalled), or None when the RRD has
-        no such column (PVE 8) or no data yet."""
+    def node_pressure(self, node: str, key: str) -> tuple[float, float] | None:
+        """``(time, percent)`` of the newest row with a pressure column of the node's RRD (PVE 9
+        ``pve-node-9.0``: ``pressurememorysome``, ``pressurecpusome``, ...; percent of time stalled, the
+        average of the minute that ends at ``time``), or None when the RRD has no such column (PVE 8) or
+        no data yet."""
         for row in reversed(self.node_rrd(node)):
-            value = row.get(key)
-            if isinstance(value, int | float):
-                return float(value)
+            value, when = row.get(key), row.get("time")
+            if isinstance(value, int | float) and isinstance(when, int | float):
+                return float(when), float(value)
         return None
 
     def templates(self, node: str, storage: str) -> frozenset[str]:

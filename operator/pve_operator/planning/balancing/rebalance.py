@@ -440,6 +440,8 @@ class _Planner:
             source_before = replay.fraction(move.source)
             target_before = replay.fraction(move.target)
             running = replay.running[move.vmid]
+            stalled = Metric.CPU if trigger is not None and trigger.resource is PressureResource.CPU else Metric.MEMORY
+            stalled_before = replay.nodes[move.source].fraction(stalled)
             replay.move(move.vmid, move.target)
             source_after = replay.fraction(move.source)
             target_after = replay.fraction(move.target)
@@ -452,7 +454,8 @@ class _Planner:
                     f"{move.source} {trigger.resource.value} pressure {pct(self.pressure_sources[move.source])} > "
                     f"pressure.abovePercent {threshold_figure(trigger.above_fraction)} for "
                     f"{self.inp.thresholds.sustained_samples} samples: shed "
-                    f"{threshold_figure(trigger.relief_fraction)} points of its {trigger.resource.value} use"
+                    f"{threshold_figure(trigger.relief_fraction)} points of its {trigger.resource.value} use "
+                    f"({stalled.value} {pct(stalled_before)} → {pct(replay.nodes[move.source].fraction(stalled))})"
                 )
             else:
                 why = (

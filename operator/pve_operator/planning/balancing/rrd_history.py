@@ -60,6 +60,17 @@ def recent_samples(
     """The last ``count`` rows' figures, oldest first: ``figure`` is the pool's measure (fractions) or an
     RRD column holding percent (``pressurecpusome``, ...; returned as fractions). Empty when the newest
     usable row is older than ``max_age_seconds`` or no row has the figure."""
+    return [value for _, value in recent_rows(rows, figure, count, now, max_age_seconds)]
+
+
+def recent_rows(
+    rows: Iterable[Mapping[str, Any]],
+    figure: str | UsageMeasure,
+    count: int,
+    now: float,
+    max_age_seconds: float = MAX_ROW_AGE_SECONDS,
+) -> list[tuple[float, float]]:
+    """:func:`recent_samples` with each row's time: ``(time, figure)``, oldest first."""
     usable: list[tuple[float, float]] = []
     for row in rows:
         when = _number(row, "time")
@@ -73,6 +84,6 @@ def recent_samples(
         if value is not None:
             usable.append((when, max(0.0, value)))
     usable.sort()
-    if not usable or now - usable[-1][0] > max_age_seconds:
+    if not usable or now - usable[-1][0] > max_age_seconds or count < 1:
         return []
-    return [value for _, value in usable[-count:]]
+    return usable[-count:]

@@ -258,7 +258,8 @@ def test_sustained_pressure_sheds_the_relief_off_a_node_under_the_thresholds() -
     assert plan.projected.nodes["a"].used_fraction(Metric.CPU) == pytest.approx(0.875)
     # c is under pressure (latest sample): it receives nothing, although it has the room.
     assert (
-        "a cpu pressure 50% > pressure.abovePercent 20 for 3 samples: shed 10 points of its cpu use" in moves[0].reason
+        "a cpu pressure 50% > pressure.abovePercent 20 for 3 samples: shed 10 points of its cpu use "
+        "(cpu 100% → 87.5%)" in moves[0].reason
     )
     assert plan_balance(replace(inp, thresholds=replace(inp.thresholds, pressure=None))).actions == ()
 
