@@ -91,6 +91,24 @@ class Lab:
         wait_for(lambda: api.nodes(node).tasks(upid).status.get()["status"] == "stopped", what=f"task {upid}")
 
 
+def recent_actions(lab: Lab) -> list[dict[str, Any]]:
+    """The lab pool's ``status.recentActions``, oldest first."""
+    return list(lab.status("proxmoxserverpool", "lab").get("recentActions") or [])
+
+
+def migrations(lab: Lab, *results: str) -> list[dict[str, Any]]:
+    """The lab pool's recorded migrations with one of ``results`` (default: started or succeeded)."""
+    wanted = results or ("InProgress", "Succeeded")
+    return [a for a in recent_actions(lab) if a["action"] == "Migrate" and a["result"] in wanted]
+
+
+def sim_state(lab: Lab) -> dict[str, Any]:
+    """The simulator's own state (not PVE's lagging statistics): node and CT usage, tasks."""
+    state = lab.sim.cluster.state_dump()
+    assert isinstance(state, dict)
+    return state
+
+
 def ready_replicas(count: int) -> Callable[[dict[str, Any]], bool]:
     def check(status: dict[str, Any]) -> bool:
         ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Lab, lab_scenario_data, ready_replicas
+from tests.e2e.conftest import Lab, lab_scenario_data, migrations, ready_replicas, recent_actions, sim_state
 from tests.fixtures.kube import wait_for
 from tests.fixtures.operator import connect_pool
 
@@ -42,22 +42,6 @@ BALANCING = {
 
 def weights(*allowed: str) -> dict[str, Any]:
     return {"placement": {"nodeWeights": [{"name": n, "weight": 1 if n in allowed else 0} for n in NODES]}}
-
-
-def recent_actions(lab: Lab) -> list[dict[str, Any]]:
-    return list(lab.status("proxmoxserverpool", "lab").get("recentActions") or [])
-
-
-def migrations(lab: Lab, *results: str) -> list[dict[str, Any]]:
-    wanted = results or ("InProgress", "Succeeded")
-    return [a for a in recent_actions(lab) if a["action"] == "Migrate" and a["result"] in wanted]
-
-
-def sim_state(lab: Lab) -> dict[str, Any]:
-    """The simulator's own state (not PVE's lagging statistics): node and CT usage, tasks."""
-    state = lab.sim.cluster.state_dump()
-    assert isinstance(state, dict)
-    return state
 
 
 def node_percents(state: dict[str, Any]) -> dict[str, float]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Lab, ready_replicas
+from tests.e2e.conftest import Lab, migrations, ready_replicas, recent_actions, sim_state
 from tests.fixtures.kube import wait_for
 from tests.fixtures.operator import connect_pool
 
@@ -71,22 +71,6 @@ def observed(lab: Lab, kind: str, name: str) -> bool:
     """The operator has handled the object's current spec."""
     obj = lab.get(kind, name)
     return bool(obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"])
-
-
-def recent_actions(lab: Lab) -> list[dict[str, Any]]:
-    return list(lab.status("proxmoxserverpool", "lab").get("recentActions") or [])
-
-
-def migrations(lab: Lab, *results: str) -> list[dict[str, Any]]:
-    wanted = results or ("InProgress", "Succeeded")
-    return [a for a in recent_actions(lab) if a["action"] == "Migrate" and a["result"] in wanted]
-
-
-def sim_state(lab: Lab) -> dict[str, Any]:
-    """The simulator's own state (not PVE's lagging statistics): node and CT usage, tasks."""
-    state = lab.sim.cluster.state_dump()
-    assert isinstance(state, dict)
-    return state
 
 
 def placement(state: dict[str, Any]) -> dict[int, str]:

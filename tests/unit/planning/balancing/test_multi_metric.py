@@ -32,36 +32,22 @@ from pve_operator.planning.model import (
     pool_measure,
 )
 from pve_operator.planning.reconcile import pool_used_fraction
+from tests.builders import build_ct, build_node
 
 GIB = 1024**3
 NOW = 1_000_000.0
 
 
 def node(name: str, *, cores: int = 16, cpu: float = 0.0, mem_gib: float = 0.0, total_gib: float = 64) -> NodeUsage:
-    return NodeUsage(
-        name=name,
-        online=True,
-        cpu_cores=cores,
-        cpu_used_fraction=cpu,
-        memory_total_bytes=int(total_gib * GIB),
-        memory_used_bytes=int(mem_gib * GIB),
-        disk_total_bytes=1000 * GIB,
-        disk_used_bytes=100 * GIB,
+    return build_node(
+        name, cores=cores, cpu=cpu, memory_gib=total_gib, memory_used_gib=mem_gib, disk_gib=1000, disk_used_gib=100
     )
 
 
 def ct(vmid: int, on: str, *, cores: int = 4, cpu: float = 0.0, mem_gib: float = 1.0) -> ContainerObservation:
-    return ContainerObservation(
-        vmid=vmid,
-        node=on,
-        status=ContainerStatus.RUNNING,
-        name=f"ct{vmid}",
-        cpu_cores=cores,
-        cpu_used_fraction=cpu,
-        memory_limit_bytes=int(mem_gib * 2 * GIB),
-        memory_used_bytes=int(mem_gib * GIB),
-        disk_limit_bytes=16 * GIB,
-        disk_used_bytes=4 * GIB,
+    mib = int(mem_gib * 1024)
+    return build_ct(
+        vmid, on, cores=cores, cpu=cpu, memory_mib=2 * mib, memory_used_mib=mib, disk_gib=16, disk_used_gib=4
     )
 
 
