@@ -60,6 +60,24 @@ def test_created_cts_carry_the_marks_and_run(pve_sim_server: Any) -> None:
     assert sim.proxmox().nodes("srv-px1").lxc(3101).status.current.get()["status"] == "running"
 
 
+def test_a_host_name_proxmox_accepts_is_created_as_written(pve_sim_server: Any) -> None:
+    """The lab named its CTs ``ct-tpgei-virt-C1-ctYY``: upper case and FQDNs are dns-names to PVE, and
+    the policy's pattern renders them; created and started as written."""
+    from pve_operator.api.v1alpha1 import render_hostname
+
+    sim = pve_sim_server(time_scale=0.0)
+    names = [render_hostname("ct-tpgei-virt-C1-ct{index:02d}", 4), render_hostname("web-{index}.lab.example", 5)]
+    actions = [
+        CreateContainer(vmid=3104 + i, node="srv-px1", index=4 + i, hostname=name, reason="test")
+        for i, name in enumerate(names)
+    ]
+    outcomes = executor(sim).apply(actions, BLUEPRINT)
+    assert all(o.succeeded for o in outcomes), [o.message for o in outcomes]
+    for action in actions:
+        assert sim.proxmox().nodes("srv-px1").lxc(action.vmid).config.get()["hostname"] == action.hostname
+    assert names == ["ct-tpgei-virt-C1-ct04", "web-5.lab.example"]
+
+
 def test_destroy_refuses_a_ct_that_is_not_provably_ours(pve_sim_server: Any) -> None:
     sim = pve_sim_server(time_scale=0.0)
     # 3150 (legacy-db) is inside the range but has none of our marks.

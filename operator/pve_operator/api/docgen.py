@@ -52,8 +52,9 @@ but the operator rejects gets `Ready=False` with reason `InvalidSpec` and the me
 #: Checks the models make that have no CEL equivalent in the CRD, by kind (the operator reports them as InvalidSpec).
 OPERATOR_ONLY_CHECKS: Mapping[str, tuple[str, ...]] = {
     "ContainerPolicy": (
-        "`hostnamePattern` must render a valid host name (a DNS label of at most 63 characters) for the first "
-        "and the last CT of `vmidRange`; the API server only checks the pattern's syntax.",
+        "`hostnamePattern` must render a host name Proxmox VE accepts (dns-name: labels of letters, digits and "
+        "'-' joined by '.', at most 255 characters) for the first and the last CT of `vmidRange`; the API "
+        "server only checks the pattern's syntax.",
     ),
 }
 

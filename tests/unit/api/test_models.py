@@ -168,6 +168,10 @@ def test_specs_are_immutable_values() -> None:
         ("ct-{index:d}", 5, "ct-5"),
         ("{index:03d}-db", 9, "009-db"),
         ("{index}", 0, "0"),
+        # What Proxmox VE accepts (dns-name): upper case, as the lab named its CTs, and FQDNs.
+        ("ct-tpgei-virt-C1-ct{index:02d}", 7, "ct-tpgei-virt-C1-ct07"),
+        ("Web{index}", 3, "Web3"),
+        ("web-{index}.example.org", 12, "web-12.example.org"),
     ],
 )
 def test_render_hostname(pattern: str, index: int, hostname: str) -> None:
@@ -182,10 +186,14 @@ def test_render_hostname(pattern: str, index: int, hostname: str) -> None:
         ("ct-{index:2d}", "must contain exactly one {index} field"),
         ("ct-{index!r}", "must contain exactly one {index} field"),
         ("ct-{0}", "must contain exactly one {index} field"),
-        ("Ct-{index}", "must contain exactly one {index} field"),
         ("ct_{index}", "must contain exactly one {index} field"),
         ("-ct-{index}", "must contain exactly one {index} field"),
-        ("ct.{index}", "must contain exactly one {index} field"),
+        (".ct{index}", "must contain exactly one {index} field"),
+        ("ct-{index}.", "must contain exactly one {index} field"),
+        ("ct é-{index}", "must contain exactly one {index} field"),
+        # The syntax allows '.' and '-' inside; the rendered name must still be a dns-name.
+        ("ct.-{index}", "not a host name Proxmox VE accepts"),
+        ("ct..{index}", "not a host name Proxmox VE accepts"),
     ],
 )
 def test_render_hostname_refuses_bad_patterns(pattern: str, message: str) -> None:
@@ -193,10 +201,10 @@ def test_render_hostname_refuses_bad_patterns(pattern: str, message: str) -> Non
         render_hostname(pattern, 1)
 
 
-def test_render_hostname_refuses_names_longer_than_a_dns_label() -> None:
-    pattern = "a" * 54 + "-{index:08d}"
-    assert render_hostname(pattern, 0) == "a" * 54 + "-00000000"
-    with pytest.raises(ValueError, match=r"renders CT index 123456789 as .* not a valid host name"):
+def test_render_hostname_refuses_names_longer_than_proxmox_accepts() -> None:
+    pattern = "a" * 246 + "-{index:08d}"
+    assert render_hostname(pattern, 0) == "a" * 246 + "-00000000"
+    with pytest.raises(ValueError, match=r"renders CT index 123456789 as .* not a host name Proxmox VE accepts"):
         render_hostname(pattern, 123456789)
     with pytest.raises(ValueError, match="never negative"):
         render_hostname("ct-{index}", -1)
@@ -204,8 +212,8 @@ def test_render_hostname_refuses_names_longer_than_a_dns_label() -> None:
 
 def test_policy_refuses_a_pattern_whose_last_name_is_too_long() -> None:
     """The API server only checks the pattern's syntax; the length of the names depends on the range."""
-    long_prefix = "web-" + "x" * 56 + "-"
-    assert len(render_hostname(long_prefix + "{index}", 99)) == 63
+    long_prefix = "web-" + "x" * 248 + "-"
+    assert len(render_hostname(long_prefix + "{index}", 99)) == 255
     _policy(hostnamePattern=long_prefix + "{index}", vmidRange={"start": 3100, "end": 3199})
     with pytest.raises(ValidationError) as raised:
         _policy(hostnamePattern=long_prefix + "{index}", vmidRange={"start": 3100, "end": 3299})

@@ -377,7 +377,7 @@ class PlannedAction(StatusModel):
     vmid: Vmid | None = None
     """VMID of the CT acted on (absent when a creation was refused before a VMID was chosen)."""
 
-    hostname: str | None = Field(None, max_length=63)
+    hostname: str | None = Field(None, max_length=255)
     """Host name of the CT."""
 
     policy: str | None = Field(None, max_length=253)

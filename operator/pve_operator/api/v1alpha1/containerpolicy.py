@@ -16,7 +16,6 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .common import (
     CONDITIONS_SCHEMA,
-    DNS1123_LABEL,
     MAX_RECENT_ACTIONS,
     MAX_VMID,
     MIN_VMID,
@@ -44,13 +43,21 @@ MAX_REPLICAS = 1000
 SPEC_WARNING_REASON = "SpecWarning"
 """Reason of ``Degraded=False`` when ``ContainerPolicySpec.warnings`` has something to say."""
 
-HOSTNAME_PATTERN = "^([a-z0-9][-a-z0-9]*)?[{]index(:(0[1-9])?d)?[}]([-a-z0-9]*[a-z0-9])?$"
-"""Syntax of ``hostnamePattern``: lowercase letters, digits and '-' around one ``{index}`` field."""
+HOSTNAME_PATTERN = "^([a-zA-Z0-9][-.a-zA-Z0-9]*)?[{]index(:(0[1-9])?d)?[}]([-.a-zA-Z0-9]*[a-zA-Z0-9])?$"
+"""Syntax of ``hostnamePattern``: letters, digits, '-' and '.' around one ``{index}`` field."""
+
+PVE_DNS_NAME = "^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?[.])*[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$"
+"""A host name as Proxmox VE accepts it for a CT (format ``dns-name``, pve-common
+``PVE/JSONSchema.pm`` ``pve_verify_dns_name``): labels of letters (either case), digits and '-', not
+starting or ending with '-', joined by '.'; the ``hostname`` parameter allows 255 characters."""
+
+PVE_HOSTNAME_MAX_LENGTH = 255
+"""``maxLength`` of the ``hostname`` parameter of ``POST /nodes/{node}/lxc`` (pve-container)."""
 
 _HOSTNAME_PATTERN_SYNTAX = CelRule(
     rule=f"self.matches('{HOSTNAME_PATTERN}')",
     message="hostnamePattern must contain exactly one {index} field (optionally zero-padded, like "
-    "{index:02d}) and otherwise only lowercase letters, digits and '-', not at the start or end",
+    "{index:02d}) and otherwise only letters, digits, '-' and '.', not '-' or '.' at the start or end",
 )
 
 _IPV4_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -439,11 +446,13 @@ class ContainerPolicySpec(ApiModel):
     )
     """VMIDs of the CTs (CT number index gets start + index). Immutable; must not overlap other policies'."""
 
-    # 73 = a 63-character name whose one-digit index is written as the longest field, {index:09d}.
-    hostname_pattern: str = Field(max_length=73, json_schema_extra=kube_schema(_HOSTNAME_PATTERN_SYNTAX))
+    # 265 = a 255-character name whose one-digit index is written as the longest field, {index:09d}.
+    hostname_pattern: str = Field(max_length=265, json_schema_extra=kube_schema(_HOSTNAME_PATTERN_SYNTAX))
     """Host name of CT number index (0-based, VMID start + index) in Python format syntax with one field
-    {index}, e.g. ct-web-{index:02d} gives ct-web-00, ct-web-01, ... Every rendered name must be a valid
-    DNS label (at most 63 characters)."""
+    {index}, e.g. ct-web-{index:02d} gives ct-web-00, ct-web-01, ... Every rendered name must be a host
+    name Proxmox VE accepts (format dns-name): labels of letters of either case, digits and '-' (not at
+    either end), joined by '.', at most 255 characters, e.g. ct-tpgei-virt-C1-ct{index:02d} or
+    web-{index}.example.org."""
 
     template: ContainerTemplate
     """What each CT looks like."""
@@ -555,17 +564,18 @@ def render_hostname(pattern: str, index: int) -> str:
     """The host name ``pattern`` gives CT number ``index``: ``render_hostname("ct-web-{index:02d}", 3)``
     is ``ct-web-03``.
 
-    Raises ``ValueError`` when the pattern is malformed or the result is not a valid DNS label
-    (at most 63 characters of ``[a-z0-9-]``, no '-' at either end).
+    Raises ``ValueError`` when the pattern is malformed or the result is not a host name Proxmox VE
+    accepts (:data:`PVE_DNS_NAME`, at most 255 characters).
     """
     _HOSTNAME_PATTERN_SYNTAX.require(full_match(HOSTNAME_PATTERN, pattern), f"got {pattern!r}")
     if index < 0:
         raise ValueError(f"a CT index is never negative, got {index}")
     hostname = pattern.format(index=index)
-    if len(hostname) > 63 or not full_match(DNS1123_LABEL, hostname):
+    if len(hostname) > PVE_HOSTNAME_MAX_LENGTH or not full_match(PVE_DNS_NAME, hostname):
         raise ValueError(
-            f"hostnamePattern {pattern!r} renders CT index {index} as {hostname!r}, which is not a valid "
-            "host name (a DNS label: at most 63 characters of a-z, 0-9 and '-')"
+            f"hostnamePattern {pattern!r} renders CT index {index} as {hostname!r}, which is not a host name "
+            "Proxmox VE accepts (dns-name: labels of letters, digits and '-', not at either end, joined by "
+            "'.', at most 255 characters)"
         )
     return hostname
 
@@ -580,7 +590,7 @@ class ContainerStatus(StatusModel):
     vmid: int = Field(ge=MIN_VMID, le=MAX_VMID)
     """VMID of the CT."""
 
-    hostname: str = Field(max_length=63)
+    hostname: str = Field(max_length=PVE_HOSTNAME_MAX_LENGTH)
     """Host name of the CT."""
 
     node: str | None = Field(None, max_length=63)
