@@ -89,8 +89,9 @@ sim: install ## Serve the Proxmox VE simulator on https://127.0.0.1:$(SIM_PORT) 
 	$(VPY) -m pve_sim serve --scenario $(SCENARIO) --port $(SIM_PORT)
 
 .PHONY: crds
-crds: install ## Regenerate crds/*.yaml from the API types
+crds: install ## Regenerate crds/*.yaml from the API types (and the Helm chart's byte-identical copies)
 	$(VPY) -m pve_operator.api.crdgen --output crds
+	cp crds/*.yaml deploy/helm/pve-operator/crds/
 
 .PHONY: bench
 bench: install controlplane ## Run the benchmarks under bench/ (print tables; installs the MILP solver used as a baseline)
