@@ -9,8 +9,9 @@ from hypothesis import assume, given
 
 from pve_operator.api.v1alpha1.serverpool import BalancingObjective as ApiObjective
 from pve_operator.api.v1alpha1.serverpool import BalancingSpec
-from pve_operator.planning.actions import MigrateContainer
+from pve_operator.planning.actions import MigrateContainer, RestoreContainer
 from pve_operator.planning.balancing import (
+    BalancePlan,
     BalancingInput,
     BalancingLimits,
     BalancingObjective,
@@ -281,8 +282,15 @@ def test_a_level_plan_is_a_fixed_point(inp: BalancingInput) -> None:
     assume(relieve_is_a_fixed_point(inp))
     inp = unlimited(_level(inp))
     first = plan_balance(inp)
-    second = plan_balance(next_cycle(inp, first))
-    assert second.actions == (), [a.reason for a in second.actions]
+    assert_nothing_moves_again(plan_balance(next_cycle(inp, first)))
+
+
+def assert_nothing_moves_again(second: BalancePlan) -> None:
+    """Planned again on its result, Level moves nothing more. What may follow is a restore onto a node
+    the levelling calmed (found by the CI run of this property): a restore waits for sustainedSamples
+    samples at or under restoreBelowPercent, so it comes in the cycle after the moves, by design."""
+    assert not second.migrations, [a.reason for a in second.actions]
+    assert all(isinstance(a, RestoreContainer) for a in second.actions), [a.reason for a in second.actions]
 
 
 @PROPERTIES
@@ -292,5 +300,4 @@ def test_a_level_plan_is_a_fixed_point_with_a_gain_of_zero(inp: BalancingInput) 
     inp = unlimited(_level(inp))
     inp = replace(inp, limits=replace(inp.limits, min_gain_fraction=0.0, level_tolerance_fraction=0.0))
     first = plan_balance(inp)
-    second = plan_balance(next_cycle(inp, first))
-    assert second.actions == (), [a.reason for a in second.actions]
+    assert_nothing_moves_again(plan_balance(next_cycle(inp, first)))
