@@ -262,14 +262,14 @@ def _load_against(node: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[flo
         known = [v for v in figures.values() if v is not None]
         value = max(known) if known else None
     elif metric == "weighted":
-        given = thresholds.get("metricWeights") or {}
-        weights = {"memory": 100, "cpu": 100, "disk": 0} | {k: int(v) for k, v in given.items()}
-        used = {m: w for m, w in weights.items() if w > 0}
-        value = (
-            sum(w * float(figures[m]) for m, w in used.items()) / sum(used.values())  # type: ignore[arg-type]
-            if used and all(figures.get(m) is not None for m in used)
-            else None
-        )
+        from pve_operator.api.v1alpha1 import MetricWeights
+        from pve_operator.planning.model import WeightedMetric
+
+        weights = MetricWeights.model_validate(thresholds.get("metricWeights") or {})
+        measure = WeightedMetric(memory=weights.memory, cpu=weights.cpu, disk=weights.disk)
+        parts = [(figures[m.value], weight) for m, weight in measure.parts]
+        unknown = any(figure is None and weight > 0 for figure, weight in parts)
+        value = None if unknown else measure.combine(*(float(figure or 0.0) for figure, _ in parts))
     else:
         value = figures.get(metric)
     if not node.get("online") or value is None:

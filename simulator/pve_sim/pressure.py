@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pve_sim.history import CtUsage, NodeUsage
+from pve_sim.rrd import CT_RRD_KEYS, NODE_RRD_KEYS
 
 
 @dataclass(frozen=True)
@@ -104,23 +105,10 @@ MEMORY_SOME: Final = PsiCurve(knee=0.85, half=1.00)
 MEMORY_FULL: Final = PsiCurve(knee=0.90, half=1.05)
 """Memory ``full`` over memory demand/capacity (the ``some`` curve moved right: never above it)."""
 
-NODE_PRESSURE_KEYS: Final[tuple[str, ...]] = (
-    "pressurecpusome",
-    "pressureiosome",
-    "pressureiofull",
-    "pressurememorysome",
-    "pressurememoryfull",
-)
+NODE_PRESSURE_KEYS: Final[tuple[str, ...]] = tuple(k for k in NODE_RRD_KEYS if k.startswith("pressure"))
 """A node's PSI data sources (``rrd_def_node_pve9_0``), in file order."""
 
-CT_PRESSURE_KEYS: Final[tuple[str, ...]] = (
-    "pressurecpusome",
-    "pressurecpufull",
-    "pressureiosome",
-    "pressureiofull",
-    "pressurememorysome",
-    "pressurememoryfull",
-)
+CT_PRESSURE_KEYS: Final[tuple[str, ...]] = tuple(k for k in CT_RRD_KEYS if k.startswith("pressure"))
 """A guest's PSI values (``vmstatus`` and ``rrd_def_vm_pve9_0``), in file order."""
 
 

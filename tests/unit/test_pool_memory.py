@@ -22,7 +22,7 @@ def test_a_pool_recreated_under_the_same_name_starts_afresh() -> None:
     old.last_action_at[3101] = 1_000.0
     new = pool_memory("team-b", "lab", "uid-new")
     assert new is not old
-    assert not new.history and not new.last_action_at and not new.pressure
+    assert not new.history and not new.last_action_at and not new.pressure.samples
     # The old object's memory is gone, not kept beside the new one.
     assert pool_memory("team-b", "lab", "uid-old") is not old
 

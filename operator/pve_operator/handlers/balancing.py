@@ -29,8 +29,6 @@ from pve_operator.api.v1alpha1 import (
     ActionKind,
     ActionResult,
     AutomationMode,
-    PressureMetric,
-    PressureThreshold,
     ProxmoxServerPoolSpec,
     Recommendation,
     RecordedAction,
@@ -49,7 +47,6 @@ from pve_operator.planning.balancing import (
     InFlight,
     ManagedCT,
     PoolNodeSpec,
-    PressureResource,
     PressureTrigger,
     Refusal,
     Thresholds,
@@ -58,7 +55,7 @@ from pve_operator.planning.balancing import (
 )
 from pve_operator.planning.balancing.cpu_window import CpuWindow
 from pve_operator.planning.balancing.inputs import migration_failures_from
-from pve_operator.planning.balancing.rrd_history import recent_rows, recent_samples
+from pve_operator.planning.balancing.rrd_history import PressureSamples, newest, recent_rows, recent_samples
 from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, UsageMeasure, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG
@@ -80,13 +77,8 @@ class PoolMemory:
     history: dict[str, deque[float]] = field(default_factory=dict)
     #: CPU readings of the nodes and CTs: the planner sees CPU averaged over sustainedSamples samples.
     cpu: CpuWindow = field(default_factory=lambda: CpuWindow(3))
-    #: Pressure (PSI, fraction) samples per node, with ``thresholds.pressure``: one per RRD row (minute).
-    pressure: dict[str, deque[float]] = field(default_factory=dict)
-    #: Time of the newest RRD row sampled per node: the same row read again is not a new sample.
-    pressure_row_time: dict[str, float] = field(default_factory=dict)
-    #: Rows stamped before this are ignored per node: their minute began before a move off or onto the
-    #: node ended, so they show the pressure the move was meant to end.
-    pressure_not_before: dict[str, float] = field(default_factory=dict)
+    #: Pressure (PSI) samples per node, with ``thresholds.pressure``: one per RRD row (minute).
+    pressure: PressureSamples = field(default_factory=lambda: PressureSamples(HISTORY_LENGTH))
     #: Nodes whose RRD has no pressure column (PVE 8), last reported.
     pressure_unavailable: frozenset[str] = frozenset()
     #: The samples were seeded from the nodes' RRDs (first cycle of this pool object in this process).
@@ -209,8 +201,6 @@ class StatusJournal:
                 self._entries.pop(vmid, None)
 
 
-
-
 def _policy_body(namespace: str, policy: Mapping[str, Any]) -> dict[str, Any]:
     """Enough of a ContainerPolicy for an event's involvedObject."""
     return {
@@ -285,7 +275,6 @@ def collect_input(
     history: Mapping[str, Sequence[float]],
     last_action_at: dict[int, float],
     now: float,
-    pressure_history: Mapping[str, Sequence[float]] | None = None,
 ) -> CollectedInput:
     """Everything the planner needs for one pool, from its spec and status, its policies and one snapshot."""
     thresholds = pool.thresholds
@@ -353,7 +342,7 @@ def collect_input(
             offload_above_percent=thresholds.offload_above_percent,
             restore_below_percent=thresholds.restore_below_percent,
             sustained_samples=thresholds.sustained_samples,
-            pressure=pressure_trigger(thresholds.pressure),
+            pressure=PressureTrigger.from_spec(thresholds.pressure),
         ),
         limits=BalancingLimits.from_percent(
             max_concurrent_migrations=pool.balancing.max_concurrent_migrations,
@@ -366,17 +355,8 @@ def collect_input(
         in_flight=InFlight(other_vmids=frozenset(locked)),
         balancing_enabled=balancing_mode is not AutomationMode.OFF,
         offload_enabled=offload_mode is not AutomationMode.OFF,
-        pressure_history={k: tuple(v) for k, v in (pressure_history or {}).items()},
     )
     return CollectedInput(inp, owners, policy_of, locked)
-
-
-def pressure_trigger(spec: PressureThreshold | None) -> PressureTrigger | None:
-    """``thresholds.pressure`` as the planner takes it (fractions)."""
-    if spec is None:
-        return None
-    resource = PressureResource.MEMORY if spec.metric is PressureMetric.MEMORY_PRESSURE else PressureResource.CPU
-    return PressureTrigger(resource, spec.above_percent / 100, spec.relief_percent / 100)
 
 
 def seed_from_rrd(
@@ -385,20 +365,22 @@ def seed_from_rrd(
     snapshot: ClusterSnapshot,
     memory: PoolMemory,
     now: float,
-    where: str = "",
-) -> None:
+    where: str,
+) -> dict[str, list[dict[str, Any]]]:
     """First cycle of a pool in this process (a restart, a new leader): the last minutes of each online
     node's RRD (one request per node) stand in for the samples this process has not taken, so a node
     that has been overloaded all along is acted on now, not ``sustainedSamples`` intervals later. The
     current sample is appended after these, so ``sustainedSamples - 1`` rows are taken (pressure: the
-    rows before the newest, which ``sample_pressure`` reads itself). Nothing is seeded where the RRD
-    cannot give the pool's metric (disk) or is not recent; a failed read only means waiting, as before."""
+    rows before the newest, which ``sample_pressure`` takes from the rows returned here). Nothing is
+    seeded where the RRD cannot give the pool's metric (disk) or is not recent; a failed read only means
+    waiting, as before. Returns the rows read, by node, so the cycle does not read them again."""
     memory.seeded = True
     metric = pool_measure(pool.thresholds)
     count = pool.thresholds.sustained_samples - 1
-    trigger = pressure_trigger(pool.thresholds.pressure)
+    trigger = PressureTrigger.from_spec(pool.thresholds.pressure)
+    fetched: dict[str, list[dict[str, Any]]] = {}
     if count < 1:
-        return
+        return fetched
     for node in pool.nodes:
         usage = snapshot.nodes.get(node.name)
         if usage is None or not usage.online or memory.history.get(node.name):
@@ -408,37 +390,29 @@ def seed_from_rrd(
         except PveError as exc:
             log.warning("RRD of %s not read, its samples start now: %s", node.name, exc)
             continue
+        fetched[node.name] = rows
         seeded = recent_samples(rows, metric, count, now)
         if seeded:
             memory.history[node.name] = deque(seeded, maxlen=HISTORY_LENGTH)
         if trigger is not None:
-            pressure = recent_rows(rows, trigger.rrd_key, count + 1, now)[:-1]
-            if pressure:
-                memory.pressure[node.name] = deque((value for _, value in pressure), maxlen=HISTORY_LENGTH)
-                memory.pressure_row_time[node.name] = pressure[-1][0]
+            memory.pressure.seed(node.name, recent_rows(rows, trigger.rrd_key, count + 1, now)[:-1])
     log.info("pool %s: samples seeded from the RRD for %s", where, ", ".join(sorted(memory.history)) or "no node")
-
-
-#: Seconds one RRD row of ``timeframe=hour`` averages (the row stamped T covers (T - 60, T]).
-RRD_ROW_SECONDS = 60.0
-
-
-def forget_pressure(memory: PoolMemory, node: str, moved_at: float) -> None:
-    """A move off or onto ``node`` ended at ``moved_at``: its pressure samples are stale, and so is every
-    row whose minute began before then."""
-    memory.pressure.pop(node, None)
-    memory.pressure_not_before[node] = max(memory.pressure_not_before.get(node, 0.0), moved_at + RRD_ROW_SECONDS)
+    return fetched
 
 
 def sample_pressure(
-    client: PveClient, pool: ProxmoxServerPoolSpec, snapshot: ClusterSnapshot, memory: PoolMemory, body: Any
+    client: PveClient,
+    pool: ProxmoxServerPoolSpec,
+    snapshot: ClusterSnapshot,
+    memory: PoolMemory,
+    body: Any,
+    fetched: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> None:
-    """One pressure sample per online pool node and RRD row (one request per node and cycle), when the
-    pool has a pressure trigger: the newest row averages a whole minute, so a cycle that reads the same
-    row again adds nothing, and rows whose minute began before a move off or onto the node ended are
-    skipped. A node whose RRD has no pressure column (PVE 8) gets no samples; the pool says so once (an
-    event) rather than failing."""
-    trigger = pressure_trigger(pool.thresholds.pressure)
+    """The newest RRD row's pressure of each online pool node (one request per node and cycle; see
+    :class:`PressureSamples` for which rows count), when the pool has a pressure trigger. A node whose RRD
+    has no pressure column (PVE 8) gets no samples; the pool says so once (an event) rather than failing.
+    ``fetched``: RRD rows already read this cycle, by node."""
+    trigger = PressureTrigger.from_spec(pool.thresholds.pressure)
     if trigger is None:
         memory.pressure.clear()
         return
@@ -446,25 +420,22 @@ def sample_pressure(
     for node in pool.nodes:
         usage = snapshot.nodes.get(node.name)
         if usage is None or not usage.online:
-            memory.pressure.pop(node.name, None)
+            memory.pressure.drop(node.name)
             continue
         try:
-            found = client.node_pressure(node.name, trigger.rrd_key)
+            rows = (fetched or {}).get(node.name)
+            key = trigger.rrd_key
+            found = newest(rows, key) if rows is not None else client.node_pressure(node.name, key)
         except PveError as exc:
             log.warning("pressure of %s not read: %s", node.name, exc)
-            memory.pressure.pop(node.name, None)
+            memory.pressure.drop(node.name)
             continue
         if found is None:
             missing.add(node.name)
-            memory.pressure.pop(node.name, None)
+            memory.pressure.drop(node.name)
             continue
         row_time, percent = found
-        if row_time <= memory.pressure_row_time.get(node.name, float("-inf")):
-            continue  # the minute already sampled
-        if row_time < memory.pressure_not_before.get(node.name, float("-inf")):
-            continue  # a minute that began before a move off or onto the node ended
-        memory.pressure_row_time[node.name] = row_time
-        memory.pressure.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(max(0.0, percent) / 100)
+        memory.pressure.record(node.name, row_time, percent / 100)
     if missing and frozenset(missing) != memory.pressure_unavailable:
         kopf.warn(
             body,
@@ -497,8 +468,7 @@ def balance_pool(
     metric = pool_measure(thresholds)
 
     # 1. Sample history of the metric per pool node (seeded from the RRD on the first cycle).
-    if not memory.seeded:
-        seed_from_rrd(client, pool, snapshot, memory, now, f"{namespace}/{name}")
+    fetched = seed_from_rrd(client, pool, snapshot, memory, now, f"{namespace}/{name}") if not memory.seeded else {}
     for node in pool.nodes:
         usage = snapshot.nodes.get(node.name)
         if usage is not None and usage.online:
@@ -506,7 +476,7 @@ def balance_pool(
     # 2. CPU over the same window: the planner weighs CPU as it was sustained, not as one sample shows it.
     memory.cpu.resize(thresholds.sustained_samples)
     memory.cpu.record(snapshot)
-    sample_pressure(client, pool, snapshot, memory, body)
+    sample_pressure(client, pool, snapshot, memory, body, fetched)
 
     collected = collect_input(
         namespace=namespace,
@@ -519,7 +489,6 @@ def balance_pool(
         history=memory.history,
         last_action_at=memory.last_action_at,
         now=now,
-        pressure_history=memory.pressure,
     )
     inp, owners, policy_of, locked = collected.input, collected.owners, collected.policy_of, collected.locked
     managed = inp.managed
@@ -573,9 +542,9 @@ def balance_pool(
     for outcome in followed:
         if not outcome.in_progress:
             for moved_on in (outcome.action.node, getattr(outcome.action, "target", outcome.action.node)):
-                forget_pressure(memory, str(moved_on), now)
+                memory.pressure.forget(str(moved_on), now)
     moving = {e.source_node for e in still_migrating.values()} | {str(e.target_node) for e in still_migrating.values()}
-    inp = replace(inp, pressure_history={n: tuple(v) for n, v in memory.pressure.items() if n not in moving})
+    inp = replace(inp, pressure_history=memory.pressure.history(excluding=moving))
 
     # 4. Plan.
     balancing_mode = pool.balancing.mode
@@ -681,7 +650,7 @@ def balance_pool(
     # keeps PVE's lagging statistics from triggering the same relief twice).
     for touched in touched_nodes:
         memory.history.pop(touched, None)
-        forget_pressure(memory, touched, now)
+        memory.pressure.forget(touched, now)
     # Offloaded entries for CTs that are no longer offloaded (restored by hand, deleted) are dropped.
     offloaded = {
         v: o

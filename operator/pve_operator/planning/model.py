@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
-from pve_operator.api.v1alpha1 import MetricWeights
+from pve_operator.api.v1alpha1 import MetricWeights, UsageMetric
 from pve_operator.api.v1alpha1 import Thresholds as ThresholdsSpec
 
 
@@ -66,7 +66,7 @@ UsageMeasure = Metric | WeightedMetric
 
 def pool_measure(thresholds: ThresholdsSpec) -> UsageMeasure:
     """The measure a pool's ``thresholds`` name (``metric``, with ``metricWeights`` for ``weighted``)."""
-    if thresholds.metric.value != "weighted":
+    if thresholds.metric is not UsageMetric.WEIGHTED:
         return Metric(thresholds.metric.value)
     weights = thresholds.metric_weights or MetricWeights()
     return WeightedMetric(memory=weights.memory, cpu=weights.cpu, disk=weights.disk)

@@ -38,6 +38,7 @@ from proxmoxer.core import AuthenticationError, ResourceException
 from requests.adapters import HTTPAdapter
 
 from pve_operator.metrics import PVE_REQUEST_SECONDS, endpoint_template
+from pve_operator.planning.balancing.rrd_history import newest
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, NodeUsage
 from pve_operator.planning.ownership import normalize_tags
 from pve_operator.pve.errors import (
@@ -394,11 +395,7 @@ class PveClient:
         ``pve-node-9.0``: ``pressurememorysome``, ``pressurecpusome``, ...; percent of time stalled, the
         average of the minute that ends at ``time``), or None when the RRD has no such column (PVE 8) or
         no data yet."""
-        for row in reversed(self.node_rrd(node)):
-            value, when = row.get(key), row.get("time")
-            if isinstance(value, int | float) and isinstance(when, int | float):
-                return float(when), float(value)
-        return None
+        return newest(self.node_rrd(node), key)
 
     def templates(self, node: str, storage: str) -> frozenset[str]:
         """Volume IDs of the CT templates (``vztmpl``) on ``storage`` as ``node`` sees it."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from pve_operator.api.v1alpha1 import PressureMetric, PressureThreshold
 from pve_operator.planning.model import ClusterSnapshot, Metric, UsageMeasure
 
 #: Tag a user puts on a CT to keep the operator from migrating or offloading it (it is still restored
@@ -63,6 +64,19 @@ class PressureTrigger:
     def rrd_key(self) -> str:
         """The node RRD column (PVE 9 ``rrd_def_node_pve9_0``) the trigger reads."""
         return f"pressure{self.resource.value}some"
+
+    @property
+    def stalled_metric(self) -> Metric:
+        """The usage figure a node under this pressure sheds."""
+        return Metric.CPU if self.resource is PressureResource.CPU else Metric.MEMORY
+
+    @classmethod
+    def from_spec(cls, spec: PressureThreshold | None) -> PressureTrigger | None:
+        """``thresholds.pressure`` of the CRD (percent) as the planner takes it, or None."""
+        if spec is None:
+            return None
+        resource = PressureResource.MEMORY if spec.metric is PressureMetric.MEMORY_PRESSURE else PressureResource.CPU
+        return cls(resource, spec.above_percent / 100, spec.relief_percent / 100)
 
 
 @dataclass(frozen=True)

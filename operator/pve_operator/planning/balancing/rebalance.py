@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from pve_operator.planning.actions import BalanceAction, MigrateContainer
 from pve_operator.planning.balancing.eligibility import blocked, managed_by_node, receiving_nodes, refusal
-from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT, PressureResource
+from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT
 from pve_operator.planning.balancing.proposal import Proposal, Refusal, RefusalKind
 from pve_operator.planning.balancing.state import (
     EPSILON,
@@ -186,12 +186,13 @@ class _Planner:
         trigger = self.inp.thresholds.pressure
         pressure = self.inp.pressure_now(name)
         assert trigger is not None and pressure is not None
-        resource = Metric.CPU if trigger.resource is PressureResource.CPU else Metric.MEMORY
+        resource = trigger.stalled_metric
         now = self.state.nodes[name].fraction(resource)
         source = self._source(name, now, drain=False)
         source.limit = max(0.0, now - trigger.relief_fraction)
         source.metric = resource
         source.pressure = pressure
+        self.pressure_sources[name] = pressure
         return source
 
     def _source(self, name: str, now: float, *, drain: bool) -> _Source:
@@ -440,7 +441,7 @@ class _Planner:
             source_before = replay.fraction(move.source)
             target_before = replay.fraction(move.target)
             running = replay.running[move.vmid]
-            stalled = Metric.CPU if trigger is not None and trigger.resource is PressureResource.CPU else Metric.MEMORY
+            stalled = trigger.stalled_metric if trigger is not None else self.metric
             stalled_before = replay.nodes[move.source].fraction(stalled)
             replay.move(move.vmid, move.target)
             source_after = replay.fraction(move.source)
@@ -528,7 +529,6 @@ def propose(inp: BalancingInput, args: RebalanceArgs) -> Proposal:
     """Relief moves for sustained-overloaded nodes (most loaded first), then maintenance drains."""
     planner = _Planner(inp, args)
     sources = planner.overloaded_sources()
-    planner.pressure_sources = {s.name: s.pressure for s in sources if s.pressure is not None}
     planner.relieve(sources)
     if args.polish:
         planner.polish(sources)

@@ -3,7 +3,7 @@ sustainedSamples new samples before acting")."""
 
 from __future__ import annotations
 
-from pve_operator.planning.balancing.rrd_history import recent_samples, row_fraction
+from pve_operator.planning.balancing.rrd_history import PressureSamples, recent_samples, row_fraction
 from pve_operator.planning.model import Metric, WeightedMetric
 
 GIB = 1024**3
@@ -41,3 +41,18 @@ def test_rows_without_data_are_skipped_and_pressure_is_a_percent_column() -> Non
     assert recent_samples(rows, Metric.MEMORY, 5, NOW) == [0.75, 0.75]
     assert recent_samples(rows, "pressurecpusome", 5, NOW) == [0.30, 0.455]
     assert recent_samples(rows, "pressurememorysome", 5, NOW) == []
+
+
+def test_pressure_samples_count_each_rrd_minute_once_and_none_from_before_a_move() -> None:
+    samples = PressureSamples()
+    samples.seed("a", [(NOW - 120, 0.3), (NOW - 60, 0.4)])
+    samples.record("a", NOW - 60, 0.4)  # the seeded minute read again
+    samples.record("a", NOW, 0.5)
+    assert samples.history() == {"a": (0.3, 0.4, 0.5)}
+    samples.forget("a", moved_at=NOW + 10)  # a move off a ended 10 s into the next minute
+    samples.record("a", NOW + 60, 0.5)  # that minute began before the move ended
+    assert samples.history() == {}
+    samples.record("a", NOW + 120, 0.1)
+    samples.record("b", NOW + 120, 0.0)
+    assert samples.history() == {"a": (0.1,), "b": (0.0,)}
+    assert samples.history(excluding={"b"}) == {"a": (0.1,)}
