@@ -1,5 +1,6 @@
-"""A restarted operator is not blind: its first cycle seeds each node's samples from the node's RRD
-(issue 10), over real HTTPS from pve_sim, whose RRD is evaluated from the same load model."""
+"""What a pool's cycle knows of its nodes' past, over real HTTPS from pve_sim (whose RRD is evaluated from
+the same load model): a restarted operator is not blind (its first cycle seeds each node's samples from
+the node's RRD, issue 10), and pressure is sampled once per RRD minute, never from before a move."""
 
 from __future__ import annotations
 
