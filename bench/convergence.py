@@ -12,6 +12,7 @@ Run: ``.venv/bin/python bench/convergence.py`` (needs ``make controlplane``). Ab
 from __future__ import annotations
 
 import argparse
+import secrets
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -20,7 +21,14 @@ from pathlib import Path
 import psutil
 
 from _harness import Cluster, SimServer, big_lab, cluster, connect, operator, policy, print_table, wait
-from pve_operator.planning.ownership import MANAGED_TAG, OwnershipRecord, format_description, ownership_tags
+from pve_operator.handlers.runtime import OWNERSHIP_KEY_FIELD, OWNERSHIP_KEY_SECRET
+from pve_operator.planning.ownership import (
+    MANAGED_TAG,
+    OwnershipKey,
+    OwnershipRecord,
+    format_description,
+    ownership_tags,
+)
 
 TIME_SCALE = 0.02  # 50x faster than real time
 
@@ -76,14 +84,15 @@ def _pool_ready(c: Cluster, namespace: str) -> bool:
     return any(x["type"] == "Ready" and x["status"] == "True" for x in status.get("conditions", []))
 
 
-def seed_owned_cts(sim: SimServer, uid: str, count: int) -> None:
-    """Create ``count`` CTs that carry the policy's ownership marks (as if the operator had made them)."""
+def seed_owned_cts(sim: SimServer, uid: str, count: int, key: OwnershipKey) -> None:
+    """Create ``count`` CTs that carry the policy's ownership marks, signed with the operator's ``key``
+    (as if the operator had made them)."""
     api = sim_api(sim)
     nodes = ["srv-px1", "srv-px1", "srv-px2"]  # 2:1
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for index in range(count):
         node = nodes[index % 3]
-        record = OwnershipRecord("api-cost", "web", uid, index, now)
+        record = OwnershipRecord("api-cost", "web", uid, index, now).signed(3100 + index, key)
         api.nodes(node).lxc.post(  # type: ignore[attr-defined]
             vmid=3100 + index,
             ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
@@ -109,8 +118,15 @@ def api_cost(c: Cluster, logs: Path, count: int) -> list[str]:
             policy("web", replicas=count, memory_mib=512, vmid_start=3100, vmid_end=4999, extra_spec={"paused": True}),
         )
         uid = c.get("containerpolicy", "web", namespace)["metadata"]["uid"]
-        seed_owned_cts(sim, uid, count)
-        with operator(c, namespace, logs) as op:
+        # The operator's ownership key, made here so the seeded records carry valid signatures (the
+        # operator reads the Secret's bytes as the key: a 64-character literal is a 64-byte key).
+        key_text = secrets.token_hex(32)
+        c.kubectl(
+            "create", "secret", "generic", OWNERSHIP_KEY_SECRET, "-n", namespace,
+            f"--from-literal={OWNERSHIP_KEY_FIELD}={key_text}",
+        )  # fmt: skip
+        seed_owned_cts(sim, uid, count, OwnershipKey(key_text.encode()))
+        with operator(c, namespace, logs, PVE_OPERATOR_NAMESPACE=namespace) as op:
             c.kubectl("patch", "ctp", "web", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":false}}')
             wait(
                 lambda: c.get("containerpolicy", "web", namespace).get("status", {}).get("readyReplicas") == count,

@@ -35,7 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from pve_operator.api.v1alpha1 import GROUP, VERSION, ProxmoxServerPoolSpec
 from pve_operator.planning.balancing import PINNED_TAG
 from pve_operator.planning.ownership import (
-    is_owned,
+    carries_ownership_marks,
     normalize_tags,
     ownership_tags,
     parse_record,
@@ -534,7 +534,11 @@ def _locate(namespace: str, pool_name: str | None, vmid: int, runtime: Any) -> L
 def prove_owner(
     vmid: int, config: Mapping[str, Any], pool: str, policies: Sequence[Mapping[str, Any]]
 ) -> Mapping[str, Any]:
-    """The ContainerPolicy of ``pool`` whose three ownership marks CT ``vmid`` carries; refuse otherwise."""
+    """The ContainerPolicy of ``pool`` whose three ownership marks CT ``vmid`` carries; refuse otherwise.
+
+    The plugin cannot check the record's signature (only the operator reads its key): it acts with its
+    user's own PVE rights, so this check keeps users from changing foreign CTs by mistake, and the
+    operator itself never acts on a CT whose signature does not verify."""
     tags = normalize_tags(str(config.get("tags") or ""))
     description = str(config.get("description") or "")
     in_range = []
@@ -545,7 +549,7 @@ def prove_owner(
         vmid_range = spec.get("vmidRange") or {}
         span = range(int(vmid_range.get("start", 0)), int(vmid_range.get("end", -1)) + 1)
         uid = str(policy["metadata"]["uid"])
-        if is_owned(vmid=vmid, tags=tags, description=description, policy_uid=uid, vmid_range=span):
+        if carries_ownership_marks(vmid=vmid, tags=tags, description=description, policy_uid=uid, vmid_range=span):
             return policy
         if vmid in span:
             in_range.append((policy, uid))

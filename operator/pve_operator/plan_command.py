@@ -12,6 +12,7 @@ one-off command has a single sample, so by default it treats the current figures
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from kubernetes import client as kube_client
 from pve_operator.api.v1alpha1 import GROUP, VERSION, ProxmoxServerPoolSpec
 from pve_operator.handlers.balancing import collect_input, describe, policy_summary
 from pve_operator.handlers.runtime import ConfigurationError, OperatorRuntime, load_kubernetes_config
+from pve_operator.operator_namespace import ENV_VAR as OPERATOR_NAMESPACE_ENV
 from pve_operator.planning.balancing import plan_balance
 from pve_operator.planning.model import Metric, UsageMeasure, pool_measure
 from pve_operator.pve.errors import PveError
@@ -36,6 +38,12 @@ def run(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--pool", required=True, help="ProxmoxServerPool name")
     parser.add_argument("-n", "--namespace", default="default", help="namespace of the pool (default: default)")
+    parser.add_argument(
+        "--operator-namespace",
+        default=None,
+        help="namespace the operator runs in, where its ownership key Secret is (default: $PVE_OPERATOR_NAMESPACE, "
+        "else the pool's namespace, as a local `python -m pve_operator run -n NS` keeps it)",
+    )
     parser.add_argument("--as-sampled", action="store_true", help="do not treat the current sample as sustained")
     args = parser.parse_args(argv)
 
@@ -58,6 +66,16 @@ def run(argv: Sequence[str]) -> int:
     policies = [p for p in policies if p["pool"] == args.pool]
     runtime = OperatorRuntime()
     try:
+        operator_ns = args.operator_namespace or os.environ.get(OPERATOR_NAMESPACE_ENV) or args.namespace
+        try:
+            key = runtime.ownership_key(create=False, namespace=operator_ns)
+        except ConfigurationError as exc:
+            print(
+                f"error: {exc.message}; plan reads the key to tell the operator's CTs from claims "
+                "(pass --operator-namespace NS: the namespace the operator runs in)",
+                file=sys.stderr,
+            )
+            return 2
         client = runtime.connection(args.namespace, args.pool, pool).client
         snapshot = client.snapshot(time.time())
         metric = pool_measure(pool.thresholds)
@@ -72,6 +90,7 @@ def run(argv: Sequence[str]) -> int:
             pool=pool,
             status=body.get("status") or {},
             runtime=runtime,
+            ownership_key=key,
             policies=policies,
             client=client,
             snapshot=snapshot,

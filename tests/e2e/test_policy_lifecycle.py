@@ -398,3 +398,53 @@ def test_each_creation_is_told_when_it_ends_not_when_the_whole_cycle_ends(
     wait_for(lambda: told()[1] >= 2, timeout_s=15, what="progress written to status.recentActions mid-cycle")
     lab.wait_policy("web", ready_replicas(6), "6 CTs", timeout_s=150)
     assert sum(1 for e in lab.events() if e["reason"] == "Created") == 6
+
+
+def test_a_ct_with_copied_ownership_marks_is_never_adopted_scaled_down_or_destroyed(lab: Lab) -> None:
+    """Issue 10 §4: someone who may edit CT options in PVE creates a CT in the policy's range and copies
+    the tags and the description record of one of the operator's CTs onto it. The record's signature
+    names the original VMID, so the copy proves nothing: the operator reports it (ForeignInRange), does
+    not count it, and neither scaling down nor deleting the policy touches it."""
+    lab.apply_policy("web", replicas=2)
+    lab.wait_policy("web", ready_replicas(2), "2 CTs")
+    api = lab.sim.proxmox()
+    original = lab.ct_config("srv-px1", 3100)
+    forged_vmid = 3105
+    lab.wait_task(
+        api.nodes("srv-px2").lxc.post(
+            vmid=forged_vmid,
+            ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+            hostname="not-the-operators",
+            memory=256,
+            rootfs="local-lvm:4",
+            tags=original["tags"],
+            description=original["description"],
+            start=1,
+        )
+    )
+    forged = lab.ct_config("srv-px2", forged_vmid)
+    assert forged["tags"] == original["tags"] and parse_record(forged["description"]) == parse_record(
+        original["description"]
+    ), "a faithful copy of every mark"
+
+    status = lab.wait_policy(
+        "web",
+        lambda s: [c["vmid"] for c in s.get("foreignInRange") or []] == [forged_vmid],
+        "the copy reported as foreign in range",
+        timeout_s=60,
+    )
+    (entry,) = status["foreignInRange"]
+    assert entry["node"] == "srv-px2" and "signature does not verify" in entry["why"]
+    assert status["replicas"] == 2 and forged_vmid not in {c["vmid"] for c in status["containers"]}
+    assert any(e["reason"] == "ForeignInRange" and str(forged_vmid) in e["message"] for e in lab.events())
+
+    lab.kube.kubectl("scale", "ctp", "web", "--replicas=1", "-n", lab.namespace)
+    lab.wait_policy("web", lambda s: s.get("replicas") == 1 and s.get("readyReplicas") == 1, "scaled down to 1")
+    assert {ct["vmid"] for ct in lab.cts()} >= {3100, forged_vmid}
+    assert 3101 not in {ct["vmid"] for ct in lab.cts()}, "the operator's own newest CT is the one removed"
+
+    lab.kube.kubectl("delete", "ctp", "web", "-n", lab.namespace, "--timeout=90s", timeout=120)
+    remaining = {ct["vmid"]: ct for ct in lab.cts()}
+    assert 3100 not in remaining, "the policy's own CT is destroyed"
+    assert remaining[forged_vmid]["status"] == "running", "the forged CT survives the policy's deletion"
+    assert lab.ct_config("srv-px2", forged_vmid)["description"] == original["description"], "and is not changed"

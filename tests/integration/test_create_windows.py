@@ -20,11 +20,11 @@ from typing import Any
 from pve_operator.execution.executor import PolicyExecutor, PolicyIdentity
 from pve_operator.handlers.containerpolicy import creations_in_progress, discover_owned
 from pve_operator.planning.actions import CreateContainer, StartContainer
-from pve_operator.planning.ownership import OwnershipRecord, format_description, ownership_tags
+from pve_operator.planning.ownership import ForeignClaim, OwnershipRecord, format_description, ownership_tags
 from pve_operator.planning.reconcile import PolicyIntent, plan_reconcile
 from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
 from pve_operator.pve.params import create_params
-from tests.integration.test_executor import BLUEPRINT, IDENTITY
+from tests.integration.test_executor import BLUEPRINT, IDENTITY, KEY
 
 VMID = 3100
 
@@ -54,17 +54,17 @@ def test_discovery_in_both_windows_of_a_running_create(pve_sim_server: Any) -> N
     sim = pve_sim_server(time_scale=1.0)
     sim.cluster.clock.freeze()
     client = operator_client(sim)
-    record = OwnershipRecord("apps", "web", IDENTITY.uid, 0, "2026-11-23T12:00:00Z")
+    record = OwnershipRecord("apps", "web", IDENTITY.uid, 0, "2026-11-23T12:00:00Z").signed(VMID, KEY)
     params = create_params(
         BLUEPRINT, hostname="ct-web-00", description=format_description(record), tags=ownership_tags(IDENTITY.uid)
     )
     client.create_container("srv-px1", VMID, params)
-    records: dict[int, OwnershipRecord | None] = {}
+    records: dict[int, OwnershipRecord | ForeignClaim | None] = {}
 
     # Window 1: only {lock: create}.
     snapshot = client.snapshot(time.time())
     assert snapshot.containers[VMID].lock == "create"
-    owned = discover_owned(client, snapshot, IDENTITY.uid, IDENTITY.vmid_range, records)
+    owned = discover_owned(client, snapshot, IDENTITY.uid, IDENTITY.vmid_range, records, key=KEY)
     assert VMID not in {o.vmid for o in owned} and VMID not in records, "no verdict, and not cached as foreign"
     assert creations_in_progress(snapshot, IDENTITY.vmid_range, owned) == [VMID]
 
@@ -73,7 +73,7 @@ def test_discovery_in_both_windows_of_a_running_create(pve_sim_server: Any) -> N
     assert "vzcreate" in client.active_task_types("srv-px1", VMID)
     snapshot = client.snapshot(time.time())
     assert snapshot.containers[VMID].lock is None and ownership_tags(IDENTITY.uid) <= snapshot.containers[VMID].tags
-    owned = discover_owned(client, snapshot, IDENTITY.uid, IDENTITY.vmid_range, records)
+    owned = discover_owned(client, snapshot, IDENTITY.uid, IDENTITY.vmid_range, records, key=KEY)
     assert [(o.vmid, o.index) for o in owned] == [(VMID, 0)], "proven ours and counted"
     plan = plan_reconcile(intent(1), snapshot, owned)
     assert not [a for a in plan.actions if isinstance(a, CreateContainer)], "no duplicate"
@@ -82,7 +82,7 @@ def test_discovery_in_both_windows_of_a_running_create(pve_sim_server: Any) -> N
     starts = [StartContainer(VMID, "srv-px1", "stopped outside the operator: starting it again")]
     run = PolicyExecutor(
         client,
-        PolicyIdentity("apps", "web", IDENTITY.uid, IDENTITY.vmid_range),
+        PolicyIdentity("apps", "web", IDENTITY.uid, IDENTITY.vmid_range, KEY),
         limiter=__import__("threading").BoundedSemaphore(1),
         max_workers=1,
         task_timeout_seconds=30,

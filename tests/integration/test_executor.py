@@ -8,11 +8,12 @@ from typing import Any
 
 from pve_operator.execution.executor import PolicyExecutor, PolicyIdentity
 from pve_operator.planning.actions import CreateContainer, DestroyContainer, StartContainer
-from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, parse_record
+from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, OwnershipKey, parse_record
 from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
 from pve_operator.pve.params import ContainerBlueprint, NetworkInterface
 
-IDENTITY = PolicyIdentity("apps", "web", "uid-web-0001", range(3100, 3200))
+KEY = OwnershipKey(b"integration-test-ownership-key!!")
+IDENTITY = PolicyIdentity("apps", "web", "uid-web-0001", range(3100, 3200), KEY)
 BLUEPRINT = ContainerBlueprint(
     ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
     memory_mib=512,
@@ -57,6 +58,7 @@ def test_created_cts_carry_the_marks_and_run(pve_sim_server: Any) -> None:
     assert config["unprivileged"] == 1 and config["hostname"] == "ct-web-01"
     record = parse_record(config["description"])
     assert record is not None and record.index == 1 and record.policy_uid == IDENTITY.uid
+    assert KEY.verifies(3101, record), "the record is signed for its own VMID"
     assert sim.proxmox().nodes("srv-px1").lxc(3101).status.current.get()["status"] == "running"
 
 
@@ -91,12 +93,37 @@ def test_destroy_refuses_a_ct_that_is_not_provably_ours(pve_sim_server: Any) -> 
 def test_destroy_refuses_a_ct_of_another_policy_even_with_copied_tags(pve_sim_server: Any) -> None:
     sim = pve_sim_server(time_scale=0.0)
     executor(sim).apply(creates(1), BLUEPRINT)
-    other = PolicyIdentity("apps", "db", "uid-db-0002", range(3100, 3200))
+    other = PolicyIdentity("apps", "db", "uid-db-0002", range(3100, 3200), KEY)
     (outcome,) = executor(sim, identity=other).apply(
         [DestroyContainer(vmid=3100, node="srv-px1", running=True, reason="test")], BLUEPRINT
     )
     assert not outcome.succeeded
     assert sim.proxmox().nodes("srv-px1").lxc(3100).status.current.get()["status"] == "running"
+
+
+def test_destroy_refuses_a_ct_whose_marks_were_copied_from_one_of_ours(pve_sim_server: Any) -> None:
+    """Issue 10 §4: tags and description of CT 3100 copied onto a CT someone else made in the range."""
+    sim = pve_sim_server(time_scale=0.0)
+    executor(sim).apply(creates(1), BLUEPRINT)
+    api = sim.proxmox()
+    original = api.nodes("srv-px1").lxc(3100).config.get()
+    api.nodes("srv-px1").lxc.post(
+        vmid=3107,
+        ostemplate=BLUEPRINT.ostemplate,
+        hostname="someone-elses",
+        rootfs="local-lvm:4",
+        tags=original["tags"],
+        description=original["description"],
+        start=1,
+    )
+    assert parse_record(api.nodes("srv-px1").lxc(3107).config.get()["description"]) == parse_record(
+        original["description"]
+    )
+    (outcome,) = executor(sim).apply(
+        [DestroyContainer(vmid=3107, node="srv-px1", running=True, reason="test")], BLUEPRINT
+    )
+    assert not outcome.succeeded and "not provably owned" in outcome.message
+    assert api.nodes("srv-px1").lxc(3107).status.current.get()["status"] == "running"
 
 
 def test_destroy_stops_then_destroys_and_tolerates_a_ct_already_gone(pve_sim_server: Any) -> None:

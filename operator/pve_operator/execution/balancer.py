@@ -169,6 +169,7 @@ class BalanceExecutor:
             description=str(config.get("description") or ""),
             policy_uid=owner.uid,
             vmid_range=owner.vmid_range,
+            key=owner.ownership_key,
         ):
             raise NotOurs(f"CT {vmid} is not provably owned by the operator: left untouched")
         return config

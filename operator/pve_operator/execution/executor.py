@@ -19,6 +19,7 @@ from pve_operator.planning.actions import (
 )
 from pve_operator.planning.ownership import (
     OFFLOADED_TAG,
+    OwnershipKey,
     OwnershipRecord,
     format_description,
     is_owned,
@@ -52,6 +53,8 @@ class PolicyIdentity:
     name: str
     uid: str
     vmid_range: range
+    #: Signs the ownership record of every CT created, verifies it before every change.
+    ownership_key: OwnershipKey
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,7 @@ class PolicyExecutor:
             policy_uid=self._identity.uid,
             index=action.index,
             created_at=self._now(),
-        )
+        ).signed(action.vmid, self._identity.ownership_key)
         params = create_params(
             blueprint,
             hostname=action.hostname,
@@ -279,6 +282,7 @@ class PolicyExecutor:
             description=str(config.get("description") or ""),
             policy_uid=self._identity.uid,
             vmid_range=self._identity.vmid_range,
+            key=self._identity.ownership_key,
         ):
             raise NotOurs(f"CT {vmid} is not provably owned by this policy: left untouched")
 

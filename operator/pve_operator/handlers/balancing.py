@@ -58,7 +58,7 @@ from pve_operator.planning.balancing.inputs import migration_failures_from
 from pve_operator.planning.balancing.rrd_history import PressureSamples, newest, recent_rows, recent_samples
 from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, UsageMeasure, pool_measure
-from pve_operator.planning.ownership import OFFLOADED_TAG
+from pve_operator.planning.ownership import OFFLOADED_TAG, OwnershipKey
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import PveError
 
@@ -269,6 +269,7 @@ def collect_input(
     pool: ProxmoxServerPoolSpec,
     status: Mapping[str, Any],
     runtime: OperatorRuntime,
+    ownership_key: OwnershipKey,
     policies: Sequence[Mapping[str, Any]],
     client: PveClient,
     snapshot: ClusterSnapshot,
@@ -300,12 +301,19 @@ def collect_input(
     for policy in policies:
         vmid_range = range(int(policy["start"]), int(policy["end"]) + 1)
         for item in discover_owned(
-            client, snapshot, str(policy["uid"]), vmid_range, runtime.records_for(str(policy["uid"]))
+            client,
+            snapshot,
+            str(policy["uid"]),
+            vmid_range,
+            runtime.records_for(str(policy["uid"])),
+            key=ownership_key,
         ):
             obs = item.observation
             if obs is None or not item.verified:
                 continue  # gone, or on an offline node: nothing to balance
-            owners[item.vmid] = PolicyIdentity(namespace, str(policy["name"]), str(policy["uid"]), vmid_range)
+            owners[item.vmid] = PolicyIdentity(
+                namespace, str(policy["name"]), str(policy["uid"]), vmid_range, ownership_key
+            )
             policy_of[item.vmid] = policy
             if policy["paused"]:
                 continue
@@ -483,6 +491,7 @@ def balance_pool(
         pool=pool,
         status=status,
         runtime=runtime,
+        ownership_key=runtime.ownership_key(),
         policies=policies,
         client=client,
         snapshot=memory.cpu.averaged(snapshot),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from pve_operator.api.v1alpha1 import (
     ContainerState,
     DeletionPolicy,
     FillStoppedReason,
+    ForeignInRangeContainer,
     ProxmoxServerPoolSpec,
     VmidConflict,
     describe_validation_error,
@@ -59,12 +60,17 @@ from pve_operator.planning.actions import CreateContainer, DestroyContainer
 from pve_operator.planning.model import ClusterSnapshot, ContainerStatus, pool_measure
 from pve_operator.planning.ownership import (
     OFFLOADED_TAG,
+    ForeignClaim,
+    OwnershipKey,
     OwnershipRecord,
+    Verdict,
+    format_description,
     has_ownership_tags,
-    is_owned,
     normalize_tags,
     ownership_tags,
     parse_record,
+    verdict,
+    why_not_proven,
 )
 from pve_operator.planning.placement import PlacementStrategy
 from pve_operator.planning.pve_access import refused_tag_in
@@ -220,15 +226,22 @@ def discover_owned(
     snapshot: ClusterSnapshot,
     uid: str,
     vmid_range: range,
-    records: dict[int, OwnershipRecord | None],
+    records: dict[int, OwnershipRecord | ForeignClaim | None],
+    *,
+    key: OwnershipKey,
+    counted: Collection[int] = frozenset(),
 ) -> list[OwnedContainer]:
-    """The CTs proven ours: in range, with our tags, and with our record in their description.
+    """The CTs proven ours: in range, with our tags, and with our signed record in their description.
 
     The record of each CT in the range is read once from its config (authoritative) and cached;
-    foreign CTs are cached as None so they cost one read, not one per cycle. A cached entry is
-    dropped when its VMID leaves the cluster (a VMID can be reused), and a cached proof is dropped
-    when the snapshot no longer shows our tags on the CT (someone removed them): it is read again.
-    The executor re-proves ownership from the CT's own config right before every change anyway.
+    foreign CTs are cached as None so they cost one read, not one per cycle. A CT that carries our
+    tags and a record naming the policy whose signature does not verify is a :class:`ForeignClaim`
+    (cached too, reported as ``ForeignInRange``) — unless the policy already ``counted`` it (its
+    ``status.containers``, which only the operator writes): then the record is one written before
+    records were signed, or signed with a key since replaced, and it is signed now, once. A cached
+    entry is dropped when its VMID leaves the cluster (a VMID can be reused), and a cached proof is
+    dropped when the snapshot no longer shows our tags on the CT (someone removed them): it is read
+    again. The executor re-proves ownership from the CT's own config right before every change anyway.
     """
     for vmid in [v for v in records if v not in snapshot.containers]:
         del records[vmid]
@@ -249,7 +262,7 @@ def discover_owned(
             # unless an earlier cycle read it. One offline node must not stop the cycle for the rest.
             unknown = replace(ct, status=ContainerStatus.UNKNOWN)
             record = records.get(ct.vmid)
-            if record is not None:
+            if isinstance(record, OwnershipRecord):
                 owned.append(OwnedContainer(ct.vmid, record.index, record.created_at, unknown, verified=False))
             elif ct.vmid not in records and has_ownership_tags(ct.tags, uid):
                 # Carries our tags; counted (so no replacement is made) but never acted on until proven.
@@ -266,17 +279,12 @@ def discover_owned(
                 continue  # its node went away since the snapshot: unknown this cycle
             if config.get("lock") == "create":
                 continue
-            description = str(config.get("description") or "")
-            proven = is_owned(
-                vmid=ct.vmid,
-                tags=normalize_tags(str(config.get("tags") or "")),
-                description=description,
-                policy_uid=uid,
-                vmid_range=vmid_range,
-            )
-            records[ct.vmid] = parse_record(description) if proven else None
+            found = _prove_or_sign(client, ct.node, ct.vmid, config, uid, vmid_range, key, counted)
+            if found is _UNDECIDED:
+                continue
+            records[ct.vmid] = found
         record = records[ct.vmid]
-        if record is None:
+        if not isinstance(record, OwnershipRecord):
             continue
         owned.append(
             OwnedContainer(
@@ -288,6 +296,61 @@ def discover_owned(
             )
         )
     return owned
+
+
+def counted_vmids(status: Mapping[str, Any]) -> frozenset[int]:
+    """The VMIDs the policy's status lists as its CTs: seen created (and proven) by this policy before."""
+    return frozenset(int(c["vmid"]) for c in status.get("containers") or () if c.get("vmid") is not None)
+
+
+def foreign_in_range(records: Mapping[int, OwnershipRecord | ForeignClaim | None]) -> list[ForeignInRangeContainer]:
+    """Status entries for the CTs that claim to be the policy's and prove nothing, by VMID."""
+    return [
+        ForeignInRangeContainer(vmid=r.vmid, node=r.node or None, why=r.why)
+        for r in sorted((r for r in records.values() if isinstance(r, ForeignClaim)), key=lambda r: r.vmid)
+    ]
+
+
+#: :func:`_prove_or_sign` could not decide this cycle (signing an unsigned record failed): no verdict cached.
+_UNDECIDED = ForeignClaim(0, "", "undecided")
+
+
+def _prove_or_sign(
+    client: PveClient,
+    node: str,
+    vmid: int,
+    config: Mapping[str, Any],
+    uid: str,
+    vmid_range: range,
+    key: OwnershipKey,
+    counted: Collection[int],
+) -> OwnershipRecord | ForeignClaim | None:
+    """What CT ``vmid``'s config proves: our record, a claim that proves nothing, or nothing."""
+    description = str(config.get("description") or "")
+    found = verdict(
+        vmid=vmid,
+        tags=normalize_tags(str(config.get("tags") or "")),
+        description=description,
+        policy_uid=uid,
+        vmid_range=vmid_range,
+        key=key,
+    )
+    record = parse_record(description)
+    if found is Verdict.NOT_OURS or record is None:
+        return None
+    if found is Verdict.OWNED:
+        return record
+    if vmid not in counted:
+        log.warning("CT %s claims to be policy %s's but proves nothing: %s", vmid, uid, why_not_proven(found))
+        return ForeignClaim(vmid, node, why_not_proven(found))
+    signed = record.signed(vmid, key)
+    try:
+        client.update_container_config(node, vmid, {"description": format_description(signed, description)})
+    except PveError as exc:
+        log.info("CT %s: signing its ownership record failed, tried again next cycle: %s", vmid, exc)
+        return _UNDECIDED
+    log.info("CT %s: its ownership record (%s) is signed now", vmid, found.value)
+    return signed
 
 
 def creations_in_progress(snapshot: ClusterSnapshot, vmid_range: range, owned: list[OwnedContainer]) -> list[int]:
@@ -379,7 +442,11 @@ def reconcile_policy(
         client = connection.client
         snapshot = client.snapshot(time.time())
         records = runtime.records_for(uid)
-        owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
+        key = runtime.ownership_key()
+        counted = counted_vmids(status)
+        owned = discover_owned(
+            client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted
+        )
         previous_desired = int(status.get("desiredReplicas") or 0)
         own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
         overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
@@ -411,7 +478,7 @@ def reconcile_policy(
             refused_tags = frozenset()
         executor = PolicyExecutor(
             client,
-            PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range()),
+            PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), key),
             limiter=connection.limiter,
             max_workers=MAX_PARALLEL_TASKS,
             task_timeout_seconds=TASK_TIMEOUT_SECONDS,
@@ -423,7 +490,9 @@ def reconcile_policy(
                 records.pop(outcome.action.vmid, None)  # proof lost: read it again, then stop counting it
         if outcomes:
             snapshot = client.snapshot(time.time())
-            owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records)
+            owned = discover_owned(
+                client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted
+            )
     except Exception as exc:
         updates = _error_updates(exc, pool_name, runtime)
         _write_conditions(patch, previous, updates, now, generation)
@@ -448,6 +517,17 @@ def reconcile_policy(
                 "the operator no longer acts on it or counts it",
             )
     patch.status["ownershipLost"] = [item.to_dict() for item in lost]
+    foreign = foreign_in_range(records)
+    already_reported = {int(c["vmid"]) for c in status.get("foreignInRange") or () if "vmid" in c}
+    for claim in foreign:
+        if claim.vmid not in already_reported:
+            kopf.warn(
+                body,
+                reason="ForeignInRange",
+                message=f"CT {claim.vmid} on {claim.node or 'an unknown node'} carries this policy's tags and "
+                f"record but is not the operator's ({claim.why}): left untouched and not counted",
+            )
+    patch.status["foreignInRange"] = [item.to_dict() for item in foreign]
     # Events were posted as each action ended (ProgressReporter).
     statuses = container_statuses(owned, snapshot, policy.render_hostname)
     for state in ContainerState:
@@ -758,8 +838,17 @@ def policy_deleted(
             connection = runtime.connection(namespace, pool_name, pool)
             client = connection.client
             snapshot = client.snapshot(time.time())
-            records: dict[int, OwnershipRecord | None] = {}
-            owned = discover_owned(client, snapshot, uid, vmid_range, records)
+            records: dict[int, OwnershipRecord | ForeignClaim | None] = {}
+            key = runtime.ownership_key()
+            owned = discover_owned(
+                client,
+                snapshot,
+                uid,
+                vmid_range,
+                records,
+                key=key,
+                counted=counted_vmids(dict(kwargs.get("status") or {})),
+            )
             pending = creations_in_progress(snapshot, vmid_range, owned)
             if pending:
                 raise PolicyBlocked(
@@ -767,7 +856,7 @@ def policy_deleted(
                 )
             executor = PolicyExecutor(
                 client,
-                PolicyIdentity(namespace, name, uid, vmid_range),
+                PolicyIdentity(namespace, name, uid, vmid_range, key),
                 limiter=connection.limiter,
                 max_workers=MAX_PARALLEL_TASKS,
                 task_timeout_seconds=TASK_TIMEOUT_SECONDS,

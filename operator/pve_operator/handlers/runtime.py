@@ -11,6 +11,7 @@ import base64
 import hashlib
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,8 @@ from kubernetes.client.exceptions import ApiException
 
 from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
 from pve_operator.api.v1alpha1.serverpool import PasswordCredentials, TokenCredentials, credentials_from_secret
-from pve_operator.planning.ownership import OwnershipRecord
+from pve_operator.operator_namespace import operator_namespace
+from pve_operator.planning.ownership import OWNERSHIP_KEY_BYTES, ForeignClaim, OwnershipKey, OwnershipRecord
 from pve_operator.planning.pve_access import TagAccess
 from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
 
@@ -48,6 +50,10 @@ MAX_PARALLEL_TASKS = int(env_float("PVE_OPERATOR_MAX_PARALLEL_TASKS", 4))
 METRICS_PORT = int(env_float("PVE_OPERATOR_METRICS_PORT", 9090))
 #: Deadline for one PVE task (create, start, stop, destroy) in seconds.
 TASK_TIMEOUT_SECONDS = env_float("PVE_OPERATOR_TASK_TIMEOUT", 600.0)
+#: The Secret (in the operator's own namespace) holding the key that signs ownership records.
+OWNERSHIP_KEY_SECRET = "pve-operator-ownership-key"
+#: Its data key.
+OWNERSHIP_KEY_FIELD = "hmac-sha256-key"
 #: How long a replaced PVE client stays usable: a cycle that took it may wait for a task that long.
 RETIRED_CLIENT_GRACE_SECONDS = TASK_TIMEOUT_SECONDS + 60.0
 
@@ -83,7 +89,10 @@ class OperatorRuntime:
     """Shared by all handlers (stored in Kopf's memo)."""
 
     connections: dict[tuple[str, str], PoolConnection] = field(default_factory=dict)
-    records: dict[str, dict[int, OwnershipRecord | None]] = field(default_factory=dict)
+    #: Per policy UID: what each CT in its range proved (a record), claimed without proof, or None.
+    records: dict[str, dict[int, OwnershipRecord | ForeignClaim | None]] = field(default_factory=dict)
+    #: The key that signs ownership records, once read (or created): see :meth:`ownership_key`.
+    _ownership_key: OwnershipKey | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     #: Clients replaced by a newer connection (Secret or CA rotated), with when: closed after a grace.
@@ -119,9 +128,72 @@ class OperatorRuntime:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def records_for(self, policy_uid: str) -> dict[int, OwnershipRecord | None]:
+    def records_for(self, policy_uid: str) -> dict[int, OwnershipRecord | ForeignClaim | None]:
         with self._guard:
             return self.records.setdefault(policy_uid, {})
+
+    def ownership_key(self, *, create: bool = True, namespace: str | None = None) -> OwnershipKey:
+        """The key that signs ownership records: Secret ``pve-operator-ownership-key`` in the operator's
+        namespace, created with a random key the first time (only the operator reads it; a second
+        replica creating it at the same moment gets 409 and reads the winner's). Read once per process.
+
+        Raises :class:`ConfigurationError` (``OwnershipKeyUnavailable``) when it can be neither read nor
+        created: without the key nothing can be proven ours, so nothing is changed. ``create=False``
+        (read-only tools such as ``plan``) only reads; ``namespace`` overrides the operator's namespace."""
+        with self._guard:
+            if self._ownership_key is not None:
+                return self._ownership_key
+        namespace = namespace or operator_namespace()
+        core = kube_client.CoreV1Api()
+        where = f"Secret {namespace}/{OWNERSHIP_KEY_SECRET}"
+        try:
+            try:
+                secret = core.read_namespaced_secret(OWNERSHIP_KEY_SECRET, namespace)
+            except ApiException as exc:
+                if exc.status != 404 or not create:
+                    raise
+                body = kube_client.V1Secret(
+                    metadata=kube_client.V1ObjectMeta(
+                        name=OWNERSHIP_KEY_SECRET,
+                        labels={"app.kubernetes.io/name": "pve-operator", "app.kubernetes.io/component": "operator"},
+                        annotations={
+                            "pve.ctoperator.io/purpose": "signs the ownership records in the descriptions of the "
+                            "operator's CTs; deleting it makes the operator re-sign only the CTs its policies "
+                            "list in status, and treat every other claim as foreign"
+                        },
+                    ),
+                    type="Opaque",
+                    data={OWNERSHIP_KEY_FIELD: base64.b64encode(secrets.token_bytes(OWNERSHIP_KEY_BYTES)).decode()},
+                )
+                try:
+                    secret = core.create_namespaced_secret(namespace, body)
+                    log.info("created %s (the key that signs ownership records)", where)
+                except ApiException as create_exc:
+                    if create_exc.status != 409:
+                        raise
+                    secret = core.read_namespaced_secret(OWNERSHIP_KEY_SECRET, namespace)
+            encoded = (secret.data or {}).get(OWNERSHIP_KEY_FIELD, "")
+            key = OwnershipKey(base64.b64decode(encoded, validate=True))
+        except ApiException as exc:
+            raise ConfigurationError(
+                "OwnershipKeyUnavailable",
+                f"the operator can neither read nor create {where} (HTTP {exc.status} {exc.reason}): "
+                "without it no CT can be proven the operator's, so none is changed",
+            ) from None
+        except ValueError:
+            raise ConfigurationError(
+                "OwnershipKeyUnavailable",
+                f"{where} has no valid {OWNERSHIP_KEY_FIELD} (base64 of at least {OWNERSHIP_KEY_BYTES} bytes)",
+            ) from None
+        with self._guard:
+            if self._ownership_key is None:
+                self._ownership_key = key
+            return self._ownership_key
+
+    def use_ownership_key(self, key: OwnershipKey) -> None:
+        """Use ``key`` instead of the Secret's (tests that run handlers' functions without a cluster)."""
+        with self._guard:
+            self._ownership_key = key
 
     # -- Kubernetes reads -------------------------------------------------------------------
 

@@ -297,6 +297,9 @@ def pool_monitor(
     except PveError as exc:
         # The sample succeeded but balancing hit Proxmox trouble: say so, try again next interval.
         kopf.warn(body, reason="BalancingFailed", message=str(exc)[:1024])
+    except ConfigurationError as exc:
+        # No ownership key: nothing can be proven the operator's, so nothing is balanced.
+        kopf.warn(body, reason=exc.reason, message=exc.message[:1024])
 
 
 @kopf.on.delete(*POOLS, optional=True)

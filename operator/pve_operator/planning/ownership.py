@@ -5,8 +5,15 @@ A CT is ours only when three independent marks agree (DESIGN.md principle 6):
 1. its VMID lies in the policy's ``vmidRange``;
 2. it carries the tags ``pve-operator`` and ``ctp-<policy hash>`` (visible in the one-call cluster
    snapshot, so candidates are found without per-CT requests);
-3. its description holds an ownership record naming the policy's UID (read from the CT's config
-   before anything destructive, because tags are easy to copy by hand).
+3. its description holds an ownership record naming the policy's UID, **signed** with the operator's
+   key (read from the CT's config before anything destructive).
+
+Tags and descriptions can be copied by anyone who may edit a CT's options in PVE, so the first two
+marks and an unsigned record only *claim* ownership. The record's signature is an HMAC-SHA256 over
+the VMID, the policy UID and the CT's index, with a key that only the operator reads (a Kubernetes
+Secret it creates: ``OperatorRuntime.ownership_key``): a record copied onto another CT does
+not verify there (another VMID), and nobody without the key can write one that does. A claim that
+does not verify is foreign (:class:`ForeignClaim`, reported as ``ForeignInRange``), whatever its tags.
 
 A CT missing any mark is foreign: never modified, stopped or destroyed, even inside our range.
 PVE normalises tags (lower-case, sorted, ``;``-joined), so marks are lower-case and compared as sets.
@@ -15,9 +22,11 @@ PVE normalises tags (lower-case, sorted, ``;``-joined), so marks are lower-case 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 #: Tag on every CT the operator manages, whatever the policy.
 MANAGED_TAG = "pve-operator"
@@ -59,6 +68,32 @@ def has_ownership_tags(tags: Iterable[str], policy_uid: str) -> bool:
     return ownership_tags(policy_uid) <= normalize_tags(list(tags))
 
 
+#: Hex digits of the HMAC-SHA256 kept in a record: 128 bits, short enough for a one-line record.
+SIGNATURE_HEX_DIGITS = 32
+#: Bytes of a new ownership key (HMAC-SHA256's block-size-independent recommendation: >= 32).
+OWNERSHIP_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class OwnershipKey:
+    """The operator's secret for signing ownership records. Never printed: its repr hides the bytes."""
+
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < OWNERSHIP_KEY_BYTES:
+            raise ValueError(f"an ownership key needs at least {OWNERSHIP_KEY_BYTES} bytes")
+
+    def sign(self, vmid: int, policy_uid: str, index: int) -> str:
+        """The signature a record of CT ``vmid``, index ``index`` of policy ``policy_uid`` carries."""
+        message = f"pve-operator ownership v1\0{vmid}\0{policy_uid}\0{index}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()[:SIGNATURE_HEX_DIGITS]
+
+    def verifies(self, vmid: int, record: OwnershipRecord) -> bool:
+        expected = self.sign(vmid, record.policy_uid, record.index)
+        return bool(record.signature) and hmac.compare_digest(expected, record.signature)
+
+
 @dataclass(frozen=True)
 class OwnershipRecord:
     """What the operator writes into a CT's description when it creates the CT."""
@@ -70,12 +105,18 @@ class OwnershipRecord:
     index: int
     #: RFC 3339 UTC time of creation, as the operator's clock said.
     created_at: str
+    #: :meth:`OwnershipKey.sign` over (vmid, policy_uid, index); empty in records written before signing.
+    signature: str = ""
 
     def to_line(self) -> str:
-        return (
+        line = (
             f"{RECORD_PREFIX}policy={self.policy_namespace}/{self.policy_name};uid={self.policy_uid};"
             f"index={self.index};created={self.created_at}"
         )
+        return f"{line};sig={self.signature}" if self.signature else line
+
+    def signed(self, vmid: int, key: OwnershipKey) -> OwnershipRecord:
+        return replace(self, signature=key.sign(vmid, self.policy_uid, self.index))
 
 
 def format_description(record: OwnershipRecord, user_text: str = "") -> str:
@@ -109,7 +150,42 @@ def parse_record(description: str | None) -> OwnershipRecord | None:
         return None
     if not (policy and name and fields.get("uid") and fields.get("created")) or index < 0:
         return None
-    return OwnershipRecord(policy, name, fields["uid"], index, fields["created"])
+    return OwnershipRecord(policy, name, fields["uid"], index, fields["created"], fields.get("sig", ""))
+
+
+class Verdict(StrEnum):
+    """What a CT's marks say about one policy's claim on it."""
+
+    #: Range, tags and a record naming the policy agree, and the record's signature verifies.
+    OWNED = "Owned"
+    #: The marks agree but the record carries no signature (written before records were signed, or
+    #: copied from such a record): a claim, not a proof.
+    UNSIGNED = "Unsigned"
+    #: The marks agree but the signature does not verify: the record was copied from another CT or
+    #: written by someone without the key (or the key was replaced).
+    BAD_SIGNATURE = "BadSignature"
+    #: A mark is missing: the CT makes no claim for this policy.
+    NOT_OURS = "NotOurs"
+
+
+def verdict(
+    *,
+    vmid: int,
+    tags: Iterable[str],
+    description: str | None,
+    policy_uid: str,
+    vmid_range: range,
+    key: OwnershipKey,
+) -> Verdict:
+    record = parse_record(description)
+    if not carries_ownership_marks(
+        vmid=vmid, tags=tags, description=description, policy_uid=policy_uid, vmid_range=vmid_range
+    ):
+        return Verdict.NOT_OURS
+    assert record is not None
+    if not record.signature:
+        return Verdict.UNSIGNED
+    return Verdict.OWNED if key.verifies(vmid, record) else Verdict.BAD_SIGNATURE
 
 
 def is_owned(
@@ -119,8 +195,29 @@ def is_owned(
     description: str | None,
     policy_uid: str,
     vmid_range: range,
+    key: OwnershipKey,
 ) -> bool:
-    """All three marks agree: range, tags and the description record's UID."""
+    """All three marks agree (range, tags, the record's UID) and the record's signature verifies."""
+    return (
+        verdict(
+            vmid=vmid, tags=tags, description=description, policy_uid=policy_uid, vmid_range=vmid_range, key=key
+        )
+        is Verdict.OWNED
+    )
+
+
+def carries_ownership_marks(
+    *,
+    vmid: int,
+    tags: Iterable[str],
+    description: str | None,
+    policy_uid: str,
+    vmid_range: range,
+) -> bool:
+    """Range, tags and a record naming the policy agree; the signature is not checked.
+
+    A claim, not a proof: only for tools that cannot read the key (``kubectl pve``, which acts with
+    its user's own PVE rights) and as the first step of :func:`verdict`."""
     record = parse_record(description)
     return (
         vmid in vmid_range
@@ -128,3 +225,21 @@ def is_owned(
         and record is not None
         and record.policy_uid == policy_uid
     )
+
+
+@dataclass(frozen=True)
+class ForeignClaim:
+    """A CT in a policy's range that carries its tags and a record naming it, but proves nothing:
+    left untouched, not counted, and reported (``ForeignInRange``)."""
+
+    vmid: int
+    node: str
+    why: str
+
+
+def why_not_proven(found: Verdict) -> str:
+    return {
+        Verdict.UNSIGNED: "its ownership record is not signed, and the policy never counted this CT",
+        Verdict.BAD_SIGNATURE: "its ownership record's signature does not verify "
+        "(copied from another CT, or written without the operator's key)",
+    }.get(found, "a mark is missing")

@@ -1,4 +1,5 @@
-"""Ownership marks: a CT is ours only when range, tags and description record all agree."""
+"""Ownership marks: a CT is ours only when range, tags and description record all agree, and the
+record's signature verifies with the operator's key."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import pytest
 
 from pve_operator.planning.ownership import (
     MANAGED_TAG,
+    OwnershipKey,
     OwnershipRecord,
+    Verdict,
+    carries_ownership_marks,
     format_description,
     is_owned,
     is_valid_tag,
@@ -15,10 +19,12 @@ from pve_operator.planning.ownership import (
     parse_record,
     policy_tag,
     remove_record,
+    verdict,
 )
 
 UID = "0b8a2f5e-7d43-4c1e-9a4b-5f6e7d8c9b0a"
-RECORD = OwnershipRecord("apps", "web", UID, 7, "2026-11-23T23:00:00Z")
+KEY = OwnershipKey(bytes(range(32)))
+RECORD = OwnershipRecord("apps", "web", UID, 7, "2026-11-23T23:00:00Z").signed(3107, KEY)
 RANGE = range(3100, 3200)
 
 
@@ -75,4 +81,49 @@ def test_pve_normalised_tag_string_is_understood() -> None:
     ],
 )
 def test_all_three_marks_must_agree(vmid: int, tags: set[str], description: str, owned: bool) -> None:
-    assert is_owned(vmid=vmid, tags=tags, description=description, policy_uid=UID, vmid_range=RANGE) is owned
+    assert is_owned(vmid=vmid, tags=tags, description=description, policy_uid=UID, vmid_range=RANGE, key=KEY) is owned
+
+
+def _verdict(vmid: int, description: str, key: OwnershipKey = KEY) -> Verdict:
+    return verdict(
+        vmid=vmid, tags=ownership_tags(UID), description=description, policy_uid=UID, vmid_range=RANGE, key=key
+    )
+
+
+def test_a_record_copied_onto_another_ct_does_not_verify_there() -> None:
+    """The forgery of issue 10: tags and the whole description copied from CT 3107 onto CT 3108."""
+    copied = format_description(RECORD)
+    assert _verdict(3107, copied) is Verdict.OWNED
+    assert _verdict(3108, copied) is Verdict.BAD_SIGNATURE
+    assert carries_ownership_marks(
+        vmid=3108, tags=ownership_tags(UID), description=copied, policy_uid=UID, vmid_range=RANGE
+    ), "every mark is there: only the signature tells the copy apart"
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        RECORD.__class__(**{**RECORD.__dict__, "index": 8}),  # another index: another host name, scale-down order
+        RECORD.__class__(**{**RECORD.__dict__, "policy_uid": "other-uid"}),  # moved to another policy
+    ],
+)
+def test_editing_a_signed_field_breaks_the_signature(tampered: OwnershipRecord) -> None:
+    assert not KEY.verifies(3107, tampered)
+
+
+def test_a_record_signed_with_another_key_or_unsigned_proves_nothing() -> None:
+    other_key = OwnershipKey(b"\xff" * 32)
+    assert _verdict(3107, format_description(RECORD), key=other_key) is Verdict.BAD_SIGNATURE
+    unsigned = OwnershipRecord("apps", "web", UID, 7, "2026-11-23T23:00:00Z")
+    assert unsigned.to_line().count("sig=") == 0
+    assert _verdict(3107, format_description(unsigned)) is Verdict.UNSIGNED
+    assert _verdict(3107, format_description(unsigned.signed(3107, KEY))) is Verdict.OWNED
+
+
+def test_the_signature_round_trips_and_the_key_is_never_printed() -> None:
+    line = RECORD.to_line()
+    assert line.endswith(f";sig={RECORD.signature}") and len(RECORD.signature) == 32
+    assert parse_record(line) == RECORD
+    assert repr(KEY) == "OwnershipKey()", "the key's bytes never reach a log line or an exception"
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        OwnershipKey(b"short")

@@ -654,6 +654,21 @@ class OwnershipLostContainer(StatusModel):
     """The mark that is gone: a tag (pve-operator, ctp-...) or the ownership record in the description."""
 
 
+class ForeignInRangeContainer(StatusModel):
+    """A CT in the policy's vmidRange that carries its tags and an ownership record naming it, but whose
+    record's signature does not verify: copied from another CT or written by someone else. The operator
+    leaves it untouched and does not count it."""
+
+    vmid: int = Field(ge=MIN_VMID, le=MAX_VMID)
+    """VMID of the CT."""
+
+    node: str | None = Field(None, max_length=63)
+    """Node the CT is on."""
+
+    why: str = Field(max_length=256)
+    """Why its claim proves nothing."""
+
+
 class ContainerPolicyStatus(StatusModel):
     """Observed state of the policy's CTs, written by the operator."""
 
@@ -707,6 +722,12 @@ class ContainerPolicyStatus(StatusModel):
     )
     """CTs that were the policy's but no longer carry all its ownership marks: the operator does not
     act on them or count them any more (put the marks back, or manage the CT yourself)."""
+
+    foreign_in_range: tuple[ForeignInRangeContainer, ...] = Field(
+        (), max_length=MAX_REPLICAS, json_schema_extra=kube_schema(list_map_keys=("vmid",))
+    )
+    """CTs in the vmidRange that claim to be the policy's (its tags, a record naming it) without a valid
+    signature: never changed, stopped or destroyed by the operator, and not counted as replicas."""
 
     recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
     """The last creations, deletions, starts and repairs of the policy's CTs, oldest first (migrations,
