@@ -188,6 +188,22 @@ def connect(c: Cluster, namespace: str, sim: SimServer, **pool_kwargs: Any) -> N
     c.apply(namespace, secret, ca, pool_manifest("lab", endpoint=sim.url, **pool_kwargs))
 
 
+_apis: dict[int, Any] = {}
+
+
+def sim_api(sim: SimServer) -> Any:
+    """The real proxmoxer client on ``sim`` as root@pam (one per simulator)."""
+    import proxmoxer
+
+    key = id(sim)
+    if key not in _apis:
+        root = next(u for u in sim.scenario.users if u.userid == "root@pam")
+        _apis[key] = proxmoxer.ProxmoxAPI(
+            sim.host, port=sim.port, user="root@pam", password=root.password, verify_ssl=str(sim.ca_path)
+        )
+    return _apis[key]
+
+
 def policy(name: str, **kwargs: Any) -> dict[str, Any]:
     return policy_manifest(name, **kwargs)
 
@@ -201,4 +217,16 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
 
 
-__all__ = ["Cluster", "Operator", "SimServer", "big_lab", "cluster", "connect", "field", "operator", "policy", "wait"]
+__all__ = [
+    "Cluster",
+    "Operator",
+    "SimServer",
+    "big_lab",
+    "cluster",
+    "connect",
+    "field",
+    "operator",
+    "policy",
+    "sim_api",
+    "wait",
+]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from _harness import Cluster, SimServer, big_lab, cluster, connect, operator, policy, print_table, wait
+from _harness import Cluster, SimServer, big_lab, cluster, connect, operator, policy, print_table, sim_api, wait
 from pve_operator.handlers.runtime import OWNERSHIP_KEY_FIELD, OWNERSHIP_KEY_SECRET
 from pve_operator.planning.ownership import (
     MANAGED_TAG,
@@ -40,21 +40,6 @@ def running_managed(sim: SimServer) -> int:
         for r in api.cluster.resources.get(type="vm")
         if r.get("status") == "running" and MANAGED_TAG in str(r.get("tags", "")).split(";")
     )
-
-
-_apis: dict[int, object] = {}
-
-
-def sim_api(sim: SimServer) -> object:
-    import proxmoxer
-
-    key = id(sim)
-    if key not in _apis:
-        root = next(u for u in sim.scenario.users if u.userid == "root@pam")
-        _apis[key] = proxmoxer.ProxmoxAPI(
-            sim.host, port=sim.port, user="root@pam", password=root.password, verify_ssl=str(sim.ca_path)
-        )
-    return _apis[key]
 
 
 def convergence(c: Cluster, logs: Path, count: int, concurrency: int) -> list[str]:
