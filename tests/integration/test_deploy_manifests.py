@@ -7,7 +7,9 @@
 * The RBAC is created for real and exercised as the ServiceAccount, with a token from
   ``kubectl create token``: ``kubectl auth can-i`` must allow exactly what the operator does (Kopf's
   watches, metadata and status patches, events; the operator's reads of the Secrets and ConfigMaps
-  a pool names) and deny the rest; with deploy/namespaced, in the watched namespace only.
+  a pool names) and deny the rest; with deploy/namespaced, in the watched namespace only. In its own
+  namespace only, the leader-election Lease (create; get and update by name) and creating the ownership
+  key Secret (with deploy/namespaced also reading it, by name).
 * Argo CD's Application kind is not installed here (no Argo CD CRDs in this control plane), so the
   example Application cannot go through a dry run: its structure is checked in Python against the
   fields of argoproj.io/v1alpha1 Application that it uses. argocd-cm.yaml is a plain ConfigMap and
@@ -39,6 +41,10 @@ CRDS = REPO / "crds"
 
 OPERATOR_NAMESPACE = "pve-operator"
 LAB_NAMESPACE = "pve-lab"
+OWN_ROLE = "pve-operator-own-namespace"
+"""The Role and RoleBinding in the operator's own namespace: the Lease, the ownership key Secret."""
+LEASE = "pve-operator-leader"
+OWNERSHIP_KEY_SECRET = "pve-operator-ownership-key"
 GROUP = "pve.ctoperator.io"
 WAVE = "argocd.argoproj.io/sync-wave"
 SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
@@ -125,7 +131,10 @@ def test_kustomize_renders_the_operator_with_its_crds(operator_manifests: list[d
             ("ServiceAccount", OPERATOR_NAMESPACE, "pve-operator"),
             ("ClusterRole", "", "pve-operator"),
             ("ClusterRoleBinding", "", "pve-operator"),
+            ("Role", OPERATOR_NAMESPACE, OWN_ROLE),
+            ("RoleBinding", OPERATOR_NAMESPACE, OWN_ROLE),
             ("Deployment", OPERATOR_NAMESPACE, "pve-operator"),
+            ("PodDisruptionBudget", OPERATOR_NAMESPACE, "pve-operator"),
             ("Service", OPERATOR_NAMESPACE, "pve-operator-metrics"),
         ]
     )
@@ -199,6 +208,18 @@ def _rbac(manifests: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
     return by_kind["ServiceAccount"], by_kind["ClusterRole"], by_kind["ClusterRoleBinding"]
 
 
+def _own_rbac(manifests: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The Role and RoleBinding of the operator's own namespace, moved to ``namespace`` (the ServiceAccount's)."""
+    documents = [copy.deepcopy(d) for d in manifests if key(d)[1:] == (OPERATOR_NAMESPACE, OWN_ROLE)]
+    assert sorted(d["kind"] for d in documents) == ["Role", "RoleBinding"]
+    for document in documents:
+        document["metadata"]["namespace"] = namespace
+        for subject in document.get("subjects", []):
+            assert subject["namespace"] == OPERATOR_NAMESPACE
+            subject["namespace"] = namespace
+    return documents
+
+
 def test_rbac_has_no_wildcards(operator_manifests: list[dict[str, Any]]) -> None:
     _, role, _ = _rbac(operator_manifests)
     assert role["rules"], "an empty ClusterRole grants nothing"
@@ -249,8 +270,9 @@ class ServiceAccountSession:
             match = _CAN_I_ROW.match(line)
             assert match, f"unexpected line from kubectl auth can-i --list: {line!r}"
             resource, urls, names, verbs = match.groups()
-            assert not names.strip(), f"rules restricted to resource names were not expected: {line!r}"
             subject = resource or f"url:{urls}"
+            if names.strip():
+                subject += f"[{names.strip()}]"
             rules.setdefault(subject, set()).update(verbs.split())
         return rules
 
@@ -277,7 +299,7 @@ def operator_account(
     assert [s["name"] for s in binding["subjects"]] == [account["metadata"]["name"]]
     binding["subjects"][0]["namespace"] = kube_namespace
     try:
-        kube.apply(as_yaml([account, role, binding]))
+        kube.apply(as_yaml([account, role, binding, *_own_rbac(operator_manifests, kube_namespace)]))
         yield ServiceAccountSession(kube, kube_namespace, account["metadata"]["name"], tmp_path)
     finally:
         kube.kubectl("delete", "clusterrolebinding,clusterrole", role_name, "--ignore-not-found", check=False)
@@ -311,7 +333,12 @@ OPERATOR_MUST_NOT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("patch", f"containerpolicies.{GROUP}", ("--subresource=scale",)),
     ("list", "secrets", ()),
     ("watch", "secrets", ()),
-    ("create", "secrets", ()),
+    ("create", "secrets", ("--namespace", "default")),  # only in its own namespace (OWN_NAMESPACE_NEEDS)
+    ("update", "secrets", ()),
+    ("delete", "secrets", ()),
+    ("create", "leases.coordination.k8s.io", ("--namespace", "default")),
+    ("get", f"leases.coordination.k8s.io/{LEASE}", ("--namespace", "default")),
+    ("update", f"leases.coordination.k8s.io/{LEASE}", ("--namespace", "default")),
     ("patch", "configmaps", ()),
     ("patch", "events", ()),
     ("get", "events", ()),
@@ -326,6 +353,41 @@ OPERATOR_MUST_NOT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("escalate", "clusterroles.rbac.authorization.k8s.io", ()),
     ("impersonate", "serviceaccounts", ()),
 )
+
+
+OWN_NAMESPACE_NEEDS: tuple[tuple[str, str], ...] = (
+    # pve_operator/leader_election.py: the Lease, created once, then read and replaced (acquire, renew, release).
+    ("create", "leases.coordination.k8s.io"),
+    ("get", f"leases.coordination.k8s.io/{LEASE}"),
+    ("update", f"leases.coordination.k8s.io/{LEASE}"),
+    # OperatorRuntime.ownership_key: the ownership key Secret, created the first time.
+    ("create", "secrets"),
+)
+"""What the operator does in its own namespace (the ServiceAccount's): (verb, resource[/name])."""
+
+OWN_NAMESPACE_MUST_NOT: tuple[tuple[str, str], ...] = (
+    ("get", "leases.coordination.k8s.io/another-lease"),
+    ("update", "leases.coordination.k8s.io/another-lease"),
+    ("list", "leases.coordination.k8s.io"),
+    ("watch", "leases.coordination.k8s.io"),
+    ("patch", f"leases.coordination.k8s.io/{LEASE}"),
+    ("delete", f"leases.coordination.k8s.io/{LEASE}"),
+    ("update", f"secrets/{OWNERSHIP_KEY_SECRET}"),
+    ("delete", f"secrets/{OWNERSHIP_KEY_SECRET}"),
+    ("list", "secrets"),
+)
+
+
+def test_rbac_allows_the_lease_and_the_ownership_key_in_its_own_namespace_only(
+    operator_account: ServiceAccountSession,
+) -> None:
+    denied = [(v, r) for v, r in OWN_NAMESPACE_NEEDS if not operator_account.can_i(v, r)]
+    assert not denied, f"the operator's ServiceAccount may not, in its own namespace: {denied}"
+    allowed = [(v, r) for v, r in OWN_NAMESPACE_MUST_NOT if operator_account.can_i(v, r)]
+    assert not allowed, f"the operator's ServiceAccount may, but must not: {allowed}"
+    for verb, resource in OWN_NAMESPACE_NEEDS:
+        if resource != "secrets":  # create secrets: see OPERATOR_MUST_NOT (default namespace)
+            assert not operator_account.can_i(verb, resource, "--namespace", "default"), (verb, resource)
 
 
 def test_rbac_allows_what_the_operator_does(operator_account: ServiceAccountSession) -> None:
@@ -355,8 +417,18 @@ def test_rbac_grants_exactly_these_rules(
         if verbs - baseline.get(resource, set())
     }
 
-    assert granted == OPERATOR_RULES
+    assert granted == OPERATOR_RULES | OWN_NAMESPACE_RULES
+    other = operator_account.rules("default")
+    assert {r: v - baseline.get(r, set()) for r, v in other.items() if v - baseline.get(r, set())} == OPERATOR_RULES
 
+
+OWN_NAMESPACE_RULES: dict[str, set[str]] = {
+    "leases.coordination.k8s.io": {"create"},
+    f"leases.coordination.k8s.io[{LEASE}]": {"get", "update"},
+    "secrets": {"get", "create"},  # get: the cluster-wide rule, create: the Role
+}
+"""``kubectl auth can-i --list`` in the operator's own namespace, on top of OPERATOR_RULES (a resource that
+both grant shows once, with the verbs of both)."""
 
 OPERATOR_RULES: dict[str, set[str]] = {
     f"proxmoxserverpools.{GROUP}": {"get", "list", "watch", "patch"},
@@ -425,6 +497,11 @@ def _of_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]
     return [d for d in manifests if d["kind"] == kind]
 
 
+def _watched_roles(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles of the watched namespaces (not the one in the operator's own namespace)."""
+    return [d for d in _of_kind(manifests, "Role") if d["metadata"]["name"] == "pve-operator"]
+
+
 def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) for every combination the rules allow."""
     return {
@@ -475,8 +552,8 @@ def test_namespaced_cluster_role_grants_no_secret_or_configmap_access(
 def test_namespaced_roles_grant_get_on_secrets_and_configmaps_only_in_the_watched_namespaces(
     namespaced_manifests: list[dict[str, Any]],
 ) -> None:
-    roles = _of_kind(namespaced_manifests, "Role")
-    bindings = _of_kind(namespaced_manifests, "RoleBinding")
+    roles = _watched_roles(namespaced_manifests)
+    bindings = [d for d in _of_kind(namespaced_manifests, "RoleBinding") if d["metadata"]["name"] == "pve-operator"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(NAMESPACED_WATCHED)
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(NAMESPACED_WATCHED)
     for role in roles:
@@ -492,8 +569,21 @@ def test_namespaced_roles_grant_get_on_secrets_and_configmaps_only_in_the_watche
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "pve-operator", "namespace": OPERATOR_NAMESPACE}
         ]
-    # The ServiceAccount's namespace gets nothing: the operator reads no Secret of its own.
+    # The ServiceAccount's own namespace is not watched: there it may read only its ownership key (below).
     assert OPERATOR_NAMESPACE not in NAMESPACED_WATCHED
+
+
+def test_namespaced_own_role_adds_only_reading_the_ownership_key_by_name(
+    operator_manifests: list[dict[str, Any]], namespaced_manifests: list[dict[str, Any]]
+) -> None:
+    """deploy/base reads the ownership key Secret through its cluster-wide Secret rule, which deploy/namespaced
+    drops: its own-namespace Role gets `get` on that one Secret by name, and nothing else more."""
+    (base_role,) = [d for d in operator_manifests if key(d) == ("Role", OPERATOR_NAMESPACE, OWN_ROLE)]
+    (role,) = [d for d in namespaced_manifests if key(d) == ("Role", OPERATOR_NAMESPACE, OWN_ROLE)]
+    assert role["rules"] == [
+        *base_role["rules"],
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [OWNERSHIP_KEY_SECRET], "verbs": ["get"]},
+    ]
 
 
 def test_namespaced_deployment_watches_exactly_the_roles_namespaces(
@@ -502,7 +592,7 @@ def test_namespaced_deployment_watches_exactly_the_roles_namespaces(
     everywhere, namespaces, _ = scope_of(_deployment_args(namespaced_manifests))
     assert not everywhere
     assert sorted(namespaces) == sorted(NAMESPACED_WATCHED)
-    assert sorted(namespaces) == sorted(r["metadata"]["namespace"] for r in _of_kind(namespaced_manifests, "Role"))
+    assert sorted(namespaces) == sorted(r["metadata"]["namespace"] for r in _watched_roles(namespaced_manifests))
 
 
 def test_namespaced_rbac_splits_the_base_rules_and_adds_none(
@@ -514,7 +604,7 @@ def test_namespaced_rbac_splits_the_base_rules_and_adds_none(
     (cluster_role,) = _of_kind(namespaced_manifests, "ClusterRole")
     namespace_reads = {g for g in NAMESPACED_CLUSTER_WIDE if g[1] == "namespaces"}
     assert not namespace_reads & _grants(base_role["rules"]), "deploy/base (-A) has no use for Namespaces"
-    for role in _of_kind(namespaced_manifests, "Role"):
+    for role in _watched_roles(namespaced_manifests):
         split = _grants(cluster_role["rules"]) | _grants(role["rules"])
         assert split == _grants(base_role["rules"]) | namespace_reads
         assert not _grants(cluster_role["rules"]) & _grants(role["rules"]), "granted twice"
@@ -552,8 +642,9 @@ def namespaced_account(
     """deploy/namespaced's RBAC created for real: the ServiceAccount in kube_namespace, the Role and
     RoleBinding (rendered for pve-lab) in ``watched_namespace``; cluster-scoped names get a suffix."""
     account, role, binding = (copy.deepcopy(d) for d in _rbac(namespaced_manifests))
-    (local_role,) = (copy.deepcopy(d) for d in _of_kind(namespaced_manifests, "Role"))
-    (local_binding,) = (copy.deepcopy(d) for d in _of_kind(namespaced_manifests, "RoleBinding"))
+    (local_role,) = (copy.deepcopy(d) for d in _watched_roles(namespaced_manifests))
+    bindings = _of_kind(namespaced_manifests, "RoleBinding")
+    (local_binding,) = (copy.deepcopy(d) for d in bindings if d["metadata"]["name"] == "pve-operator")
     role_name = f"{role['metadata']['name']}-{kube_namespace}"
     account["metadata"]["namespace"] = kube_namespace
     role["metadata"]["name"] = binding["metadata"]["name"] = binding["roleRef"]["name"] = role_name
@@ -562,7 +653,8 @@ def namespaced_account(
         assert [s["name"] for s in subjects] == [account["metadata"]["name"]]
         subjects[0]["namespace"] = kube_namespace
     try:
-        kube.apply(as_yaml([account, role, binding, local_role, local_binding]))
+        own = _own_rbac(namespaced_manifests, kube_namespace)
+        kube.apply(as_yaml([account, role, binding, local_role, local_binding, *own]))
         yield ServiceAccountSession(kube, kube_namespace, account["metadata"]["name"], tmp_path)
     finally:
         kube.kubectl("delete", "clusterrolebinding,clusterrole", role_name, "--ignore-not-found", check=False)
@@ -625,7 +717,15 @@ def test_namespaced_rbac_grants_exactly_these_rules(
     }
     assert granted(watched_namespace) == OPERATOR_RULES | cluster_wide
     assert granted("default") == cluster_wide
-    assert granted(namespaced_account.namespace) == cluster_wide
+    assert granted(namespaced_account.namespace) == cluster_wide | {
+        "leases.coordination.k8s.io": {"create"},
+        f"leases.coordination.k8s.io[{LEASE}]": {"get", "update"},
+        "secrets": {"create"},
+        f"secrets[{OWNERSHIP_KEY_SECRET}]": {"get"},
+    }
+    assert namespaced_account.can_i("get", f"secrets/{OWNERSHIP_KEY_SECRET}")
+    assert not namespaced_account.can_i("get", "secrets/lab-pve-credentials")
+    assert not namespaced_account.can_i("get", f"secrets/{OWNERSHIP_KEY_SECRET}", "--namespace", "default")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -97,9 +97,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }
 """Name -> values (the ``-f`` file of helm lint and helm template)."""
 
-EXPECTED_COUNTS = {"default": 7, "namespaced-monitoring": 14, "custom": 9}
-"""Objects rendered per value set, CRDs included: 2 CRDs, ServiceAccount, ClusterRole(Binding), Deployment,
-Service; + Namespace, a Role and RoleBinding per watched namespace, ServiceMonitor, PrometheusRule."""
+EXPECTED_COUNTS = {"default": 10, "namespaced-monitoring": 17, "custom": 12}
+"""Objects rendered per value set, CRDs included: 2 CRDs, ServiceAccount, ClusterRole(Binding), the Role(Binding)
+in the operator's own namespace, Deployment, PodDisruptionBudget, Service; + Namespace, a Role and RoleBinding
+per watched namespace, ServiceMonitor, PrometheusRule."""
 
 Key = tuple[str, str, str]
 """(kind, namespace or "", name)."""
@@ -213,7 +214,17 @@ def test_namespaced_rendering(helm: Path, tmp_path: Path) -> None:
     assert [a for a in args if a.startswith("--namespace=")] == [f"--namespace={ns}" for ns in WATCHED]
     assert "--all-namespaces" not in args
     for kind in ("Role", "RoleBinding"):
-        assert sorted(d["metadata"]["namespace"] for d in documents if d["kind"] == kind) == sorted(WATCHED)
+        assert sorted(
+            d["metadata"]["namespace"] for d in documents if d["kind"] == kind and d["metadata"]["name"] == RELEASE
+        ) == sorted(WATCHED)
+    own = next(d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == f"{RELEASE}-own-namespace")
+    assert own["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["pve-operator-ownership-key"],
+        "verbs": ["get"],
+    } in own["rules"], "namespace-scoped: no cluster-wide Secret rule reads the ownership key"
     cluster_role = next(d for d in documents if d["kind"] == "ClusterRole")
     assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
         "customresourcedefinitions",
@@ -238,6 +249,7 @@ def test_custom_rendering(helm: Path, tmp_path: Path) -> None:
     assert {d["metadata"]["name"] for d in documents if d["kind"] != "CustomResourceDefinition"} == {
         "pve-op",
         "pve-op-metrics",
+        "pve-op-own-namespace",
     }
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -247,6 +259,7 @@ def test_custom_rendering(helm: Path, tmp_path: Path) -> None:
     assert container["resources"] == values["resources"]
     assert container["args"] == [
         "--all-namespaces",
+        "--leader-elect",
         "--liveness=http://0.0.0.0:8080/healthz",
         "--log-format=plain",
         "--verbose",
@@ -268,6 +281,30 @@ def test_custom_rendering(helm: Path, tmp_path: Path) -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pve-op", "namespace": OPERATOR_NAMESPACE}]
     rule = next(d for d in documents if d["kind"] == "PrometheusRule")
     assert rule["spec"]["groups"] == values["prometheusRule"]["groups"]
+
+
+def test_two_replicas_with_leader_election_and_a_disruption_budget(helm: Path, tmp_path: Path) -> None:
+    documents = helm_template(helm, tmp_path, {})
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    assert "--leader-elect" in pod["containers"][0]["args"]
+    assert {
+        "name": "PVE_OPERATOR_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    } in pod["containers"][0]["env"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    budget = next(d for d in documents if d["kind"] == "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    assert budget["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    one = helm_template(helm, tmp_path, {"replicaCount": 1})
+    assert next(d for d in one if d["kind"] == "Deployment")["spec"]["replicas"] == 1
 
 
 @pytest.mark.parametrize(

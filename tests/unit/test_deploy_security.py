@@ -1,9 +1,9 @@
 """The operator's Deployment, Namespace and image keep the security settings and probes they were reviewed with.
 
 Each assertion is a setting someone could weaken in passing (drop readOnlyRootFilesystem to "fix" a write,
-switch to RollingUpdate, remove a probe); these tests make that a deliberate change. The manifests are read
-as written in deploy/base/ and the Dockerfile at the repository root; tests/integration/test_deploy_manifests.py
-checks that the API server accepts them.
+drop --leader-elect from two replicas, remove a probe); these tests make that a deliberate change. The
+manifests are read as written in deploy/base/ and the Dockerfile at the repository root;
+tests/integration/test_deploy_manifests.py checks that the API server accepts them.
 """
 
 from __future__ import annotations
@@ -48,11 +48,39 @@ def container(pod_spec: dict[str, Any]) -> dict[str, Any]:
     return containers[0]
 
 
-def test_exactly_one_operator_at_a_time(deployment: dict[str, Any]) -> None:
-    """Standalone Kopf: two pods at once would both act on every object (double CT creations)."""
+def test_two_replicas_of_which_the_lease_holder_acts(deployment: dict[str, Any], container: dict[str, Any]) -> None:
+    """Standalone Kopf: two pods would both act on every object (double CT creations), unless each waits for
+    the Lease first. With --leader-elect a rolling update is safe: the new pod starts as a standby."""
     assert deployment["metadata"]["namespace"] == "pve-operator"
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert "--leader-elect" in container["args"]
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    # The Lease lives in the pod's own namespace, from the downward API.
+    assert {
+        "name": "PVE_OPERATOR_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    } in container["env"]
+
+
+def test_replicas_prefer_different_nodes(deployment: dict[str, Any], pod_spec: dict[str, Any]) -> None:
+    (term,) = pod_spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in pod_spec["affinity"]["podAntiAffinity"], (
+        "required would leave the second replica Pending on a one-node cluster"
+    )
+
+
+def test_disruption_budget_evicts_one_pod_at_a_time(deployment: dict[str, Any]) -> None:
+    """maxUnavailable 1 counts ready pods: the standby is ready (it answers the probes), so the leader can be
+    evicted (it releases the Lease) while the standby stays."""
+    budget = _document(BASE / "pdb.yaml")
+    assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    assert "pdb.yaml" in _document(BASE / "kustomization.yaml")["resources"]
 
 
 def test_pod_runs_as_nonroot_with_runtime_default_seccomp(pod_spec: dict[str, Any]) -> None:
