@@ -320,3 +320,28 @@ def test_a_transient_failure_within_the_deadline_is_survived() -> None:
     store.fail = None
     clock.advance(2)
     assert a.renew_once() is True and a.is_leader
+
+
+# -- the standby's probe endpoint (pve_operator.__main__) ---------------------------------------------
+
+
+def test_standby_answers_the_liveness_path_and_frees_the_port_for_kopf() -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from pve_operator.__main__ import standby_liveness
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/healthz"
+    with standby_liveness(url):
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+        assert refused.value.code == 404
+    with socket.socket() as kopf_port:  # what Kopf's aiohttp server does next, on the same port
+        kopf_port.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        kopf_port.bind(("127.0.0.1", port))
