@@ -21,7 +21,6 @@ from pathlib import Path
 import psutil
 
 from _harness import Cluster, SimServer, big_lab, cluster, connect, operator, policy, print_table, sim_api, wait
-from pve_operator.handlers.runtime import OWNERSHIP_KEY_FIELD, OWNERSHIP_KEY_SECRET
 from pve_operator.planning.ownership import (
     MANAGED_TAG,
     OwnershipKey,
@@ -29,6 +28,7 @@ from pve_operator.planning.ownership import (
     format_description,
     ownership_tags,
 )
+from pve_operator.runtime import OWNERSHIP_KEY_FIELD, OWNERSHIP_KEY_SECRET
 
 TIME_SCALE = 0.02  # 50x faster than real time
 

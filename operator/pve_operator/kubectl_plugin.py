@@ -201,7 +201,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def plan_document(
     namespace: str, *, name: str, pool: ProxmoxServerPoolSpec, snapshot: Any, plan: Any, metric: Any, managed: int
 ) -> dict[str, Any]:
-    from pve_operator.handlers.balancing import describe
+    from pve_operator.planning.actions import describe
     from pve_operator.planning.model import Metric
 
     nodes = []
@@ -501,7 +501,7 @@ class Located:
 
 def _locate(namespace: str, pool_name: str | None, vmid: int, runtime: Any) -> Located:
     """The pool whose Proxmox VE cluster has CT ``vmid``, and the node it is on now."""
-    from pve_operator.handlers.runtime import ConfigurationError
+    from pve_operator.runtime import ConfigurationError
 
     bodies = [get_pool(namespace, pool_name)] if pool_name else list_objects(namespace, POOLS)
     if not bodies:
@@ -572,8 +572,8 @@ def prove_owner(
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    from pve_operator.handlers.balancing import PINNED_ANNOTATION
-    from pve_operator.handlers.runtime import OperatorRuntime
+    from pve_operator.execution.pool_input import PINNED_ANNOTATION
+    from pve_operator.runtime import OperatorRuntime
 
     pin = args.command == "pin"
     vmid: int = args.ct
@@ -771,8 +771,8 @@ def _fail(message: str) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    from pve_operator.handlers.runtime import ConfigurationError
     from pve_operator.pve.errors import PveError
+    from pve_operator.runtime import ConfigurationError
 
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

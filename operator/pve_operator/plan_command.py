@@ -22,12 +22,13 @@ from typing import Any
 from kubernetes import client as kube_client
 
 from pve_operator.api.v1alpha1 import GROUP, VERSION, ProxmoxServerPoolSpec
-from pve_operator.handlers.balancing import collect_input, describe, policy_summary
-from pve_operator.handlers.runtime import ConfigurationError, OperatorRuntime, load_kubernetes_config
+from pve_operator.execution.pool_input import collect_input, policy_summary
 from pve_operator.operator_namespace import ENV_VAR as OPERATOR_NAMESPACE_ENV
+from pve_operator.planning.actions import describe
 from pve_operator.planning.balancing import plan_balance
 from pve_operator.planning.model import Metric, UsageMeasure, pool_measure
 from pve_operator.pve.errors import PveError
+from pve_operator.runtime import ConfigurationError, OperatorRuntime, load_kubernetes_config
 
 
 def run(argv: Sequence[str]) -> int:
@@ -89,7 +90,7 @@ def run(argv: Sequence[str]) -> int:
             namespace=args.namespace,
             pool=pool,
             status=body.get("status") or {},
-            runtime=runtime,
+            records_for=lambda _uid: {},
             ownership_key=key,
             policies=policies,
             client=client,

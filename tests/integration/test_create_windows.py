@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pve_operator.execution.discovery import creations_in_progress, discover_owned
 from pve_operator.execution.executor import PolicyExecutor, PolicyIdentity
-from pve_operator.handlers.containerpolicy import creations_in_progress, discover_owned
 from pve_operator.planning.actions import CreateContainer, StartContainer
 from pve_operator.planning.ownership import ForeignClaim, OwnershipRecord, format_description, ownership_tags
 from pve_operator.planning.reconcile import PolicyIntent, plan_reconcile

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pve_operator.handlers.containerpolicy import discover_owned, foreign_in_range
+from pve_operator.execution.discovery import discover_owned, foreign_in_range
 from pve_operator.planning.ownership import (
     ForeignClaim,
     OwnershipKey,

@@ -5,7 +5,7 @@
 * every ``make <target>`` the docs show is a target of the Makefile;
 * every condition reason docs/troubleshooting.md documents is in the operator's source, and every
   reason the handlers set is documented there (the same for event reasons, where they are literal);
-* the README lists every environment variable of ``handlers/runtime.py`` and every metric of
+* the README lists every environment variable of ``runtime.py`` and every metric of
   ``metrics.py``.
 """
 
@@ -302,8 +302,8 @@ def test_balancing_doc_explains_every_refusal_kind() -> None:
 
 
 def test_readme_lists_every_environment_variable() -> None:
-    names = set(re.findall(r"\b(PVE_OPERATOR_[A-Z_]+)\b", (HANDLERS / "runtime.py").read_text()))
-    assert names, "no PVE_OPERATOR_* variables found in handlers/runtime.py"
+    names = set(re.findall(r"\b(PVE_OPERATOR_[A-Z_]+)\b", (SOURCE / "runtime.py").read_text()))
+    assert names, "no PVE_OPERATOR_* variables found in runtime.py"
     text = README.read_text()
     missing = sorted(n for n in names if n not in text)
     assert not missing, f"README.md does not list {missing}"

@@ -9,7 +9,7 @@ import kopf
 import pytest
 
 from pve_operator.handlers.common import contained
-from pve_operator.handlers.runtime import OperatorRuntime
+from pve_operator.runtime import OperatorRuntime
 
 SECRET = "6f5d2c9e-ünï-€-3b1a"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from pve_operator.handlers.runtime import RETIRED_CLIENT_GRACE_SECONDS, OperatorRuntime
 from pve_operator.pve.client import PveClient, PveCredentials, TlsSettings
+from pve_operator.runtime import RETIRED_CLIENT_GRACE_SECONDS, OperatorRuntime
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = ("ns", "lab")

@@ -33,39 +33,27 @@ from pve_operator.api.v1alpha1 import (
     Recommendation,
     RecordedAction,
 )
-from pve_operator.api.v1alpha1.common import format_epoch, format_timestamp, parse_epoch
+from pve_operator.api.v1alpha1.common import format_epoch, format_timestamp
 from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, JournalEntry
-from pve_operator.execution.executor import PolicyIdentity
-from pve_operator.handlers.containerpolicy import discover_owned
-from pve_operator.handlers.runtime import TASK_TIMEOUT_SECONDS, OperatorRuntime
+from pve_operator.execution.pool_input import collect_input, policy_summary
 from pve_operator.metrics import ACTIONS, REFUSALS
-from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
+from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer, describe
 from pve_operator.planning.balancing import (
-    PINNED_TAG,
-    BalancingInput,
-    BalancingLimits,
     InFlight,
-    ManagedCT,
-    PoolNodeSpec,
     PressureTrigger,
     Refusal,
-    Thresholds,
     plan_balance,
-    with_stray_nodes,
 )
 from pve_operator.planning.balancing.cpu_window import CpuWindow
-from pve_operator.planning.balancing.inputs import migration_failures_from
 from pve_operator.planning.balancing.rrd_history import PressureSamples, newest, recent_rows, recent_samples
 from pve_operator.planning.balancing.state import project
-from pve_operator.planning.model import ClusterSnapshot, UsageMeasure, pool_measure
-from pve_operator.planning.ownership import OFFLOADED_TAG, OwnershipKey
+from pve_operator.planning.model import ClusterSnapshot, pool_measure
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import PveError
+from pve_operator.runtime import TASK_TIMEOUT_SECONDS, OperatorRuntime
 
 log = logging.getLogger(__name__)
 
-#: A policy annotation that pins all its CTs (never migrated or offloaded), like the pinned tag per CT.
-PINNED_ANNOTATION = f"{GROUP}/pinned"
 #: Samples kept per node (the planner needs ``sustainedSamples``; a few more help events explain).
 HISTORY_LENGTH = 60
 
@@ -108,31 +96,6 @@ def forget_pool_memory(namespace: str, name: str) -> None:
     """Drop what the operator remembers of a deleted pool."""
     with _memories_lock:
         _memories.pop((namespace, name), None)
-
-
-def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
-    """What balancing needs of a ContainerPolicy (not its whole body)."""
-    vmid_range = spec.get("vmidRange") or {}
-    template = spec.get("template") or {}
-    return {
-        "name": name,
-        "uid": uid,
-        "pool": str(spec.get("poolRef", {}).get("name", "")),
-        "priority": int(spec.get("priority", 100)),
-        "start": int(vmid_range.get("start", 0)),
-        "end": int(vmid_range.get("end", -1)),
-        "paused": bool(spec.get("paused", False)),
-        "pinned": str(annotations.get(PINNED_ANNOTATION, "")).lower() == "true",
-        # placement.nodeWeights of 0: the policy's CTs never go there, by creation or by balancing.
-        "excludedNodes": sorted(
-            str(w.get("name")) for w in (spec.get("placement") or {}).get("nodeWeights") or () if not w.get("weight")
-        ),
-        # What the pool's sample checks PVE's rules for: SDN.Use on each bridge, the tags it may set.
-        "bridges": sorted(
-            {(str(n.get("bridge")), int(n["vlan"]) if n.get("vlan") else 0) for n in template.get("networks") or ()}
-        ),
-        "tags": sorted({str(t).lower() for t in template.get("tags") or ()}),
-    }
 
 
 @kopf.index(GROUP, VERSION, "containerpolicies")
@@ -240,131 +203,6 @@ def _recorded(
 
 def _recommendation(action: BalanceAction, policy: str | None, now: float) -> Recommendation:
     return Recommendation(**_planned_fields(action, policy, now))
-
-
-def describe(action: BalanceAction, metric: UsageMeasure) -> str:
-    """E.g. ``migrate CT 3104 srv-px1 → srv-px2: memory 82% → 64% on srv-px1`` (the source's figures)."""
-    verb = {"Migrate": "migrate", "Offload": "offload (stop)", "Restore": "restore (start)"}[action.kind]
-    target = getattr(action, "target", None)
-    where = f"{action.node} → {target}" if target and target != action.node else action.node
-    return (
-        f"{verb} CT {action.vmid} {where}: {metric.value} "
-        f"{action.source_percent_before:.0f}% → {action.source_percent_after:.0f}% on {action.node}"
-    )
-
-
-@dataclass(frozen=True)
-class CollectedInput:
-    """The planner's input plus who owns each CT (for the executor and the reports)."""
-
-    input: BalancingInput
-    owners: Mapping[int, PolicyIdentity]
-    policy_of: Mapping[int, Mapping[str, Any]]
-    locked: frozenset[int]
-
-
-def collect_input(
-    *,
-    namespace: str,
-    pool: ProxmoxServerPoolSpec,
-    status: Mapping[str, Any],
-    runtime: OperatorRuntime,
-    ownership_key: OwnershipKey,
-    policies: Sequence[Mapping[str, Any]],
-    client: PveClient,
-    snapshot: ClusterSnapshot,
-    history: Mapping[str, Sequence[float]],
-    last_action_at: dict[int, float],
-    now: float,
-) -> CollectedInput:
-    """Everything the planner needs for one pool, from its spec and status, its policies and one snapshot."""
-    thresholds = pool.thresholds
-    metric = pool_measure(thresholds)
-    offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
-    for entry in status.get("recentActions") or []:
-        if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") in (
-            "Succeeded",
-            "InProgress",
-        ):
-            when = parse_epoch(entry.get("time"))
-            if when is not None and entry.get("vmid") is not None:
-                vmid = int(entry["vmid"])
-                last_action_at[vmid] = max(last_action_at.get(vmid, 0.0), when)
-    failures = migration_failures_from(
-        (int(e["vmid"]), str(e.get("action")), str(e.get("result")), when, str(e.get("message") or ""))
-        for e in status.get("recentActions") or []
-        if e.get("vmid") is not None and (when := parse_epoch(e.get("time"))) is not None
-    )
-    managed: dict[int, ManagedCT] = {}
-    owners: dict[int, PolicyIdentity] = {}
-    policy_of: dict[int, Mapping[str, Any]] = {}
-    for policy in policies:
-        vmid_range = range(int(policy["start"]), int(policy["end"]) + 1)
-        for item in discover_owned(
-            client,
-            snapshot,
-            str(policy["uid"]),
-            vmid_range,
-            runtime.records_for(str(policy["uid"])),
-            key=ownership_key,
-        ):
-            obs = item.observation
-            if obs is None or not item.verified:
-                continue  # gone, or on an offline node: nothing to balance
-            owners[item.vmid] = PolicyIdentity(
-                namespace, str(policy["name"]), str(policy["uid"]), vmid_range, ownership_key
-            )
-            policy_of[item.vmid] = policy
-            if policy["paused"]:
-                continue
-            restore = offloaded_usage.get(item.vmid)
-            managed[item.vmid] = ManagedCT(
-                vmid=item.vmid,
-                policy=str(policy["name"]),
-                priority=int(policy["priority"]),
-                created_at=item.created_at,
-                pinned=bool(policy["pinned"]) or PINNED_TAG in obs.tags,
-                offloaded=OFFLOADED_TAG in obs.tags,
-                last_action_at=last_action_at.get(item.vmid),
-                restore_memory_bytes=int(restore["memoryUsedBytes"]) if restore else None,
-                restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
-                excluded_nodes=frozenset(policy.get("excludedNodes") or ()),
-                migration_failures=failures.get(item.vmid),
-            )
-
-    locked = frozenset(vmid for vmid, ct in snapshot.containers.items() if ct.lock)
-    balancing_mode = pool.balancing.mode
-    offload_mode = pool.offload.mode
-    inp = BalancingInput(
-        snapshot=snapshot,
-        # CTs of ours on a node outside the pool (moved there by hand) are brought back like a drain.
-        pool_nodes=with_stray_nodes(
-            tuple(PoolNodeSpec(n.name, n.weight, n.maintenance) for n in pool.nodes), snapshot, managed
-        ),
-        managed=managed,
-        history={k: tuple(v) for k, v in history.items()},
-        now=now,
-        thresholds=Thresholds.from_percent(
-            metric=metric,
-            migrate_above_percent=thresholds.migrate_above_percent,
-            offload_above_percent=thresholds.offload_above_percent,
-            restore_below_percent=thresholds.restore_below_percent,
-            sustained_samples=thresholds.sustained_samples,
-            pressure=PressureTrigger.from_spec(thresholds.pressure),
-        ),
-        limits=BalancingLimits.from_percent(
-            max_concurrent_migrations=pool.balancing.max_concurrent_migrations,
-            cooldown_seconds=pool.balancing.cooldown_seconds,
-            min_improvement_percent=pool.balancing.min_improvement_percent,
-            objective=pool.balancing.objective.value,
-            min_gain_percent=pool.balancing.min_gain_percent,
-            level_tolerance_percent=pool.balancing.level_tolerance_percent,
-        ),
-        in_flight=InFlight(other_vmids=frozenset(locked)),
-        balancing_enabled=balancing_mode is not AutomationMode.OFF,
-        offload_enabled=offload_mode is not AutomationMode.OFF,
-    )
-    return CollectedInput(inp, owners, policy_of, locked)
 
 
 def seed_from_rrd(
@@ -490,7 +328,7 @@ def balance_pool(
         namespace=namespace,
         pool=pool,
         status=status,
-        runtime=runtime,
+        records_for=runtime.records_for,
         ownership_key=runtime.ownership_key(),
         policies=policies,
         client=client,

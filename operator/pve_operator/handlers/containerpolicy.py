@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -27,22 +27,15 @@ from pve_operator.api.v1alpha1 import (
     ContainerState,
     DeletionPolicy,
     FillStoppedReason,
-    ForeignInRangeContainer,
     ProxmoxServerPoolSpec,
     VmidConflict,
     describe_validation_error,
 )
 from pve_operator.api.v1alpha1.common import parse_epoch
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
+from pve_operator.execution.discovery import counted_vmids, creations_in_progress, discover_owned, foreign_in_range
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, contained, namespaced
-from pve_operator.handlers.runtime import (
-    MAX_PARALLEL_TASKS,
-    RECONCILE_INTERVAL_SECONDS,
-    TASK_TIMEOUT_SECONDS,
-    ConfigurationError,
-    OperatorRuntime,
-)
 from pve_operator.handlers.status import (
     append_recent,
     conditions_payload,
@@ -57,20 +50,11 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.actions import CreateContainer, DestroyContainer
-from pve_operator.planning.model import ClusterSnapshot, ContainerStatus, pool_measure
+from pve_operator.planning.model import pool_measure
 from pve_operator.planning.ownership import (
-    OFFLOADED_TAG,
     ForeignClaim,
-    OwnershipKey,
     OwnershipRecord,
-    Verdict,
-    format_description,
-    has_ownership_tags,
-    normalize_tags,
     ownership_tags,
-    parse_record,
-    verdict,
-    why_not_proven,
 )
 from pve_operator.planning.placement import PlacementStrategy
 from pve_operator.planning.pve_access import refused_tag_in
@@ -78,7 +62,6 @@ from pve_operator.planning.reconcile import (
     FailedAttempt,
     FillIntent,
     GrowthStop,
-    OwnedContainer,
     PolicyIntent,
     ReconcilePlan,
     creation_backoffs,
@@ -91,16 +74,21 @@ from pve_operator.planning.vmid_ranges import (
     find_overlaps,
     shared_vmids,
 )
-from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
     PveError,
-    PveNotFound,
     PveNotProxmox,
     PvePermissionError,
     PveUnreachable,
 )
 from pve_operator.pve.params import ContainerBlueprint, NetworkInterface
+from pve_operator.runtime import (
+    MAX_PARALLEL_TASKS,
+    RECONCILE_INTERVAL_SECONDS,
+    TASK_TIMEOUT_SECONDS,
+    ConfigurationError,
+    OperatorRuntime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,155 +204,6 @@ def vmid_conflict_statuses(plan: ReconcilePlan, overlaps: list[VmidRangeOverlap]
         )
         entries.append(VmidConflict(index=item.index, wanted_vmid=item.wanted_vmid, vmid=item.vmid, held_by=held_by))
     return entries
-
-
-# -- ownership discovery ------------------------------------------------------------------------
-
-
-def discover_owned(
-    client: PveClient,
-    snapshot: ClusterSnapshot,
-    uid: str,
-    vmid_range: range,
-    records: dict[int, OwnershipRecord | ForeignClaim | None],
-    *,
-    key: OwnershipKey,
-    counted: Collection[int] = frozenset(),
-) -> list[OwnedContainer]:
-    """The CTs proven ours: in range, with our tags, and with our signed record in their description.
-
-    The record of each CT in the range is read once from its config (authoritative) and cached;
-    foreign CTs are cached as None so they cost one read, not one per cycle. A CT that carries our
-    tags and a record naming the policy whose signature does not verify is a :class:`ForeignClaim`
-    (cached too, reported as ``ForeignInRange``) — unless the policy already ``counted`` it (its
-    ``status.containers``, which only the operator writes): then the record is one written before
-    records were signed, or signed with a key since replaced, and it is signed now, once. A cached
-    entry is dropped when its VMID leaves the cluster (a VMID can be reused), and a cached proof is
-    dropped when the snapshot no longer shows our tags on the CT (someone removed them): it is read
-    again. The executor re-proves ownership from the CT's own config right before every change anyway.
-    """
-    for vmid in [v for v in records if v not in snapshot.containers]:
-        del records[vmid]
-    owned: list[OwnedContainer] = []
-    for ct in snapshot.containers.values():
-        if ct.vmid not in vmid_range:
-            continue
-        if not has_ownership_tags(ct.tags, uid):
-            if ct.tags:
-                records[ct.vmid] = None  # visibly not ours (e.g. released by Retain, or foreign)
-                continue
-            if records.get(ct.vmid) is not None:
-                # Proven before, but every tag is gone now: the proof no longer holds. Read it again.
-                del records[ct.vmid]
-        node = snapshot.nodes.get(ct.node)
-        if node is None or not node.online:
-            # PVE cannot answer for a CT on an offline node: its state is unknown, and so is its proof
-            # unless an earlier cycle read it. One offline node must not stop the cycle for the rest.
-            unknown = replace(ct, status=ContainerStatus.UNKNOWN)
-            record = records.get(ct.vmid)
-            if isinstance(record, OwnershipRecord):
-                owned.append(OwnedContainer(ct.vmid, record.index, record.created_at, unknown, verified=False))
-            elif ct.vmid not in records and has_ownership_tags(ct.tags, uid):
-                # Carries our tags; counted (so no replacement is made) but never acted on until proven.
-                owned.append(OwnedContainer(ct.vmid, ct.vmid - vmid_range.start, "", unknown, verified=False))
-            continue
-        if ct.vmid not in records:
-            if ct.lock == "create":
-                continue  # PVE writes a CT's real config (and our marks) when vzcreate ends: no verdict yet
-            try:
-                config = client.container_config(ct.node, ct.vmid)
-            except PveNotFound:
-                continue  # moved or deleted since the snapshot; the next cycle sees where
-            except PveUnreachable:
-                continue  # its node went away since the snapshot: unknown this cycle
-            if config.get("lock") == "create":
-                continue
-            found = _prove_or_sign(client, ct.node, ct.vmid, config, uid, vmid_range, key, counted)
-            if found is _UNDECIDED:
-                continue
-            records[ct.vmid] = found
-        record = records[ct.vmid]
-        if not isinstance(record, OwnershipRecord):
-            continue
-        owned.append(
-            OwnedContainer(
-                vmid=ct.vmid,
-                index=record.index,
-                created_at=record.created_at,
-                observation=ct,
-                offloaded=OFFLOADED_TAG in ct.tags,
-            )
-        )
-    return owned
-
-
-def counted_vmids(status: Mapping[str, Any]) -> frozenset[int]:
-    """The VMIDs the policy's status lists as its CTs: seen created (and proven) by this policy before."""
-    return frozenset(int(c["vmid"]) for c in status.get("containers") or () if c.get("vmid") is not None)
-
-
-def foreign_in_range(records: Mapping[int, OwnershipRecord | ForeignClaim | None]) -> list[ForeignInRangeContainer]:
-    """Status entries for the CTs that claim to be the policy's and prove nothing, by VMID."""
-    return [
-        ForeignInRangeContainer(vmid=r.vmid, node=r.node or None, why=r.why)
-        for r in sorted((r for r in records.values() if isinstance(r, ForeignClaim)), key=lambda r: r.vmid)
-    ]
-
-
-#: :func:`_prove_or_sign` could not decide this cycle (signing an unsigned record failed): no verdict cached.
-_UNDECIDED = ForeignClaim(0, "", "undecided")
-
-
-def _prove_or_sign(
-    client: PveClient,
-    node: str,
-    vmid: int,
-    config: Mapping[str, Any],
-    uid: str,
-    vmid_range: range,
-    key: OwnershipKey,
-    counted: Collection[int],
-) -> OwnershipRecord | ForeignClaim | None:
-    """What CT ``vmid``'s config proves: our record, a claim that proves nothing, or nothing."""
-    description = str(config.get("description") or "")
-    found = verdict(
-        vmid=vmid,
-        tags=normalize_tags(str(config.get("tags") or "")),
-        description=description,
-        policy_uid=uid,
-        vmid_range=vmid_range,
-        key=key,
-    )
-    record = parse_record(description)
-    if found is Verdict.NOT_OURS or record is None:
-        return None
-    if found is Verdict.OWNED:
-        return record
-    if vmid not in counted:
-        log.warning("CT %s claims to be policy %s's but proves nothing: %s", vmid, uid, why_not_proven(found))
-        return ForeignClaim(vmid, node, why_not_proven(found))
-    signed = record.signed(vmid, key)
-    try:
-        client.update_container_config(node, vmid, {"description": format_description(signed, description)})
-    except PveError as exc:
-        log.info("CT %s: signing its ownership record failed, tried again next cycle: %s", vmid, exc)
-        return _UNDECIDED
-    log.info("CT %s: its ownership record (%s) is signed now", vmid, found.value)
-    return signed
-
-
-def creations_in_progress(snapshot: ClusterSnapshot, vmid_range: range, owned: list[OwnedContainer]) -> list[int]:
-    """CTs in the range that PVE is still creating and whose owner cannot be read yet.
-
-    They may be ours (a creation started by this operator before a crash, or one still running): creating
-    more while they exist could duplicate them, so creation waits until their marks are readable.
-    """
-    proven = {o.vmid for o in owned}
-    return sorted(
-        ct.vmid
-        for ct in snapshot.containers.values()
-        if ct.lock == "create" and ct.vmid in vmid_range and ct.vmid not in proven
-    )
 
 
 # -- conditions ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from pve_operator.api.v1alpha1 import GROUP
-from pve_operator.handlers.runtime import METRICS_PORT, OperatorRuntime, load_kubernetes_config
+from pve_operator.runtime import METRICS_PORT, OperatorRuntime, load_kubernetes_config
 
 #: Annotations and labels Argo CD writes for tracking; changing them is not a change of ours.
 ARGOCD_METADATA = (

@@ -18,7 +18,6 @@ from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxSer
 from pve_operator.api.v1alpha1.common import format_timestamp
 from pve_operator.handlers.balancing import balance_pool, forget_pool_memory
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
-from pve_operator.handlers.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
 from pve_operator.handlers.status import (
     conditions_payload,
     node_statuses,
@@ -37,6 +36,7 @@ from pve_operator.pve.errors import (
     PvePermissionError,
     PveUnreachable,
 )
+from pve_operator.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
 
 _last_sample: dict[str, float] = {}
 

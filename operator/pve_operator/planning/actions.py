@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pve_operator.planning.model import UsageMeasure
+
 
 @dataclass(frozen=True)
 class CreateContainer:
@@ -119,3 +121,14 @@ class RestoreContainer:
 BalanceAction = MigrateContainer | OffloadContainer | RestoreContainer
 
 Action = CreateContainer | StartContainer | DestroyContainer | RestoreConfig
+
+
+def describe(action: BalanceAction, metric: UsageMeasure) -> str:
+    """E.g. ``migrate CT 3104 srv-px1 → srv-px2: memory 82% → 64% on srv-px1`` (the source's figures)."""
+    verb = {"Migrate": "migrate", "Offload": "offload (stop)", "Restore": "restore (start)"}[action.kind]
+    target = getattr(action, "target", None)
+    where = f"{action.node} → {target}" if target and target != action.node else action.node
+    return (
+        f"{verb} CT {action.vmid} {where}: {metric.value} "
+        f"{action.source_percent_before:.0f}% → {action.source_percent_after:.0f}% on {action.node}"
+    )
