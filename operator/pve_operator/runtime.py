@@ -23,7 +23,7 @@ from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
+from pve_operator.api.v1alpha1 import ConditionReason, ProxmoxServerPoolSpec
 from pve_operator.api.v1alpha1.serverpool import PasswordCredentials, TokenCredentials, credentials_from_secret
 from pve_operator.operator_namespace import operator_namespace
 from pve_operator.planning.ownership import OWNERSHIP_KEY_BYTES, ForeignClaim, OwnershipKey, OwnershipRecord
@@ -59,9 +59,10 @@ RETIRED_CLIENT_GRACE_SECONDS = TASK_TIMEOUT_SECONDS + 60.0
 
 
 class ConfigurationError(Exception):
-    """The pool's configuration cannot work (missing Secret, malformed credentials): user must fix."""
+    """A cycle cannot go on for a reason the user must fix (a missing Secret, malformed credentials, no
+    ownership key, the pool gone): ``reason`` and ``message`` go into the conditions as they are."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: ConditionReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -176,13 +177,13 @@ class OperatorRuntime:
             key = OwnershipKey(base64.b64decode(encoded, validate=True))
         except ApiException as exc:
             raise ConfigurationError(
-                "OwnershipKeyUnavailable",
+                ConditionReason.OWNERSHIP_KEY_UNAVAILABLE,
                 f"the operator can neither read nor create {where} (HTTP {exc.status} {exc.reason}): "
                 "without it no CT can be proven the operator's, so none is changed",
             ) from None
         except ValueError:
             raise ConfigurationError(
-                "OwnershipKeyUnavailable",
+                ConditionReason.OWNERSHIP_KEY_UNAVAILABLE,
                 f"{where} has no valid {OWNERSHIP_KEY_FIELD} (base64 of at least {OWNERSHIP_KEY_BYTES} bytes)",
             ) from None
         with self._guard:
@@ -208,7 +209,7 @@ class OperatorRuntime:
                         data[key] = base64.b64decode(encoded).decode("utf-8")
                     except (ValueError, UnicodeDecodeError):
                         raise ConfigurationError(
-                            "InvalidCredentials", f"Secret {name}: the value of {key} is not UTF-8 text"
+                            ConditionReason.INVALID_CREDENTIALS, f"Secret {name}: the value of {key} is not UTF-8 text"
                         ) from None
                 self.remember_secrets(data.values())
                 return data, str(secret.metadata.resource_version if secret.metadata else "")
@@ -216,10 +217,12 @@ class OperatorRuntime:
             return dict(config_map.data or {}), str(config_map.metadata.resource_version if config_map.metadata else "")
         except ApiException as exc:
             if exc.status == 404:
-                raise ConfigurationError(f"{kind}NotFound", f"{kind} {namespace}/{name} does not exist") from None
+                raise ConfigurationError(
+                    ConditionReason(f"{kind}NotFound"), f"{kind} {namespace}/{name} does not exist"
+                ) from None
             if exc.status == 403:
                 raise ConfigurationError(
-                    f"{kind}Forbidden", f"the operator may not read {kind} {namespace}/{name}"
+                    ConditionReason(f"{kind}Forbidden"), f"the operator may not read {kind} {namespace}/{name}"
                 ) from None
             raise
 
@@ -232,7 +235,7 @@ class OperatorRuntime:
             creds = credentials_from_secret(secret)
         except ValueError as exc:
             raise ConfigurationError(
-                "InvalidCredentials", f"Secret {spec.credentials_secret_ref.name}: {exc}"
+                ConditionReason.INVALID_CREDENTIALS, f"Secret {spec.credentials_secret_ref.name}: {exc}"
             ) from None
         ca_pem: str | None = None
         ca_version = ""
@@ -241,7 +244,7 @@ class OperatorRuntime:
             kind, ref = ca_source
             data, ca_version = self._read_object_data(kind, namespace, ref.name)
             if ref.key not in data:
-                raise ConfigurationError("CANotFound", f"{kind} {ref.name} has no key {ref.key}")
+                raise ConfigurationError(ConditionReason.CA_NOT_FOUND, f"{kind} {ref.name} has no key {ref.key}")
             ca_pem = data[ref.key]
         fingerprint = hashlib.sha256(
             f"{spec.endpoint}|{spec.tls.insecure_skip_verify}|{spec.tls.fingerprint_sha256}|{secret_version}|"

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pve_operator.api.v1alpha1 import (
     GROUP,
     VERSION,
+    ConditionReason,
     ConditionStatus,
     ConditionType,
     ContainerPolicySpec,
@@ -37,10 +38,13 @@ from pve_operator.execution.discovery import counted_vmids, creations_in_progres
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, contained, namespaced
 from pve_operator.handlers.status import (
+    ConditionUpdate,
     append_recent,
     conditions_payload,
     container_statuses,
     distribution,
+    failed,
+    failure,
     now_utc,
     ownership_lost,
     parse_conditions,
@@ -75,11 +79,7 @@ from pve_operator.planning.vmid_ranges import (
     shared_vmids,
 )
 from pve_operator.pve.errors import (
-    PveAuthenticationError,
     PveError,
-    PveNotProxmox,
-    PvePermissionError,
-    PveUnreachable,
 )
 from pve_operator.pve.params import ContainerBlueprint, NetworkInterface
 from pve_operator.runtime import (
@@ -92,7 +92,7 @@ from pve_operator.runtime import (
 
 log = logging.getLogger(__name__)
 
-Updates = list[tuple[str, ConditionStatus, str, str]]
+Updates = list[ConditionUpdate]
 _GROWTH_REASON = {
     GrowthStop.USAGE_LIMIT_REACHED: FillStoppedReason.USAGE_LIMIT_REACHED,
     GrowthStop.MAX_REPLICAS_REACHED: FillStoppedReason.MAX_REPLICAS_REACHED,
@@ -100,13 +100,9 @@ _GROWTH_REASON = {
 }
 
 
-class PolicyBlocked(Exception):
-    """Reconciliation cannot proceed; ``reason``/``message`` go into the conditions."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class PolicyBlocked(ConfigurationError):
+    """Reconciliation cannot proceed (the pool is gone or invalid, CTs are still being created);
+    ``reason``/``message`` go into the conditions."""
 
 
 # -- translation of API types into planner and executor inputs ------------------------------------
@@ -209,29 +205,11 @@ def vmid_conflict_statuses(plan: ReconcilePlan, overlaps: list[VmidRangeOverlap]
 # -- conditions ---------------------------------------------------------------------------------
 
 
-def _blocked(reason: str, message: str) -> Updates:
-    return [
-        (ConditionType.READY, ConditionStatus.FALSE, reason, message),
-        (ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
-    ]
-
-
 def _error_updates(exc: Exception, pool_name: str, runtime: OperatorRuntime) -> Updates:
-    if isinstance(exc, PolicyBlocked | ConfigurationError):
-        return _blocked(exc.reason, exc.message)
-    if isinstance(exc, PveUnreachable):
-        return _blocked("Unreachable", f"Proxmox VE of pool {pool_name} is unreachable: {exc}")
-    if isinstance(exc, PveAuthenticationError):
-        return _blocked("AuthenticationFailed", f"Proxmox VE rejected pool {pool_name}'s credentials")
-    if isinstance(exc, PvePermissionError):
-        return _blocked("PermissionDenied", f"Proxmox VE denied a request: {exc}")
-    if isinstance(exc, PveNotProxmox):
-        return _blocked("NotProxmox", f"the endpoint of pool {pool_name} does not answer as Proxmox VE: {exc}")
-    if isinstance(exc, PveError):
-        return _blocked("ProxmoxError", runtime.redact(str(exc)))
-    # Not a Proxmox answer (a TLS file gone during a Secret rotation, a bug): say so, retry next cycle.
-    log.warning("ContainerPolicy cycle failed: %s", runtime.redact(f"{type(exc).__name__}: {exc}"))
-    return _blocked("InternalError", runtime.redact(f"{type(exc).__name__}: {exc}")[:1024])
+    reason, message = failure(exc, where=f"Proxmox VE of pool {pool_name}", redact=runtime.redact)
+    if reason is ConditionReason.INTERNAL_ERROR:
+        log.warning("ContainerPolicy cycle failed: %s", message)
+    return failed(reason, message)
 
 
 # -- the reconcile cycle ------------------------------------------------------------------------
@@ -240,11 +218,13 @@ def _error_updates(exc: Exception, pool_name: str, runtime: OperatorRuntime) -> 
 def _pool_spec(index: Mapping[Any, Any], namespace: str, pool_name: str) -> ProxmoxServerPoolSpec:
     found = list(index.get((namespace, pool_name), []))
     if not found:
-        raise PolicyBlocked("PoolNotFound", f"ProxmoxServerPool {namespace}/{pool_name} does not exist")
+        raise PolicyBlocked(ConditionReason.POOL_NOT_FOUND, f"ProxmoxServerPool {namespace}/{pool_name} does not exist")
     try:
         return ProxmoxServerPoolSpec.model_validate(found[0])
     except ValidationError as exc:
-        raise PolicyBlocked("PoolInvalid", f"ProxmoxServerPool {pool_name}: {describe_validation_error(exc)}") from None
+        raise PolicyBlocked(
+            ConditionReason.POOL_INVALID, f"ProxmoxServerPool {pool_name}: {describe_validation_error(exc)}"
+        ) from None
 
 
 def reconcile_policy(
@@ -273,7 +253,7 @@ def reconcile_policy(
         old = next((c for c in previous if c.type == ConditionType.READY), None)
         if old is None or old.reason != "InvalidSpec" or old.message != message:
             kopf.warn(body, reason="InvalidSpec", message=message)
-        _write_conditions(patch, previous, _blocked("InvalidSpec", message), now, generation)
+        _write_conditions(patch, previous, failed(ConditionReason.INVALID_SPEC, message), now, generation)
         return
     try:
         pool = _pool_spec(pools, namespace, pool_name)
@@ -283,9 +263,7 @@ def reconcile_policy(
         records = runtime.records_for(uid)
         key = runtime.ownership_key()
         counted = counted_vmids(status)
-        owned = discover_owned(
-            client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted
-        )
+        owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
         previous_desired = int(status.get("desiredReplicas") or 0)
         own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
         overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
@@ -336,10 +314,10 @@ def reconcile_policy(
         updates = _error_updates(exc, pool_name, runtime)
         _write_conditions(patch, previous, updates, now, generation)
         RECONCILIATIONS.labels("ContainerPolicy", "error").inc()
-        RECONCILE_ERRORS.labels("ContainerPolicy", updates[0][2]).inc()
+        RECONCILE_ERRORS.labels("ContainerPolicy", updates[0].reason).inc()
         old = next((c for c in previous if c.type == ConditionType.READY), None)
-        if old is None or old.reason != updates[0][2]:
-            kopf.warn(body, reason=updates[0][2], message=updates[0][3])
+        if old is None or old.reason != updates[0].reason:
+            kopf.warn(body, reason=updates[0].reason, message=updates[0].message)
         return
 
     RECONCILIATIONS.labels("ContainerPolicy", "ok").inc()
@@ -394,7 +372,7 @@ def reconcile_policy(
     failure_reason, failure_message = _failure_condition(failures)
     if refused_tags and connection.tag_access is not None and connection.tag_access.rules is not None:
         failures_told = True
-        failure_reason = "TagsNotAllowed"
+        failure_reason = ConditionReason.TAGS_NOT_ALLOWED
         failure_message = (
             f"no CT is created: Proxmox VE would refuse tag(s) {', '.join(sorted(refused_tags))}: "
             f"{connection.tag_access.rules.explain(refused_tags)}"
@@ -413,86 +391,122 @@ def reconcile_policy(
     updates = []
     ready = running + offloaded >= desired and len(statuses) == desired and not failures_told
     if policy.paused:
-        updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Paused", "spec.paused is true"))
+        updates.append(
+            ConditionUpdate(
+                ConditionType.PROGRESSING, ConditionStatus.FALSE, ConditionReason.PAUSED, "spec.paused is true"
+            )
+        )
     elif pending and not ready:
         listed = ", ".join(str(v) for v in pending)
         updates.append(
-            (
+            ConditionUpdate(
                 ConditionType.PROGRESSING,
                 ConditionStatus.TRUE,
-                "WaitingForCreation",
+                ConditionReason.WAITING_FOR_CREATION,
                 f"CT(s) {listed} in the VMID range are still being created; new creations wait for them",
             )
         )
     elif plan.placement_refusals:
         usage = "; ".join(f"{node}: {why}" for node, why in sorted(plan.placement_refusals.items()))
         updates.append(
-            (
+            ConditionUpdate(
                 ConditionType.PROGRESSING,
                 ConditionStatus.FALSE,
-                "PoolFull",
+                ConditionReason.POOL_FULL,
                 f"{plan.unplaced} CT(s) cannot be placed: every node is at its limit ({usage})",
             )
         )
     elif not ready:
         updates.append(
-            (ConditionType.PROGRESSING, ConditionStatus.TRUE, "Reconciling", f"{running} of {desired} CTs running")
+            ConditionUpdate(
+                ConditionType.PROGRESSING,
+                ConditionStatus.TRUE,
+                ConditionReason.RECONCILING,
+                f"{running} of {desired} CTs running",
+            )
         )
     else:
-        updates.append((ConditionType.PROGRESSING, ConditionStatus.FALSE, "Reconciled", f"{desired} CTs in place"))
+        updates.append(
+            ConditionUpdate(
+                ConditionType.PROGRESSING, ConditionStatus.FALSE, ConditionReason.RECONCILED, f"{desired} CTs in place"
+            )
+        )
     if failures_told:
-        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, failure_reason, failure_message))
+        updates.append(ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, failure_reason, failure_message))
     elif overlaps:
-        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "VmidRangeOverlap", describe_overlaps(overlaps)))
+        updates.append(
+            ConditionUpdate(
+                ConditionType.DEGRADED,
+                ConditionStatus.TRUE,
+                ConditionReason.VMID_RANGE_OVERLAP,
+                describe_overlaps(overlaps),
+            )
+        )
     elif unknown := [c for c in statuses if c.state is ContainerState.UNKNOWN]:
         where = ", ".join(sorted({str(c.node) for c in unknown}))
         listed = ", ".join(str(c.vmid) for c in unknown)
         message = f"CT(s) {listed} are on offline node(s) {where}: state unknown, left alone until the node is back"
-        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "NodeOffline", message))
+        updates.append(
+            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.NODE_OFFLINE, message)
+        )
     elif strays := [c for c in statuses if c.node is not None and c.node not in pool.node_names]:
         listed = ", ".join(f"{c.vmid} on {c.node}" for c in strays)
         message = (
             f"CT(s) {listed}: not a node of pool {pool_name}; balancing brings them back when its mode is "
             "Automatic (recommends it otherwise)"
         )
-        updates.append((ConditionType.DEGRADED, ConditionStatus.TRUE, "OutsidePool", message))
+        updates.append(
+            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.OUTSIDE_POOL, message)
+        )
     elif spec_warnings := policy.warnings(pool):
         message = "; ".join(spec_warnings)
-        updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "SpecWarning", message))
+        updates.append(
+            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.SPEC_WARNING, message)
+        )
         if next((c.message for c in previous if c.type == ConditionType.DEGRADED), None) != message:
-            kopf.warn(body, reason="SpecWarning", message=message)
+            kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=message)
     else:
-        updates.append((ConditionType.DEGRADED, ConditionStatus.FALSE, "AsExpected", ""))
+        updates.append(ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.AS_EXPECTED, ""))
     if ready:
         updates.append(
-            (ConditionType.READY, ConditionStatus.TRUE, "AllReplicasReady", f"{running} of {desired} CTs running")
+            ConditionUpdate(
+                ConditionType.READY,
+                ConditionStatus.TRUE,
+                ConditionReason.ALL_REPLICAS_READY,
+                f"{running} of {desired} CTs running",
+            )
         )
     elif failures_told:
         # The first failed cycle already says why, where `kubectl get ctp -o wide` and Argo CD look.
         summary = f"{running} of {desired} CTs running; {failure_message}"
-        updates.append((ConditionType.READY, ConditionStatus.FALSE, failure_reason, summary[:32768]))
+        updates.append(ConditionUpdate(ConditionType.READY, ConditionStatus.FALSE, failure_reason, summary[:32768]))
     else:
         updates.append(
-            (ConditionType.READY, ConditionStatus.FALSE, "ReplicasNotReady", f"{running} of {desired} CTs running")
+            ConditionUpdate(
+                ConditionType.READY,
+                ConditionStatus.FALSE,
+                ConditionReason.REPLICAS_NOT_READY,
+                f"{running} of {desired} CTs running",
+            )
         )
     _warn_on_new_degraded_reason(body, previous, updates)
     _write_conditions(patch, previous, updates, now, generation)
 
 
 #: Degraded reasons the failed actions' own events already tell.
-_TOLD_BY_ACTION_EVENTS = frozenset({"ActionsFailed", "TemplateNotFound"})
+_TOLD_BY_ACTION_EVENTS = frozenset({ConditionReason.ACTIONS_FAILED, ConditionReason.TEMPLATE_NOT_FOUND})
 
 
-def _failure_condition(failures: list[Outcome]) -> tuple[str, str]:
+def _failure_condition(failures: list[Outcome]) -> tuple[ConditionReason, str]:
     """Reason and message of the conditions when actions failed: ``TemplateNotFound`` (nothing can be
     created until the template is there) before the generic ``ActionsFailed``."""
     missing = next((o for o in failures if isinstance(o.error, TemplateNotFound)), None)
     if missing is not None:
-        return "TemplateNotFound", missing.message
+        return ConditionReason.TEMPLATE_NOT_FOUND, missing.message
     refused = next((o for o in failures if refused_tag_in(o.message)), None)
     if refused is not None:
-        return "TagsNotAllowed", _tags_refused_message(refused.message)
-    return "ActionsFailed", failures[0].message if failures else ""
+        return ConditionReason.TAGS_NOT_ALLOWED, _tags_refused_message(refused.message)
+    return ConditionReason.ACTIONS_FAILED, failures[0].message if failures else ""
 
 
 def _tags_refused_message(message: str) -> str:
@@ -506,12 +520,12 @@ def _tags_refused_message(message: str) -> str:
 def _warn_on_new_degraded_reason(body: Any, previous: Any, updates: Updates) -> None:
     """One warning event when Degraded turns to a new reason (not one per cycle); ActionsFailed is
     already told by the failed actions' own events."""
-    degraded = next((u for u in updates if u[0] == ConditionType.DEGRADED), None)
-    if degraded is None or degraded[1] is not ConditionStatus.TRUE or degraded[2] in _TOLD_BY_ACTION_EVENTS:
+    degraded = next((u for u in updates if u.type is ConditionType.DEGRADED), None)
+    if degraded is None or degraded.status is not ConditionStatus.TRUE or degraded.reason in _TOLD_BY_ACTION_EVENTS:
         return
     old = next((c for c in previous if c.type == ConditionType.DEGRADED), None)
-    if old is None or old.status is not ConditionStatus.TRUE or old.reason != degraded[2]:
-        kopf.warn(body, reason=degraded[2], message=degraded[3])
+    if old is None or old.status is not ConditionStatus.TRUE or old.reason != degraded.reason:
+        kopf.warn(body, reason=degraded.reason, message=degraded.message)
 
 
 def _write_conditions(patch: kopf.Patch, previous: Any, updates: Updates, now: Any, generation: int | None) -> None:
@@ -528,14 +542,14 @@ _EVENT_REASONS = {"Create": "Created", "Start": "Started", "Delete": "Deleted", 
 CREATION_BACKOFF_CAP_SECONDS = 300.0
 
 
-def _reason_of_recorded_failure(message: str) -> str:
+def _reason_of_recorded_failure(message: str) -> ConditionReason:
     """The condition reason of a failure known only from recentActions' message (a backed-off cycle):
     the texts are TemplateNotFound's own (``PolicyExecutor._check_template``)."""
     if message.startswith("Create CT") and (" is not on storage " in message or "cannot be found on node" in message):
-        return "TemplateNotFound"
+        return ConditionReason.TEMPLATE_NOT_FOUND
     if refused_tag_in(message):
-        return "TagsNotAllowed"
-    return "ActionsFailed"
+        return ConditionReason.TAGS_NOT_ALLOWED
+    return ConditionReason.ACTIONS_FAILED
 
 
 def failed_creations(recent: Any) -> list[FailedAttempt]:
@@ -691,7 +705,8 @@ def policy_deleted(
             pending = creations_in_progress(snapshot, vmid_range, owned)
             if pending:
                 raise PolicyBlocked(
-                    "WaitingForCreation", f"CT(s) {', '.join(map(str, pending))} are still being created"
+                    ConditionReason.WAITING_FOR_CREATION,
+                    f"CT(s) {', '.join(map(str, pending))} are still being created",
                 )
             executor = PolicyExecutor(
                 client,
@@ -720,11 +735,13 @@ def policy_deleted(
             )
         except (PolicyBlocked, ConfigurationError, PveError) as exc:
             updates = _error_updates(exc, pool_name, runtime)
-            message = f"deletion waits: {updates[0][3]}"
+            message = f"deletion waits: {updates[0].message}"
             kopf.warn(body, reason="DeletionBlocked", message=message)
             # Say it where Argo CD and `kubectl get` look, too: the CTs may still exist.
             previous = parse_conditions(dict(kwargs.get("status") or {}).get("conditions"))
-            blocked: Updates = [(ConditionType.DEGRADED, ConditionStatus.TRUE, "DeletionBlocked", message)]
+            blocked: Updates = [
+                ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.DELETION_BLOCKED, message)
+            ]
             _write_conditions(patch, previous, blocked, now_utc(), meta.get("generation"))
             raise kopf.TemporaryError(message, delay=30) from None
     failed = [o for o in outcomes if not o.succeeded]

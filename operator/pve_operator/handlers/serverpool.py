@@ -12,14 +12,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
-from pve_operator.api.v1alpha1 import ConditionStatus, ConditionType, ProxmoxServerPoolSpec, describe_validation_error
+from pve_operator.api.v1alpha1 import ConditionReason, ConditionStatus, ConditionType, ProxmoxServerPoolSpec
 from pve_operator.api.v1alpha1.common import format_timestamp
 from pve_operator.handlers.balancing import balance_pool, forget_pool_memory
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
 from pve_operator.handlers.status import (
+    ConditionUpdate,
     conditions_payload,
+    failed,
+    failure,
     node_statuses,
     now_utc,
     parse_conditions,
@@ -33,7 +35,6 @@ from pve_operator.pve.errors import (
     PveAuthenticationError,
     PveError,
     PveNotProxmox,
-    PvePermissionError,
     PveUnreachable,
 )
 from pve_operator.runtime import MONITOR_TICK_SECONDS, ConfigurationError, OperatorRuntime
@@ -112,7 +113,7 @@ def probe_pool(
     now = now_utc()
     sample: tuple[ProxmoxServerPoolSpec, PveClient, ClusterSnapshot] | None = None
     previous = parse_conditions(status.get("conditions"))
-    updates: list[tuple[str, ConditionStatus, str, str]] = []
+    updates: list[ConditionUpdate] = []
     try:
         pool = ProxmoxServerPoolSpec.model_validate(spec)
         connection = runtime.connection(namespace, name, pool)
@@ -124,22 +125,8 @@ def probe_pool(
         sdn_paths = frozenset().union(*(p.sdn_paths() for p in needs))
         sdn_permissions = {path: client.permissions(path) for path in sorted(sdn_paths)}
         connection.tag_access = read_tag_access(client, client.permissions("/"))
-    except ValidationError as exc:
-        updates = _failed("InvalidSpec", describe_validation_error(exc))
-    except ConfigurationError as exc:
-        updates = _failed(exc.reason, exc.message)
-    except PveUnreachable as exc:
-        updates = _failed("Unreachable", f"Proxmox VE API at {spec.get('endpoint')} is unreachable: {exc}")
-    except PveAuthenticationError as exc:
-        updates = _failed("AuthenticationFailed", f"Proxmox VE rejected the credentials: {exc.pve_message}")
-    except PvePermissionError as exc:
-        updates = _failed("PermissionDenied", f"Proxmox VE denied a request: {exc}")
-    except PveNotProxmox as exc:
-        updates = _failed("NotProxmox", f"{spec.get('endpoint')} does not answer as Proxmox VE: {exc}")
-    except PveError as exc:
-        updates = _failed("ProxmoxError", runtime.redact(str(exc)))
     except Exception as exc:
-        updates = _failed("InternalError", runtime.redact(f"{type(exc).__name__}: {exc}")[:1024])
+        updates = failed(*failure(exc, where=f"Proxmox VE API at {spec.get('endpoint')}", redact=runtime.redact))
     else:
         patch.status["pveVersion"] = str(version.get("version", ""))
         nodes = node_statuses(pool, snapshot)
@@ -160,45 +147,40 @@ def probe_pool(
         denied = missing_privileges(permissions)
         access = access_problems(connection.tag_access, snapshot, needs, sdn_permissions)
         if unknown:
-            updates = _failed(
-                "NodeNotFound",
+            updates = failed(
+                ConditionReason.NODE_NOT_FOUND,
                 f"nodes {', '.join(unknown)} are not in the cluster (it has {', '.join(snapshot.nodes)})",
             )
         elif denied:
             listed = ", ".join(f"{priv} on {path}" for path, priv in denied)
-            updates = _failed("PermissionDenied", f"the operator's Proxmox VE user lacks {listed}")
+            updates = failed(ConditionReason.PERMISSION_DENIED, f"the operator's Proxmox VE user lacks {listed}")
         elif access.blocking:
-            updates = _failed(*access.blocking)
+            updates = failed(*access.blocking)
         else:
             message = f"connected to Proxmox VE {version.get('version', '?')}; {online}/{len(nodes)} nodes online"
             sample = (pool, client, snapshot)
             updates = [
-                (ConditionType.READY, ConditionStatus.TRUE, "Connected", message),
-                (
+                ConditionUpdate(ConditionType.READY, ConditionStatus.TRUE, ConditionReason.CONNECTED, message),
+                ConditionUpdate(
                     ConditionType.DEGRADED,
                     ConditionStatus.TRUE if offline else ConditionStatus.FALSE,
-                    "NodeOffline" if offline else "AsExpected",
+                    ConditionReason.NODE_OFFLINE if offline else ConditionReason.AS_EXPECTED,
                     f"nodes offline: {', '.join(offline)}" if offline else "",
                 ),
             ]
             if access.warning and not offline:
-                updates[1] = (ConditionType.DEGRADED, ConditionStatus.TRUE, "TagsNotAllowed", access.warning)
+                updates[1] = ConditionUpdate(
+                    ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.TAGS_NOT_ALLOWED, access.warning
+                )
     conditions = with_conditions(previous, updates, now=now, generation=generation)
     patch.status["conditions"] = conditions_payload(conditions)
     patch.status["observedGeneration"] = generation
     _announce_transition(body, previous, conditions)
-    failed = any(t == ConditionType.READY and st is ConditionStatus.FALSE for t, st, _, _ in updates)
-    RECONCILIATIONS.labels("ProxmoxServerPool", "error" if failed else "ok").inc()
-    if failed:
-        RECONCILE_ERRORS.labels("ProxmoxServerPool", updates[0][2]).inc()
+    not_ready = any(u.type is ConditionType.READY and u.status is ConditionStatus.FALSE for u in updates)
+    RECONCILIATIONS.labels("ProxmoxServerPool", "error" if not_ready else "ok").inc()
+    if not_ready:
+        RECONCILE_ERRORS.labels("ProxmoxServerPool", updates[0].reason).inc()
     return sample
-
-
-def _failed(reason: str, message: str) -> list[tuple[str, ConditionStatus, str, str]]:
-    return [
-        (ConditionType.READY, ConditionStatus.FALSE, reason, message),
-        (ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
-    ]
 
 
 def _announce_transition(body: Any, before: Any, after: Any) -> None:

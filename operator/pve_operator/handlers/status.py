@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
 
 from pve_operator.api.v1alpha1 import (
     MAX_RECENT_ACTIONS,
     ActionKind,
     ActionResult,
     Condition,
+    ConditionReason,
     ConditionStatus,
+    ConditionType,
     ContainerState,
     ContainerStatus,
     NodeDistribution,
@@ -25,6 +29,14 @@ from pve_operator.execution.executor import Outcome
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, Metric
 from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
 from pve_operator.planning.reconcile import OwnedContainer
+from pve_operator.pve.errors import (
+    PveAuthenticationError,
+    PveError,
+    PveNotProxmox,
+    PvePermissionError,
+    PveUnreachable,
+)
+from pve_operator.runtime import ConfigurationError
 
 
 def now_utc() -> datetime:
@@ -45,14 +57,56 @@ def parse_conditions(raw: Iterable[Mapping[str, Any]] | None) -> tuple[Condition
     return tuple(result)
 
 
+class ConditionUpdate(NamedTuple):
+    """One condition to set in this cycle's status."""
+
+    type: ConditionType
+    status: ConditionStatus
+    reason: ConditionReason
+    message: str = ""
+
+
+def failed(reason: ConditionReason, message: str) -> list[ConditionUpdate]:
+    """The object cannot do its work: ``Ready=False`` and ``Degraded=True``, same reason and message."""
+    return [
+        ConditionUpdate(ConditionType.READY, ConditionStatus.FALSE, reason, message),
+        ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+    ]
+
+
+def failure(exc: BaseException, *, where: str, redact: Callable[[str], str]) -> tuple[ConditionReason, str]:
+    """The condition reason and message for what stopped a cycle, the one mapping for both kinds.
+
+    ``where`` names the Proxmox VE side as the object sees it ("Proxmox VE API at https://...", "Proxmox
+    VE of pool lab"); ``redact`` removes secret values from any text that quotes an answer."""
+    if isinstance(exc, ConfigurationError):
+        return exc.reason, exc.message
+    if isinstance(exc, ValidationError):
+        from pve_operator.api.v1alpha1 import describe_validation_error
+
+        return ConditionReason.INVALID_SPEC, describe_validation_error(exc)
+    if isinstance(exc, PveUnreachable):
+        return ConditionReason.UNREACHABLE, redact(f"{where} is unreachable: {exc}")
+    if isinstance(exc, PveAuthenticationError):
+        return ConditionReason.AUTHENTICATION_FAILED, redact(f"{where} rejected the credentials: {exc.pve_message}")
+    if isinstance(exc, PvePermissionError):
+        return ConditionReason.PERMISSION_DENIED, redact(f"Proxmox VE denied a request: {exc}")
+    if isinstance(exc, PveNotProxmox):
+        return ConditionReason.NOT_PROXMOX, redact(f"{where} does not answer as Proxmox VE: {exc}")
+    if isinstance(exc, PveError):
+        return ConditionReason.PROXMOX_ERROR, redact(str(exc))
+    # Not a Proxmox answer (a TLS file gone during a Secret rotation, a bug): say so, retry next cycle.
+    return ConditionReason.INTERNAL_ERROR, redact(f"{type(exc).__name__}: {exc}")[:1024]
+
+
 def with_conditions(
     current: Sequence[Condition],
-    updates: Iterable[tuple[str, ConditionStatus, str, str]],
+    updates: Iterable[ConditionUpdate],
     *,
     now: datetime,
     generation: int | None,
 ) -> tuple[Condition, ...]:
-    """Apply (type, status, reason, message) updates, keeping lastTransitionTime where status holds."""
+    """Apply the updates, keeping lastTransitionTime where status holds."""
     conditions = tuple(current)
     for condition_type, status, reason, message in updates:
         conditions = set_condition(

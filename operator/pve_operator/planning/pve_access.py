@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pve_operator.api.v1alpha1 import ConditionReason
 from pve_operator.planning.model import ClusterSnapshot
 from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
 
@@ -175,7 +176,7 @@ class AccessProblems:
     """A pool's verdict: ``blocking`` (reason, message) makes it not Ready; ``warning`` is a Degraded
     message for policies whose own tags are refused (their creations fail, the pool's safety net not)."""
 
-    blocking: tuple[str, str] | None = None
+    blocking: tuple[ConditionReason, str] | None = None
     warning: str = ""
 
 
@@ -191,7 +192,7 @@ def access_problems(
         users = sorted(p.name for p in policies if p.sdn_paths() & set(missing))
         return AccessProblems(
             blocking=(
-                "PermissionDenied",
+                ConditionReason.PERMISSION_DENIED,
                 f"the operator's Proxmox VE user lacks SDN.Use on {', '.join(missing)} (the bridges of "
                 f"ContainerPolicy {', '.join(users)}): every create there would fail with 403; grant the "
                 "CTOperatorSDN role on /sdn/zones/localnetwork (docs/proxmox-setup.md)",
@@ -203,7 +204,7 @@ def access_problems(
     if pool_wide:
         return AccessProblems(
             blocking=(
-                "TagsNotAllowed",
+                ConditionReason.TAGS_NOT_ALLOWED,
                 f"Proxmox VE refuses the operator's tag(s) {', '.join(sorted(pool_wide))} (creates and offloads "
                 f"would fail with 403): {access.rules.explain(pool_wide)}",
             )

@@ -267,6 +267,49 @@ class ConditionType(StrEnum):
     """True while something persistently fails (Proxmox unreachable, invalid spec, refused work)."""
 
 
+class ConditionReason(StrEnum):
+    """Every reason the operator writes into a condition, on either kind (docs/troubleshooting.md
+    explains each; a unit test keeps the two lists equal)."""
+
+    # -- reaching Proxmox VE and reading the pool's configuration (both kinds) --
+    CONNECTED = "Connected"
+    UNREACHABLE = "Unreachable"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    PERMISSION_DENIED = "PermissionDenied"
+    NOT_PROXMOX = "NotProxmox"
+    PROXMOX_ERROR = "ProxmoxError"
+    INTERNAL_ERROR = "InternalError"
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    SECRET_FORBIDDEN = "SecretForbidden"
+    CONFIG_MAP_FORBIDDEN = "ConfigMapForbidden"
+    INVALID_CREDENTIALS = "InvalidCredentials"
+    CA_NOT_FOUND = "CANotFound"
+    OWNERSHIP_KEY_UNAVAILABLE = "OwnershipKeyUnavailable"
+    TAGS_NOT_ALLOWED = "TagsNotAllowed"
+    # -- the pool's nodes --
+    AS_EXPECTED = "AsExpected"
+    NODE_OFFLINE = "NodeOffline"
+    NODE_NOT_FOUND = "NodeNotFound"
+    OUTSIDE_POOL = "OutsidePool"
+    SPEC_WARNING = "SpecWarning"
+    # -- a ContainerPolicy's cycle --
+    POOL_NOT_FOUND = "PoolNotFound"
+    POOL_INVALID = "PoolInvalid"
+    RECONCILING = "Reconciling"
+    RECONCILED = "Reconciled"
+    WAITING_FOR_CREATION = "WaitingForCreation"
+    PAUSED = "Paused"
+    POOL_FULL = "PoolFull"
+    ACTIONS_FAILED = "ActionsFailed"
+    VMID_RANGE_OVERLAP = "VmidRangeOverlap"
+    TEMPLATE_NOT_FOUND = "TemplateNotFound"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    ALL_REPLICAS_READY = "AllReplicasReady"
+    DELETION_BLOCKED = "DeletionBlocked"
+
+
 class Condition(StatusModel):
     """One aspect of an object's state, in the shape of Kubernetes' ``metav1.Condition``."""
 

@@ -40,9 +40,6 @@ from .serverpool import ProxmoxServerPoolSpec
 MAX_REPLICAS = 1000
 """Most CTs one policy may hold (bounds status size and the CEL cost of the rules)."""
 
-SPEC_WARNING_REASON = "SpecWarning"
-"""Reason of ``Degraded=False`` when ``ContainerPolicySpec.warnings`` has something to say."""
-
 HOSTNAME_PATTERN = "^([a-zA-Z0-9][-.a-zA-Z0-9]*)?[{]index(:(0[1-9])?d)?[}]([-.a-zA-Z0-9]*[a-zA-Z0-9])?$"
 """Syntax of ``hostnamePattern``: letters, digits, '-' and '.' around one ``{index}`` field."""
 
