@@ -81,13 +81,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--time-scale", type=float, default=0.5)
+    parser.add_argument("--cases", default="idle,migrating", help="comma-separated: idle, migrating")
+    parser.add_argument("--logs", type=Path, default=None, help="keep the operator logs in this directory")
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, bool]]] = {"idle": [], "migrating": []}
+    results: dict[str, list[tuple[float, bool]]] = {case: [] for case in args.cases.split(",")}
     with tempfile.TemporaryDirectory() as tmp, cluster() as c:
+        logs = args.logs or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
         for run in range(args.repeats):
             for case in results:
-                results[case].append(one_run(c, Path(tmp), case, run, args.time_scale))
-    idle = statistics.median(s for s, _ in results["idle"])
+                results[case].append(one_run(c, logs, case, run, args.time_scale))
+    baseline = results.get("idle") or next(iter(results.values()))
+    idle = statistics.median(s for s, _ in baseline)
     rows = []
     for case, runs in results.items():
         seconds = [s for s, _ in runs]
