@@ -83,6 +83,8 @@ class PoolConnection:
     limiter: threading.BoundedSemaphore
     #: Set by each pool sample; read by the policies before they create.
     tag_access: TagAccess | None = None
+    #: Who the pool authenticates as in PVE: ``user@realm`` (password) or ``user@realm!token``.
+    authid: str = ""
 
 
 @dataclass
@@ -260,9 +262,20 @@ class OperatorRuntime:
             insecure_skip_verify=spec.tls.insecure_skip_verify,
             fingerprint_sha256=spec.tls.fingerprint_sha256,
         )
-        return self.install_connection(
+        authid = creds.token_id if isinstance(creds, TokenCredentials) else creds.username
+        connection = self.install_connection(
             (namespace, pool_name), fingerprint, lambda: PveClient(spec.endpoint, pve_creds, tls)
         )
+        connection.authid = authid
+        return connection
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret (remembered for redaction). :class:`ConfigurationError` when the Secret or
+        the key is missing or unreadable."""
+        data, _ = self._read_object_data("Secret", namespace, name)
+        if key not in data:
+            raise ConfigurationError(ConditionReason.SECRET_NOT_FOUND, f"Secret {namespace}/{name} has no key {key}")
+        return data[key]
 
     def install_connection(
         self, key: tuple[str, str], fingerprint: str, make_client: Callable[[], PveClient], *, now: float | None = None

@@ -448,3 +448,28 @@ def test_a_ct_with_copied_ownership_marks_is_never_adopted_scaled_down_or_destro
     assert 3100 not in remaining, "the policy's own CT is destroyed"
     assert remaining[forged_vmid]["status"] == "running", "the forged CT survives the policy's deletion"
     assert lab.ct_config("srv-px2", forged_vmid)["description"] == original["description"], "and is not changed"
+
+
+def test_root_password_from_a_secret_is_set_at_create_and_never_shown(lab: Lab) -> None:
+    """Issue 11 §1: rootPasswordSecretRef is read when CTs are created; a missing Secret says so
+    (Ready=False, SecretNotFound) and creates nothing; the value appears in no status, event or log."""
+    from tests.unit.test_ct_settings import KEY
+
+    password = "Pw-" + "7f3c9a1e5b" * 2
+    manifest = policy_manifest("web", replicas=2)
+    manifest["spec"]["template"].update(
+        {"rootPasswordSecretRef": {"name": "ct-root", "key": "root"}, "sshPublicKeys": [KEY], "onBoot": True}
+    )
+    apply_objects(lab.kube, lab.namespace, manifest)
+    lab.wait_condition("containerpolicy", "web", "Ready", "False", "SecretNotFound", timeout_s=60)
+    assert not [ct for ct in lab.cts() if 3100 <= ct["vmid"] <= 3101], "nothing is created without the password"
+
+    lab.kube.kubectl(
+        "create", "secret", "generic", "ct-root", "-n", lab.namespace, f"--from-literal=root={password}"
+    )  # fmt: skip
+    lab.wait_policy("web", ready_replicas(2), "2 CTs once the Secret exists")
+    config = lab.ct_config(next(ct["node"] for ct in lab.cts() if ct["vmid"] == 3100), 3100)
+    assert config["onboot"] == 1
+    told = repr(lab.get("containerpolicy", "web")) + repr(lab.events())
+    assert password not in told
+    assert lab.operator is not None and password not in lab.operator.logs()

@@ -7,8 +7,10 @@ The lifecycle and balancing tests run again with the operator authenticated by a
 * ``namespaced`` (all but one test): deploy/namespaced's RBAC, rendered with ``kubectl kustomize``.
   Its ClusterRole (only: list and watch CustomResourceDefinitions and Namespaces) is bound as it is;
   its Role and RoleBinding, rendered for pve-lab, are created in the test's namespace, the one the
-  operator watches. Nothing else is granted: no Secret, ConfigMap or custom resource outside that
-  namespace. Not a single request may be refused.
+  operator watches; its own-namespace Role (the ownership key Secret, the Lease) in the
+  ServiceAccount's namespace, which the operator is told is its own (``PVE_OPERATOR_NAMESPACE``, as the
+  Deployment's downward API sets it). Nothing else is granted: no Secret, ConfigMap or custom resource
+  outside those namespaces. Not a single request may be refused.
 * ``cluster-wide`` (one test): deploy/base's ClusterRole and ClusterRoleBinding, applied as they are.
   The operator still runs with ``-n`` rather than the Deployment's ``-A``: on this control plane (no
   namespace controller) every earlier test's namespace stays Terminating with its pools and policies,
@@ -67,6 +69,9 @@ class Account:
 
     kubeconfig: Path
     grant: Callable[[str], None]
+    #: Where the operator keeps its own objects (the ownership key Secret, the Lease): the namespace the
+    #: ServiceAccount lives in, as the Deployment's downward API sets PVE_OPERATOR_NAMESPACE.
+    operator_namespace: str
 
 
 def _token_kubeconfig(kube: KubeCluster, namespace: str, path: Path) -> Path:
@@ -81,7 +86,7 @@ def cluster_wide_account(kube: KubeCluster, tmp_path_factory: pytest.TempPathFac
     for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
         kube.apply(BASE / name)
     kubeconfig = _token_kubeconfig(kube, "pve-operator", tmp_path_factory.mktemp("sa-cluster-wide") / "kubeconfig")
-    return Account(kubeconfig, grant=lambda namespace: None)
+    return Account(kubeconfig, grant=lambda namespace: None, operator_namespace="pve-operator")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +100,11 @@ def namespaced_account(kube: KubeCluster, tmp_path_factory: pytest.TempPathFacto
     (account,) = of_kind["ServiceAccount"]
     (cluster_role,) = of_kind["ClusterRole"]
     (cluster_binding,) = of_kind["ClusterRoleBinding"]
-    (role,) = of_kind["Role"]  # rendered for pve-lab; re-targeted below
-    (binding,) = of_kind["RoleBinding"]
+    # The watched namespaces' Role (rendered for pve-lab, re-targeted below) and the operator's own one.
+    (role,) = [r for r in of_kind["Role"] if r["metadata"]["namespace"] != "pve-operator"]
+    (binding,) = [b for b in of_kind["RoleBinding"] if b["metadata"]["namespace"] != "pve-operator"]
+    (own_role,) = [r for r in of_kind["Role"] if r["metadata"]["namespace"] == "pve-operator"]
+    (own_binding,) = [b for b in of_kind["RoleBinding"] if b["metadata"]["namespace"] == "pve-operator"]
     assert account["metadata"]["name"] == ACCOUNT
 
     namespace = unique_namespace_name("sa-namespaced")
@@ -104,9 +112,11 @@ def namespaced_account(kube: KubeCluster, tmp_path_factory: pytest.TempPathFacto
     account["metadata"]["namespace"] = namespace
     cluster_role["metadata"]["name"] = cluster_binding["metadata"]["name"] = name
     cluster_binding["roleRef"]["name"] = name
-    for subjects in (cluster_binding["subjects"], binding["subjects"]):
+    for subjects in (cluster_binding["subjects"], binding["subjects"], own_binding["subjects"]):
         assert subjects == [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": "pve-operator"}]
         subjects[0]["namespace"] = namespace
+    for document in (own_role, own_binding):
+        document["metadata"]["namespace"] = namespace
 
     def grant(watched: str) -> None:
         local = [copy.deepcopy(role), copy.deepcopy(binding)]
@@ -116,9 +126,11 @@ def namespaced_account(kube: KubeCluster, tmp_path_factory: pytest.TempPathFacto
 
     kube.kubectl("create", "namespace", namespace)
     try:
-        kube.apply(yaml.safe_dump_all([account, cluster_role, cluster_binding]))
+        kube.apply(yaml.safe_dump_all([account, cluster_role, cluster_binding, own_role, own_binding]))
         yield Account(
-            _token_kubeconfig(kube, namespace, tmp_path_factory.mktemp("sa-namespaced") / "kubeconfig"), grant
+            _token_kubeconfig(kube, namespace, tmp_path_factory.mktemp("sa-namespaced") / "kubeconfig"),
+            grant,
+            operator_namespace=namespace,
         )
     finally:
         kube.kubectl("delete", "clusterrolebinding,clusterrole", name, "--ignore-not-found", check=False)
@@ -143,6 +155,7 @@ def pve_operator_process(
         account.grant(namespace)
         env = {**os.environ, **kube.env, **FAST_TIMERS, "PYTHONUNBUFFERED": "1", **extra_env}
         env["KUBECONFIG"] = str(account.kubeconfig)
+        env["PVE_OPERATOR_NAMESPACE"] = account.operator_namespace
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "operator"), env.get("PYTHONPATH", "")])
         process = OperatorProcess(namespace, env, tmp_path / f"operator-sa-{rbac_variant}-{len(started)}.log")
         started.append(process)

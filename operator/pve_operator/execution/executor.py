@@ -234,7 +234,7 @@ class PolicyExecutor:
         params = create_params(
             blueprint,
             hostname=action.hostname,
-            description=format_description(record),
+            description=format_description(record, blueprint.notes),
             tags=ownership_tags(self._identity.uid),
         )
         self._wait(self._client.create_container(action.node, action.vmid, params))
@@ -298,6 +298,11 @@ class PolicyExecutor:
             node = moved_to
             config = self._client.container_config(node, action.vmid)
         self._prove_ownership(action.vmid, config)
+        cleared = ""
+        if str(config.get("protection") or "0") not in ("0", ""):
+            # Proxmox VE refuses to remove a protected CT; the policy's own deliberate removal clears it.
+            self._client.update_container_config(node, action.vmid, {"delete": "protection"})
+            cleared = " (its protection flag cleared first)"
         status = self._client.container_status(node, action.vmid)
         if status.get("status") == "running":
             try:
@@ -309,7 +314,7 @@ class PolicyExecutor:
             self._wait(self._client.destroy_container(node, action.vmid, purge=True))
         except PveNotFound:
             return f"CT {action.vmid} was already gone"
-        return f"stopped and destroyed CT {action.vmid} on {node}: {action.reason}"
+        return f"stopped and destroyed CT {action.vmid} on {node}{cleared}: {action.reason}"
 
     def _restore_config(self, action: RestoreConfig) -> str:
         self._prove_ownership(action.vmid, self._client.container_config(action.node, action.vmid))

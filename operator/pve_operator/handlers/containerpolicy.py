@@ -108,7 +108,9 @@ class PolicyBlocked(ConfigurationError):
 # -- translation of API types into planner and executor inputs ------------------------------------
 
 
-def blueprint_from(policy: ContainerPolicySpec) -> ContainerBlueprint:
+def blueprint_from(policy: ContainerPolicySpec, *, password: str | None = None) -> ContainerBlueprint:
+    """What every new CT of the policy is created with; ``password`` is the value of
+    ``template.rootPasswordSecretRef`` (read by the caller, only when it creates)."""
     t = policy.template
     return ContainerBlueprint(
         ostemplate=t.ostemplate,
@@ -118,14 +120,66 @@ def blueprint_from(policy: ContainerPolicySpec) -> ContainerBlueprint:
         rootfs_storage=t.rootfs.storage,
         rootfs_gib=t.rootfs.size_gib,
         networks=tuple(
-            NetworkInterface(name=n.name, bridge=n.bridge, ip=n.ip, gateway=n.gateway, vlan=n.vlan, firewall=n.firewall)
+            NetworkInterface(
+                name=n.name,
+                bridge=n.bridge,
+                ip=n.ip,
+                gateway=n.gateway,
+                vlan=n.vlan,
+                firewall=n.firewall,
+                ip6=n.ip6,
+                gateway6=n.gateway6,
+                mtu=n.mtu,
+                rate_mbps=n.rate_mbps,
+            )
             for n in t.networks
         ),
         unprivileged=t.unprivileged,
-        nesting=t.features.nesting,
+        features=t.features.pve_value(),
         tags=frozenset(t.tags),
         start_on_create=t.start_on_create,
+        ssh_public_keys=t.ssh_public_keys,
+        password=password,
+        nameservers=t.nameservers,
+        search_domain=t.search_domain,
+        on_boot=t.on_boot,
+        startup=t.startup.pve_value() if t.startup else None,
+        protection=t.protection,
+        cpu_limit=t.cpu_limit,
+        cpu_units=t.cpu_units,
+        timezone=t.timezone,
+        notes=t.description,
     )
+
+
+def features_refusal(policy: ContainerPolicySpec, authid: str) -> str | None:
+    """Why Proxmox VE would refuse to create the policy's CTs with its features as ``authid``, or None.
+
+    pve-container ``check_ct_modify_config_perm``: only root@pam itself (not a token of it) may set a feature
+    other than nesting, or any feature of a privileged CT. Told before creating, not learnt from 403s."""
+    if authid == "root@pam":
+        return None
+    t = policy.template
+    wanted = t.features.root_only
+    if not t.unprivileged and t.features.pve_value():
+        wanted = ("nesting", *wanted) if t.features.nesting else wanted
+        return (
+            f"spec.template.features ({', '.join(wanted)}) on a privileged CT: the pool authenticates as "
+            f"{authid}, and {_FEATURES_NEED_ROOT}"
+        )
+    if wanted:
+        return (
+            f"spec.template.features ({', '.join(wanted)}): the pool authenticates as {authid}, and "
+            f"{_FEATURES_NEED_ROOT}"
+        )
+    return None
+
+
+_FEATURES_NEED_ROOT = (
+    "Proxmox VE lets only root@pam (with its password, not an API token) set features other than nesting, "
+    "and any feature of a privileged CT (pve-container check_ct_modify_config_perm): remove them, or connect "
+    "the pool as root@pam"
+)
 
 
 def intent_from(
@@ -293,6 +347,15 @@ def reconcile_policy(
             plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
         else:
             refused_tags = frozenset()
+        features_refused = features_refusal(policy, connection.authid) if connection.authid else None
+        if features_refused and any(isinstance(a, CreateContainer) for a in plan.actions):
+            plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
+        else:
+            features_refused = None
+        password = None
+        secret_ref = policy.template.root_password_secret_ref
+        if secret_ref is not None and any(isinstance(a, CreateContainer) for a in plan.actions):
+            password = runtime.secret_value(namespace, secret_ref.name, secret_ref.key)
         executor = PolicyExecutor(
             client,
             PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), key),
@@ -301,7 +364,7 @@ def reconcile_policy(
             task_timeout_seconds=TASK_TIMEOUT_SECONDS,
             now_rfc3339=lambda: rfc3339(now_utc()),
         )
-        outcomes = executor.apply(plan.actions, blueprint_from(policy), on_outcome=reporter)
+        outcomes = executor.apply(plan.actions, blueprint_from(policy, password=password), on_outcome=reporter)
         for outcome in outcomes:
             if isinstance(outcome.error, NotOurs):
                 records.pop(outcome.action.vmid, None)  # proof lost: read it again, then stop counting it
@@ -370,7 +433,11 @@ def reconcile_policy(
         patch.status["recentActions"] = reporter.recent
     failures = [o for o in outcomes if not o.succeeded]
     failure_reason, failure_message = _failure_condition(failures)
-    if refused_tags and connection.tag_access is not None and connection.tag_access.rules is not None:
+    if features_refused:
+        failures_told = True
+        failure_reason = ConditionReason.FEATURES_NOT_ALLOWED
+        failure_message = f"no CT is created: {features_refused}"[:1024]
+    elif refused_tags and connection.tag_access is not None and connection.tag_access.rules is not None:
         failures_told = True
         failure_reason = ConditionReason.TAGS_NOT_ALLOWED
         failure_message = (

@@ -20,6 +20,12 @@ class NetworkInterface:
     gateway: str | None = None
     vlan: int | None = None
     firewall: bool = False
+    #: ``dhcp``, ``auto``, ``manual`` or an IPv6 CIDR; None: no ``ip6``.
+    ip6: str | None = None
+    gateway6: str | None = None
+    mtu: int | None = None
+    #: Megabytes per second (PVE's ``rate``).
+    rate_mbps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -34,10 +40,25 @@ class ContainerBlueprint:
     rootfs_gib: int
     networks: Sequence[NetworkInterface] = ()
     unprivileged: bool = True
-    nesting: bool = False
+    #: PVE's ``features`` property string (``nesting=1,keyctl=1``), None when no feature is set.
+    features: str | None = None
     tags: frozenset[str] = frozenset()
     pool: str | None = None
     start_on_create: bool = True
+    ssh_public_keys: tuple[str, ...] = ()
+    #: Root's password, sent on create only. Never printed (repr hides it), never logged.
+    password: str | None = field(default=None, repr=False)
+    nameservers: tuple[str, ...] = ()
+    search_domain: str | None = None
+    on_boot: bool = False
+    #: PVE's ``startup`` property string (``order=1,up=30``), None when not set.
+    startup: str | None = None
+    protection: bool = False
+    cpu_limit: float | None = None
+    cpu_units: int | None = None
+    timezone: str | None = None
+    #: The user's notes, written above the ownership record in the description.
+    notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,13 +70,29 @@ def net_property(nic: NetworkInterface) -> str:
         parts.append(f"tag={nic.vlan}")
     if nic.firewall:
         parts.append("firewall=1")
+    if nic.ip6 is not None:
+        parts.append(f"ip6={nic.ip6}")
+    if nic.gateway6:
+        parts.append(f"gw6={nic.gateway6}")
+    if nic.mtu is not None:
+        parts.append(f"mtu={nic.mtu}")
+    if nic.rate_mbps is not None:
+        parts.append(f"rate={_number(nic.rate_mbps)}")
     return ",".join(parts)
+
+
+def _number(value: float) -> str:
+    """A number as PVE prints it: ``0.5``, ``2`` (no trailing ``.0``)."""
+    return f"{value:g}"
 
 
 def create_params(
     blueprint: ContainerBlueprint, *, hostname: str, description: str, tags: frozenset[str]
 ) -> dict[str, Any]:
-    """The body of ``POST /nodes/{node}/lxc`` (without ``vmid``; the CT is started separately)."""
+    """The body of ``POST /nodes/{node}/lxc`` (without ``vmid``; the CT is started separately).
+
+    Options left at PVE's default are not sent (PVE writes only what it is given into the config).
+    ``password`` and ``ssh-public-keys`` exist on create only: PVE applies them inside the new CT."""
     params: dict[str, Any] = {
         "ostemplate": blueprint.ostemplate,
         "hostname": hostname,
@@ -68,8 +105,28 @@ def create_params(
         "description": description,
         "start": 0,
     }
-    if blueprint.nesting:
-        params["features"] = "nesting=1"
+    if blueprint.features:
+        params["features"] = blueprint.features
+    if blueprint.ssh_public_keys:
+        params["ssh-public-keys"] = "\n".join(blueprint.ssh_public_keys) + "\n"
+    if blueprint.password is not None:
+        params["password"] = blueprint.password
+    if blueprint.nameservers:
+        params["nameserver"] = " ".join(blueprint.nameservers)
+    if blueprint.search_domain:
+        params["searchdomain"] = blueprint.search_domain
+    if blueprint.on_boot:
+        params["onboot"] = 1
+    if blueprint.startup:
+        params["startup"] = blueprint.startup
+    if blueprint.protection:
+        params["protection"] = 1
+    if blueprint.cpu_limit:
+        params["cpulimit"] = _number(blueprint.cpu_limit)
+    if blueprint.cpu_units is not None:
+        params["cpuunits"] = blueprint.cpu_units
+    if blueprint.timezone:
+        params["timezone"] = blueprint.timezone
     for i, nic in enumerate(blueprint.networks):
         params[f"net{i}"] = net_property(nic)
     if blueprint.pool:

@@ -288,6 +288,7 @@ class ConditionReason(StrEnum):
     CA_NOT_FOUND = "CANotFound"
     OWNERSHIP_KEY_UNAVAILABLE = "OwnershipKeyUnavailable"
     TAGS_NOT_ALLOWED = "TagsNotAllowed"
+    FEATURES_NOT_ALLOWED = "FeaturesNotAllowed"
     # -- the pool's nodes --
     AS_EXPECTED = "AsExpected"
     NODE_OFFLINE = "NodeOffline"

@@ -9,13 +9,15 @@ has VMID ``vmidRange.start + index`` and host name ``hostnamePattern.format(inde
 from __future__ import annotations
 
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
 from typing import Annotated, Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .common import (
     CONDITIONS_SCHEMA,
+    CONFIG_KEY,
+    DNS1123_SUBDOMAIN,
     MAX_RECENT_ACTIONS,
     MAX_VMID,
     MIN_VMID,
@@ -113,6 +115,49 @@ INTERFACE_NAME = "^[-_.a-zA-Z0-9]+$"
 
 TAG = "^[a-z0-9_][-a-z0-9_+.]*$"
 """A Proxmox VE tag (``pve-tag``), lowercase: ``web``, ``team_a``."""
+
+SSH_PUBLIC_KEY = (
+    "^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh[.]com)"
+    " [A-Za-z0-9+/]+={0,3}( [^\\r\\n]*)?$"
+)
+"""One OpenSSH public key line, as ``authorized_keys`` holds it: ``<type> <base64> [comment]`` (the types
+OpenSSH 9 accepts for a key, no options prefix, no line breaks)."""
+
+TIMEZONE = "^(host|[A-Za-z][-A-Za-z0-9_+]*(/[-A-Za-z0-9_+]+)*)$"
+"""A CT time zone as pve-container takes it (``pve-ct-timezone``): ``host`` or an IANA zone name such as
+``Europe/Berlin`` (Proxmox VE checks the name against the node's zoneinfo)."""
+
+FS_TYPE = "^[a-z0-9_]+$"
+"""A file system type the CT may mount (the ``mount`` feature): ``nfs``, ``cifs``."""
+
+_NAMESERVER_SYNTAX = CelRule(
+    rule="isIP(self)",
+    message="each nameserver must be an IPv4 or IPv6 address, like 192.168.1.1 or 2001:db8::53",
+)
+_IP6_CONFIG_SYNTAX = CelRule(
+    rule="self in ['dhcp', 'auto', 'manual'] || (isCIDR(self) && cidr(self).ip().family() == 6)",
+    message="ip6 must be dhcp, auto (SLAAC), manual, or an IPv6 address with prefix length like 2001:db8::10/64",
+)
+_GATEWAY6_SYNTAX = CelRule(
+    rule="isIP(self) && ip(self).family() == 6",
+    message="gateway6 must be an IPv6 address like 2001:db8::1",
+)
+_GATEWAY6_NEEDS_STATIC_IP6 = CelRule(
+    rule="!has(self.gateway6) || (has(self.ip6) && !(self.ip6 in ['dhcp', 'auto', 'manual']))",
+    message="gateway6 is only allowed with a static ip6: with dhcp or auto the gateway comes from the network",
+    field_path=".gateway6",
+)
+_KEYCTL_NEEDS_UNPRIVILEGED = CelRule(
+    rule="!has(self.features) || !has(self.features.keyctl) || !self.features.keyctl"
+    " || !has(self.unprivileged) || self.unprivileged",
+    message="features.keyctl is for unprivileged CTs only (Proxmox VE: keyctl needs unprivileged: true)",
+    field_path=".features.keyctl",
+)
+_DESCRIPTION_HAS_NO_RECORD = CelRule(
+    rule="!self.matches('(?m)^pve-operator:')",
+    message="description must not contain a line starting with 'pve-operator:': that line is the operator's "
+    "ownership record, which it writes itself",
+)
 
 _VMID_RANGE_ORDERED = CelRule(
     rule="self.start <= self.end",
@@ -217,7 +262,9 @@ class NetworkInterface(ApiModel):
     """A network interface of the CT (net0, net1, ... in list order)."""
 
     model_config = ConfigDict(
-        json_schema_extra=kube_schema(_GATEWAY_NEEDS_STATIC_IP, _GATEWAY_NOT_OWN_OR_NETWORK_ADDRESS)
+        json_schema_extra=kube_schema(
+            _GATEWAY_NEEDS_STATIC_IP, _GATEWAY_NOT_OWN_OR_NETWORK_ADDRESS, _GATEWAY6_NEEDS_STATIC_IP6
+        )
     )
 
     name: str = Field(min_length=1, max_length=15, pattern=INTERFACE_NAME)
@@ -239,6 +286,40 @@ class NetworkInterface(ApiModel):
     firewall: bool = False
     """Apply the Proxmox VE firewall rules of the CT to this interface."""
 
+    ip6: str | None = Field(None, max_length=43, json_schema_extra=kube_schema(_IP6_CONFIG_SYNTAX))
+    """IPv6 configuration: dhcp, auto (SLAAC), manual, or address/prefix like 2001:db8::10/64. Absent: no
+    IPv6 configuration (what the template's OS does by default)."""
+
+    gateway6: str | None = Field(None, max_length=39, json_schema_extra=kube_schema(_GATEWAY6_SYNTAX))
+    """IPv6 default gateway, only with a static ip6."""
+
+    mtu: int | None = Field(None, ge=64, le=65535)
+    """MTU of the interface (Proxmox VE: 64 to 65535; absent: the bridge's)."""
+
+    rate_mbps: float | None = Field(None, alias="rateMBps", ge=0, le=1_000_000)
+    """Rate limit of the interface in megabytes per second (Proxmox VE's ``rate``); absent: unlimited."""
+
+    @field_validator("ip6")
+    @classmethod
+    def _ip6_syntax(cls, ip6: str | None) -> str | None:
+        if ip6 is not None and ip6 not in ("dhcp", "auto", "manual"):
+            try:
+                valid = IPv6Interface(ip6).ip.version == 6 and "/" in ip6
+            except ValueError:
+                valid = False
+            _IP6_CONFIG_SYNTAX.require(valid, f"got {ip6!r}")
+        return ip6
+
+    @field_validator("gateway6")
+    @classmethod
+    def _gateway6_syntax(cls, gateway6: str | None) -> str | None:
+        if gateway6 is not None:
+            try:
+                IPv6Address(gateway6)
+            except ValueError:
+                _GATEWAY6_SYNTAX.require(False, f"got {gateway6!r}")
+        return gateway6
+
     @field_validator("ip")
     @classmethod
     def _ip_syntax(cls, ip: str) -> str:
@@ -255,6 +336,9 @@ class NetworkInterface(ApiModel):
     @model_validator(mode="after")
     def _gateway_with_static_ip(self) -> Self:
         _GATEWAY_NEEDS_STATIC_IP.require(self.gateway is None or self.ip != "dhcp")
+        _GATEWAY6_NEEDS_STATIC_IP6.require(
+            self.gateway6 is None or (self.ip6 is not None and self.ip6 not in ("dhcp", "auto", "manual"))
+        )
         interface, gateway = self.static_interface, self.gateway_address
         if interface is not None and gateway is not None:
             network = interface.network
@@ -292,6 +376,65 @@ class Features(ApiModel):
     """Allow nested namespaces (needed by systemd's sandboxing and by containers inside the CT). Best with
     unprivileged CTs."""
 
+    keyctl: bool = False
+    """Allow the keyctl() system call (unprivileged CTs only; Docker inside a CT needs it). Needs root@pam."""
+
+    fuse: bool = False
+    """Allow FUSE file systems inside the CT. Needs root@pam."""
+
+    mknod: bool = False
+    """Allow mknod() of some device nodes (Proxmox VE calls it experimental). Needs root@pam."""
+
+    mount: tuple[Annotated[str, Field(min_length=1, max_length=32, pattern=FS_TYPE)], ...] = Field(
+        (), max_length=8, json_schema_extra=kube_schema(list_type="set")
+    )
+    """File system types the CT may mount, e.g. [nfs, cifs]. Needs root@pam."""
+
+    @property
+    def root_only(self) -> tuple[str, ...]:
+        """The features set here that only root@pam may set (every one but nesting)."""
+        return tuple(name for name in ("keyctl", "fuse", "mknod") if getattr(self, name)) + (
+            ("mount",) if self.mount else ()
+        )
+
+    def pve_value(self) -> str | None:
+        """Proxmox VE's ``features`` property string (``nesting=1,mount=nfs;cifs``), None when empty."""
+        parts = [f"{name}=1" for name in ("nesting", "keyctl", "fuse", "mknod") if getattr(self, name)]
+        if self.mount:
+            parts.append("mount=" + ";".join(self.mount))
+        return ",".join(parts) or None
+
+
+class StartupOrder(ApiModel):
+    """When the CT starts and stops relative to the node's other guests (Proxmox VE's ``startup``)."""
+
+    order: int | None = Field(None, ge=0, le=1_000_000)
+    """Start order: lower starts first, stops last; absent: after the ordered ones."""
+
+    up_seconds: int | None = Field(None, alias="upSeconds", ge=0, le=86_400)
+    """Seconds to wait after starting this CT before starting the next guest."""
+
+    down_seconds: int | None = Field(None, alias="downSeconds", ge=0, le=86_400)
+    """Seconds to wait for this CT to shut down before stopping it."""
+
+    def pve_value(self) -> str | None:
+        parts = [
+            f"{key}={value}"
+            for key, value in (("order", self.order), ("up", self.up_seconds), ("down", self.down_seconds))
+            if value is not None
+        ]
+        return ",".join(parts) or None
+
+
+class SecretKeyReference(ApiModel):
+    """One key of a Secret in the policy's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    """Name of the Secret."""
+
+    key: str = Field("password", min_length=1, max_length=253, pattern=CONFIG_KEY)
+    """Key within the Secret's data."""
+
 
 Tag = Annotated[str, Field(min_length=1, max_length=63, pattern=TAG)]
 
@@ -306,6 +449,8 @@ def _ostemplate_problem(ostemplate: str) -> str:
 
 class ContainerTemplate(ApiModel):
     """What each CT of the policy looks like."""
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_KEYCTL_NEEDS_UNPRIVILEGED))
 
     ostemplate: str = Field(max_length=255, json_schema_extra=kube_schema(_OSTEMPLATE_SYNTAX))
     """Container template volume ID, e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst (it must be
@@ -339,6 +484,68 @@ class ContainerTemplate(ApiModel):
 
     start_on_create: bool = True
     """Start the CT once it is created (false leaves new CTs stopped)."""
+
+    ssh_public_keys: tuple[Annotated[str, Field(min_length=16, max_length=16384, pattern=SSH_PUBLIC_KEY)], ...] = Field(
+        (), max_length=32
+    )
+    """OpenSSH public keys put into root's authorized_keys when a CT is created (ssh-ed25519 AAAA... user@host)."""
+
+    root_password_secret_ref: SecretKeyReference | None = None
+    """A Secret key holding root's password, set when a CT is created (at least 5 characters). The value is
+    never logged, posted or written to status."""
+
+    nameservers: tuple[Annotated[str, Field(max_length=45, json_schema_extra=kube_schema(_NAMESERVER_SYNTAX))], ...] = (
+        Field((), max_length=3)
+    )
+    """DNS servers of the CT (IPv4 or IPv6); absent: the node's."""
+
+    search_domain: str | None = Field(None, max_length=255, pattern=PVE_DNS_NAME)
+    """DNS search domain of the CT, e.g. lab.example; absent: the node's."""
+
+    on_boot: bool = False
+    """Start the CT when its node boots."""
+
+    startup: StartupOrder | None = None
+    """Start/stop order and delays at node boot and shutdown."""
+
+    protection: bool = False
+    """Proxmox VE's protection flag: the CT cannot be removed by hand, nor its disks. The operator clears it
+    itself right before it destroys a CT it owns (scale-down, policy deletion)."""
+
+    cpu_limit: float | None = Field(None, ge=0, le=8192)
+    """CPU time limit in cores (0.5 = half a core); absent or 0: unlimited."""
+
+    cpu_units: int | None = Field(None, ge=0, le=500_000)
+    """CPU weight against the node's other guests (cgroup v2: 1 to 10000, default 100)."""
+
+    timezone: str | None = Field(None, max_length=64, pattern=TIMEZONE)
+    """Time zone of the CT: host, or an IANA name such as Europe/Berlin; absent: the template's."""
+
+    description: str = Field("", max_length=4096, json_schema_extra=kube_schema(_DESCRIPTION_HAS_NO_RECORD))
+    """Notes of your own for every CT, shown in the Proxmox VE UI above the operator's ownership record."""
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameserver_syntax(cls, nameservers: tuple[str, ...]) -> tuple[str, ...]:
+        for server in nameservers:
+            try:
+                ip_address(server)
+            except ValueError:
+                _NAMESERVER_SYNTAX.require(False, f"got {server!r}")
+        return nameservers
+
+    @field_validator("description")
+    @classmethod
+    def _description_without_record(cls, description: str) -> str:
+        _DESCRIPTION_HAS_NO_RECORD.require(
+            not any(line.startswith("pve-operator:") for line in description.splitlines())
+        )
+        return description
+
+    @model_validator(mode="after")
+    def _keyctl_needs_unprivileged(self) -> Self:
+        _KEYCTL_NEEDS_UNPRIVILEGED.require(not self.features.keyctl or self.unprivileged)
+        return self
 
     @field_validator("ostemplate")
     @classmethod

@@ -1,0 +1,87 @@
+"""The CT settings of issue 11 §1, created through the executor against pve_sim (HTTPS, the real
+proxmoxer client, PVE's parameter formats and permission rules): what lands in the CT's config, a
+protected CT the policy removes, a root password that never reaches a message, and the feature rule
+the operator checks before creating is the one Proxmox VE enforces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from pve_operator.api.v1alpha1 import ContainerPolicySpec
+from pve_operator.handlers.containerpolicy import blueprint_from, features_refusal
+from pve_operator.planning.actions import DestroyContainer
+from pve_operator.planning.ownership import parse_record
+from tests.integration.test_executor import creates, executor
+from tests.unit.test_ct_settings import KEY, policy
+
+NODE = "srv-px1"
+
+
+def _settings() -> ContainerPolicySpec:
+    return policy(
+        sshPublicKeys=[KEY],
+        nameservers=["192.0.2.53", "2001:db8::53"],
+        searchDomain="lab.example",
+        onBoot=True,
+        startup={"order": 2, "upSeconds": 30},
+        protection=True,
+        cpuLimit=0.5,
+        cpuUnits=200,
+        timezone="Europe/Berlin",
+        description="Web frontends\nowned by team A",
+        networks=[
+            {"name": "eth0", "bridge": "vmbr0", "ip6": "auto", "mtu": 1450, "rateMBps": 12.5},
+            {"name": "eth1", "bridge": "vmbr0", "ip": "manual", "ip6": "2001:db8::10/64", "gateway6": "2001:db8::1"},
+        ],
+    )
+
+
+def test_the_settings_land_in_the_config_and_a_protected_ct_is_still_removed(pve_sim_server: Any) -> None:
+    sim = pve_sim_server(time_scale=0.0)
+    run = executor(sim)
+    blueprint = blueprint_from(_settings(), password="hunter2-root")
+    (created,) = run.apply(creates(1), blueprint)
+    assert created.succeeded, created.message
+    config = sim.proxmox().nodes(NODE).lxc(3100).config.get()
+    assert config["onboot"] == 1 and config["protection"] == 1
+    assert config["startup"] == "order=2,up=30"
+    assert config["nameserver"] == "192.0.2.53 2001:db8::53" and config["searchdomain"] == "lab.example"
+    assert float(config["cpulimit"]) == 0.5 and int(config["cpuunits"]) == 200
+    assert config["timezone"] == "Europe/Berlin"
+    assert "ip6=auto" in config["net0"] and "mtu=1450" in config["net0"] and "rate=12.5" in config["net0"]
+    assert "ip6=2001:db8::10/64" in config["net1"] and "gw6=2001:db8::1" in config["net1"]
+    assert config["description"].startswith("Web frontends\nowned by team A\n"), "the user's notes come first"
+    assert parse_record(config["description"]) is not None, "followed by the ownership record"
+    assert "password" not in config and "ssh-public-keys" not in config, "create-only, not kept in the config"
+    assert "hunter2-root" not in created.message
+
+    # Scale-down: PVE refuses to remove a protected CT; the policy's own removal clears the flag first.
+    (destroyed,) = run.apply([DestroyContainer(vmid=3100, node=NODE, running=True, reason="scale down")], blueprint)
+    assert destroyed.succeeded, destroyed.message
+    assert "protection flag cleared" in destroyed.message
+    assert 3100 not in {ct["vmid"] for ct in sim.proxmox().cluster.resources.get(type="vm")}
+
+
+def test_a_password_proxmox_refuses_fails_the_create_without_quoting_it(pve_sim_server: Any) -> None:
+    sim = pve_sim_server(time_scale=0.0)
+    blueprint = replace(blueprint_from(policy()), password="Zq9!")  # PVE: at least 5 characters
+    (outcome,) = executor(sim).apply(creates(1), blueprint)
+    assert not outcome.succeeded
+    assert "password" in outcome.message, outcome.message  # PVE names the parameter ...
+    assert "Zq9!" not in outcome.message and "Zq9!" not in str(outcome.error)  # ... never the value
+
+
+def test_the_feature_rule_checked_before_creating_is_the_one_proxmox_enforces(pve_sim_server: Any) -> None:
+    """The operator's token may set nesting but not keyctl; features_refusal says the same beforehand."""
+    sim = pve_sim_server(time_scale=0.0)
+    authid = "ctoperator@pve!operator"
+    allowed, refused = policy(features={"nesting": True}), policy(features={"nesting": True, "keyctl": True})
+    assert features_refusal(allowed, authid) is None and features_refusal(refused, authid) is not None
+
+    (ok,) = executor(sim).apply(creates(1), blueprint_from(allowed))
+    assert ok.succeeded, ok.message
+    (denied,) = executor(sim).apply(creates(2)[1:], blueprint_from(refused))
+    assert not denied.succeeded
+    assert "only allowed for root@pam" in denied.message
