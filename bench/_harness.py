@@ -188,14 +188,14 @@ def connect(c: Cluster, namespace: str, sim: SimServer, **pool_kwargs: Any) -> N
     c.apply(namespace, secret, ca, pool_manifest("lab", endpoint=sim.url, **pool_kwargs))
 
 
-_apis: dict[int, Any] = {}
+_apis: dict[tuple[str, int, str], Any] = {}
 
 
 def sim_api(sim: SimServer) -> Any:
     """The real proxmoxer client on ``sim`` as root@pam (one per simulator)."""
     import proxmoxer
 
-    key = id(sim)
+    key = (sim.host, sim.port, str(sim.ca_path))  # not id(sim): a new simulator may reuse a freed id
     if key not in _apis:
         root = next(u for u in sim.scenario.users if u.userid == "root@pam")
         _apis[key] = proxmoxer.ProxmoxAPI(
