@@ -46,6 +46,9 @@ RECONCILE_INTERVAL_SECONDS = env_float("PVE_OPERATOR_RECONCILE_INTERVAL", 15.0)
 MONITOR_TICK_SECONDS = env_float("PVE_OPERATOR_MONITOR_TICK", 5.0)
 #: Creations and starts in flight at once per pool (the lab did one at a time, blocking on each).
 MAX_PARALLEL_TASKS = int(env_float("PVE_OPERATOR_MAX_PARALLEL_TASKS", 4))
+#: CTs per policy whose config each reconcile reads to repair drift of the hot settings (swap, onboot,
+#: startup, protection, cpulimit, cpuunits): every CT is checked once per N / this many cycles.
+DRIFT_SWEEP_PER_CYCLE = int(env_float("PVE_OPERATOR_DRIFT_SWEEP_PER_CYCLE", 10))
 #: Port of the Prometheus ``/metrics`` endpoint; 0 disables it.
 METRICS_PORT = int(env_float("PVE_OPERATOR_METRICS_PORT", 9090))
 #: Deadline for one PVE task (create, start, stop, destroy) in seconds.
@@ -94,6 +97,8 @@ class OperatorRuntime:
     connections: dict[tuple[str, str], PoolConnection] = field(default_factory=dict)
     #: Per policy UID: what each CT in its range proved (a record), claimed without proof, or None.
     records: dict[str, dict[int, OwnershipRecord | ForeignClaim | None]] = field(default_factory=dict)
+    #: Per policy UID: the VMID the drift sweep continues after (:func:`execution.discovery.sweep_configs`).
+    drift_cursor: dict[str, int] = field(default_factory=dict)
     #: The key that signs ownership records, once read (or created): see :meth:`ownership_key`.
     _ownership_key: OwnershipKey | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)

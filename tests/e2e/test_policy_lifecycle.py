@@ -86,12 +86,16 @@ def test_drift_behind_the_operators_back_is_repaired(lab: Lab) -> None:
     lab.wait_task(api.nodes(by_vmid[3102]["node"]).lxc(3102).status.stop.post())
     # Memory changed by hand: put back.
     api.nodes(by_vmid[3100]["node"]).lxc(3100).config.put(memory=4096)
+    # Hot settings changed by hand (issue 11 §2): put back by the drift sweep (swap 512, no onboot/cpulimit).
+    api.nodes(by_vmid[3100]["node"]).lxc(3100).config.put(swap=0, onboot=1, cpulimit=2)
 
     def repaired() -> bool:
         cts = {ct["vmid"]: ct for ct in lab.managed_cts()}
         if set(cts) != {3100, 3101, 3102} or any(ct["status"] != "running" for ct in cts.values()):
             return False
-        return int(lab.ct_config(cts[3100]["node"], 3100)["memory"]) == 2048
+        config = lab.ct_config(cts[3100]["node"], 3100)
+        hot = (int(config["swap"]), int(config.get("onboot") or 0), float(config.get("cpulimit") or 0))
+        return int(config["memory"]) == 2048 and hot == (512, 0, 0.0)
 
     wait_for(repaired, timeout_s=180, what="deleted CT recreated, stopped CT started, memory restored")
     recreated = {ct["vmid"]: ct for ct in lab.managed_cts()}[3101]

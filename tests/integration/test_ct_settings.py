@@ -85,3 +85,21 @@ def test_the_feature_rule_checked_before_creating_is_the_one_proxmox_enforces(pv
     (denied,) = executor(sim).apply(creates(2)[1:], blueprint_from(refused))
     assert not denied.succeeded
     assert "only allowed for root@pam" in denied.message
+
+
+def test_the_drift_sweep_reads_a_few_configs_per_cycle_in_turn(pve_sim_server: Any) -> None:
+    from pve_operator.execution.discovery import discover_owned, sweep_configs
+    from tests.integration.test_create_windows import operator_client
+    from tests.integration.test_executor import IDENTITY, KEY
+
+    sim = pve_sim_server(time_scale=0.0)
+    assert all(o.succeeded for o in executor(sim).apply(creates(5), blueprint_from(policy())))
+    client = operator_client(sim)
+    owned = discover_owned(client, client.snapshot(0.0), IDENTITY.uid, IDENTITY.vmid_range, {}, key=KEY)
+    cursor, rounds = 0, []
+    for _ in range(3):
+        swept, cursor = sweep_configs(client, owned, cursor, 2)
+        read = [o.vmid for o in swept if o.config is not None]
+        assert all(o.config is not None and int(str(o.config["memory"])) > 0 for o in swept if o.vmid in read)
+        rounds.append(read)
+    assert rounds == [[3100, 3101], [3102, 3103], [3100, 3104]], "two per cycle, each in turn, wrapping around"

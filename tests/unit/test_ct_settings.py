@@ -129,3 +129,27 @@ def test_features_only_root_may_set_are_refused_before_creating(
         assert why is None
     else:
         assert why is not None and refused in why and authid in why and "root@pam" in why
+
+
+def test_every_template_field_has_an_update_class() -> None:
+    """Issue 11 §2: a new field of spec.template must say how a change reaches existing CTs."""
+    from pve_operator.api.v1alpha1 import TEMPLATE_UPDATE_CLASSES, ContainerTemplate, UpdateClass
+
+    assert set(TEMPLATE_UPDATE_CLASSES) == set(ContainerTemplate.model_fields)
+    assert all(isinstance(c, UpdateClass) for c in TEMPLATE_UPDATE_CLASSES.values())
+
+
+def test_the_hot_settings_the_drift_sweep_compares_follow_the_policy() -> None:
+    from pve_operator.handlers.containerpolicy import hot_config_settings
+
+    wanted = hot_config_settings(
+        policy(swapMiB=0, onBoot=True, startup={"order": 3}, cpuLimit=2, cpuUnits=50, protection=False)
+    )
+    assert wanted == {
+        "swap": "",
+        "onboot": "1",
+        "protection": "",
+        "startup": "order=3",
+        "cpulimit": "2",
+        "cpuunits": "50",
+    }

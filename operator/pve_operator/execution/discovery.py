@@ -8,7 +8,7 @@ already lists is signed (once). Used by the policy cycle, the pool's balancing c
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -178,3 +178,29 @@ def creations_in_progress(snapshot: ClusterSnapshot, vmid_range: range, owned: l
         for ct in snapshot.containers.values()
         if ct.lock == "create" and ct.vmid in vmid_range and ct.vmid not in proven
     )
+
+
+def sweep_configs(
+    client: PveClient, owned: Sequence[OwnedContainer], after_vmid: int, limit: int
+) -> tuple[list[OwnedContainer], int]:
+    """The drift sweep: read the config of up to ``limit`` CTs, the next ones after ``after_vmid`` in VMID
+    order (wrapping around), so every CT is checked in turn at a bounded cost per cycle. Returns ``owned``
+    with ``config`` set on those read, and the VMID to continue after next cycle. CTs that are locked, not
+    verified or on an offline node are skipped; a failed read only skips the CT this cycle."""
+    candidates = sorted(
+        (o for o in owned if o.verified and o.observation is not None and not o.observation.lock),
+        key=lambda o: o.vmid,
+    )
+    if not candidates or limit <= 0:
+        return list(owned), after_vmid
+    start = next((i for i, o in enumerate(candidates) if o.vmid > after_vmid), 0)
+    chosen = (candidates[start:] + candidates[:start])[:limit]
+    configs: dict[int, Mapping[str, Any]] = {}
+    for item in chosen:
+        assert item.observation is not None
+        try:
+            configs[item.vmid] = client.container_config(item.observation.node, item.vmid)
+        except PveError as exc:
+            log.debug("drift sweep: config of CT %s not read this cycle: %s", item.vmid, exc)
+    swept = [replace(o, config=configs[o.vmid]) if o.vmid in configs else o for o in owned]
+    return swept, chosen[-1].vmid

@@ -34,7 +34,13 @@ from pve_operator.api.v1alpha1 import (
 )
 from pve_operator.api.v1alpha1.common import parse_epoch
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
-from pve_operator.execution.discovery import counted_vmids, creations_in_progress, discover_owned, foreign_in_range
+from pve_operator.execution.discovery import (
+    counted_vmids,
+    creations_in_progress,
+    discover_owned,
+    foreign_in_range,
+    sweep_configs,
+)
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, contained, namespaced
 from pve_operator.handlers.status import (
@@ -70,6 +76,7 @@ from pve_operator.planning.reconcile import (
     ReconcilePlan,
     creation_backoffs,
     plan_reconcile,
+    pve_setting,
 )
 from pve_operator.planning.vmid_ranges import (
     PolicyVmidRange,
@@ -83,6 +90,7 @@ from pve_operator.pve.errors import (
 )
 from pve_operator.pve.params import ContainerBlueprint, NetworkInterface
 from pve_operator.runtime import (
+    DRIFT_SWEEP_PER_CYCLE,
     MAX_PARALLEL_TASKS,
     RECONCILE_INTERVAL_SECONDS,
     TASK_TIMEOUT_SECONDS,
@@ -209,7 +217,22 @@ def intent_from(
         previous_desired=previous_desired,
         reserved_vmids=reserved_vmids,
         busy_vmids=busy_vmids,
+        config_settings=hot_config_settings(policy),
     )
+
+
+def hot_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
+    """The hot options (``TEMPLATE_UPDATE_CLASSES``) the drift sweep compares with a CT's config, as PVE
+    keys and :func:`pve_setting` values (memory and cores come from the snapshot instead)."""
+    t = policy.template
+    return {
+        "swap": pve_setting(t.swap_mib),
+        "onboot": pve_setting(1 if t.on_boot else 0),
+        "protection": pve_setting(1 if t.protection else 0),
+        "startup": pve_setting(t.startup.pve_value() if t.startup else None),
+        "cpulimit": pve_setting(t.cpu_limit),
+        "cpuunits": pve_setting(t.cpu_units),
+    }
 
 
 # -- VMID ranges of the other policies on the same Proxmox VE cluster ---------------------------
@@ -325,7 +348,10 @@ def reconcile_policy(
         intent = intent_from(
             policy, pool, uid, previous_desired, reserved_vmids=shared_vmids(overlaps), busy_vmids=busy
         )
-        plan = plan_reconcile(intent, snapshot, owned)
+        swept, runtime.drift_cursor[uid] = sweep_configs(
+            client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
+        )
+        plan = plan_reconcile(intent, snapshot, swept)
         pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
         if pending:
             plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])

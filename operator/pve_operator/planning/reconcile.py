@@ -12,7 +12,9 @@ needs (desired count, why growth stopped, why placement failed). The rules:
   ``max_replicas``. It never shrinks by itself: the desired count only grows (pressure is
   offload's job, not the generator's).
 * Repair: a stopped CT of ours is started unless the operator offloaded it on purpose; memory or
-  cores changed behind our back are put back. Locked CTs, CTs PVE does not yet report
+  cores changed behind our back are put back (from the snapshot), and so are the other hot settings
+  (swap, onboot, startup, protection, cpulimit, cpuunits) of the CTs whose config this cycle read
+  (``OwnedContainer.config``: a few CTs per cycle, in turn). Locked CTs, CTs PVE does not yet report
   (``unknown``) and CTs in the pool's balancing journal (being migrated, offloaded or restored) are
   left alone this cycle.
 * Paused policies plan nothing.
@@ -59,6 +61,27 @@ class GrowthStop(StrEnum):
     POOL_FULL = "PoolFull"
 
 
+#: Options whose PVE default is not 0 (swap defaults to 512 MiB): 0 is written, not the option deleted.
+_ZERO_IS_NOT_DEFAULT = frozenset({"swap"})
+
+
+def pve_setting(value: object) -> str:
+    """A config value as the drift check compares it: PVE's JSON gives 1/0, numbers or strings; unset,
+    0 and "" are all PVE's default ("" here), numbers lose a trailing ``.0``."""
+    if value is None or value == "" or value == 0 or value == "0":
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else ""
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    text = str(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return "" if number == 0 else f"{number:g}"
+
+
 @dataclass(frozen=True)
 class FillIntent:
     until_fraction: float
@@ -91,6 +114,9 @@ class PolicyIntent:
     #: CTs the pool's balancing is migrating, offloading or restoring now (the pool's journal,
     #: ``status.inFlight``): their state is the balancer's to change until the entry is gone.
     busy_vmids: frozenset[int] = frozenset()
+    #: Hot config options compared with a CT's config when this cycle read it: PVE key -> the value the
+    #: policy wants, normalised by :func:`pve_setting` ("" = unset, PVE's default).
+    config_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def demand(self) -> ContainerDemand:
@@ -112,6 +138,9 @@ class OwnedContainer:
     #: False while its node is offline: counted (no replacement is made for it) but never acted on;
     #: ``index`` and ``created_at`` may then be inferred (VMID - range start, unknown).
     verified: bool = True
+    #: Its config as PVE returned it this cycle (the drift sweep reads a few CTs' configs per cycle);
+    #: None when not read this cycle.
+    config: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -249,12 +278,29 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             changes["memory"] = intent.memory_mib
         if obs.cpu_cores and round(obs.cpu_cores) != intent.cores:
             changes["cores"] = intent.cores
+        was = [
+            f"{k} {obs.memory_limit_bytes // MIB if k == 'memory' else int(obs.cpu_cores)}→{v}"
+            for k, v in changes.items()
+        ]
+        if item.config is not None:
+            unset = []
+            for key, wanted in sorted(intent.config_settings.items()):
+                have = pve_setting(item.config.get(key))
+                if have == wanted:
+                    continue
+                was.append(f"{key} {have or 'unset'}→{wanted or 'unset'}")
+                if wanted:
+                    changes[key] = wanted
+                elif key in _ZERO_IS_NOT_DEFAULT:
+                    changes[key] = "0"
+                else:
+                    unset.append(key)
+            if unset:
+                changes["delete"] = ",".join(unset)
         if changes:
-            was = ", ".join(
-                f"{k} {obs.memory_limit_bytes // MIB if k == 'memory' else int(obs.cpu_cores)}→{v}"
-                for k, v in changes.items()
+            actions.append(
+                RestoreConfig(item.vmid, obs.node, changes, f"changed outside the operator: {', '.join(was)}")
             )
-            actions.append(RestoreConfig(item.vmid, obs.node, changes, f"changed outside the operator: {was}"))
 
     owned_vmids = {o.vmid for o in owned}
     held_by_others = {v for v in snapshot.used_vmids() if v not in owned_vmids}

@@ -13,6 +13,7 @@ from pve_operator.planning.reconcile import (
     OwnedContainer,
     PolicyIntent,
     plan_reconcile,
+    pve_setting,
     pool_used_fraction,
 )
 from tests.builders import GIB, build_ct, build_node
@@ -271,3 +272,35 @@ def test_a_stale_running_on_an_offline_node_is_not_trusted() -> None:
     assert keep.actions == [], "no repair of the stale CT, no replacement"
     shrink = plan_reconcile(replace(INTENT, replicas=3), snapshot, present)
     assert not [a for a in shrink.actions if isinstance(a, DestroyContainer)], "the newest is unknown: wait"
+
+
+HOT = {"swap": "512", "onboot": "1", "protection": "", "startup": "order=2", "cpulimit": "0.5", "cpuunits": ""}
+
+
+def test_hot_settings_changed_by_hand_are_put_back_when_the_config_was_read() -> None:
+    """Issue 11 §2: drift repair compares every hot setting of the CTs whose config this cycle read."""
+    ct = owned(3100, "srv-px1", 0, memory_mib=2048)
+    config = {"swap": 0, "onboot": 0, "protection": 1, "startup": "order=2", "cpulimit": "0.5", "cpuunits": 300}
+    intent = replace(INTENT, replicas=1, config_settings=HOT)
+    plan = plan_reconcile(intent, lab(ct.observation), [replace(ct, config=config)])
+    (repair,) = [a for a in plan.actions if isinstance(a, RestoreConfig)]
+    assert repair.changes == {"onboot": "1", "swap": "512", "delete": "cpuunits,protection"}
+    assert "onboot unset→1" in repair.reason and "cpuunits 300→unset" in repair.reason
+
+
+def test_a_config_as_pve_writes_it_is_no_drift_and_an_unread_config_is_not_judged() -> None:
+    ct = owned(3100, "srv-px1", 0, memory_mib=2048)
+    same = {"swap": 512, "onboot": 1, "protection": 0, "startup": "order=2", "cpulimit": 0.5}  # 1/0, numbers
+    intent = replace(INTENT, replicas=1, config_settings=HOT)
+    for item in (replace(ct, config=same), ct):  # read and equal; not read this cycle
+        plan = plan_reconcile(intent, lab(ct.observation), [item])
+        assert not [a for a in plan.actions if isinstance(a, RestoreConfig)]
+
+
+def test_swap_zero_is_written_not_deleted() -> None:
+    """PVE's default swap is 512 MiB: a policy that wants none must write 0."""
+    ct = owned(3100, "srv-px1", 0, memory_mib=2048)
+    intent = replace(INTENT, replicas=1, config_settings={"swap": pve_setting(0)})
+    plan = plan_reconcile(intent, lab(ct.observation), [replace(ct, config={"swap": 512})])
+    (repair,) = [a for a in plan.actions if isinstance(a, RestoreConfig)]
+    assert repair.changes == {"swap": "0"}

@@ -447,6 +447,23 @@ def _ostemplate_problem(ostemplate: str) -> str:
     return f"got {ostemplate!r}"
 
 
+class UpdateClass(StrEnum):
+    """How a change of a ``spec.template`` field reaches CTs that already exist (issue 11 §2)."""
+
+    HOT = "Hot"
+    """Applied in place to running CTs at once (Proxmox VE's fast-plug and hot-plug options)."""
+
+    RESTART = "Restart"
+    """Written in place; Proxmox VE applies it at the CT's next start (a pending change)."""
+
+    RECREATE = "Recreate"
+    """Only a new CT has it (the template, the root volume, privileges): existing CTs are outdated."""
+
+    CREATE_ONLY = "CreateOnly"
+    """Used once, inside the new CT (keys, password) or by the operator at create: existing CTs keep what
+    they got; change it inside the CT."""
+
+
 class ContainerTemplate(ApiModel):
     """What each CT of the policy looks like."""
 
@@ -569,6 +586,35 @@ class ContainerTemplate(ApiModel):
         if duplicates:
             raise ValueError(f"tags must be unique: {', '.join(duplicates)} appear more than once")
         return tags
+
+
+TEMPLATE_UPDATE_CLASSES: dict[str, UpdateClass] = {
+    # pve-container src/PVE/LXC/Config.pm: $LXC_FASTPLUG_OPTIONS (description, onboot, startup,
+    # protection, cores, tags, ...) and vmconfig_hotplug_pending's cgroup options (memory, swap,
+    # cpulimit, cpuunits) take effect on a running CT; net[n] is hot-plugged; the rest is pending.
+    "ostemplate": UpdateClass.RECREATE,
+    "memory_mib": UpdateClass.HOT,
+    "swap_mib": UpdateClass.HOT,
+    "cores": UpdateClass.HOT,
+    "rootfs": UpdateClass.RECREATE,
+    "networks": UpdateClass.HOT,
+    "unprivileged": UpdateClass.RECREATE,
+    "features": UpdateClass.RESTART,
+    "tags": UpdateClass.HOT,
+    "start_on_create": UpdateClass.CREATE_ONLY,
+    "ssh_public_keys": UpdateClass.CREATE_ONLY,
+    "root_password_secret_ref": UpdateClass.CREATE_ONLY,
+    "nameservers": UpdateClass.RESTART,
+    "search_domain": UpdateClass.RESTART,
+    "on_boot": UpdateClass.HOT,
+    "startup": UpdateClass.HOT,
+    "protection": UpdateClass.HOT,
+    "cpu_limit": UpdateClass.HOT,
+    "cpu_units": UpdateClass.HOT,
+    "timezone": UpdateClass.RESTART,
+    "description": UpdateClass.HOT,
+}
+"""Every ``spec.template`` field's :class:`UpdateClass` (a unit test fails when a field has none)."""
 
 
 class VmidRange(ApiModel):
