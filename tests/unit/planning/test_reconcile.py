@@ -13,8 +13,8 @@ from pve_operator.planning.reconcile import (
     OwnedContainer,
     PolicyIntent,
     plan_reconcile,
-    pve_setting,
     pool_used_fraction,
+    pve_setting,
 )
 from tests.builders import GIB, build_ct, build_node
 
