@@ -243,8 +243,11 @@ def test_server_side_defaults_are_visible_on_read_and_are_the_models(kube: KubeC
     for name in ("web", "batch"):
         policy = _get(kube, kube_namespace, "containerpolicy", name)["spec"]
         template = policy["template"]
-        assert (template["unprivileged"], template["startOnCreate"], template["features"]) == (True, True,
-                                                                                              {"nesting": False})
+        assert (template["unprivileged"], template["startOnCreate"]) == (True, True)
+        assert template["features"] == {"nesting": False, "keyctl": False, "fuse": False, "mknod": False, "mount": []}
+        # Issue 11's settings default to Proxmox VE's own defaults (nothing sent at create).
+        assert (template["onBoot"], template["protection"], template["description"]) == (False, False, "")
+        assert (template["sshPublicKeys"], template["nameservers"]) == ([], [])
         assert (template["networks"][0]["ip"], template["networks"][0]["firewall"]) == ("dhcp", False)
         assert (policy["deletionPolicy"], policy["paused"], policy["priority"] in (50, 100)) == ("Delete", False, True)
         assert policy["placement"] == {"strategy": "WeightedSpread", "nodeWeights": []}
