@@ -23,6 +23,7 @@ Run: ``.venv/bin/python bench/offload_latency.py`` (needs ``make controlplane``)
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -49,6 +50,9 @@ def _migrating(sim: SimServer) -> bool:
     return any(ct.get("lock") == "migrate" for ct in sim_api(sim).cluster.resources.get(type="vm"))
 
 
+phase = random.Random(7)
+
+
 def one_run(c: Cluster, logs: Path, case: str, run: int, time_scale: float) -> tuple[float, bool]:
     """Seconds from overload to offload, and whether a migration was still running at that moment."""
     data = lab_scenario()
@@ -67,6 +71,10 @@ def one_run(c: Cluster, logs: Path, case: str, run: int, time_scale: float) -> t
             if case == "migrating":
                 sim.cluster.set_node_load("srv-px1", "memory", 0.50)
                 wait(lambda: _migrating(sim), 120, "a migration under way")
+            # The overload lands at a random point of the pool's sampling interval in both cases: a
+            # migration is seen (and the overload applied) right after the cycle that started it, which
+            # would otherwise always put the migrating case at the worst phase.
+            time.sleep(phase.uniform(0, BALANCING["intervalSeconds"]))
             sim.cluster.set_node_load("srv-px1", "memory", 0.80)
             started = time.monotonic()
             wait(lambda: _offloaded(c, namespace), 300, f"an offload ({case})", interval_s=0.2)
