@@ -43,6 +43,7 @@ from pve_operator.execution.discovery import (
 )
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, contained, namespaced
+from pve_operator.handlers.policy_conditions import PolicyCycleFacts, policy_conditions
 from pve_operator.handlers.status import (
     ConditionUpdate,
     append_recent,
@@ -413,26 +414,28 @@ def reconcile_policy(
     # Skipped actions were not needed after all; refused ones (proof lost) are told as OwnershipLost.
     outcomes = [o for o in outcomes if not o.skipped and not isinstance(o.error, NotOurs)]
     lost = ownership_lost(status, owned, snapshot, uid)
-    already_told = {int(c["vmid"]) for c in status.get("ownershipLost") or () if "vmid" in c}
-    for item in lost:
-        if item.vmid not in already_told:
-            kopf.warn(
-                body,
-                reason="OwnershipLost",
-                message=f"CT {item.vmid} on {item.node} lost its ownership mark ({item.missing} is gone): "
-                "the operator no longer acts on it or counts it",
-            )
+    _warn_once_per_ct(
+        body,
+        "OwnershipLost",
+        status.get("ownershipLost"),
+        {
+            item.vmid: f"CT {item.vmid} on {item.node} lost its ownership mark ({item.missing} is gone): "
+            "the operator no longer acts on it or counts it"
+            for item in lost
+        },
+    )
     patch.status["ownershipLost"] = [item.to_dict() for item in lost]
     foreign = foreign_in_range(records)
-    already_reported = {int(c["vmid"]) for c in status.get("foreignInRange") or () if "vmid" in c}
-    for claim in foreign:
-        if claim.vmid not in already_reported:
-            kopf.warn(
-                body,
-                reason="ForeignInRange",
-                message=f"CT {claim.vmid} on {claim.node or 'an unknown node'} carries this policy's tags and "
-                f"record but is not the operator's ({claim.why}): left untouched and not counted",
-            )
+    _warn_once_per_ct(
+        body,
+        "ForeignInRange",
+        status.get("foreignInRange"),
+        {
+            claim.vmid: f"CT {claim.vmid} on {claim.node or 'an unknown node'} carries this policy's tags and "
+            f"record but is not the operator's ({claim.why}): left untouched and not counted"
+            for claim in foreign
+        },
+    )
     patch.status["foreignInRange"] = [item.to_dict() for item in foreign]
     # Events were posted as each action ended (ProgressReporter).
     statuses = container_statuses(owned, snapshot, policy.render_hostname)
@@ -481,109 +484,35 @@ def reconcile_policy(
         )[:1024]
     else:
         failures_told = bool(failures)
-    updates = []
-    ready = running + offloaded >= desired and len(statuses) == desired and not failures_told
-    if policy.paused:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING, ConditionStatus.FALSE, ConditionReason.PAUSED, "spec.paused is true"
-            )
+    spec_warnings = policy.warnings(pool)
+    updates = policy_conditions(
+        PolicyCycleFacts(
+            paused=policy.paused,
+            statuses=tuple(statuses),
+            desired=desired,
+            pending=tuple(pending),
+            placement_refusals=dict(plan.placement_refusals),
+            unplaced=plan.unplaced,
+            failure=(failure_reason, failure_message) if failures_told else None,
+            overlaps=describe_overlaps(overlaps) if overlaps else "",
+            pool_name=pool_name,
+            pool_nodes=tuple(pool.node_names),
+            spec_warnings=spec_warnings,
         )
-    elif pending and not ready:
-        listed = ", ".join(str(v) for v in pending)
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.TRUE,
-                ConditionReason.WAITING_FOR_CREATION,
-                f"CT(s) {listed} in the VMID range are still being created; new creations wait for them",
-            )
-        )
-    elif plan.placement_refusals:
-        usage = "; ".join(f"{node}: {why}" for node, why in sorted(plan.placement_refusals.items()))
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.FALSE,
-                ConditionReason.POOL_FULL,
-                f"{plan.unplaced} CT(s) cannot be placed: every node is at its limit ({usage})",
-            )
-        )
-    elif not ready:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.TRUE,
-                ConditionReason.RECONCILING,
-                f"{running} of {desired} CTs running",
-            )
-        )
-    else:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING, ConditionStatus.FALSE, ConditionReason.RECONCILED, f"{desired} CTs in place"
-            )
-        )
-    if failures_told:
-        updates.append(ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, failure_reason, failure_message))
-    elif overlaps:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.DEGRADED,
-                ConditionStatus.TRUE,
-                ConditionReason.VMID_RANGE_OVERLAP,
-                describe_overlaps(overlaps),
-            )
-        )
-    elif unknown := [c for c in statuses if c.state is ContainerState.UNKNOWN]:
-        where = ", ".join(sorted({str(c.node) for c in unknown}))
-        listed = ", ".join(str(c.vmid) for c in unknown)
-        message = f"CT(s) {listed} are on offline node(s) {where}: state unknown, left alone until the node is back"
-        updates.append(
-            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.NODE_OFFLINE, message)
-        )
-    elif strays := [c for c in statuses if c.node is not None and c.node not in pool.node_names]:
-        listed = ", ".join(f"{c.vmid} on {c.node}" for c in strays)
-        message = (
-            f"CT(s) {listed}: not a node of pool {pool_name}; balancing brings them back when its mode is "
-            "Automatic (recommends it otherwise)"
-        )
-        updates.append(
-            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.OUTSIDE_POOL, message)
-        )
-    elif spec_warnings := policy.warnings(pool):
-        message = "; ".join(spec_warnings)
-        updates.append(
-            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.SPEC_WARNING, message)
-        )
-        if next((c.message for c in previous if c.type == ConditionType.DEGRADED), None) != message:
-            kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=message)
-    else:
-        updates.append(ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.AS_EXPECTED, ""))
-    if ready:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.READY,
-                ConditionStatus.TRUE,
-                ConditionReason.ALL_REPLICAS_READY,
-                f"{running} of {desired} CTs running",
-            )
-        )
-    elif failures_told:
-        # The first failed cycle already says why, where `kubectl get ctp -o wide` and Argo CD look.
-        summary = f"{running} of {desired} CTs running; {failure_message}"
-        updates.append(ConditionUpdate(ConditionType.READY, ConditionStatus.FALSE, failure_reason, summary[:32768]))
-    else:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.READY,
-                ConditionStatus.FALSE,
-                ConditionReason.REPLICAS_NOT_READY,
-                f"{running} of {desired} CTs running",
-            )
-        )
+    )
+    degraded_before = next((c.message for c in previous if c.type == ConditionType.DEGRADED), None)
+    if spec_warnings and updates[1].reason is ConditionReason.SPEC_WARNING and degraded_before != updates[1].message:
+        kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=updates[1].message)
     _warn_on_new_degraded_reason(body, previous, updates)
     _write_conditions(patch, previous, updates, now, generation)
+
+
+def _warn_once_per_ct(body: Any, reason: str, listed_before: Any, messages: Mapping[int, str]) -> None:
+    """A Warning per CT newly in a status list (``listed_before``: that list as the last cycle wrote it)."""
+    told = {int(c["vmid"]) for c in listed_before or () if "vmid" in c}
+    for vmid, message in messages.items():
+        if vmid not in told:
+            kopf.warn(body, reason=reason, message=message)
 
 
 #: Degraded reasons the failed actions' own events already tell.
