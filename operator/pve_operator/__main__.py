@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from urllib.parse import urlsplit
 
 from pve_operator.operator_namespace import ENV_VAR as OPERATOR_NAMESPACE_ENV_VAR
@@ -64,10 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_plan(argv[1:])
     args = parser.parse_args(argv)
     namespaces = args.namespace
-    # operator_namespace.py's promise: a local `-n NS` run keeps its own objects (the ownership key, the
-    # Lease) beside the objects it watches. Set before anything reads it.
-    if namespaces and not os.environ.get(OPERATOR_NAMESPACE_ENV_VAR, "").strip():
-        os.environ[OPERATOR_NAMESPACE_ENV_VAR] = namespaces[0]
+    keep_own_objects_beside_watched(namespaces, os.environ)
 
     import kopf
 
@@ -105,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if elector is not None:
             elector.release()
     return 0
+
+
+def keep_own_objects_beside_watched(namespaces: Sequence[str], environ: MutableMapping[str, str]) -> None:
+    """operator_namespace.py's promise: a local ``-n NS`` run keeps its own objects (the ownership key, the
+    Lease) beside the objects it watches, unless ``$PVE_OPERATOR_NAMESPACE`` says otherwise. Called before
+    anything reads it."""
+    if namespaces and not environ.get(OPERATOR_NAMESPACE_ENV_VAR, "").strip():
+        environ[OPERATOR_NAMESPACE_ENV_VAR] = namespaces[0]
 
 
 class _StandbyProbe(http.server.BaseHTTPRequestHandler):

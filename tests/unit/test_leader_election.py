@@ -345,3 +345,19 @@ def test_standby_answers_the_liveness_path_and_frees_the_port_for_kopf() -> None
     with socket.socket() as kopf_port:  # what Kopf's aiohttp server does next, on the same port
         kopf_port.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         kopf_port.bind(("127.0.0.1", port))
+
+
+def test_a_local_run_keeps_its_own_objects_beside_the_first_watched_namespace() -> None:
+    """``python -m pve_operator -n lab -n web`` puts its Lease and ownership key in ``lab``, unless
+    PVE_OPERATOR_NAMESPACE (the Deployment's downward API) names the namespace; -A sets nothing."""
+    from pve_operator.__main__ import keep_own_objects_beside_watched
+
+    environ: dict[str, str] = {}
+    keep_own_objects_beside_watched(["lab", "web"], environ)
+    assert environ == {"PVE_OPERATOR_NAMESPACE": "lab"}
+    deployed = {"PVE_OPERATOR_NAMESPACE": "pve-operator"}
+    keep_own_objects_beside_watched(["lab"], deployed)
+    assert deployed == {"PVE_OPERATOR_NAMESPACE": "pve-operator"}
+    cluster_wide: dict[str, str] = {}
+    keep_own_objects_beside_watched([], cluster_wide)
+    assert cluster_wide == {}
