@@ -34,7 +34,8 @@ from pve_operator.api.v1alpha1 import (
     RecordedAction,
 )
 from pve_operator.api.v1alpha1.common import format_epoch, format_timestamp
-from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, JournalEntry
+from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, Journal, JournalEntry
+from pve_operator.execution.executor import PolicyIdentity
 from pve_operator.execution.pool_input import collect_input, policy_summary
 from pve_operator.metrics import ACTIONS, REFUSALS
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer, describe
@@ -50,7 +51,7 @@ from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, pool_measure
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import PveError
-from pve_operator.runtime import TASK_TIMEOUT_SECONDS, OperatorRuntime
+from pve_operator.runtime import MAX_PARALLEL_TASKS, TASK_TIMEOUT_SECONDS, OperatorRuntime
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,15 @@ def sample_pressure(
     memory.pressure_unavailable = frozenset(missing)
 
 
+def balance_executor(client: PveClient, owners: Mapping[int, PolicyIdentity], journal: Journal) -> BalanceExecutor:
+    """The executor of one pool cycle. Its tasks run up to the per-pool task limit at once, so the stops of
+    several offloads run in parallel (they ran one after the other when this was maxConcurrentMigrations,
+    usually 1); migrations are only started here, and the planner keeps them within that limit."""
+    return BalanceExecutor(
+        client, owners, journal, max_parallel=MAX_PARALLEL_TASKS, task_timeout_seconds=TASK_TIMEOUT_SECONDS
+    )
+
+
 def balance_pool(
     *,
     name: str,
@@ -343,13 +353,7 @@ def balance_pool(
     journal = StatusJournal(
         namespace, name, status.get("inFlight") or [], {v: str(p["name"]) for v, p in policy_of.items()}
     )
-    executor = BalanceExecutor(
-        client,
-        owners,
-        journal,
-        max_parallel=pool.balancing.max_concurrent_migrations,
-        task_timeout_seconds=TASK_TIMEOUT_SECONDS,
-    )
+    executor = balance_executor(client, owners, journal)
     # 3. Follow the migrations earlier cycles started (one task-status read each), and repair what a
     #    previous operator process left in flight without a task to follow.
     entries = [
