@@ -96,3 +96,24 @@ def test_an_unsigned_record_the_policy_counted_is_signed_once_and_kept(pve_sim_s
     owned = discover_owned(client, client.snapshot(0.0), IDENTITY.uid, IDENTITY.vmid_range, {}, key=KEY)
     assert [o.vmid for o in owned] == [3100]
     assert client.container_config(NODE, 3100)["description"] == description, "signed once, not again"
+
+
+def test_a_claim_the_pools_cycle_saw_first_is_still_signed_by_the_policys_cycle(pve_sim_server: Any) -> None:
+    """After an upgrade the pool's balancing cycle (which does not know the policy's status) may read an
+    unsigned record first and cache it as a claim in the cache both cycles share; the policy's cycle,
+    which counts the CT, must still sign it instead of reporting its own CT as foreign."""
+    sim = pve_sim_server(time_scale=0.0)
+    client = operator_client(sim)
+    _create(client, 3100, format_description(_record(0)))
+    shared: dict[int, OwnershipRecord | ForeignClaim | None] = {}
+
+    by_pool = discover_owned(client, client.snapshot(0.0), IDENTITY.uid, IDENTITY.vmid_range, shared, key=KEY)
+    assert by_pool == [] and isinstance(shared[3100], ForeignClaim)
+
+    by_policy = discover_owned(
+        client, client.snapshot(0.0), IDENTITY.uid, IDENTITY.vmid_range, shared, key=KEY, counted={3100}
+    )
+    assert [o.vmid for o in by_policy] == [3100]
+    assert foreign_in_range(shared) == []
+    record = parse_record(client.container_config(NODE, 3100)["description"])
+    assert record is not None and KEY.verifies(3100, record)

@@ -58,6 +58,10 @@ def discover_owned(
     """
     for vmid in [v for v in records if v not in snapshot.containers]:
         del records[vmid]
+    for vmid in [v for v, r in records.items() if isinstance(r, ForeignClaim) and v in counted]:
+        # Judged a claim by a caller that could not know the policy's status (the pool's cycle shares
+        # this cache): the policy counts this CT, so its record may be one to sign. Read it again.
+        del records[vmid]
     owned: list[OwnedContainer] = []
     for ct in snapshot.containers.values():
         if ct.vmid not in vmid_range:
