@@ -10,9 +10,10 @@ from dataclasses import replace
 from typing import Any
 
 from pve_operator.api.v1alpha1 import ContainerPolicySpec
-from pve_operator.handlers.containerpolicy import blueprint_from, features_refusal
+from pve_operator.handlers.containerpolicy import blueprint_from
 from pve_operator.planning.actions import DestroyContainer
 from pve_operator.planning.ownership import parse_record
+from pve_operator.planning.pve_access import features_refusal
 from tests.integration.test_executor import creates, executor
 from tests.unit.test_ct_settings import KEY, policy
 
@@ -78,7 +79,8 @@ def test_the_feature_rule_checked_before_creating_is_the_one_proxmox_enforces(pv
     sim = pve_sim_server(time_scale=0.0)
     authid = "ctoperator@pve!operator"
     allowed, refused = policy(features={"nesting": True}), policy(features={"nesting": True, "keyctl": True})
-    assert features_refusal(allowed, authid) is None and features_refusal(refused, authid) is not None
+    assert features_refusal(allowed.template.features, unprivileged=True, authid=authid) is None
+    assert features_refusal(refused.template.features, unprivileged=True, authid=authid) is not None
 
     (ok,) = executor(sim).apply(creates(1), blueprint_from(allowed))
     assert ok.succeeded, ok.message
@@ -95,7 +97,14 @@ def test_the_drift_sweep_reads_a_few_configs_per_cycle_in_turn(pve_sim_server: A
     sim = pve_sim_server(time_scale=0.0)
     assert all(o.succeeded for o in executor(sim).apply(creates(5), blueprint_from(policy())))
     client = operator_client(sim)
-    owned = discover_owned(client, client.snapshot(0.0), IDENTITY.uid, IDENTITY.vmid_range, {}, key=KEY)
+    records: dict[int, Any] = {}
+    first = discover_owned(client, client.snapshot(0.0), IDENTITY.uid, IDENTITY.vmid_range, records, key=KEY)
+    assert all(o.config is not None for o in first), "configs read to prove ownership are handed on"
+    swept_first, _ = sweep_configs(client, first, 0, 2)
+    assert all(a is b for a, b in zip(swept_first, first, strict=True)), "and not read a second time"
+    # Later cycles (records cached): only the sweep reads configs.
+    owned = discover_owned(client, client.snapshot(0.0), IDENTITY.uid, IDENTITY.vmid_range, records, key=KEY)
+    assert all(o.config is None for o in owned)
     cursor, rounds = 0, []
     for _ in range(3):
         swept, cursor = sweep_configs(client, owned, cursor, 2)

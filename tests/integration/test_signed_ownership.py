@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pve_operator.execution.discovery import discover_owned, foreign_in_range
+from pve_operator.execution.discovery import discover_owned
+from pve_operator.handlers.status import foreign_in_range
 from pve_operator.planning.ownership import (
     ForeignClaim,
     OwnershipKey,

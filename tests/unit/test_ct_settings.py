@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from pve_operator.api.v1alpha1 import ContainerPolicySpec
-from pve_operator.handlers.containerpolicy import blueprint_from, features_refusal
+from pve_operator.handlers.containerpolicy import blueprint_from
+from pve_operator.planning.pve_access import features_refusal
 from pve_operator.pve.params import create_params
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0fH2b3d4TnQ4wW0ZcT3Jx6bPq8rWl0dVv1u1xk1YqT ops@example"
@@ -124,7 +125,8 @@ def test_a_partial_startup_sends_only_what_is_set() -> None:
 def test_features_only_root_may_set_are_refused_before_creating(
     features: dict[str, Any], unprivileged: bool, authid: str, refused: str | None
 ) -> None:
-    why = features_refusal(policy(features=features, unprivileged=unprivileged), authid)
+    template = policy(features=features, unprivileged=unprivileged).template
+    why = features_refusal(template.features, unprivileged=template.unprivileged, authid=authid)
     if refused is None:
         assert why is None
     else:

@@ -12,7 +12,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from pve_operator.api.v1alpha1 import ForeignInRangeContainer
 from pve_operator.planning.model import ClusterSnapshot, ContainerStatus
 from pve_operator.planning.ownership import (
     OFFLOADED_TAG,
@@ -63,6 +62,7 @@ def discover_owned(
         # this cache): the policy counts this CT, so its record may be one to sign. Read it again.
         del records[vmid]
     owned: list[OwnedContainer] = []
+    read_now: dict[int, Mapping[str, Any]] = {}  # configs read this call: handed on with the CT
     for ct in snapshot.containers.values():
         if ct.vmid not in vmid_range:
             continue
@@ -100,6 +100,7 @@ def discover_owned(
             if found is _UNDECIDED:
                 continue
             records[ct.vmid] = found
+            read_now[ct.vmid] = config
         record = records[ct.vmid]
         if not isinstance(record, OwnershipRecord):
             continue
@@ -110,22 +111,10 @@ def discover_owned(
                 created_at=record.created_at,
                 observation=ct,
                 offloaded=OFFLOADED_TAG in ct.tags,
+                config=read_now.get(ct.vmid),
             )
         )
     return owned
-
-
-def counted_vmids(status: Mapping[str, Any]) -> frozenset[int]:
-    """The VMIDs the policy's status lists as its CTs: seen created (and proven) by this policy before."""
-    return frozenset(int(c["vmid"]) for c in status.get("containers") or () if c.get("vmid") is not None)
-
-
-def foreign_in_range(records: Mapping[int, OwnershipRecord | ForeignClaim | None]) -> list[ForeignInRangeContainer]:
-    """Status entries for the CTs that claim to be the policy's and prove nothing, by VMID."""
-    return [
-        ForeignInRangeContainer(vmid=r.vmid, node=r.node or None, why=r.why)
-        for r in sorted((r for r in records.values() if isinstance(r, ForeignClaim)), key=lambda r: r.vmid)
-    ]
 
 
 #: :func:`_prove_or_sign` could not decide this cycle (signing an unsigned record failed): no verdict cached.
@@ -190,7 +179,8 @@ def sweep_configs(
     """The drift sweep: read the config of up to ``limit`` CTs, the next ones after ``after_vmid`` in VMID
     order (wrapping around), so every CT is checked in turn at a bounded cost per cycle. Returns ``owned``
     with ``config`` set on those read, and the VMID to continue after next cycle. CTs that are locked, not
-    verified or on an offline node are skipped; a failed read only skips the CT this cycle."""
+    verified or on an offline node are skipped; a failed read only skips the CT this cycle; a CT whose
+    config discovery already read this cycle is not read again."""
     candidates = sorted(
         (o for o in owned if o.verified and o.observation is not None and not o.observation.lock),
         key=lambda o: o.vmid,
@@ -202,6 +192,8 @@ def sweep_configs(
     configs: dict[int, Mapping[str, Any]] = {}
     for item in chosen:
         assert item.observation is not None
+        if item.config is not None:
+            continue
         try:
             configs[item.vmid] = client.container_config(item.observation.node, item.vmid)
         except PveError as exc:

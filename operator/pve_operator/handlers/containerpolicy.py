@@ -34,13 +34,7 @@ from pve_operator.api.v1alpha1 import (
 )
 from pve_operator.api.v1alpha1.common import parse_epoch
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
-from pve_operator.execution.discovery import (
-    counted_vmids,
-    creations_in_progress,
-    discover_owned,
-    foreign_in_range,
-    sweep_configs,
-)
+from pve_operator.execution.discovery import creations_in_progress, discover_owned, sweep_configs
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.handlers.common import POLICIES, contained, namespaced
 from pve_operator.handlers.policy_conditions import PolicyCycleFacts, policy_conditions
@@ -49,9 +43,11 @@ from pve_operator.handlers.status import (
     append_recent,
     conditions_payload,
     container_statuses,
+    counted_vmids,
     distribution,
     failed,
     failure,
+    foreign_in_range,
     now_utc,
     ownership_lost,
     parse_conditions,
@@ -68,7 +64,7 @@ from pve_operator.planning.ownership import (
     ownership_tags,
 )
 from pve_operator.planning.placement import PlacementStrategy
-from pve_operator.planning.pve_access import refused_tag_in
+from pve_operator.planning.pve_access import features_refusal, refused_tag_in
 from pve_operator.planning.reconcile import (
     FailedAttempt,
     FillIntent,
@@ -89,7 +85,7 @@ from pve_operator.planning.vmid_ranges import (
 from pve_operator.pve.errors import (
     PveError,
 )
-from pve_operator.pve.params import ContainerBlueprint, NetworkInterface
+from pve_operator.pve.params import ContainerBlueprint, NetworkInterface, features_property, startup_property
 from pve_operator.runtime import (
     DRIFT_SWEEP_PER_CYCLE,
     MAX_PARALLEL_TASKS,
@@ -144,7 +140,13 @@ def blueprint_from(policy: ContainerPolicySpec, *, password: str | None = None) 
             for n in t.networks
         ),
         unprivileged=t.unprivileged,
-        features=t.features.pve_value(),
+        features=features_property(
+            nesting=t.features.nesting,
+            keyctl=t.features.keyctl,
+            fuse=t.features.fuse,
+            mknod=t.features.mknod,
+            mount=t.features.mount,
+        ),
         tags=frozenset(t.tags),
         start_on_create=t.start_on_create,
         ssh_public_keys=t.ssh_public_keys,
@@ -152,43 +154,13 @@ def blueprint_from(policy: ContainerPolicySpec, *, password: str | None = None) 
         nameservers=t.nameservers,
         search_domain=t.search_domain,
         on_boot=t.on_boot,
-        startup=t.startup.pve_value() if t.startup else None,
+        startup=_startup(policy),
         protection=t.protection,
         cpu_limit=t.cpu_limit,
         cpu_units=t.cpu_units,
         timezone=t.timezone,
         notes=t.description,
     )
-
-
-def features_refusal(policy: ContainerPolicySpec, authid: str) -> str | None:
-    """Why Proxmox VE would refuse to create the policy's CTs with its features as ``authid``, or None.
-
-    pve-container ``check_ct_modify_config_perm``: only root@pam itself (not a token of it) may set a feature
-    other than nesting, or any feature of a privileged CT. Told before creating, not learnt from 403s."""
-    if authid == "root@pam":
-        return None
-    t = policy.template
-    wanted = t.features.root_only
-    if not t.unprivileged and t.features.pve_value():
-        wanted = ("nesting", *wanted) if t.features.nesting else wanted
-        return (
-            f"spec.template.features ({', '.join(wanted)}) on a privileged CT: the pool authenticates as "
-            f"{authid}, and {_FEATURES_NEED_ROOT}"
-        )
-    if wanted:
-        return (
-            f"spec.template.features ({', '.join(wanted)}): the pool authenticates as {authid}, and "
-            f"{_FEATURES_NEED_ROOT}"
-        )
-    return None
-
-
-_FEATURES_NEED_ROOT = (
-    "Proxmox VE lets only root@pam (with its password, not an API token) set features other than nesting, "
-    "and any feature of a privileged CT (pve-container check_ct_modify_config_perm): remove them, or connect "
-    "the pool as root@pam"
-)
 
 
 def intent_from(
@@ -222,6 +194,11 @@ def intent_from(
     )
 
 
+def _startup(policy: ContainerPolicySpec) -> str | None:
+    startup = policy.template.startup
+    return startup_property(startup.order, startup.up_seconds, startup.down_seconds) if startup else None
+
+
 def hot_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
     """The hot options (``TEMPLATE_UPDATE_CLASSES``) the drift sweep compares with a CT's config, as PVE
     keys and :func:`pve_setting` values (memory and cores come from the snapshot instead)."""
@@ -230,7 +207,7 @@ def hot_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
         "swap": pve_setting(t.swap_mib),
         "onboot": pve_setting(1 if t.on_boot else 0),
         "protection": pve_setting(1 if t.protection else 0),
-        "startup": pve_setting(t.startup.pve_value() if t.startup else None),
+        "startup": pve_setting(_startup(policy)),
         "cpulimit": pve_setting(t.cpu_limit),
         "cpuunits": pve_setting(t.cpu_units),
     }
@@ -374,7 +351,12 @@ def reconcile_policy(
             plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
         else:
             refused_tags = frozenset()
-        features_refused = features_refusal(policy, connection.authid) if connection.authid else None
+        template = policy.template
+        features_refused = (
+            features_refusal(template.features, unprivileged=template.unprivileged, authid=connection.authid)
+            if connection.authid
+            else None
+        )
         if features_refused and any(isinstance(a, CreateContainer) for a in plan.actions):
             plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
         else:

@@ -18,16 +18,18 @@ from pve_operator.api.v1alpha1 import (
     ConditionType,
     ContainerState,
     ContainerStatus,
+    ForeignInRangeContainer,
     NodeDistribution,
     OwnershipLostContainer,
     RecordedAction,
+    describe_validation_error,
     set_condition,
 )
 from pve_operator.api.v1alpha1.common import format_timestamp
 from pve_operator.api.v1alpha1.serverpool import NodeStatus, ProxmoxServerPoolSpec
 from pve_operator.execution.executor import Outcome
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, Metric
-from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
+from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, ForeignClaim, OwnershipRecord, policy_tag
 from pve_operator.planning.reconcile import OwnedContainer
 from pve_operator.pve.errors import (
     PveAuthenticationError,
@@ -82,8 +84,6 @@ def failure(exc: BaseException, *, where: str, redact: Callable[[str], str]) -> 
     if isinstance(exc, ConfigurationError):
         return exc.reason, exc.message
     if isinstance(exc, ValidationError):
-        from pve_operator.api.v1alpha1 import describe_validation_error
-
         return ConditionReason.INVALID_SPEC, describe_validation_error(exc)
     if isinstance(exc, PveUnreachable):
         return ConditionReason.UNREACHABLE, redact(f"{where} is unreachable: {exc}")
@@ -249,3 +249,18 @@ def ownership_lost(
         what = f"tag {', '.join(missing)}" if missing else "the ownership record in its description"
         lost.append(OwnershipLostContainer(vmid=vmid, node=ct.node, missing=what))
     return lost
+
+
+def counted_vmids(status: Mapping[str, Any]) -> frozenset[int]:
+    """The VMIDs the policy's status lists as its CTs: seen created (and proven) by this policy before."""
+    return frozenset(int(c["vmid"]) for c in status.get("containers") or () if c.get("vmid") is not None)
+
+
+def foreign_in_range(
+    records: Mapping[int, OwnershipRecord | ForeignClaim | None],
+) -> list[ForeignInRangeContainer]:
+    """Status entries for the CTs that claim to be the policy's and prove nothing, by VMID."""
+    return [
+        ForeignInRangeContainer(vmid=r.vmid, node=r.node or None, why=r.why)
+        for r in sorted((r for r in records.values() if isinstance(r, ForeignClaim)), key=lambda r: r.vmid)
+    ]

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pve_operator.api.v1alpha1 import ConditionReason
+from pve_operator.api.v1alpha1 import ConditionReason, Features
 from pve_operator.planning.model import ClusterSnapshot
 from pve_operator.planning.ownership import MANAGED_TAG, OFFLOADED_TAG, policy_tag
 
@@ -217,3 +217,31 @@ def access_problems(
     return AccessProblems(
         warning=f"Proxmox VE refuses the tags of ContainerPolicy {listed}: {access.rules.explain(every)}"
     )
+
+
+#: pve-container ``check_ct_modify_config_perm``: what a user other than root@pam may not set.
+FEATURES_NEED_ROOT = (
+    "Proxmox VE lets only root@pam (with its password, not an API token) set features other than nesting, "
+    "and any feature of a privileged CT (pve-container check_ct_modify_config_perm): remove them, or connect "
+    "the pool as root@pam"
+)
+
+
+def features_refusal(features: Features, *, unprivileged: bool, authid: str) -> str | None:
+    """Why Proxmox VE would refuse to create a CT with ``features`` as ``authid``, or None.
+
+    Only root@pam itself (not a token of it) may set a feature other than nesting, or any feature of a
+    privileged CT. Told before creating, not learnt from 403s."""
+    if authid == "root@pam":
+        return None
+    if not unprivileged and features.enabled:
+        return (
+            f"spec.template.features ({', '.join(features.enabled)}) on a privileged CT: the pool authenticates "
+            f"as {authid}, and {FEATURES_NEED_ROOT}"
+        )
+    if features.root_only:
+        return (
+            f"spec.template.features ({', '.join(features.root_only)}): the pool authenticates as {authid}, and "
+            f"{FEATURES_NEED_ROOT}"
+        )
+    return None

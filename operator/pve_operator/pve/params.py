@@ -81,6 +81,23 @@ def net_property(nic: NetworkInterface) -> str:
     return ",".join(parts)
 
 
+def features_property(
+    *, nesting: bool = False, keyctl: bool = False, fuse: bool = False, mknod: bool = False, mount: Sequence[str] = ()
+) -> str | None:
+    """PVE's ``features`` property string (``nesting=1,keyctl=1,mount=nfs;cifs``), None when none is set."""
+    flags = (("nesting", nesting), ("keyctl", keyctl), ("fuse", fuse), ("mknod", mknod))
+    parts = [f"{name}=1" for name, on in flags if on]
+    if mount:
+        parts.append("mount=" + ";".join(mount))
+    return ",".join(parts) or None
+
+
+def startup_property(order: int | None = None, up: int | None = None, down: int | None = None) -> str | None:
+    """PVE's ``startup`` property string (``order=2,up=30,down=60``), None when nothing is set."""
+    parts = [f"{key}={value}" for key, value in (("order", order), ("up", up), ("down", down)) if value is not None]
+    return ",".join(parts) or None
+
+
 def _number(value: float) -> str:
     """A number as PVE prints it: ``0.5``, ``2`` (no trailing ``.0``)."""
     return f"{value:g}"

@@ -397,12 +397,10 @@ class Features(ApiModel):
             ("mount",) if self.mount else ()
         )
 
-    def pve_value(self) -> str | None:
-        """Proxmox VE's ``features`` property string (``nesting=1,mount=nfs;cifs``), None when empty."""
-        parts = [f"{name}=1" for name in ("nesting", "keyctl", "fuse", "mknod") if getattr(self, name)]
-        if self.mount:
-            parts.append("mount=" + ";".join(self.mount))
-        return ",".join(parts) or None
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        """Every feature set here (nesting included), in Proxmox VE's order."""
+        return (("nesting",) if self.nesting else ()) + self.root_only
 
 
 class StartupOrder(ApiModel):
@@ -416,14 +414,6 @@ class StartupOrder(ApiModel):
 
     down_seconds: int | None = Field(None, alias="downSeconds", ge=0, le=86_400)
     """Seconds to wait for this CT to shut down before stopping it."""
-
-    def pve_value(self) -> str | None:
-        parts = [
-            f"{key}={value}"
-            for key, value in (("order", self.order), ("up", self.up_seconds), ("down", self.down_seconds))
-            if value is not None
-        ]
-        return ",".join(parts) or None
 
 
 class SecretKeyReference(ApiModel):
