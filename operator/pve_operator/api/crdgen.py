@@ -59,6 +59,7 @@ _KEY_ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "nullable",
     "required",
     "properties",
@@ -178,6 +179,17 @@ def to_structural(
                 out[key] = to_structural(value, defs, with_defaults=with_defaults, path=f"{path}{{}}", seen=seen)
             # `false` comes from extra="forbid"; it is not allowed next to `properties` and the API
             # server prunes unknown fields anyway.
+        elif key == "patternProperties":
+            # pydantic's form of a map whose keys have a pattern: structural schemas only know
+            # additionalProperties (the keys' pattern is a CEL rule declared beside the field).
+            (child,) = value.values()
+            out["additionalProperties"] = to_structural(
+                child, defs, with_defaults=with_defaults, path=f"{path}{{}}", seen=seen
+            )
+        elif key == "propertyNames":
+            # Structural schemas have no propertyNames: map keys are checked by a CEL rule on the map
+            # (declared beside the field), the pydantic model checks them with the same pattern.
+            continue
         elif key in _KEY_ORDER:
             out[key] = value
         else:

@@ -134,7 +134,7 @@ def test_every_problem_is_reported_at_once_naming_each_field() -> None:
 
 def test_python_attribute_names_work_as_well_as_wire_names() -> None:
     node = PoolNode(name="srv-px3", weight=3)
-    assert node.to_dict() == {"name": "srv-px3", "weight": 3, "maintenance": False}
+    assert node.to_dict() == {"name": "srv-px3", "weight": 3, "maintenance": False, "labels": {}}
     by_attribute = ProxmoxServerPoolSpec.model_validate(
         {
             "endpoint": "https://pve.example.com",

@@ -50,6 +50,30 @@ DNS1123_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-
 CONFIG_KEY = "^[-._a-zA-Z0-9]+$"
 """A key of a Secret's or ConfigMap's data: ``ca.crt``, ``tokenSecret``."""
 
+LABEL_KEY = (
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+"""A Kubernetes label key (a qualified name): an optional DNS subdomain prefix and ``/``, then a name of
+letters, digits, ``-``, ``_``, ``.`` starting and ending with a letter or digit: ``topology.pve/rack``, ``zone``."""
+
+LABEL_VALUE = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+"""A Kubernetes label value: empty, or letters, digits, ``-``, ``_``, ``.`` starting and ending with a letter
+or digit, at most 63 characters: ``r1``, ``eu-west-1a``."""
+
+LabelKey = Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY)]
+"""A label key; 317 = a 253-character prefix, ``/`` and a 63-character name."""
+
+LabelValue = Annotated[
+    str,
+    Field(
+        max_length=63,
+        pattern=LABEL_VALUE,
+        description="The label's value: up to 63 letters, digits, '-', '_' or '.', starting and ending with a "
+        "letter or digit (or empty).",
+    ),
+]
+
 _CONDITION_TYPE = (
     "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"

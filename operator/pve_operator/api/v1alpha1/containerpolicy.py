@@ -24,6 +24,7 @@ from .common import (
     ApiModel,
     CelRule,
     Condition,
+    LabelKey,
     CustomResource,
     LocalObjectReference,
     Percent,
@@ -650,6 +651,128 @@ class NodeWeightOverride(ApiModel):
     """Placement weight for this policy's CTs on the node; 0 places none of them there."""
 
 
+class WhenUnsatisfiable(StrEnum):
+    """What a topology spread constraint does when no node satisfies it (Kubernetes' names)."""
+
+    DO_NOT_SCHEDULE = "DoNotSchedule"
+    """Hard: no CT is created or moved where it would break the constraint; a CT that fits nowhere waits."""
+    SCHEDULE_ANYWAY = "ScheduleAnyway"
+    """Soft: nodes that keep the skew lower are preferred."""
+
+
+class TopologySpreadConstraint(ApiModel):
+    """Keep the policy's CTs spread over the domains of one node label (Kubernetes' pod topology spread)."""
+
+    topology_key: LabelKey
+    """Node label whose values are the domains: kubernetes.io/hostname (every node its own domain, implicit)
+    or a label of the pool's nodes (spec.nodes[].labels), e.g. topology.pve/rack."""
+
+    max_skew: int = Field(ge=1, le=1000)
+    """How far the number of the policy's CTs may differ between two domains."""
+
+    when_unsatisfiable: WhenUnsatisfiable
+    """DoNotSchedule (hard) or ScheduleAnyway (a preference)."""
+
+
+class NodeSelectorOperator(StrEnum):
+    """Operator of a node selector requirement (Kubernetes' names and semantics)."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+    GT = "Gt"
+    LT = "Lt"
+
+
+_VALUES_FOR_IN = CelRule(
+    rule="!(self.operator in ['In', 'NotIn']) || size(self.values) > 0",
+    message="values must not be empty when operator is In or NotIn",
+    field_path=".values",
+)
+_NO_VALUES_FOR_EXISTS = CelRule(
+    rule="!(self.operator in ['Exists', 'DoesNotExist']) || size(self.values) == 0",
+    message="values must be empty when operator is Exists or DoesNotExist",
+    field_path=".values",
+)
+_ONE_INTEGER_FOR_GT = CelRule(
+    rule="!(self.operator in ['Gt', 'Lt']) || (size(self.values) == 1 && self.values[0].matches('^-?[0-9]+$'))",
+    message="values must be exactly one integer when operator is Gt or Lt",
+    field_path=".values",
+)
+
+
+class NodeSelectorRequirement(ApiModel):
+    """One condition on a node's labels."""
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_VALUES_FOR_IN, _NO_VALUES_FOR_EXISTS, _ONE_INTEGER_FOR_GT))
+
+    key: LabelKey
+    """The label key, e.g. topology.pve/rack or kubernetes.io/hostname."""
+
+    operator: NodeSelectorOperator
+    """In, NotIn, Exists, DoesNotExist, Gt or Lt."""
+
+    values: tuple[Annotated[str, Field(max_length=63)], ...] = Field((), max_length=64)
+    """Values for In/NotIn (at least one), one integer for Gt/Lt, none for Exists/DoesNotExist."""
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> Self:
+        op = self.operator
+        if op in (NodeSelectorOperator.IN, NodeSelectorOperator.NOT_IN):
+            _VALUES_FOR_IN.require(bool(self.values), f"key {self.key}")
+        elif op in (NodeSelectorOperator.EXISTS, NodeSelectorOperator.DOES_NOT_EXIST):
+            _NO_VALUES_FOR_EXISTS.require(not self.values, f"key {self.key}")
+        else:
+            _ONE_INTEGER_FOR_GT.require(
+                len(self.values) == 1 and full_match("^-?[0-9]+$", self.values[0]), f"key {self.key}"
+            )
+        return self
+
+
+class NodeSelectorTerm(ApiModel):
+    """Conditions that must all hold for a node to match."""
+
+    match_expressions: tuple[NodeSelectorRequirement, ...] = Field(min_length=1, max_length=16)
+    """The conditions (all must hold)."""
+
+
+class RequiredNodeAffinity(ApiModel):
+    """Nodes the policy's CTs may be created on and moved to."""
+
+    node_selector_terms: tuple[NodeSelectorTerm, ...] = Field(min_length=1, max_length=16)
+    """A node must match at least one term."""
+
+
+class PreferredNodeAffinity(ApiModel):
+    """A preference for nodes matching a term."""
+
+    weight: int = Field(ge=1, le=100)
+    """How much matching counts (1-100), summed over the preferences a node matches."""
+
+    preference: NodeSelectorTerm
+    """The term a preferred node matches."""
+
+
+class NodeAffinity(ApiModel):
+    """Which nodes the policy's CTs may go to, and which they prefer (Kubernetes' node affinity: the
+    rules decide where CTs are created and moved; a CT is not moved because its node stops matching)."""
+
+    required: RequiredNodeAffinity | None = Field(None, alias="requiredDuringSchedulingIgnoredDuringExecution")
+    """Nodes outside these terms never receive the policy's CTs."""
+
+    preferred: tuple[PreferredNodeAffinity, ...] = Field(
+        (), alias="preferredDuringSchedulingIgnoredDuringExecution", max_length=16
+    )
+    """Preferred nodes: among the nodes the other rules allow, the highest summed weight wins."""
+
+
+_UNIQUE_SPREAD = CelRule(
+    rule="self.all(c, self.exists_one(d, d.topologyKey == c.topologyKey && d.whenUnsatisfiable == c.whenUnsatisfiable))",
+    message="topologySpreadConstraints must not repeat a pair of topologyKey and whenUnsatisfiable",
+)
+
+
 class PlacementSpec(ApiModel):
     """How the policy's CTs are spread over the pool's nodes."""
 
@@ -660,6 +783,23 @@ class PlacementSpec(ApiModel):
         (), max_length=64, json_schema_extra=kube_schema(list_map_keys=("name",))
     )
     """Per-node weights for this policy instead of the pool's; nodes not listed keep the pool's weight."""
+
+    topology_spread_constraints: tuple[TopologySpreadConstraint, ...] = Field(
+        (), max_length=8, json_schema_extra=kube_schema(_UNIQUE_SPREAD)
+    )
+    """Keep the CTs spread over node label domains (Kubernetes semantics): creation, scale-down (from the
+    most crowded domain first), restores and every balancing move honour them; balancing repairs a
+    DoNotSchedule constraint left over-skewed (e.g. by a node failure) when room allows."""
+
+    node_affinity: NodeAffinity | None = None
+    """Nodes the CTs may go to (required) and prefer (preferred), by the pool's node labels."""
+
+    @field_validator("topology_spread_constraints")
+    @classmethod
+    def _unique_spread(cls, constraints: tuple[TopologySpreadConstraint, ...]) -> tuple[TopologySpreadConstraint, ...]:
+        pairs = [(c.topology_key, c.when_unsatisfiable) for c in constraints]
+        _UNIQUE_SPREAD.require(len(set(pairs)) == len(pairs))
+        return constraints
 
 
 class ContainerPolicySpec(ApiModel):

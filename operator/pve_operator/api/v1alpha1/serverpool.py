@@ -26,7 +26,10 @@ from .common import (
     CelRule,
     Condition,
     CustomResource,
+    LABEL_KEY,
     KeyReference,
+    LabelKey,
+    LabelValue,
     LocalObjectReference,
     Percent,
     PrinterColumn,
@@ -206,6 +209,21 @@ class TLSConfig(ApiModel):
         return None
 
 
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+"""The label every pool node has implicitly, set to its name (``topologyKey: kubernetes.io/hostname``
+spreads over single nodes, as it does over Kubernetes nodes)."""
+
+_LABEL_KEYS = CelRule(
+    rule=f"self.all(k, k.matches('{LABEL_KEY}'))",
+    message="labels keys must be Kubernetes label keys: an optional DNS subdomain prefix and '/', then letters, "
+    "digits, '-', '_' or '.' starting and ending with a letter or digit, e.g. topology.pve/rack",
+)
+_HOSTNAME_LABEL_IMPLICIT = CelRule(
+    rule=f"!('{HOSTNAME_LABEL}' in self)",
+    message=f"labels must not set {HOSTNAME_LABEL}: every node has it implicitly, set to its name",
+)
+
+
 class PoolNode(ApiModel):
     """A Proxmox VE node the operator may place CTs on."""
 
@@ -218,6 +236,19 @@ class PoolNode(ApiModel):
 
     maintenance: bool = False
     """Drain the node: migrate the operator's CTs away and place nothing new on it."""
+
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=32, json_schema_extra=kube_schema(_LABEL_KEYS, _HOSTNAME_LABEL_IMPLICIT)
+    )
+    """Topology labels of the node (Kubernetes label syntax), e.g. {topology.pve/rack: r1, zone: a}: the
+    domains of a ContainerPolicy's placement.topologySpreadConstraints and what its placement.nodeAffinity
+    matches. Every node also has kubernetes.io/hostname set to its name, implicitly."""
+
+    @field_validator("labels")
+    @classmethod
+    def _no_hostname_label(cls, labels: dict[str, str]) -> dict[str, str]:
+        _HOSTNAME_LABEL_IMPLICIT.require(HOSTNAME_LABEL not in labels)
+        return labels
 
 
 _NODE_WEIGHT_POSITIVE = CelRule(
