@@ -33,6 +33,7 @@ from pve_sim.clock import SimClock
 from pve_sim.common import Subject
 from pve_sim.errors import PveApiError, internal, not_implemented
 from pve_sim.faults import FaultInjector
+from pve_sim.ha import HaManager
 from pve_sim.history import GIB, MIB, CtUsage, NodeCapacity, NodeUsage, Placement, Profile, UsageModel
 from pve_sim.load import BaseProfile, MetricProfiles, parse_profile
 from pve_sim.pressure import ct_pressure, node_pressure
@@ -51,6 +52,7 @@ from pve_sim.state import (
     ClusterState,
     ContainerState,
     HaResource,
+    HaRule,
     NodeState,
     StorageState,
     TemplateVolume,
@@ -200,6 +202,8 @@ class SimCluster:
         self._stats_cache_key: tuple[float, int, tuple[str, ...]] | None = None
         self._ct_pid_counter = 0x3A000
         self._mac_counter = 0
+        self.ha = HaManager(self)
+        """The HA stack (CRM + LRMs): :mod:`pve_sim.ha`."""
 
     # ================================================================== construction
 
@@ -226,6 +230,9 @@ class SimCluster:
                 destroy_seconds=timing.destroy_seconds,
                 migrate_base_seconds=timing.migrate_base_seconds,
                 migrate_mib_per_second=timing.migrate_mib_per_second,
+                ha_crm_round_seconds=timing.ha_crm_round_seconds,
+                ha_fence_delay_seconds=timing.ha_fence_delay_seconds,
+                ha_fence_seconds=timing.ha_fence_seconds,
             ),
         )
         access = AccessControl()
@@ -323,6 +330,19 @@ class SimCluster:
             )
         for group_spec in scenario.ha.groups:
             state.ha_groups[group_spec.group] = (tuple(group_spec.nodes), group_spec.restricted)
+        for order, rule_spec in enumerate(scenario.ha.rules, start=1):
+            state.ha_rules[rule_spec.rule] = HaRule(
+                rule=rule_spec.rule,
+                type=rule_spec.type,
+                resources={f"ct:{sid.removeprefix('ct:')}" for sid in rule_spec.resources},
+                order=order,
+                nodes=dict(_node_priority(entry) for entry in rule_spec.nodes),
+                strict=rule_spec.strict if rule_spec.type == "node-affinity" else None,
+                affinity=rule_spec.affinity,
+                disable=True if rule_spec.disable else None,
+                comment=rule_spec.comment or None,
+            )
+        cluster.ha.arm()
         for event in scenario.timeline():
             cluster.scheduler.at(now + event.at_seconds, _event_action(cluster, event))
         return cluster
@@ -492,6 +512,74 @@ class SimCluster:
             action()
         else:
             self.scheduler.at(self.now() + HA_ROUND_SECONDS, action)
+
+    # ================================================================== the HA stack's hands
+
+    def flock_held(self, vmid: int) -> bool:
+        """A running task holds the CT's config flock."""
+        holder_upid = self._flocks.get(vmid)
+        holder = self.tasks.get(holder_upid) if holder_upid is not None else None
+        return holder is not None and holder.running
+
+    def ha_start_task(self, ct: ContainerState) -> Task:
+        """The LRM starts a service: ``PVE::HA::Resources::PVECT::start`` calls the API's
+        ``vm_start`` on the service's node, as root@pam (a ``vzstart`` task)."""
+        vmid, node = ct.vmid, ct.node
+
+        def body(task: Task) -> Worker:
+            yield from self.flock(task, vmid)
+            try:
+                current = self.state.load_config(vmid, node)
+                self.state.check_lock(current)
+                self.injected_failure(task)
+                yield self.state.timing.start_seconds
+                current = self.state.containers.get(vmid)
+                if current is not None and current.node == node and not current.running:
+                    from pve_sim.handlers.lxc import apply_pending
+
+                    apply_pending(self, current)
+                    self.set_running(current, True)
+            finally:
+                self.funlock(task, vmid)
+
+        return self.start_task(node, "vzstart", str(vmid), "root@pam", body)
+
+    def ha_stop_task(self, ct: ContainerState) -> Task:
+        """The LRM stops a service: ``PVECT::shutdown`` with the default 60 s timeout, which
+        ``PVE::LXC::vm_stop`` turns into a kill once it passed (a ``vzshutdown`` task)."""
+        from pve_sim.handlers.lxc import stop_container
+
+        vmid, node = ct.vmid, ct.node
+
+        def body(task: Task) -> Worker:
+            yield from self.flock(task, vmid)
+            try:
+                current = self.state.containers.get(vmid)
+                if current is not None and current.node == node:
+                    yield from stop_container(self, current, timeout=60, kill_after_timeout=True)
+            finally:
+                self.funlock(task, vmid)
+
+        return self.start_task(node, "vzshutdown", str(vmid), "root@pam", body)
+
+    def ha_relocate_task(self, ct: ContainerState, target: str) -> Task:
+        """The LRM relocates a service: ``PVECT::migrate`` runs ``migrate_vm`` with ``restart``
+        for a running CT (there is no online CT migration), as root@pam (a ``vzmigrate`` task)."""
+        from pve_sim.handlers.migrate import relocation_task
+
+        return relocation_task(self, ct.vmid, ct.node, target)
+
+    def ha_steal_service(self, ct: ContainerState, node: str) -> None:
+        """Recovery after fencing: ``steal_service`` moves the CT's config to the recovery node and
+        ``$fence_recovery_cleanup`` drops locks that are safe to remove once the old node was reset
+        (pve-ha-manager ``src/PVE/HA/Manager.pm``)."""
+        if ct.lock in ("backup", "mounted", "migrate", "rollback", "snapshot", "snapshot-delete"):
+            self.ha._log("warning", f"removed leftover lock '{ct.lock}' from recovered service 'ct:{ct.vmid}' to allow its start.")
+            del ct.config["lock"]
+        if ct.running:
+            self.set_running(ct, False)
+        ct.node = node
+        self.record(ct)
 
     def injected_failure(self, task: Task) -> None:
         """Raise the failure a test or scenario armed for this task type, if any."""
@@ -760,6 +848,7 @@ class SimCluster:
             raise KeyError(f"node '{node}' does not exist")
         if target.online == online:
             return
+        self.ha.arm()
         target.online = online
         target.offline_since = None if online else self.now()
         self._mutations += 1
@@ -896,6 +985,7 @@ class SimCluster:
                 },
                 "containers": containers,
                 "ha_resources": {sid: {"state": r.state} for sid, r in self.state.ha_resources.items()},
+                "ha": self.ha.describe(),
                 "tasks": tasks,
                 "pending_events": self.scheduler.pending(),
                 "faults": self.faults.describe(),
@@ -904,6 +994,11 @@ class SimCluster:
 
 
 # ====================================================================== helpers
+
+
+def _node_priority(entry: str) -> tuple[str, int]:
+    node, _, priority = entry.partition(":")
+    return node, int(priority) if priority else 0
 
 
 def _profiles(spec: MetricProfiles) -> dict[str, Profile]:

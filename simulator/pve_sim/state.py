@@ -421,19 +421,105 @@ def _volume_key_order(key: str) -> tuple[int, int, str]:
 
 @dataclass
 class HaResource:
-    """An entry of ha/resources.cfg (``ct:<vmid>``)."""
+    """An entry of ha/resources.cfg (``ct:<vmid>``).
+
+    ``state`` is the *requested* state as stored (``enabled`` is kept as written; readers treat it
+    as ``started``, pve-ha-manager ``src/PVE/HA/Config.pm`` ``read_and_check_resources_config``).
+    ``max_restart``/``max_relocate``/``failback`` None = not in the section (PVE's defaults apply:
+    1, 1, 1), so a GET answers only what the file holds, as ``$api_copy_config`` does.
+    """
 
     sid: str
-    state: str = "started"
+    state: str | None = "started"
     group: str | None = None
-    max_restart: int = 1
-    max_relocate: int = 1
-    failback: bool = True
+    max_restart: int | None = 1
+    max_relocate: int | None = 1
+    failback: bool | None = True
     comment: str | None = None
 
     @property
     def vmid(self) -> int:
         return int(self.sid.split(":", 1)[1])
+
+    @property
+    def type(self) -> str:
+        return self.sid.split(":", 1)[0]
+
+    @property
+    def requested(self) -> str:
+        """The requested state with PVE's defaults: unset and ``enabled`` mean ``started``."""
+        if self.state is None or self.state == "enabled":
+            return "started"
+        return self.state
+
+    @property
+    def effective_failback(self) -> bool:
+        return True if self.failback is None else self.failback
+
+    def section_text(self) -> str:
+        """The section as pve-common ``SectionConfig::write_config`` prints it (for the digest)."""
+        lines = [f"{self.type}: {self.vmid}"]
+        for key in ("comment", "failback", "group", "max_relocate", "max_restart", "state"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = int(value)
+            lines.append(f"\t{key} {value}")
+        return "\n".join(lines) + "\n"
+
+
+HA_RULE_TYPES = ("node-affinity", "resource-affinity")
+"""pve-ha-manager ``src/PVE/HA/Rules.pm`` plugin types, in registration order (``PVE::HA::Config``
+registers NodeAffinity, then ResourceAffinity)."""
+
+
+@dataclass
+class HaRule:
+    """An entry of ha/rules.cfg (PVE 9, pve-ha-manager ``src/PVE/HA/Rules.pm`` and its plugins).
+
+    ``resources`` are HA resource ids; ``nodes`` maps a node to its priority (``node`` without
+    ``:<pri>`` is priority 0, ``PVE::HA::Tools::parse_node_priority``); ``strict`` belongs to
+    ``node-affinity``, ``affinity`` (``positive``/``negative``) to ``resource-affinity``. ``disable``
+    and ``strict`` None = not written in the section. ``order`` is the section's position
+    (``$rules->{order}``).
+    """
+
+    rule: str
+    type: str
+    resources: set[str]
+    order: int
+    nodes: dict[str, int] = field(default_factory=dict)
+    strict: bool | None = None
+    affinity: str | None = None
+    disable: bool | None = None
+    comment: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """``foreach_rule(..., exclude_disabled_rules => 1)`` skips a rule when ``disable`` exists."""
+        return self.disable is None
+
+    def nodes_text(self) -> str:
+        """NodeAffinity ``encode_plugin_value``: sorted, ``node:pri`` only for a non-zero priority."""
+        return ",".join(f"{node}:{pri}" if pri else node for node, pri in sorted(self.nodes.items()))
+
+    def resources_text(self) -> str:
+        """``encode_value`` of ``resources``: sorted, comma-separated."""
+        return ",".join(sorted(self.resources))
+
+    def section_text(self) -> str:
+        lines = [f"{self.type}: {self.rule}"]
+        values: dict[str, object] = {
+            "affinity": self.affinity,
+            "comment": self.comment,
+            "disable": None if self.disable is None else int(self.disable),
+            "nodes": self.nodes_text() if self.nodes else None,
+            "resources": self.resources_text(),
+            "strict": None if self.strict is None else int(self.strict),
+        }
+        lines.extend(f"\t{key} {value}" for key, value in values.items() if value is not None)
+        return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------ cluster
@@ -451,6 +537,15 @@ class Timing:
     destroy_seconds: float = 2.0
     migrate_base_seconds: float = 4.0
     migrate_mib_per_second: float = 400.0
+    ha_crm_round_seconds: float = 10.0
+    """The CRM's loop (pve-ha-manager ``src/PVE/HA/CRM.pm`` works every ~10 s)."""
+    ha_fence_delay_seconds: float = 60.0
+    """How long a node must be gone before its services go to ``fence`` (pve-ha-manager
+    ``src/PVE/HA/NodeStatus.pm`` ``$fence_delay = 60``)."""
+    ha_fence_seconds: float = 120.0
+    """When, after the node left, the CRM gets the dead node's agent lock (fencing acknowledged) and
+    recovers its services: pmxcfs locks expire after 120 s (pve-ha-manager ``src/PVE/HA/Env/PVE2.pm``
+    "hardcoded lock lifetime limit from pmxcfs"); the docs speak of failover "of about 2 minutes"."""
 
 
 @dataclass
@@ -467,6 +562,8 @@ class ClusterState:
     ha_resources: dict[str, HaResource] = field(default_factory=dict)
     ha_groups: dict[str, tuple[tuple[str, ...], bool]] = field(default_factory=dict)
     """HA group -> (nodes with optional ``:priority``, restricted)."""
+    ha_rules: dict[str, HaRule] = field(default_factory=dict)
+    """ha/rules.cfg: rule id -> rule (PVE 9 node-affinity / resource-affinity rules)."""
     timing: Timing = field(default_factory=Timing)
     config_version: int = 1
 
@@ -507,7 +604,20 @@ class ClusterState:
         return f"ct:{vmid}"
 
     def is_ha_managed(self, vmid: int) -> bool:
-        return self.ha_sid(vmid) in self.ha_resources
+        """``vm_is_ha_managed``: configured and not ``ignored`` (an ignored resource behaves as if it
+        were not HA managed: pve-ha-manager ``src/PVE/HA/Config.pm`` ``$service_check_ha_state``)."""
+        resource = self.ha_resources.get(self.ha_sid(vmid))
+        return resource is not None and resource.state != "ignored"
+
+    def ha_resources_digest(self) -> str:
+        """SHA1 of ha/resources.cfg as ``write_config`` orders it (sections sorted by id)."""
+        text = "\n".join(self.ha_resources[sid].section_text() for sid in sorted(self.ha_resources))
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def ha_rules_digest(self) -> str:
+        """SHA1 of ha/rules.cfg (sections in their order)."""
+        rules = sorted(self.ha_rules.values(), key=lambda r: (r.order, r.rule))
+        return hashlib.sha1("\n".join(r.section_text() for r in rules).encode()).hexdigest()
 
     # -------------------------------------------------------------- storages
 

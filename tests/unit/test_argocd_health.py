@@ -140,6 +140,7 @@ EXPECTATIONS = (
     Expectation("containerpolicy-degraded-unreachable.json", "Degraded", message_of="Degraded"),
     Expectation("containerpolicy-degraded-actions-failed.json", "Degraded", message_of="Degraded"),
     Expectation("containerpolicy-pool-full.json", "Degraded", message_of="Progressing"),
+    Expectation("containerpolicy-unschedulable.json", "Degraded", message_of="Progressing"),
     Expectation("containerpolicy-paused.json", "Suspended", message_of="Progressing"),
     Expectation("containerpolicy-stale-generation.json", "Progressing", message_contains="generation {generation}"),
     Expectation("containerpolicy-being-deleted.json", "Progressing", message_contains="Being deleted"),

@@ -8,6 +8,7 @@
 --   status older than metadata.generation  Progressing  (the operator has not seen the latest spec)
 --   Degraded=True                          Degraded     (its message: unreachable, failed actions, ...)
 --   Progressing=False, reason PoolFull     Degraded     (CTs that cannot be placed: every node at its limit)
+--   Progressing=False, reason Unschedulable Degraded    (CTs the placement rules keep off every node with room)
 --   Progressing=False, reason Paused       Suspended    (spec.paused)
 --   Ready=True                             Healthy
 --   otherwise                              Progressing  (creating, starting, repairing CTs)
@@ -70,7 +71,7 @@ if degraded ~= nil and degraded.status == "True" then
 end
 
 local progressing = current("Progressing")
-if progressing ~= nil and progressing.status == "False" and progressing.reason == "PoolFull" then
+if progressing ~= nil and progressing.status == "False" and (progressing.reason == "PoolFull" or progressing.reason == "Unschedulable") then
   hs.status = "Degraded"
   hs.message = describe(progressing)
   return hs

@@ -65,6 +65,7 @@ from pve_operator.planning.ownership import (
 )
 from pve_operator.planning.placement import PlacementStrategy
 from pve_operator.planning.pve_access import features_refusal, refused_tag_in
+from pve_operator.planning.topology import TopologyInputs, rules_for
 from pve_operator.planning.reconcile import (
     FailedAttempt,
     FillIntent,
@@ -170,9 +171,11 @@ def intent_from(
     previous_desired: int,
     reserved_vmids: frozenset[int] = frozenset(),
     busy_vmids: frozenset[int] = frozenset(),
+    online_nodes: frozenset[str] = frozenset(),
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
     return PolicyIntent(
+        topology=rules_for(policy.placement, pool, TopologyInputs(weights, online_nodes)),
         policy_uid=uid,
         vmid_range=policy.vmid_range.as_range(),
         memory_mib=policy.template.memory_mib,
@@ -324,7 +327,13 @@ def reconcile_policy(
         overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
         busy = frozenset().union(*in_flight.get((namespace, pool_name), []))
         intent = intent_from(
-            policy, pool, uid, previous_desired, reserved_vmids=shared_vmids(overlaps), busy_vmids=busy
+            policy,
+            pool,
+            uid,
+            previous_desired,
+            reserved_vmids=shared_vmids(overlaps),
+            busy_vmids=busy,
+            online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
         )
         swept, runtime.drift_cursor[uid] = sweep_configs(
             client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
@@ -474,6 +483,7 @@ def reconcile_policy(
             desired=desired,
             pending=tuple(pending),
             placement_refusals=dict(plan.placement_refusals),
+            rule_refused=plan.rule_refused,
             unplaced=plan.unplaced,
             failure=(failure_reason, failure_message) if failures_told else None,
             overlaps=describe_overlaps(overlaps) if overlaps else "",

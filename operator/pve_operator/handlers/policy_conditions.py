@@ -31,6 +31,8 @@ class PolicyCycleFacts:
     pending: Sequence[int] = ()
     #: Node -> why no CT could be placed there (empty: everything was placed).
     placement_refusals: Mapping[str, str] | None = None
+    #: Nodes with room that the policy's placement rules (spread, node affinity) refused.
+    rule_refused: frozenset[str] = frozenset()
     unplaced: int = 0
     #: (reason, message) of what failed this cycle or keeps failing; None when nothing does.
     failure: tuple[ConditionReason, str] | None = None
@@ -61,6 +63,17 @@ def policy_conditions(facts: PolicyCycleFacts) -> list[ConditionUpdate]:
                 ConditionStatus.TRUE,
                 ConditionReason.WAITING_FOR_CREATION,
                 f"CT(s) {listed} in the VMID range are still being created; new creations wait for them",
+            )
+        )
+    elif facts.placement_refusals and facts.rule_refused:
+        why = "; ".join(f"{node}: {why}" for node, why in sorted(facts.placement_refusals.items()))
+        updates.append(
+            ConditionUpdate(
+                ConditionType.PROGRESSING,
+                ConditionStatus.FALSE,
+                ConditionReason.UNSCHEDULABLE,
+                f"{facts.unplaced} CT(s) cannot be placed: the nodes with room are refused by "
+                f"spec.placement's topologySpreadConstraints or nodeAffinity ({why})"[:1024],
             )
         )
     elif facts.placement_refusals:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from pve_operator.planning.model import NodeUsage, UsageMeasure
+from pve_operator.planning.topology import TopologyRules
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -74,6 +75,8 @@ class PlacementResult:
     nodes: list[str]
     #: For every node that was not eligible at the end: a short reason users can read.
     refusals: Mapping[str, str] = field(default_factory=dict)
+    #: Nodes with room that the policy's placement rules (spread, node affinity) refused at the end.
+    rule_refused: frozenset[str] = frozenset()
 
     @property
     def placed(self) -> int:
@@ -113,18 +116,36 @@ def place(
     ceiling_fraction: float,
     strategy: PlacementStrategy = PlacementStrategy.WEIGHTED_SPREAD,
     seed: str = "",
+    rules: TopologyRules | None = None,
 ) -> PlacementResult:
     """Choose a node for each new CT (identified by its policy index), one at a time.
 
-    Each choice is counted before the next is made, so a batch never overshoots the ceiling or the
-    weights. Placement stops at the first CT that fits nowhere: the rest would not fit either.
+    Each choice is counted before the next is made, so a batch never overshoots the ceiling, the weights
+    or the policy's ``rules``. With rules, a node must also pass the required node affinity and every
+    DoNotSchedule spread constraint; among those, the fewest ScheduleAnyway excess and then the highest
+    preferred-affinity weight come before the strategy's own choice. Placement stops at the first CT that
+    fits nowhere: the rest would not fit either.
     """
     state = {c.name: c for c in candidates}
+    counts = {c.name: c.managed_count for c in candidates}
+
+    def rule_refusal(name: str) -> str | None:
+        return rules.add_refusal(counts, name) if rules is not None and rules.constrained else None
+
     chosen: list[str] = []
     for index in indices:
-        eligible = [c for c in state.values() if _refusal(c, demand, metric, ceiling_fraction) is None]
+        eligible = [
+            c
+            for c in state.values()
+            if _refusal(c, demand, metric, ceiling_fraction) is None and rule_refusal(c.name) is None
+        ]
         if not eligible:
             break
+        if rules is not None and rules.constrained:
+            # Soft rules first: keep only the candidates they like best, then the strategy decides.
+            ranks = {c.name: (rules.soft_penalty(counts, c.name), -rules.preference(c.name)) for c in eligible}
+            best = min(ranks.values())
+            eligible = [c for c in eligible if ranks[c.name] == best]
         if strategy is PlacementStrategy.WEIGHTED_RANDOM:
             ordered = sorted(eligible, key=lambda c: c.name)
             rng = random.Random(f"{seed}:{index}")
@@ -132,15 +153,21 @@ def place(
         else:
             target = min(eligible, key=lambda c: (c.managed_count / c.weight, -c.weight, c.name))
         chosen.append(target.name)
+        counts[target.name] += 1
         state[target.name] = replace(
             target, usage=with_demand(target.usage, demand), managed_count=target.managed_count + 1
         )
-    refusals = {
-        name: reason
-        for name, c in state.items()
-        if (reason := _refusal(c, demand, metric, ceiling_fraction)) is not None
-    }
-    return PlacementResult(nodes=chosen, refusals=refusals)
+    refusals: dict[str, str] = {}
+    rule_refused: set[str] = set()
+    for name, c in state.items():
+        reason = _refusal(c, demand, metric, ceiling_fraction)
+        if reason is None:
+            reason = rule_refusal(name)
+            if reason is not None:
+                rule_refused.add(name)
+        if reason is not None:
+            refusals[name] = reason
+    return PlacementResult(nodes=chosen, refusals=refusals, rule_refused=frozenset(rule_refused))
 
 
 def allocate_vmids(

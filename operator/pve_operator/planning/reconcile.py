@@ -6,7 +6,7 @@ needs (desired count, why growth stopped, why placement failed). The rules:
 
 * Count mode (``replicas``): create until there are ``replicas`` CTs, lowest free index first (a CT
   deleted behind our back comes back with its index and hostname); scale down removes the newest
-  CTs first.
+  CTs first, from the most crowded topology domain first when the policy has spread constraints.
 * Fill mode (the lab's generator made safe): grow one projected CT at a time while the pool's
   usage, counting each new CT at its configured size, stays under ``until`` and the count under
   ``max_replicas``. It never shrinks by itself: the desired count only grows (pressure is
@@ -49,6 +49,7 @@ from pve_operator.planning.placement import (
     place,
     with_demand,
 )
+from pve_operator.planning.topology import TopologyRules, count_by_node
 
 MIB = 1024 * 1024
 
@@ -117,6 +118,8 @@ class PolicyIntent:
     #: Hot config options compared with a CT's config when this cycle read it: PVE key -> the value the
     #: policy wants, normalised by :func:`pve_setting` ("" = unset, PVE's default).
     config_settings: Mapping[str, str] = field(default_factory=dict)
+    #: The policy's spread and node affinity over the pool (``planning/topology.py``); None: no rules.
+    topology: TopologyRules | None = None
 
     @property
     def demand(self) -> ContainerDemand:
@@ -167,6 +170,8 @@ class ReconcilePlan:
     unplaced: int = 0
     #: CTs (existing or to be created) kept off their ``start + index`` VMID, by index.
     vmid_conflicts: tuple[VmidConflict, ...] = ()
+    #: Nodes with room that the policy's placement rules refused while CTs stayed unplaced.
+    rule_refused: frozenset[str] = frozenset()
 
 
 def pool_used_fraction(
@@ -245,21 +250,13 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
     surplus = len(present) - desired
     removed: set[int] = set()
     if surplus > 0:
-        newest_first = sorted(present, key=lambda o: (o.created_at, o.index), reverse=True)
-        for victim in newest_first[:surplus]:
+        for victim, why in _scale_down_victims(intent, present, surplus):
             obs = victim.observation
             assert obs is not None
-            if obs.lock or victim.vmid in intent.busy_vmids or not victim.verified:
-                continue  # busy in PVE or in the pool's balancing: try again next cycle
-            if obs.status is ContainerStatus.UNKNOWN:
-                continue  # on an offline node (its status may be stale): left alone until it is back
             removed.add(victim.vmid)
             actions.append(
                 DestroyContainer(
-                    vmid=victim.vmid,
-                    node=obs.node,
-                    running=obs.running,
-                    reason=f"scale down to {desired}: newest CTs go first",
+                    vmid=victim.vmid, node=obs.node, running=obs.running, reason=f"scale down to {desired}: {why}"
                 )
             )
 
@@ -316,6 +313,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
     # Creations: missing CTs get the lowest free indices.
     missing = desired - len(present)
     refusals: Mapping[str, str] = {}
+    rule_refused: frozenset[str] = frozenset()
     unplaced = 0
     if missing > 0:
         taken_indices = {o.index for o in present}
@@ -348,6 +346,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             ceiling_fraction=intent.ceiling_fraction,
             strategy=intent.strategy,
             seed=intent.policy_uid,
+            rules=intent.topology,
         )
         placed_indices = indices[: placement.placed]
         vmids = allocate_vmids(
@@ -370,6 +369,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         unplaced = missing - min(placement.placed, len(vmids))
         if placement.placed < missing:
             refusals = placement.refusals
+            rule_refused = placement.rule_refused
             if intent.fill is not None:
                 growth_stop = GrowthStop.POOL_FULL
         elif len(vmids) < placement.placed:
@@ -384,7 +384,46 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         placement_refusals=refusals,
         unplaced=unplaced,
         vmid_conflicts=tuple(sorted(conflicts, key=lambda c: c.index)),
+        rule_refused=rule_refused,
     )
+
+
+def _scale_down_victims(
+    intent: PolicyIntent, present: Sequence[OwnedContainer], surplus: int
+) -> list[tuple[OwnedContainer, str]]:
+    """The CTs scale-down destroys now, with why: newest first; with spread constraints, from the most
+    crowded domain first (each choice counted before the next), newest first within it. CTs that are
+    busy, locked, unverified or of unknown state are skipped (tried again next cycle) and do not count."""
+
+    def removable(o: OwnedContainer) -> bool:
+        obs = o.observation
+        assert obs is not None
+        # Busy in PVE or in the pool's balancing, on an offline node (its status may be stale), or not
+        # proven ours this cycle: left alone until next cycle.
+        return not (
+            obs.lock or o.vmid in intent.busy_vmids or not o.verified or obs.status is ContainerStatus.UNKNOWN
+        )
+
+    newest_first = sorted(present, key=lambda o: (o.created_at, o.index), reverse=True)
+    rules = intent.topology
+    if rules is None or not rules.spread:
+        return [(o, "newest CTs go first") for o in newest_first[:surplus] if removable(o)]
+    counts = count_by_node(o.observation.node for o in present if o.observation is not None)
+    candidates = [o for o in newest_first if removable(o)]
+    chosen: list[tuple[OwnedContainer, str]] = []
+    for _ in range(min(surplus, len(candidates))):
+        # max() keeps the first of equals: the newest among the most crowded.
+        victim = max(candidates, key=lambda o: rules.crowding(counts, _node_of(o)))
+        candidates.remove(victim)
+        node = _node_of(victim)
+        counts[node] -= 1
+        chosen.append((victim, "from the most crowded topology domain first, newest first"))
+    return chosen
+
+
+def _node_of(owned: OwnedContainer) -> str:
+    assert owned.observation is not None
+    return owned.observation.node
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ per-CT allocation beyond the entry itself.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import TYPE_CHECKING
 
 from pve_sim.access import allowed_tags
@@ -61,6 +60,8 @@ def resources(cluster: SimCluster, req: Request) -> object:
     if kind is None or kind == "vm":
         vm_pool = access.vm_pool
         ha = state.ha_resources
+        if ha:
+            cluster.ha.sync()
         containers = state.containers
         for vmid in sorted(containers, key=str):
             ct = containers[vmid]
@@ -81,9 +82,10 @@ def resources(cluster: SimCluster, req: Request) -> object:
                 entry["tags"] = tags
             if member_of is not None and not access.allowed(authid, f"/pool/{member_of}", ["Pool.Audit"]):
                 del entry["pool"]
-            resource = ha.get(f"ct:{vmid}")
-            if resource is not None:
-                entry["hastate"] = resource.state
+            if f"ct:{vmid}" in ha:
+                hastate = cluster.ha.service_state(f"ct:{vmid}")
+                if hastate is not None:
+                    entry["hastate"] = hastate
             result.append(entry)
 
     if kind is None or kind == "node":
@@ -185,7 +187,8 @@ def node_entry(cluster: SimCluster, name: str, view: StatsView, *, audit: bool) 
         entry["status"] = "offline"
     entry["cgroup-mode"] = 2
     if cluster.state.ha_resources:
-        entry["hastate"] = "online" if node.online else "unknown"
+        # pve-manager ``API2/Cluster.pm``: the manager status' ``node_status`` of the node.
+        entry["hastate"] = cluster.ha.node_status.get(name) or ("online" if node.online else "unknown")
     return entry
 
 
@@ -253,185 +256,6 @@ def cluster_status(cluster: SimCluster, req: Request) -> object:
                 "online": 1 if node.online else 0,
                 "ip": node.ip,
                 "level": "",
-            }
-        )
-    return result
-
-
-# ============================================================================ HA
-
-
-def _ha_master(cluster: SimCluster) -> str:
-    online = [name for name, node in cluster.state.nodes.items() if node.online]
-    return online[0] if online else next(iter(cluster.state.nodes), "")
-
-
-def _localtime(epoch: float) -> str:
-    return time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(epoch))
-
-
-@route("GET", "/cluster/ha/status/current", perm=Perm("/", ("Sys.Audit",)))
-def ha_status_current(cluster: SimCluster, req: Request) -> object:
-    state = cluster.state
-    entry_node = next(iter(state.nodes), "")
-    quorate = cluster.is_quorate()
-    now = int(cluster.now())
-    result: list[dict[str, object]] = [
-        {
-            "id": "quorum",
-            "type": "quorum",
-            "node": entry_node,
-            "status": "OK" if quorate else f"No quorum on node '{entry_node}'!",
-            "quorate": 1 if quorate else 0,
-        }
-    ]
-    active = bool(state.ha_resources)
-    if not active:
-        result.append(
-            {
-                "id": "fencing",
-                "type": "fencing",
-                "node": entry_node,
-                "status": "standby (CRM watchdog standby)",
-                "armed-state": "standby",
-            }
-        )
-        return result
-    master = _ha_master(cluster)
-    result.append(
-        {
-            "id": "master",
-            "type": "master",
-            "node": master,
-            "status": f"{master} (active, {_localtime(now)})",
-            "timestamp": now,
-        }
-    )
-    result.append(
-        {
-            "id": "fencing",
-            "type": "fencing",
-            "node": master,
-            "status": "armed (CRM watchdog active)",
-            "armed-state": "armed",
-        }
-    )
-    for name in sorted(state.nodes):
-        node = state.nodes[name]
-        services = [
-            r
-            for r in state.ha_resources.values()
-            if (ct := state.containers.get(r.vmid)) is not None and ct.node == name
-        ]
-        if not node.online:
-            result.append(
-                {
-                    "id": f"lrm:{name}",
-                    "type": "lrm",
-                    "node": name,
-                    "status": f"{name} (old timestamp - dead?, watchdog standby, {_localtime(now - 60)})",
-                    "timestamp": now - 60,
-                }
-            )
-            continue
-        lrm_state = "active" if services else "idle"
-        watchdog = "watchdog active" if services else "watchdog standby"
-        result.append(
-            {
-                "id": f"lrm:{name}",
-                "type": "lrm",
-                "node": name,
-                "status": f"{name} ({lrm_state}, {watchdog}, {_localtime(now)})",
-                "timestamp": now,
-            }
-        )
-    for sid in sorted(state.ha_resources):
-        resource = state.ha_resources[sid]
-        ct = state.containers.get(resource.vmid)
-        service_node = ct.node if ct is not None else "---"
-        crm_state = resource.state
-        if ct is not None and resource.state == "started" and not ct.running:
-            crm_state = "starting"
-        if ct is not None and resource.state == "stopped" and ct.running:
-            crm_state = "request_stop"
-        result.append(
-            {
-                "id": f"service:{sid}",
-                "type": "service",
-                "sid": sid,
-                "node": service_node,
-                "crm_state": crm_state,
-                "request_state": resource.state,
-                "state": crm_state,
-                "status": f"{sid} ({service_node}, {crm_state})",
-                "max_restart": resource.max_restart,
-                "max_relocate": resource.max_relocate,
-                "failback": 1 if resource.failback else 0,
-            }
-        )
-    return result
-
-
-@route("GET", "/cluster/ha/status/manager_status", perm=Perm("/", ("Sys.Audit",)))
-def ha_manager_status(cluster: SimCluster, req: Request) -> object:
-    state = cluster.state
-    now = int(cluster.now())
-    entry_node = next(iter(state.nodes), "")
-    manager: dict[str, object] = {}
-    if state.ha_resources:
-        manager = {
-            "master_node": _ha_master(cluster),
-            "node_status": {name: "online" if node.online else "unknown" for name, node in state.nodes.items()},
-            "service_status": {
-                sid: {
-                    "node": ct.node,
-                    "state": r.state,
-                    "uid": f"{abs(hash((sid, r.state))) % 10**22:022d}"[:22],
-                }
-                for sid, r in sorted(state.ha_resources.items())
-                if (ct := state.containers.get(r.vmid)) is not None
-            },
-            "timestamp": now,
-        }
-    return {
-        "manager_status": manager,
-        "quorum": {"node": entry_node, "quorate": "1" if cluster.is_quorate() else "0"},
-        "lrm_status": {
-            name: {
-                "mode": "active",
-                "results": {},
-                "state": "active" if state.ha_resources else "wait_for_agent_lock",
-                "timestamp": now,
-            }
-            for name, node in state.nodes.items()
-            if node.online
-        },
-    }
-
-
-@route("GET", "/cluster/ha/rules", perm=Perm("/", ("Sys.Audit",)))
-def ha_rules(cluster: SimCluster, req: Request) -> object:
-    """PVE 9 turns HA groups into ``node-affinity`` rules named ``ha-group-<group>``."""
-    state = cluster.state
-    wanted_type = req.opt_text("type")
-    wanted_resource = req.opt_text("resource")
-    result: list[dict[str, object]] = []
-    for group, (nodes, restricted) in sorted(state.ha_groups.items()):
-        members = sorted(sid for sid, r in state.ha_resources.items() if r.group == group)
-        if not members:
-            continue
-        if wanted_type is not None and wanted_type != "node-affinity":
-            continue
-        if wanted_resource is not None and wanted_resource not in members:
-            continue
-        result.append(
-            {
-                "rule": f"ha-group-{group}",
-                "type": "node-affinity",
-                "nodes": ",".join(nodes),
-                "resources": ",".join(members),
-                "strict": 1 if restricted else 0,
-                "order": len(result) + 1,
             }
         )
     return result

@@ -155,12 +155,13 @@ def vm_status(cluster: SimCluster, req: Request) -> object:
 
 def ha_service_status(cluster: SimCluster, vmid: int) -> dict[str, object]:
     """``PVE::HA::Config::get_service_status``: ``{"managed": 0}`` or the service's state."""
-    resource = cluster.state.ha_resources.get(f"ct:{vmid}")
-    if resource is None:
+    if not cluster.state.is_ha_managed(vmid):
         return {"managed": 0}
-    status: dict[str, object] = {"managed": 1, "state": resource.state}
-    if resource.group:
-        status["group"] = resource.group
+    sid = f"ct:{vmid}"
+    status: dict[str, object] = {"managed": 1}
+    service = cluster.ha.services.get(sid)
+    if service is not None:
+        status["state"] = service.state
     return status
 
 
@@ -308,8 +309,13 @@ def create_vm(cluster: SimCluster, req: Request) -> object:
         if ha_managed:
             task.log("Add as HA resource")
             state.ha_resources[f"ct:{vmid}"] = HaResource(
-                sid=f"ct:{vmid}", state="started" if start_after_create else "stopped"
+                sid=f"ct:{vmid}",
+                state="started" if start_after_create else "stopped",
+                max_restart=None,
+                max_relocate=None,
+                failback=None,
             )
+            cluster.ha.arm()
 
     return cluster.start_task(node, "vzcreate", str(vmid), authid, body).upid
 
@@ -785,7 +791,8 @@ def _abort_tasks(cluster: SimCluster, node: str, task_type: str, vmid: int) -> l
 
 
 def _ha_request(cluster: SimCluster, node: str, vmid: int, authid: str, task_type: str, line: str, state: str) -> str:
-    """HA-managed CT: the task only sets the requested state; the HA stack acts afterwards."""
+    """HA-managed CT: the task only sets the requested state (``ha-manager set ct:<vmid> --state``);
+    the HA manager acts one HA round later (:mod:`pve_sim.ha`)."""
 
     def body(task: Task) -> Worker:
         task.log(line)
@@ -793,43 +800,9 @@ def _ha_request(cluster: SimCluster, node: str, vmid: int, authid: str, task_typ
         if resource is not None:
             resource.state = state
         yield 0.0
-        cluster.after_ha_round(lambda: _ha_enforce(cluster, vmid))
+        cluster.ha.act_soon(f"ct:{vmid}")
 
     return cluster.start_task(node, task_type, str(vmid), authid, body).upid
-
-
-def _ha_enforce(cluster: SimCluster, vmid: int) -> None:
-    """The HA manager's reaction to a request: start or stop the CT with an ordinary task as root."""
-    resource = cluster.state.ha_resources.get(f"ct:{vmid}")
-    ct = cluster.state.containers.get(vmid)
-    if resource is None or ct is None or not cluster.state.nodes[ct.node].online:
-        return
-    node = ct.node
-    if resource.state == "started" and not ct.running:
-
-        def start_body(task: Task) -> Worker:
-            yield from cluster.flock(task, vmid)
-            try:
-                yield cluster.state.timing.start_seconds
-                current = cluster.state.containers.get(vmid)
-                if current is not None and not current.running:
-                    cluster.set_running(current, True)
-            finally:
-                cluster.funlock(task, vmid)
-
-        cluster.start_task(node, "vzstart", str(vmid), "root@pam", start_body)
-    elif resource.state == "stopped" and ct.running:
-
-        def stop_body(task: Task) -> Worker:
-            yield from cluster.flock(task, vmid)
-            try:
-                current = cluster.state.containers.get(vmid)
-                if current is not None:
-                    yield from stop_container(cluster, current, timeout=None, kill_after_timeout=True)
-            finally:
-                cluster.funlock(task, vmid)
-
-        cluster.start_task(node, "vzshutdown", str(vmid), "root@pam", stop_body)
 
 
 # ================================================================================= destroy
@@ -883,7 +856,7 @@ def destroy_vm(cluster: SimCluster, req: Request) -> object:
             if purge:
                 task.log(f"purging CT {vmid} from related configurations..")
                 if ha_managed:
-                    state.ha_resources.pop(f"ct:{vmid}", None)
+                    purge_ha_resource(cluster, f"ct:{vmid}", purge_rules=True)
                     task.log(f"NOTE: removed CT {vmid} from HA resource configuration.")
             cluster.unregister_container(vmid)
         finally:
@@ -1073,3 +1046,17 @@ def _finalise_volume(cluster: SimCluster, ct: ContainerState, opt: str, value: C
     parsed["volume"] = cluster.state.next_volume_name(storage, ct.vmid, ct.node)
     parsed["size"] = format_size(int(float(new_disk.group(2)) * GIB))
     return print_property_string(parsed, family)
+
+
+def purge_ha_resource(cluster: SimCluster, sid: str, *, purge_rules: bool) -> None:
+    """pve-ha-manager ``src/PVE/HA/Config.pm`` ``delete_service_from_config``: the resource leaves
+    ha/resources.cfg; with ``purge`` it also leaves every rule, and a rule left without resources
+    is deleted."""
+    state = cluster.state
+    state.ha_resources.pop(sid, None)
+    if purge_rules:
+        for rule_id in list(state.ha_rules):
+            rule = state.ha_rules[rule_id]
+            rule.resources.discard(sid)
+            if not rule.resources:
+                del state.ha_rules[rule_id]

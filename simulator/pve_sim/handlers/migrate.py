@@ -115,24 +115,25 @@ def _check_storage_access_migrate(cluster: SimCluster, authid: str, sid: str, ta
 
 
 def _ha_migrate(cluster: SimCluster, node: str, vmid: int, authid: str, target: str) -> str:
-    """HA-managed CT: request the move; the HA manager then relocates it (restart mode, as root)."""
+    """HA-managed CT: the task runs ``ha-manager migrate ct:<vmid> <target>``, which only queues a
+    CRM command; the HA manager relocates the CT afterwards (:meth:`pve_sim.ha.HaManager.command`)."""
 
     def body(task: Task) -> Worker:
         task.log(f"Requesting HA migration for CT {vmid} to node {target}")
         yield 0.0
-
-        def relocate() -> None:
-            ct = cluster.state.containers.get(vmid)
-            if ct is None or ct.node == target:
-                return
-            options = _MigrateOptions(target=target, online=False, restart=True, timeout=180, storage_map=None)
-            cluster.start_task(
-                ct.node, "vzmigrate", str(vmid), "root@pam", lambda t: _migrate(cluster, t, ct.node, vmid, options)
-            )
-
-        cluster.after_ha_round(relocate)
+        cluster.ha.command("migrate", f"ct:{vmid}", target)
 
     return cluster.start_task(node, "hamigrate", str(vmid), authid, body).upid
+
+
+def relocation_task(cluster: SimCluster, vmid: int, source: str, target: str) -> Task:
+    """The HA LRM's relocation of a CT (pve-ha-manager ``src/PVE/HA/Resources/PVECT.pm``
+    ``migrate``: ``migrate_vm`` with ``restart => 1`` when it runs, ``online => 0``), a ``vzmigrate``
+    task of root@pam on the source node."""
+    options = _MigrateOptions(target=target, online=False, restart=True, timeout=180, storage_map=None)
+    return cluster.start_task(
+        source, "vzmigrate", str(vmid), "root@pam", lambda task: _migrate(cluster, task, source, vmid, options)
+    )
 
 
 class _Log:

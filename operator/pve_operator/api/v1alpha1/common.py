@@ -327,6 +327,7 @@ class ConditionReason(StrEnum):
     WAITING_FOR_CREATION = "WaitingForCreation"
     PAUSED = "Paused"
     POOL_FULL = "PoolFull"
+    UNSCHEDULABLE = "Unschedulable"
     ACTIONS_FAILED = "ActionsFailed"
     VMID_RANGE_OVERLAP = "VmidRangeOverlap"
     TEMPLATE_NOT_FOUND = "TemplateNotFound"
