@@ -65,7 +65,6 @@ from pve_operator.planning.ownership import (
 )
 from pve_operator.planning.placement import PlacementStrategy
 from pve_operator.planning.pve_access import features_refusal, refused_tag_in
-from pve_operator.planning.topology import TopologyInputs, rules_for
 from pve_operator.planning.reconcile import (
     FailedAttempt,
     FillIntent,
@@ -76,6 +75,7 @@ from pve_operator.planning.reconcile import (
     plan_reconcile,
     pve_setting,
 )
+from pve_operator.planning.topology import TopologyInputs, rules_for
 from pve_operator.planning.vmid_ranges import (
     PolicyVmidRange,
     VmidRangeOverlap,

@@ -400,9 +400,7 @@ def _scale_down_victims(
         assert obs is not None
         # Busy in PVE or in the pool's balancing, on an offline node (its status may be stale), or not
         # proven ours this cycle: left alone until next cycle.
-        return not (
-            obs.lock or o.vmid in intent.busy_vmids or not o.verified or obs.status is ContainerStatus.UNKNOWN
-        )
+        return not (obs.lock or o.vmid in intent.busy_vmids or not o.verified or obs.status is ContainerStatus.UNKNOWN)
 
     newest_first = sorted(present, key=lambda o: (o.created_at, o.index), reverse=True)
     rules = intent.topology

@@ -291,9 +291,7 @@ def count_by_node(nodes: Iterable[str]) -> dict[str, int]:
 
 def _term(term: NodeSelectorTerm) -> Term:
     return Term(
-        tuple(
-            Requirement(e.key, SelectorOperator(e.operator.value), tuple(e.values)) for e in term.match_expressions
-        )
+        tuple(Requirement(e.key, SelectorOperator(e.operator.value), tuple(e.values)) for e in term.match_expressions)
     )
 
 
@@ -316,9 +314,7 @@ def rules_for(placement: PlacementSpec, pool: ProxmoxServerPoolSpec, inputs: Top
     labels = pool_labels(pool)
     affinity = placement.node_affinity
     required = tuple(_term(t) for t in affinity.required.node_selector_terms) if affinity and affinity.required else ()
-    preferred = (
-        tuple(PreferredTerm(p.weight, _term(p.preference)) for p in affinity.preferred) if affinity else ()
-    )
+    preferred = tuple(PreferredTerm(p.weight, _term(p.preference)) for p in affinity.preferred) if affinity else ()
     domain_nodes = frozenset(
         name
         for name, weight in inputs.node_weights.items()

@@ -24,8 +24,8 @@ from .common import (
     ApiModel,
     CelRule,
     Condition,
-    LabelKey,
     CustomResource,
+    LabelKey,
     LocalObjectReference,
     Percent,
     PrinterColumn,
@@ -768,7 +768,8 @@ class NodeAffinity(ApiModel):
 
 
 _UNIQUE_SPREAD = CelRule(
-    rule="self.all(c, self.exists_one(d, d.topologyKey == c.topologyKey && d.whenUnsatisfiable == c.whenUnsatisfiable))",
+    rule="self.all(c, self.exists_one(d, d.topologyKey == c.topologyKey"
+    " && d.whenUnsatisfiable == c.whenUnsatisfiable))",
     message="topologySpreadConstraints must not repeat a pair of topologyKey and whenUnsatisfiable",
 )
 

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .common import (
     CONDITIONS_SCHEMA,
+    LABEL_KEY,
     MAX_RECENT_ACTIONS,
     MAX_RECOMMENDATIONS,
     ActionKind,
@@ -26,7 +27,6 @@ from .common import (
     CelRule,
     Condition,
     CustomResource,
-    LABEL_KEY,
     KeyReference,
     LabelKey,
     LabelValue,

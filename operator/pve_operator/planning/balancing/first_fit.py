@@ -15,6 +15,7 @@ from pve_operator.planning.actions import BalanceAction, MigrateContainer
 from pve_operator.planning.balancing.eligibility import managed_by_node
 from pve_operator.planning.balancing.inputs import BalancingInput
 from pve_operator.planning.balancing.proposal import Proposal
+from pve_operator.planning.balancing.spread import target_refusal
 from pve_operator.planning.balancing.state import WorkingState, above, pct, percent, threshold_figure
 from pve_operator.planning.balancing.strategy import Strategy
 
@@ -45,7 +46,7 @@ def propose(inp: BalancingInput, args: FirstFitArgs) -> Proposal:
                 other.name
                 for other in inp.pool_nodes
                 if other.name != spec.name
-                and (first is None or other.name not in inp.managed[first.vmid].excluded_nodes)
+                and (first is None or target_refusal(inp, state, first.vmid, other.name) is None)
                 and not other.maintenance
                 and other.name in state.nodes
                 and state.nodes[other.name].online

@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from pve_operator.api.v1alpha1 import PressureMetric, PressureThreshold
 from pve_operator.planning.model import ClusterSnapshot, Metric, UsageMeasure
+from pve_operator.planning.topology import TopologyRules
 
 #: Tag a user puts on a CT to keep the operator from migrating or offloading it (it is still restored
 #: in place when it was offloaded before it was pinned). The operator also treats CTs of a policy
@@ -346,6 +347,9 @@ class BalancingInput:
     #: Node -> recent samples of the pressure trigger's PSI figure as fractions, oldest first (only
     #: with ``thresholds.pressure``; a node without samples is not under pressure).
     pressure_history: Mapping[str, Sequence[float]] = field(default_factory=lambda: MappingProxyType({}))
+    #: Policy name (``ManagedCT.policy``) -> its spread and node affinity rules; policies without rules
+    #: may be missing. Every move and restore target honours them (``spread.py``).
+    topology: Mapping[str, TopologyRules] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         names = [n.name for n in self.pool_nodes]

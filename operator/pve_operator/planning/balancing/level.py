@@ -55,6 +55,7 @@ from pve_operator.planning.balancing import rebalance
 from pve_operator.planning.balancing.eligibility import blocked, managed_by_node, receiving_nodes
 from pve_operator.planning.balancing.inputs import BalancingInput
 from pve_operator.planning.balancing.proposal import Proposal, RefusalKind
+from pve_operator.planning.balancing.spread import target_refusal
 from pve_operator.planning.balancing.state import (
     EPSILON,
     GIB,
@@ -179,6 +180,10 @@ class _Leveller:
             result[name] = movable
         return result
 
+    def _refused(self, vmid: int, node: str) -> bool:
+        """The CT's policy keeps it off ``node`` (weight 0, node affinity, DoNotSchedule spread)."""
+        return target_refusal(self.inp, self.state, vmid, node) is not None
+
     def peak(self) -> tuple[float, str] | None:
         if not self.levelled:
             return None
@@ -291,12 +296,11 @@ class _Leveller:
                 continue
             if gated and now - after + self._max_added(load) < self.min_gain - EPSILON:
                 continue  # too small to narrow any gap by minGainPercent
-            excluded = self.inp.managed[vmid].excluded_nodes
             target: tuple[float, float, int, str] | None = None  # (target after, target now, order, name)
             for target_now, order, name in by_fraction:
                 if target is not None and target_now >= target[0]:
                     break  # a target only gets fuller: none further on ends cooler
-                if name in excluded:
+                if self._refused(vmid, name):
                     continue
                 candidate = state.nodes[name]
                 target_after = candidate.fraction(metric, load)
@@ -350,10 +354,10 @@ class _Leveller:
         for name in self._coolest(source):
             other = state.nodes[name]
             target_now = other.fraction(metric)
-            theirs = [v for v in self._by_size(name) if source not in self.inp.managed[v].excluded_nodes]
+            theirs = [v for v in self._by_size(name) if not self._refused(v, source)]
             theirs = theirs[-SWAP_CANDIDATES:]
             for a in mine:
-                if name in self.inp.managed[a].excluded_nodes:
+                if self._refused(a, name):
                     continue
                 load_a = state.load[a]
                 a_first = not above(other.fraction(metric, load_a), self.limit) and other.fits(load_a)
@@ -400,7 +404,7 @@ class _Leveller:
             theirs = self._by_size(name)
             for a in self._by_size(source)[:SWAP_CANDIDATES]:
                 load_a = state.load[a]
-                if name in self.inp.managed[a].excluded_nodes:
+                if self._refused(a, name):
                     continue
                 after = node.fraction(metric, load_a, -1)
                 if after >= now - EPSILON:
@@ -443,9 +447,8 @@ class _Leveller:
     def _room_for(self, vmid: int, load: Load, exclude: tuple[str, ...]) -> str | None:
         """The target coolest after receiving the CT, at or under the threshold, or None."""
         best: tuple[float, int, str] | None = None
-        excluded = self.inp.managed[vmid].excluded_nodes
         for name in self.targets:
-            if name in exclude or name in excluded:
+            if name in exclude or self._refused(vmid, name):
                 continue
             node = self.state.nodes[name]
             after = node.fraction(self.metric, load)
@@ -472,7 +475,7 @@ class _Leveller:
             done = False
             for vmid in largest:
                 load = state.load[vmid]
-                if name in self.inp.managed[vmid].excluded_nodes or not other.fits(load):
+                if not other.fits(load) or self._refused(vmid, name):
                     continue
                 after, target_after = node.fraction(metric, load, -1), other.fraction(metric, load)
                 if above(target_after, self.limit) or target_after > after or after >= node.fraction(metric):

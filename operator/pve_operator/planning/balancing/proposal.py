@@ -45,6 +45,9 @@ class RefusalKind(StrEnum):
     #: The CT's last migration(s) failed (e.g. PVE's restart migration: ``container did not stop``,
     #: the CT ignores shutdown and PVE never force-stops it there): not tried again before a backoff.
     MIGRATION_FAILED = "MigrationFailed"
+    #: The only move that would relieve the node (or repair a spread) breaks the CT's policy's
+    #: topologySpreadConstraints (DoNotSchedule) or required node affinity: not done, said instead.
+    SPREAD_VIOLATION = "SpreadViolation"
 
 
 @dataclass(frozen=True)

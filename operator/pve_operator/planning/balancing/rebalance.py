@@ -42,6 +42,14 @@ Relief moves are never gated, so a node full of small CTs can always be brought 
 
 Maintenance drains are planned after the relief of overloaded nodes (relief is more urgent), largest
 CT first, each to the coolest node that stays under the threshold; the improvement gate does not apply.
+
+Every target also honours the moved CT's policy (``spread.py``): never a node its policy weighs 0, never
+one its required node affinity excludes, never a move that leaves a DoNotSchedule spread constraint above
+``maxSkew`` and worse than before; ScheduleAnyway and preferred affinity rank targets before load. When
+only such a rule keeps an overloaded node from being relieved, the refusal is ``SpreadViolation``, not a
+silent break of the spread. Last, **spread repair**: a policy whose DoNotSchedule constraint is over-skewed
+(a node came back with its CTs, CTs were moved by hand) gets moves from its most crowded domain to a
+sparser one, onto targets that stay at or under the threshold.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from pve_operator.planning.actions import BalanceAction, MigrateContainer
 from pve_operator.planning.balancing.eligibility import blocked, managed_by_node, receiving_nodes, refusal
 from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT
 from pve_operator.planning.balancing.proposal import Proposal, Refusal, RefusalKind
+from pve_operator.planning.balancing.spread import policy_counts, rule_refusal, target_rank
 from pve_operator.planning.balancing.state import (
     EPSILON,
     GIB,
@@ -67,6 +76,7 @@ from pve_operator.planning.balancing.state import (
 )
 from pve_operator.planning.balancing.strategy import Strategy
 from pve_operator.planning.model import ContainerObservation, Metric, UsageMeasure
+from pve_operator.planning.topology import SpreadViolation
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,8 @@ class _Move:
     source: str
     target: str
     evacuation: bool
+    #: Set for a spread repair: why (the constraint, its skew and domains).
+    repair: str | None = None
 
 
 class _Planner:
@@ -146,6 +158,8 @@ class _Planner:
         self.moved: set[int] = set()
         #: Sources relieved for pressure, with their pressure share (for the reasons).
         self.pressure_sources: dict[str, float] = {}
+        #: vmid -> (target, why): a target with room the CT's topology rules refused (SpreadViolation).
+        self.rule_refused: dict[int, tuple[str, str]] = {}
 
     # -- sources ---------------------------------------------------------------------------------
 
@@ -255,24 +269,32 @@ class _Planner:
         return None
 
     def excluded(self, vmid: int, node: str) -> bool:
-        """The CT's policy gives ``node`` weight 0: balancing never moves the CT there."""
-        return node in self.inp.managed[vmid].excluded_nodes
+        """The CT may not go to ``node``: its policy gives it weight 0, or its topology rules refuse it
+        (the refusal is kept for the SpreadViolation report)."""
+        if node in self.inp.managed[vmid].excluded_nodes:
+            return True
+        why = rule_refusal(self.inp, self.state, vmid, node)
+        if why is not None:
+            self.rule_refused.setdefault(vmid, (node, why))
+            return True
+        return False
 
     def best_target(self, source: _Source, now: float, after: float, load: Load, vmid: int) -> str | None:
-        best: tuple[float, int, str] | None = None
+        best: tuple[int, int, float, int, str] | None = None
         for name in self.targets:
-            if name == source.name or self.excluded(vmid, name):
+            if name == source.name:
                 continue
             node = self.state.nodes[name]
             target_after = node.fraction(self.metric, load)
-            if above(target_after, self.limit) or not node.fits(load):
+            if above(target_after, self.limit) or not node.fits(load) or self.excluded(vmid, name):
                 continue
             # Relief moves are not gated by minImprovementPercent: bringing a node back under the
             # threshold is the point, and small CTs must be able to do it (the gate is for optional moves).
-            key = (target_after, self.order[name], name)
+            # The policy's soft rules (ScheduleAnyway, preferred affinity) come before load.
+            key = (*target_rank(self.inp, self.state, vmid, name), target_after, self.order[name], name)
             if best is None or key < best:
                 best = key
-        return best[2] if best is not None else None
+        return best[4] if best is not None else None
 
     # -- polish: a lower peak for the same number of moves ---------------------------------------
 
@@ -351,14 +373,12 @@ class _Planner:
                 for name in self.targets:
                     if name == move.source or (name == move.target and peak_node == move.target):
                         continue
-                    if self.excluded(vmid, name):
-                        continue
                     if name != move.target and name in outbound:
                         continue
                     node = state.nodes[name]
                     target_now = node.fraction(metric)
                     target_after = node.fraction(metric, load)
-                    if above(target_after, self.limit) or not node.fits(load):
+                    if above(target_after, self.limit) or not node.fits(load) or self.excluded(vmid, name):
                         continue
                     if (source_now - target_now) - abs(source_after - target_after) < self.min_improvement - EPSILON:
                         continue
@@ -391,32 +411,116 @@ class _Planner:
             )
             for vmid in sized:
                 load = self.state.load[vmid]
-                best: tuple[float, int, str] | None = None
+                best: tuple[int, int, float, int, str] | None = None
                 for name in self.targets:
                     target = self.state.nodes[name]
                     target_after = target.fraction(self.metric, load)
-                    if name == spec.name or self.excluded(vmid, name):
+                    if name == spec.name or above(target_after, self.limit) or not target.fits(load):
                         continue
-                    if above(target_after, self.limit) or not target.fits(load):
+                    if self.excluded(vmid, name):
                         continue
-                    key = (target_after, self.order[name], name)
+                    key = (*target_rank(self.inp, self.state, vmid, name), target_after, self.order[name], name)
                     if best is None or key < best:
                         best = key
                 if best is None:
+                    ruled = self.rule_refused.get(vmid)
                     self.refusals.append(
                         Refusal(
-                            kind=RefusalKind.NO_TARGET,
+                            kind=RefusalKind.SPREAD_VIOLATION if ruled else RefusalKind.NO_TARGET,
                             stage="Migrate",
                             vmid=vmid,
                             node=spec.name,
                             reason=(
-                                f"CT {vmid} stays on {where}: no node has room for it at or "
-                                f"under migrateAbovePercent {threshold_figure(self.limit)}"
+                                f"CT {vmid} stays on {where}: "
+                                + (
+                                    f"the node with room ({ruled[0]}) is refused by its policy's {ruled[1]}"
+                                    if ruled
+                                    else "no node has room for it at or under migrateAbovePercent "
+                                    f"{threshold_figure(self.limit)}"
+                                )
                             ),
                         )
                     )
                     continue
-                self.move(_Move(vmid, spec.name, best[2], evacuation=True))
+                self.move(_Move(vmid, spec.name, best[4], evacuation=True))
+
+    # -- spread repair ---------------------------------------------------------------------------
+
+    def repair_spread(self) -> None:
+        """Bring each policy's DoNotSchedule spread back within maxSkew (a node that failed and came back,
+        CTs moved by hand): one CT at a time from the most crowded domain to the least crowded one, onto a
+        target that stays at or under the migrate threshold and keeps every rule of the policy. Cooldown,
+        pins, locks and operations in flight apply as for relief; a repair that finds no room says so."""
+        for policy in sorted({m.policy for m in self.inp.managed.values()}):
+            rules = self.inp.topology.get(policy)
+            if rules is None or not any(s.hard for s in rules.spread):
+                continue
+            for _ in range(len(self.inp.managed)):
+                violations = rules.violations(policy_counts(self.inp, self.state, policy))
+                if not violations:
+                    break
+                move = self._repair_move(policy, violations[0])
+                if move is None:
+                    violation = violations[0]
+                    self.refusals.append(
+                        Refusal(
+                            kind=RefusalKind.SPREAD_VIOLATION,
+                            stage="Migrate",
+                            reason=(
+                                f"policy {policy}: topologySpreadConstraints {violation.spread.topology_key} skew "
+                                f"{violation.skew} > maxSkew {violation.spread.max_skew} ({violation.crowded} "
+                                f"most, {violation.sparse} fewest): no movable CT of the crowded domain fits a "
+                                f"node of a sparser one at or under migrateAbovePercent {threshold_figure(self.limit)}"
+                            ),
+                        )
+                    )
+                    break
+                self.move(move)
+
+    def _repair_move(self, policy: str, violation: SpreadViolation) -> _Move | None:
+        rules = self.inp.topology[policy]
+        spread = violation.spread
+        counts = policy_counts(self.inp, self.state, policy)
+        before = rules.skew(spread, counts)
+        best: tuple[int, float, float, int, int, str] | None = None
+        for vmid, managed in sorted(self.inp.managed.items()):
+            source = self.state.location.get(vmid)
+            ct = self.inp.snapshot.containers.get(vmid)
+            if managed.policy != policy or vmid in self.moved or ct is None or ct.template or managed.offloaded:
+                continue
+            if source is None or rules.domain_of(spread, source) != violation.crowded:
+                continue
+            if vmid in self.inp.in_flight.planned_vmids or blocked(self.inp, ct, managed, migration=True):
+                continue
+            load = self.state.load[vmid]
+            for name in self.targets:
+                if name == source or rules.domain_of(spread, name) == violation.crowded:
+                    continue
+                node = self.state.nodes[name]
+                target_after = node.fraction(self.metric, load)
+                if above(target_after, self.limit) or not node.fits(load):
+                    continue
+                if name in managed.excluded_nodes or rules.move_refusal(counts, source, name) is not None:
+                    continue
+                after = dict(counts)
+                after[source] -= 1
+                after[name] = after.get(name, 0) + 1
+                skew = rules.skew(spread, after)
+                if skew >= before:
+                    continue
+                cost = self.args.cost(load, self.state.running[vmid])
+                key = (skew, cost, target_after, self.order[name], vmid, name)
+                if best is None or key < best:
+                    best = key
+        if best is None:
+            return None
+        skew, _, _, _, vmid, target = best
+        source = self.state.location[vmid]
+        why = (
+            f"policy {policy}: topologySpreadConstraints {spread.topology_key} skew {violation.skew} > maxSkew "
+            f"{spread.max_skew} ({violation.crowded} most, {violation.sparse} fewest): repair the spread"
+        )
+        return _Move(vmid, source, target, evacuation=False, repair=why)
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
@@ -446,7 +550,9 @@ class _Planner:
             replay.move(move.vmid, move.target)
             source_after = replay.fraction(move.source)
             target_after = replay.fraction(move.target)
-            if move.evacuation and self._outside_pool(move.source):
+            if move.repair is not None:
+                why = move.repair
+            elif move.evacuation and self._outside_pool(move.source):
                 why = f"{move.source} is not a node of the pool: bring the CT back"
             elif move.evacuation:
                 why = f"{move.source} is in maintenance: drain"
@@ -509,6 +615,14 @@ class _Planner:
             detail = (
                 f"no node has room for any movable CT at or under migrateAbovePercent {threshold_figure(self.limit)}"
             )
+            ruled = next(((v, self.rule_refused[v]) for v in source.candidates if v in self.rule_refused), None)
+            if ruled is not None:
+                vmid, (target, why) = ruled
+                kind = RefusalKind.SPREAD_VIOLATION
+                detail = (
+                    f"moving CT {vmid} to {target}, which has room, would break its policy's {why}; "
+                    "the spread is kept (raise maxSkew or use ScheduleAnyway to let relief win)"
+                )
             if source.blocked:
                 detail += f"; {len(source.blocked)} CT(s) not movable (see their refusals)"
             self.refusals.append(
@@ -536,6 +650,7 @@ def propose(inp: BalancingInput, args: RebalanceArgs) -> Proposal:
     planner.explain_stuck(sources)
     if args.drain_maintenance:
         planner.drain()
+    planner.repair_spread()
     return Proposal(actions=planner.actions(), refusals=tuple(planner.refusals))
 
 
@@ -545,6 +660,7 @@ def propose_drains(inp: BalancingInput, args: RebalanceArgs) -> Proposal:
     planner = _Planner(inp, args)
     if args.drain_maintenance:
         planner.drain()
+    planner.repair_spread()
     return Proposal(actions=planner.actions(), refusals=tuple(planner.refusals))
 
 

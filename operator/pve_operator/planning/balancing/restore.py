@@ -21,6 +21,7 @@ from pve_operator.planning.actions import BalanceAction, RestoreContainer
 from pve_operator.planning.balancing.eligibility import blocked, receiving_nodes, refusal
 from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT
 from pve_operator.planning.balancing.proposal import Proposal, Refusal, RefusalKind
+from pve_operator.planning.balancing.spread import target_rank, target_refusal
 from pve_operator.planning.balancing.state import (
     GIB,
     Load,
@@ -104,15 +105,17 @@ def propose(inp: BalancingInput, args: RestoreArgs) -> Proposal:
             target = home
         elif args.allow_migration and not managed.pinned:
             moving = Load(start_load.cpu_cores, start_load.memory_bytes, state.load[vmid].disk_bytes)
-            best: tuple[float, int, str] | None = None
+            best: tuple[int, int, float, int, str] | None = None
             for name in targets:
                 node = state.nodes[name]
-                if name == home or name in managed.excluded_nodes or not calm(name) or not room(node, moving):
+                if name == home or not calm(name) or not room(node, moving):
                     continue
-                key = (node.fraction(metric, moving), order[name], name)
+                if target_refusal(inp, state, vmid, name) is not None:
+                    continue
+                key = (*target_rank(inp, state, vmid, name), node.fraction(metric, moving), order[name], name)
                 if best is None or key < best:
                     best = key
-            target = best[2] if best is not None else None
+            target = best[4] if best is not None else None
         if target is None:
             where = "its node has" if managed.pinned or not args.allow_migration else "no node has"
             refusals.append(
