@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+from pve_operator.api.v1alpha1 import PlacementSpec
 from pve_operator.planning.actions import CreateContainer, DestroyContainer, RestoreConfig, StartContainer
 from pve_operator.planning.model import ClusterSnapshot, ContainerStatus
 from pve_operator.planning.reconcile import (
@@ -16,6 +17,7 @@ from pve_operator.planning.reconcile import (
     pool_used_fraction,
     pve_setting,
 )
+from pve_operator.planning.topology import HOSTNAME_LABEL, TopologyInputs, TopologyRules, rules_for
 from tests.builders import GIB, build_ct, build_node
 
 INTENT = PolicyIntent(
@@ -304,3 +306,41 @@ def test_swap_zero_is_written_not_deleted() -> None:
     plan = plan_reconcile(intent, lab(ct.observation), [replace(ct, config={"swap": 512})])
     (repair,) = [a for a in plan.actions if isinstance(a, RestoreConfig)]
     assert repair.changes == {"swap": "0"}
+
+
+def _hostname_spread(skew: int = 1) -> TopologyRules:
+    placement = PlacementSpec.model_validate(
+        {
+            "topologySpreadConstraints": [
+                {"topologyKey": HOSTNAME_LABEL, "maxSkew": skew, "whenUnsatisfiable": "DoNotSchedule"}
+            ]
+        }
+    )
+    weights = {"srv-px1": 2, "srv-px2": 1}
+    return rules_for(placement, {}, TopologyInputs(weights, frozenset(weights)))
+
+
+def test_scale_down_with_a_spread_removes_from_the_most_crowded_node_first() -> None:
+    # 6 on px1 (the oldest), 3 on px2 (the newest): newest-first alone would empty px2.
+    present = [owned(3100 + i, "srv-px1", i) for i in range(6)] + [owned(3106 + i, "srv-px2", 6 + i) for i in range(3)]
+    snapshot = lab(*[p.observation for p in present])
+    plain = plan_reconcile(replace(INTENT, replicas=4), snapshot, present)
+    assert {a.node for a in plain.actions if isinstance(a, DestroyContainer)} == {"srv-px1", "srv-px2"}
+    spread = plan_reconcile(replace(INTENT, replicas=4, topology=_hostname_spread()), snapshot, present)
+    removed = [a for a in spread.actions if isinstance(a, DestroyContainer)]
+    assert len(removed) == 5
+    left = Counter(p.observation.node for p in present if p.vmid not in {a.vmid for a in removed})  # type: ignore[union-attr]
+    assert left == {"srv-px1": 2, "srv-px2": 2}
+    # Newest first within the crowded node: px1 loses 3105, 3104, 3103, 3102 and px2 its newest, 3108.
+    assert sorted(a.vmid for a in removed) == [3102, 3103, 3104, 3105, 3108]
+    assert all("most crowded topology domain" in a.reason for a in removed)
+
+
+def test_creation_with_a_spread_fills_the_sparse_node_and_says_unschedulable_when_it_is_full() -> None:
+    present = [owned(3100 + i, "srv-px1", i) for i in range(4)]
+    snapshot = lab(*[p.observation for p in present], px2_used_gib=30)
+    plan = plan_reconcile(replace(INTENT, replicas=6, topology=_hostname_spread()), snapshot, present)
+    # px2 is full (ceiling) and px1 already holds 4 against 0: nothing may be created, and the plan says why.
+    assert not creates(plan.actions)
+    assert plan.unplaced == 2 and plan.rule_refused == {"srv-px1"}
+    assert "maxSkew 1" in plan.placement_refusals["srv-px1"]

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from pve_operator.api.v1alpha1 import PlacementSpec
 from pve_operator.planning.actions import BalanceAction
 from pve_operator.planning.balancing import (
     BalancingInput,
@@ -34,6 +35,7 @@ from pve_operator.planning.balancing import (
 )
 from pve_operator.planning.balancing.strategy import snake_case
 from pve_operator.planning.model import ClusterSnapshot, ContainerObservation, ContainerStatus, Metric, NodeUsage
+from pve_operator.planning.topology import HOSTNAME_LABEL, TopologyInputs, TopologyRules, rules_for
 
 GIB = 1024**3
 SCENARIO_DIR = Path(__file__).resolve().parents[3] / "scenarios" / "balancing"
@@ -61,6 +63,8 @@ class NodeSpec(_Model):
     in_pool: bool = True
     maintenance: bool = False
     weight: int = 1
+    #: Topology labels (ProxmoxServerPool nodes[].labels); kubernetes.io/hostname is implicit.
+    labels: dict[str, str] = Field(default_factory=dict)
     #: Samples of the pool's metric in percent, oldest first; default: the current figure, sustainedSamples times.
     history: list[float] | None = None
 
@@ -120,6 +124,8 @@ class Scenario(_Model):
     nodes: list[NodeSpec]
     cts: list[CTSpec] = Field(default_factory=list)
     in_flight: InFlightSpec = Field(default_factory=InFlightSpec)
+    #: Policy name -> its spec.placement as in the CRD (topologySpreadConstraints, nodeAffinity).
+    placements: dict[str, dict[str, Any]] = Field(default_factory=dict)
     expect: Expect
 
 
@@ -250,7 +256,20 @@ def build_input(scenario: Scenario, *, reverse: bool = False) -> BalancingInput:
         ),
         balancing_enabled=scenario.balancing_enabled,
         offload_enabled=scenario.offload_enabled,
+        topology=_topology(scenario),
     )
+
+
+def _topology(scenario: Scenario) -> dict[str, TopologyRules]:
+    """Each policy's rules as the operator builds them (``rules_for``) from the scenario's pool nodes."""
+    in_pool = [spec for spec in scenario.nodes if spec.in_pool]
+    labels = {spec.name: {**spec.labels, HOSTNAME_LABEL: spec.name} for spec in in_pool}
+    weights = {spec.name: 0 if spec.maintenance else spec.weight for spec in in_pool}
+    online = frozenset(spec.name for spec in in_pool if spec.online)
+    return {
+        name: rules_for(PlacementSpec.model_validate(raw), labels, TopologyInputs(weights, online))
+        for name, raw in scenario.placements.items()
+    }
 
 
 @dataclass(frozen=True)
