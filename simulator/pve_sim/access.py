@@ -566,6 +566,17 @@ class DatacenterOptions:
             options.crs = {"ha": spec.crs.ha}
             if spec.crs.ha_rebalance_on_start:
                 options.crs["ha-rebalance-on-start"] = 1
+            if spec.crs.ha_auto_rebalance:
+                options.crs["ha-auto-rebalance"] = 1
+            # pve-cluster src/PVE/DataCenterConfig.pm (9.1.6): threshold and margin in percent.
+            for key, value in (
+                ("ha-auto-rebalance-threshold", spec.crs.ha_auto_rebalance_threshold),
+                ("ha-auto-rebalance-method", spec.crs.ha_auto_rebalance_method),
+                ("ha-auto-rebalance-hold-duration", spec.crs.ha_auto_rebalance_hold_duration),
+                ("ha-auto-rebalance-margin", spec.crs.ha_auto_rebalance_margin),
+            ):
+                if value is not None:
+                    options.crs[key] = value
         return options
 
     def as_config(self) -> dict[str, object]:

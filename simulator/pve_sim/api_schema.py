@@ -90,6 +90,11 @@ class ParamSpec:
     requires: str | None = None
     index_max: int | None = None
     default_key: bool = False
+    instance_types: tuple[str, ...] | None = None
+    """SectionConfig property isolation (``instance-types``): the section types the option belongs
+    to; PVE only uses it to make a non-optional option optional for other types."""
+    type_property: str | None = None
+    """``type-property``: the parameter that names the section type (``type``)."""
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -323,6 +328,44 @@ _LXC_UPDATE_ONLY: tuple[ParamSpec, ...] = (
 )
 
 
+# --- HA (pve-ha-manager src/PVE/HA/Resources.pm, src/PVE/HA/Rules.pm and its plugins) -------------
+
+_HA_SID = ParamSpec("sid", "string", optional=False, format="pve-ha-resource-or-vm-id")
+_HA_RESOURCE_TYPE = ParamSpec("type", "string", enum=("ct", "vm"))
+_HA_RESOURCE_OPTIONS: tuple[ParamSpec, ...] = (
+    ParamSpec("comment", "string", max_length=4096),
+    ParamSpec("failback", "boolean", default=True),
+    ParamSpec("group", "string", format="pve-configid"),
+    ParamSpec("max_relocate", "integer", default=1, minimum=0),
+    ParamSpec("max_restart", "integer", default=1, minimum=0),
+    ParamSpec("state", "string", default="started", enum=("started", "stopped", "enabled", "disabled", "ignored")),
+)
+_HA_RULE_TYPES = ("node-affinity", "resource-affinity")
+_HA_RULE_ID = ParamSpec("rule", "string", optional=False, format="pve-configid")
+_HA_RULE_RESOURCES = ParamSpec("resources", "string", format="pve-ha-resource-id-list")
+_HA_RULE_OPTIONS: tuple[ParamSpec, ...] = (
+    _HA_RULE_ID,
+    ParamSpec("type", "string", optional=False, enum=_HA_RULE_TYPES),
+    ParamSpec("comment", "string", max_length=4096),
+    ParamSpec("disable", "boolean"),
+    ParamSpec(
+        "affinity",
+        "string",
+        enum=("positive", "negative"),
+        instance_types=("resource-affinity",),
+        type_property="type",
+    ),
+    ParamSpec(
+        "nodes",
+        "string",
+        format="pve-ha-node-list",
+        instance_types=("node-affinity",),
+        type_property="type",
+    ),
+    ParamSpec("strict", "boolean", default=False, instance_types=("node-affinity",), type_property="type"),
+)
+
+
 def _ep(
     method: str,
     path: str,
@@ -443,9 +486,45 @@ _ENDPOINT_LIST: tuple[EndpointSpec, ...] = (
         "index",
         (
             ParamSpec("resource", "string"),
-            ParamSpec("type", "string", enum=("node-affinity", "resource-affinity")),
+            ParamSpec("type", "string", enum=_HA_RULE_TYPES),
         ),
     ),
+    _ep("POST", "/cluster/ha/rules", "create_rule", (*_HA_RULE_OPTIONS, replace(_HA_RULE_RESOURCES, optional=False))),
+    _ep("GET", "/cluster/ha/rules/{rule}", "read_rule", (_HA_RULE_ID,)),
+    _ep(
+        "PUT",
+        "/cluster/ha/rules/{rule}",
+        "update_rule",
+        (
+            *_HA_RULE_OPTIONS,
+            _HA_RULE_RESOURCES,
+            ParamSpec("delete", "string", format="pve-configid-list", max_length=4096),
+            ParamSpec("digest", "string", max_length=64),
+        ),
+    ),
+    _ep("DELETE", "/cluster/ha/rules/{rule}", "delete_rule", (_HA_RULE_ID,)),
+    _ep("GET", "/cluster/ha/resources", "index", (_HA_RESOURCE_TYPE,)),
+    _ep("POST", "/cluster/ha/resources", "create", (_HA_SID, _HA_RESOURCE_TYPE, *_HA_RESOURCE_OPTIONS)),
+    _ep("GET", "/cluster/ha/resources/{sid}", "read", (_HA_SID,)),
+    _ep(
+        "PUT",
+        "/cluster/ha/resources/{sid}",
+        "update",
+        (
+            _HA_SID,
+            *_HA_RESOURCE_OPTIONS,
+            ParamSpec("delete", "string", format="pve-configid-list", max_length=4096),
+            ParamSpec("digest", "string", max_length=64),
+        ),
+    ),
+    _ep(
+        "DELETE",
+        "/cluster/ha/resources/{sid}",
+        "delete",
+        (_HA_SID, ParamSpec("purge", "boolean", default=True)),
+    ),
+    _ep("POST", "/cluster/ha/resources/{sid}/migrate", "migrate", (_HA_SID, NODE)),
+    _ep("POST", "/cluster/ha/resources/{sid}/relocate", "relocate", (_HA_SID, NODE)),
     _ep("GET", "/nodes", "index"),
     _ep("GET", "/nodes/{node}/status", "status", (NODE,), proxy=True),
     _ep("GET", "/nodes/{node}/version", "version", (NODE,), proxy=True),

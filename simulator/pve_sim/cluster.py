@@ -342,6 +342,8 @@ class SimCluster:
                 disable=True if rule_spec.disable else None,
                 comment=rule_spec.comment or None,
             )
+        # The cluster has been running: the CRM already knows the nodes and services.
+        cluster.ha.sync()
         cluster.ha.arm()
         for event in scenario.timeline():
             cluster.scheduler.at(now + event.at_seconds, _event_action(cluster, event))
@@ -533,12 +535,12 @@ class SimCluster:
                 self.state.check_lock(current)
                 self.injected_failure(task)
                 yield self.state.timing.start_seconds
-                current = self.state.containers.get(vmid)
-                if current is not None and current.node == node and not current.running:
+                after = self.state.containers.get(vmid)
+                if after is not None and after.node == node and not after.running:
                     from pve_sim.handlers.lxc import apply_pending
 
-                    apply_pending(self, current)
-                    self.set_running(current, True)
+                    apply_pending(self, after)
+                    self.set_running(after, True)
             finally:
                 self.funlock(task, vmid)
 
@@ -574,7 +576,10 @@ class SimCluster:
         ``$fence_recovery_cleanup`` drops locks that are safe to remove once the old node was reset
         (pve-ha-manager ``src/PVE/HA/Manager.pm``)."""
         if ct.lock in ("backup", "mounted", "migrate", "rollback", "snapshot", "snapshot-delete"):
-            self.ha._log("warning", f"removed leftover lock '{ct.lock}' from recovered service 'ct:{ct.vmid}' to allow its start.")
+            self.ha.log_line(
+                "warning",
+                f"removed leftover lock '{ct.lock}' from recovered service 'ct:{ct.vmid}' to allow its start.",
+            )
             del ct.config["lock"]
         if ct.running:
             self.set_running(ct, False)

@@ -445,6 +445,29 @@ def _verify_disk_size(value: str) -> None:
         raise FormatError(f"value does not look like a valid disk size: {value}\n")
 
 
+_HA_RESOURCE_ID_RE = re.compile(r"^[a-z]+:\S+$")
+_HA_RESOURCE_OR_VMID_RE = re.compile(r"^([a-z]+:\S+|\d+)$")
+_HA_NODE_RE = re.compile(r"^([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)(:\d+)?$")
+
+
+def _verify_ha_resource_id(value: str) -> None:
+    """pve-ha-manager ``src/PVE/HA/Tools.pm`` ``pve_verify_ha_resource_id``."""
+    if not _HA_RESOURCE_ID_RE.match(value):
+        raise FormatError("value does not look like a valid ha resource id\n")
+
+
+def _verify_ha_resource_or_vm_id(value: str) -> None:
+    """pve-ha-manager ``src/PVE/HA/Tools.pm`` ``pve_verify_ha_resource_or_vm_id``."""
+    if not _HA_RESOURCE_OR_VMID_RE.match(value):
+        raise FormatError("value does not look like a valid ha resource id\n")
+
+
+def _verify_ha_node(value: str) -> None:
+    """pve-ha-manager ``src/PVE/HA/Tools.pm`` ``pve_verify_ha_node`` (``node`` or ``node:<pri>``)."""
+    if not _HA_NODE_RE.match(value):
+        raise FormatError("value does not look like a valid ha node\n")
+
+
 NAMED_FORMATS: Mapping[str, Callable[[str], None]] = {
     "pve-vmid": _verify_vmid,
     "pve-node": _verify_node,
@@ -471,6 +494,9 @@ NAMED_FORMATS: Mapping[str, Callable[[str], None]] = {
     "pve-lxc-mp-string": _verify_lxc_mp_string,
     "pve-lxc-dev-string": _verify_lxc_dev_string,
     "disk-size": _verify_disk_size,
+    "pve-ha-resource-id": _verify_ha_resource_id,
+    "pve-ha-resource-or-vm-id": _verify_ha_resource_or_vm_id,
+    "pve-ha-node": _verify_ha_node,
 }
 """Named formats by their PVE name (without ``-list``/``-opt``)."""
 

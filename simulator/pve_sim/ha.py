@@ -162,6 +162,10 @@ class HaManager:
     def _log(self, level: str, message: str) -> None:
         self.log.append(HaLogLine(self.cluster.now(), level, message))
 
+    def log_line(self, level: str, message: str) -> None:
+        """A line in the CRM's log (``$haenv->log``), kept in :attr:`log`."""
+        self._log(level, message)
+
     def _new_uid(self, state: str) -> str:
         self._uid_counter += 1
         return hashlib.md5(f"{state}{self._uid_counter}".encode()).hexdigest()[:22]
@@ -225,9 +229,9 @@ class HaManager:
         self.manage()
         self.arm()
 
-    def manage(self, only: str | None = None) -> None:
-        """One CRM round (``PVE::HA::Manager::manage``); ``only`` limits the state machine to one
-        service (an HA request acted on between rounds)."""
+    def manage(self, only: set[str] | None = None) -> None:
+        """One CRM round (``PVE::HA::Manager::manage``); ``only`` limits the state machine to some
+        services (an HA request acted on between rounds)."""
         cluster = self.cluster
         if not cluster.is_quorate():
             return
@@ -238,7 +242,7 @@ class HaManager:
         for _ in range(10):  # PVE loops while states change ("for (;;) ... last if !$repeat")
             changed = False
             for sid in sorted(self.services):
-                if only is not None and sid != only:
+                if only is not None and sid not in only:
                     continue
                 before = self.services[sid].state
                 self._next_state(sid)
@@ -251,7 +255,7 @@ class HaManager:
 
     def act_soon(self, sid: str | None = None) -> None:
         """A request or command was written: the manager acts one HA round later."""
-        self.cluster.after_ha_round(lambda: self.manage(only=sid))
+        self.cluster.after_ha_round(lambda: self.manage(only=None if sid is None else {sid}))
         self.arm()
 
     def sync(self) -> None:
@@ -292,9 +296,9 @@ class HaManager:
                 initial = "request_stop"
             self.services[sid] = ServiceStatus(state=initial, node=ct.node, uid=self._new_uid(initial))
         for sid in list(self.services):
-            resource = state.ha_resources.get(sid)
-            if resource is None or resource.state == "ignored" or resource.vmid not in state.containers:
-                reason = "ignored state requested" if resource is not None else "no config"
+            configured = state.ha_resources.get(sid)
+            if configured is None or configured.state == "ignored" or configured.vmid not in state.containers:
+                reason = "ignored state requested" if configured is not None else "no config"
                 self._log("info", f"removing stale service '{sid}' ({reason})")
                 del self.services[sid]
 
@@ -356,10 +360,10 @@ class HaManager:
                 return
             self._lrm_start(status, ct)
         elif current == "request_stop":
+            if ct.running and not self._lrm_busy(status):
+                self._lrm_stop(status, ct)
             if not ct.running and not self._lrm_busy(status):
                 self._change(sid, status, "stopped")
-            elif not self._lrm_busy(status):
-                self._lrm_stop(status, ct)
         elif current == "stopped":
             if status.node != ct.node:
                 self._log("info", f"fixup service '{sid}' location ({status.node} => {ct.node})")
@@ -420,7 +424,7 @@ class HaManager:
 
     # ------------------------------------------------------------------ fencing and recovery
 
-    def _fence_and_recover(self, only: str | None) -> bool:
+    def _fence_and_recover(self, only: set[str] | None) -> bool:
         """The "handle fencing" part of ``manage`` plus ``next_state_recovery``."""
         changed = False
         timing = self.cluster.state.timing
@@ -428,7 +432,7 @@ class HaManager:
         fenced: dict[str, bool] = {}
         for sid in sorted(self.services):
             status = self.services[sid]
-            if status.state != "fence" or (only is not None and sid != only):
+            if status.state != "fence" or (only is not None and sid not in only):
                 continue
             node = status.node
             if node not in fenced:
@@ -438,8 +442,10 @@ class HaManager:
                     self._log("info", f"node '{node}': state changed from 'unknown' => 'fence'")
                 # get_ha_agent_lock succeeds once the dead node's lock expired, or at once when the
                 # node is back (its LRM sees it must be fenced and releases the lock).
-                gone = target is None or target.online or target.offline_since is None
-                acknowledged = gone or (now - (target.offline_since or now)) >= timing.ha_fence_seconds
+                if target is None or target.online or target.offline_since is None:
+                    acknowledged = True
+                else:
+                    acknowledged = now - target.offline_since >= timing.ha_fence_seconds
                 if acknowledged:
                     self._log("info", f"fencing: acknowledged - got agent lock for node '{node}'")
                     self.node_status[node] = "online" if target is not None and target.online else "unknown"
@@ -449,9 +455,8 @@ class HaManager:
                 changed = True
         for sid in sorted(self.services):
             status = self.services[sid]
-            if status.state == "recovery" and (only is None or sid == only):
-                if self._recover(sid, status):
-                    changed = True
+            if status.state == "recovery" and (only is None or sid in only) and self._recover(sid, status):
+                changed = True
         return changed
 
     def _recover(self, sid: str, status: ServiceStatus) -> bool:
@@ -463,7 +468,9 @@ class HaManager:
         fenced_node = status.node
         node = self.select_service_node(sid, resource, "best-score")
         if node is None:
-            self._log("err", f"recovering service '{sid}' from fenced node '{fenced_node}' failed, no recovery node found")
+            self._log(
+                "err", f"recovering service '{sid}' from fenced node '{fenced_node}' failed, no recovery node found"
+            )
             if resource.requested == "disabled":
                 self._change(sid, status, "stopped")
                 return True
@@ -618,7 +625,10 @@ class HaManager:
 
     def _motion_pending(self) -> bool:
         """``any_resource_motion_queued_or_running``."""
-        return any(s.state in MOTION_STATES or (s.cmd is not None and s.cmd[0] in MOTION_STATES) for s in self.services.values())
+        return any(
+            s.state in MOTION_STATES or (s.cmd is not None and s.cmd[0] in MOTION_STATES)
+            for s in self.services.values()
+        )
 
     def _bundles(self) -> dict[str, list[str]]:
         """``get_active_stationary_resource_bundles``: started services with their started positive
@@ -721,7 +731,8 @@ class HaManager:
                 continue
             self._log(
                 "err",
-                f"crm command '{cmd}' error - service '{csid}' on node '{target}' in negative affinity with service '{sid}'",
+                f"crm command '{cmd}' error - service '{csid}' on node '{target}'"
+                f" in negative affinity with service '{sid}'",
             )
             return False
         self._log("info", f"got crm command: {cmd}")
@@ -755,10 +766,7 @@ class HaManager:
             elif target == status.node:
                 self._log("info", f"ignore crm command - service already on target node: {task} {sid} {target}")
             elif self.queue_motion(task, sid, target):
-                partners = self.compiled_rules().positive.get(sid, set())
-                for member in sorted({sid, *partners}):
-                    if member in self.services:
-                        self.manage(only=member)
+                self.manage(only={sid, *self.compiled_rules().positive.get(sid, set())})
 
         self.cluster.after_ha_round(run)
         self.arm()
@@ -795,4 +803,3 @@ class HaManager:
             },
             "log": [f"{line.epoch:.0f} {line.level} {line.message}" for line in self.log],
         }
-

@@ -173,7 +173,8 @@ def check_feasibility(rules: Mapping[str, HaRule], nodes: Iterable[str]) -> Rule
             _add(
                 errors,
                 rule_id,
-                "resources are in a resource affinity rule and cannot be in a node affinity rule with multiple priorities",
+                "resources are in a resource affinity rule and cannot be in"
+                " a node affinity rule with multiple priorities",
             )
         else:
             _add(errors, rule_id, "resources are in node affinity rules with multiple priorities")
@@ -265,7 +266,9 @@ def transform(rules: dict[str, HaRule], nodes: Iterable[str]) -> list[str]:
         for csid, sids in separated_from.items():
             for sid in positive.resources - sids:
                 new_id = f"_implicit-negative-{positive_id}-{sid}-{csid}"
-                rules[new_id] = HaRule(new_id, "resource-affinity", {sid, csid}, next_ordinal(rules), affinity="negative")
+                rules[new_id] = HaRule(
+                    new_id, "resource-affinity", {sid, csid}, next_ordinal(rules), affinity="negative"
+                )
     # create_implicit_positive_resource_affinity_node_affinity_rules
     args = _check_args(rules)
     for positive in args.positive.values():

@@ -362,6 +362,21 @@ class CrsSpec(_Spec):
     """``ha``: how the HA manager picks a node."""
     ha_rebalance_on_start: bool = False
     """``ha-rebalance-on-start``."""
+    ha_auto_rebalance: bool = False
+    """``ha-auto-rebalance`` (PVE 9.2, pve-ha-manager 5.2.0): the HA manager migrates HA resources
+    away from the most loaded nodes when the node imbalance stays above the threshold; only with
+    ``ha: static`` or ``ha: dynamic``."""
+    ha_auto_rebalance_threshold: float | None = Field(default=None, ge=0.0, le=100.0)
+    """``ha-auto-rebalance-threshold``: node imbalance (coefficient of variation of the node loads)
+    in percent that triggers rebalancing; unset = 30."""
+    ha_auto_rebalance_method: Literal["bruteforce", "topsis"] | None = None
+    """``ha-auto-rebalance-method``; unset = ``bruteforce`` (the simulator scores ``topsis`` alike)."""
+    ha_auto_rebalance_hold_duration: float | None = Field(default=None, ge=0.0)
+    """``ha-auto-rebalance-hold-duration``: HA rounds (10 s each) the imbalance must stay above the
+    threshold before a move; unset = 3."""
+    ha_auto_rebalance_margin: float | None = Field(default=None, ge=0.0, le=100.0)
+    """``ha-auto-rebalance-margin``: minimum relative improvement of the imbalance, in percent, for
+    a move; unset = 10."""
 
 
 class DatacenterOptionsSpec(_Spec):
@@ -414,6 +429,14 @@ class TimingSpec(_Spec):
     """``vzmigrate``: fixed part (config move, checks); the volume copy is added on top."""
     migrate_mib_per_second: float = Field(default=400.0, gt=0.0)
     """``vzmigrate``: copy rate of volumes on local (non-shared) storage."""
+    ha_crm_round_seconds: float = Field(default=10.0, gt=0.0)
+    """The HA manager's (CRM) round: fencing, recovery, placement under HA rules and CRS
+    auto-rebalance are decided once per round."""
+    ha_fence_delay_seconds: float = Field(default=60.0, ge=0.0)
+    """How long a node must be gone before its HA resources go to ``fence`` (PVE: 60 s)."""
+    ha_fence_seconds: float = Field(default=120.0, ge=0.0)
+    """When, after the node left, fencing is acknowledged and its HA resources are recovered on
+    other nodes (PVE: about 2 minutes, the pmxcfs lock lifetime). Shorten both to test failover fast."""
     snapshot_seconds: float = Field(default=2.0, ge=0.0)
     """``vzsnapshot`` and ``vzdelsnapshot``."""
     rollback_seconds: float = Field(default=3.0, ge=0.0)
@@ -761,13 +784,57 @@ class HaResourceSpec(_Spec):
         return int(self.sid.removeprefix("ct:"))
 
 
+class HaRuleSpec(_Spec):
+    """A PVE 9 HA rule (ha/rules.cfg, pve-ha-manager ``src/PVE/HA/Rules.pm``).
+
+    ``node-affinity`` keeps its resources on ``nodes`` (``strict``: only there); ``resource-affinity``
+    keeps them together (``affinity: positive``) or apart (``negative``). Rules PVE would reject as
+    infeasible load, are listed with their ``errors`` and are ignored by the HA manager, as in PVE.
+    """
+
+    rule: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_\-]+$")]
+    """Rule ID (``pve-configid``)."""
+    type: Literal["node-affinity", "resource-affinity"]
+    """Rule type."""
+    resources: tuple[Annotated[str, StringConstraints(pattern=r"^(ct:)?[1-9][0-9]{2,8}$")], ...] = Field(
+        min_length=1
+    )
+    """HA resources (``ct:<vmid>`` or ``<vmid>``), each declared in ``ha.resources``."""
+    nodes: tuple[Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9\-]+(:\d+)?$")], ...] = ()
+    """``node-affinity``: nodes, each ``node`` or ``node:priority`` (higher = preferred)."""
+    strict: bool = False
+    """``node-affinity``: the resources may run on ``nodes`` only."""
+    affinity: Literal["positive", "negative"] | None = None
+    """``resource-affinity``: together (``positive``) or apart (``negative``)."""
+    disable: bool = False
+    """The rule is disabled."""
+    comment: str = ""
+    """Free text."""
+
+    @model_validator(mode="after")
+    def _type_options(self) -> HaRuleSpec:
+        if self.type == "node-affinity":
+            if not self.nodes:
+                raise ValueError("a node-affinity rule needs nodes")
+            if self.affinity is not None:
+                raise ValueError("affinity belongs to resource-affinity rules")
+        else:
+            if self.affinity is None:
+                raise ValueError("a resource-affinity rule needs affinity (positive or negative)")
+            if self.nodes or self.strict:
+                raise ValueError("nodes and strict belong to node-affinity rules")
+        return self
+
+
 class HaSection(_Spec):
     """High availability configuration."""
 
     groups: tuple[HaGroupSpec, ...] = ()
-    """HA groups."""
+    """HA groups (PVE 8 style; with groups present PVE 9 refuses to create rules through the API)."""
     resources: tuple[HaResourceSpec, ...] = ()
     """HA-managed CTs."""
+    rules: tuple[HaRuleSpec, ...] = ()
+    """HA rules (PVE 9): node affinity and resource affinity."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1242,6 +1309,16 @@ def _check_references(
             raise fail(("ha", "resources", i, "sid"), f"CT {resource.vmid} is not declared in containers")
         if resource.group is not None and resource.group not in ha_groups:
             raise fail(("ha", "resources", i, "group"), f"HA group {resource.group!r} is not declared")
+    ha_vmids = {r.vmid for r in scenario.ha.resources}
+    rule_ids = ((("ha", "rules", i, "rule"), r.rule) for i, r in enumerate(scenario.ha.rules))
+    for loc, rule_id, _ in _duplicates(rule_ids):
+        raise fail(loc, f"duplicate HA rule {rule_id!r}")
+    for i, ha_rule in enumerate(scenario.ha.rules):
+        for j, sid in enumerate(ha_rule.resources):
+            if int(sid.removeprefix("ct:")) not in ha_vmids:
+                raise fail(("ha", "rules", i, "resources", j), f"{sid} is not declared in ha.resources")
+        for j, member in enumerate(ha_rule.nodes):
+            need_node(("ha", "rules", i, "nodes", j), member.split(":", 1)[0])
 
     # Events.
     for i, event in enumerate(scenario.events):

@@ -84,6 +84,8 @@ COMPARED_KEYWORDS = {
     "format",
     "requires",
     "default_key",
+    "instance-types",
+    "type-property",
 }
 DOCUMENTATION_KEYWORDS = {"description", "verbose_description", "typetext", "format_description", "title"}
 
@@ -161,6 +163,11 @@ def _compare_param(spec: ParamSpec, official: Mapping[str, Any], where: str) -> 
         problems.append(f"{where}: requires {spec.requires!r} != PVE {official.get('requires')!r}")
     if spec.default_key != bool(official.get("default_key", 0)):
         problems.append(f"{where}: default_key {spec.default_key} != PVE {official.get('default_key', 0)}")
+    expected_instance_types = tuple(official["instance-types"]) if "instance-types" in official else None
+    if spec.instance_types != expected_instance_types:
+        problems.append(f"{where}: instance_types {spec.instance_types} != PVE {expected_instance_types}")
+    if spec.type_property != official.get("type-property"):
+        problems.append(f"{where}: type_property {spec.type_property!r} != PVE {official.get('type-property')!r}")
 
     official_format = official.get("format")
     if isinstance(official_format, dict):
