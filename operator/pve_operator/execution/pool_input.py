@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pve_operator.api.v1alpha1 import GROUP, AutomationMode, ProxmoxServerPoolSpec
+from pydantic import ValidationError
+
+from pve_operator.api.v1alpha1 import GROUP, AutomationMode, PlacementSpec, ProxmoxServerPoolSpec
 from pve_operator.api.v1alpha1.common import parse_epoch
 from pve_operator.execution.discovery import discover_owned
 from pve_operator.execution.executor import PolicyIdentity
@@ -29,10 +31,12 @@ from pve_operator.planning.balancing import (
 from pve_operator.planning.balancing.inputs import migration_failures_from
 from pve_operator.planning.model import ClusterSnapshot, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG, ForeignClaim, OwnershipKey, OwnershipRecord
+from pve_operator.planning.topology import TopologyInputs, TopologyRules, pool_labels, rules_for
 from pve_operator.pve.client import PveClient
 
 #: A policy annotation that pins all its CTs (never migrated or offloaded), like the pinned tag per CT.
 PINNED_ANNOTATION = f"{GROUP}/pinned"
+
 
 def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
     """What balancing needs of a ContainerPolicy (not its whole body)."""
@@ -56,8 +60,25 @@ def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Ma
             {(str(n.get("bridge")), int(n["vlan"]) if n.get("vlan") else 0) for n in template.get("networks") or ()}
         ),
         "tags": sorted({str(t).lower() for t in template.get("tags") or ()}),
+        # Spread and node affinity (with the node weights they count domains by), as the API server stored it.
+        "placement": dict(spec.get("placement") or {}),
     }
 
+
+def _topology(
+    policy: Mapping[str, Any], pool: ProxmoxServerPoolSpec, snapshot: ClusterSnapshot
+) -> TopologyRules | None:
+    """The policy's placement rules over the pool, or None when it has none. A placement the model
+    refuses (only an API server without the CRD's validation would store one) counts as no rules: the
+    policy's own cycle reports it."""
+    try:
+        placement = PlacementSpec.model_validate(policy.get("placement") or {})
+    except ValidationError:
+        return None
+    if not placement.topology_spread_constraints and placement.node_affinity is None:
+        return None
+    online = frozenset(name for name, node in snapshot.nodes.items() if node.online)
+    return rules_for(placement, pool_labels(pool), TopologyInputs(placement.effective_node_weights(pool), online))
 
 
 @dataclass(frozen=True)
@@ -108,7 +129,11 @@ def collect_input(
     managed: dict[int, ManagedCT] = {}
     owners: dict[int, PolicyIdentity] = {}
     policy_of: dict[int, Mapping[str, Any]] = {}
+    topology: dict[str, TopologyRules] = {}
     for policy in policies:
+        rules = _topology(policy, pool, snapshot)
+        if rules is not None:
+            topology[str(policy["name"])] = rules
         vmid_range = range(int(policy["start"]), int(policy["end"]) + 1)
         for item in discover_owned(
             client,
@@ -173,5 +198,6 @@ def collect_input(
         in_flight=InFlight(other_vmids=frozenset(locked)),
         balancing_enabled=balancing_mode is not AutomationMode.OFF,
         offload_enabled=offload_mode is not AutomationMode.OFF,
+        topology=topology,
     )
     return CollectedInput(inp, owners, policy_of, locked)

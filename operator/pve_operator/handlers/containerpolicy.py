@@ -75,7 +75,7 @@ from pve_operator.planning.reconcile import (
     plan_reconcile,
     pve_setting,
 )
-from pve_operator.planning.topology import TopologyInputs, rules_for
+from pve_operator.planning.topology import TopologyInputs, pool_labels, rules_for
 from pve_operator.planning.vmid_ranges import (
     PolicyVmidRange,
     VmidRangeOverlap,
@@ -175,7 +175,7 @@ def intent_from(
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
     return PolicyIntent(
-        topology=rules_for(policy.placement, pool, TopologyInputs(weights, online_nodes)),
+        topology=rules_for(policy.placement, pool_labels(pool), TopologyInputs(weights, online_nodes)),
         policy_uid=uid,
         vmid_range=policy.vmid_range.as_range(),
         memory_mib=policy.template.memory_mib,

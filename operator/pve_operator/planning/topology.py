@@ -309,9 +309,12 @@ class TopologyInputs:
     online_nodes: frozenset[str] = field(default_factory=frozenset)
 
 
-def rules_for(placement: PlacementSpec, pool: ProxmoxServerPoolSpec, inputs: TopologyInputs) -> TopologyRules:
-    """A policy's :class:`TopologyRules` from its ``spec.placement`` and its pool's spec."""
-    labels = pool_labels(pool)
+def rules_for(
+    placement: PlacementSpec, node_labels: Mapping[str, Mapping[str, str]], inputs: TopologyInputs
+) -> TopologyRules:
+    """A policy's :class:`TopologyRules` from its ``spec.placement`` and its pool's node labels
+    (:func:`pool_labels`)."""
+    labels = {name: node_labels.get(name) or {HOSTNAME_LABEL: name} for name in inputs.node_weights}
     affinity = placement.node_affinity
     required = tuple(_term(t) for t in affinity.required.node_selector_terms) if affinity and affinity.required else ()
     preferred = tuple(PreferredTerm(p.weight, _term(p.preference)) for p in affinity.preferred) if affinity else ()
@@ -320,7 +323,7 @@ def rules_for(placement: PlacementSpec, pool: ProxmoxServerPoolSpec, inputs: Top
         for name, weight in inputs.node_weights.items()
         if weight > 0
         and name in inputs.online_nodes
-        and (not required or any(t.matches(labels.get(name, {HOSTNAME_LABEL: name})) for t in required))
+        and (not required or any(t.matches(labels[name]) for t in required))
     )
     spread = tuple(
         Spread(c.topology_key, c.max_skew, hard=c.when_unsatisfiable.value == "DoNotSchedule")

@@ -795,6 +795,16 @@ class PlacementSpec(ApiModel):
     node_affinity: NodeAffinity | None = None
     """Nodes the CTs may go to (required) and prefer (preferred), by the pool's node labels."""
 
+    def effective_node_weights(self, pool: ProxmoxServerPoolSpec) -> dict[str, int]:
+        """Placement weight of every pool node for the policy, in the pool's node order.
+
+        A node in maintenance weighs 0 whatever its weight; otherwise the policy's override wins over
+        the pool's weight. Overrides for nodes outside the pool are ignored (see
+        ``ContainerPolicySpec.unknown_weight_overrides``).
+        """
+        overrides = {override.name: override.weight for override in self.node_weights}
+        return {node.name: 0 if node.maintenance else overrides.get(node.name, node.weight) for node in pool.nodes}
+
     @field_validator("topology_spread_constraints")
     @classmethod
     def _unique_spread(cls, constraints: tuple[TopologySpreadConstraint, ...]) -> tuple[TopologySpreadConstraint, ...]:
@@ -901,14 +911,8 @@ class ContainerPolicySpec(ApiModel):
         return render_hostname(self.hostname_pattern, index)
 
     def effective_node_weights(self, pool: ProxmoxServerPoolSpec) -> dict[str, int]:
-        """Placement weight of every pool node for this policy, in the pool's node order.
-
-        A node in maintenance weighs 0 whatever its weight; otherwise this policy's override wins over
-        the pool's weight. Overrides for nodes outside the pool are ignored (see
-        ``unknown_weight_overrides``).
-        """
-        overrides = {override.name: override.weight for override in self.placement.node_weights}
-        return {node.name: 0 if node.maintenance else overrides.get(node.name, node.weight) for node in pool.nodes}
+        """Placement weight of every pool node for this policy (``PlacementSpec.effective_node_weights``)."""
+        return self.placement.effective_node_weights(pool)
 
     def unknown_weight_overrides(self, pool: ProxmoxServerPoolSpec) -> tuple[str, ...]:
         """Nodes named in placement.nodeWeights that are not in the pool (worth a warning)."""
