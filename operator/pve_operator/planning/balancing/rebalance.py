@@ -433,7 +433,7 @@ class _Planner:
                             reason=(
                                 f"CT {vmid} stays on {where}: "
                                 + (
-                                    f"the node with room ({ruled[0]}) is refused by its policy's {ruled[1]}"
+                                    f"the node with room ({ruled[0]}) is refused by its policy's placement rules ({ruled[1]})"
                                     if ruled
                                     else "no node has room for it at or under migrateAbovePercent "
                                     f"{threshold_figure(self.limit)}"
@@ -620,7 +620,8 @@ class _Planner:
                 vmid, (target, why) = ruled
                 kind = RefusalKind.SPREAD_VIOLATION
                 detail = (
-                    f"moving CT {vmid} to {target}, which has room, would break its policy's {why}; "
+                    f"moving CT {vmid} to {target}, which has room, would break its policy's placement rules "
+                    f"({why}); "
                     "the spread is kept (raise maxSkew or use ScheduleAnyway to let relief win)"
                 )
             if source.blocked:
