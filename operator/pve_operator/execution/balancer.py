@@ -16,6 +16,7 @@ without a task to :meth:`repair`, which finishes or reverts them. The invariants
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pve_operator.planning.actions import BalanceAction, MigrateContainer, Offlo
 from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import PveConflict, PveError, PveNotFound
+from pve_operator.pve.ha import HA_CONVERGE_SECONDS, HA_REQUEST_TASKS, PveHaNotConverging, ct_resource, wait_done
 from pve_operator.pve.tasks import Upid
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,10 @@ class BalanceExecutor:
         task_timeout_seconds: float = 600.0,
         migrate_shutdown_timeout_seconds: int = 180,
         offload_shutdown_timeout_seconds: int = 60,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        #: Epoch seconds now, compared with a request's UPID start time (PVE's clock) for HA requests.
+        self._clock = clock
         self._client = client
         self._owners = owners
         self._journal = journal
@@ -196,7 +201,13 @@ class BalanceExecutor:
         if status == "running":
             return f"CT {vmid} is running on {node}"
         try:
-            self._client.wait(self._client.start_container(node, vmid), timeout_seconds=self._task_timeout)
+            wait_done(
+                self._client,
+                self._client.start_container(node, vmid),
+                vmid=vmid,
+                timeout_seconds=self._task_timeout,
+                status="running",
+            )
         except PveConflict as exc:
             if not exc.already_running:
                 raise
@@ -245,12 +256,24 @@ class BalanceExecutor:
             if task.get("status") != "stopped":
                 continue
             exit_status = str(task.get("exitstatus") or "")
+            if exit_status == "OK" and self._ha_move_pending(entry):
+                continue  # the HA manager has the request but has not moved the CT yet
             try:
                 recovered = self._ensure_running(entry.vmid) if entry.was_running else ""
             except PveError as exc:
                 recovered = f"CT {entry.vmid} could not be started again: {exc}"
             finally:
                 self._journal.finish(entry.vmid)
+            if exit_status == "OK" and entry.upid and Upid.parse(entry.upid).type in HA_REQUEST_TASKS:
+                resource = ct_resource(self._client, entry.vmid)
+                if resource is not None and resource.get("node") != entry.target_node:
+                    error = PveHaNotConverging(
+                        f"CT {entry.vmid} is managed by Proxmox VE's HA stack: its hamigrate request to "
+                        f"{entry.target_node} was accepted, but after {HA_CONVERGE_SECONDS:.0f} s it is still on "
+                        f"{resource.get('node')} (hastate {resource.get('hastate') or 'unknown'})"
+                    )
+                    outcomes.append(BalanceOutcome(action, False, f"Migrate CT {entry.vmid} failed: {error}"))
+                    continue
             if exit_status == "OK":
                 message = f"migrated CT {entry.vmid} {entry.source_node} → {entry.target_node}" + (
                     " (restart mode)" if entry.was_running else ""
@@ -262,6 +285,19 @@ class BalanceExecutor:
                 message = f"Migrate CT {entry.vmid} failed: {why}" + (f"; {recovered}" if recovered else "")
                 outcomes.append(BalanceOutcome(action, False, message))
         return outcomes
+
+    def _ha_move_pending(self, entry: JournalEntry) -> bool:
+        """For an ``hamigrate`` request (an HA-managed CT): True while the CT is not yet on its target and
+        the HA manager still has time (``HA_CONVERGE_SECONDS`` from the request); raises
+        :class:`PveHaNotConverging` through the outcome once that time is up."""
+        assert entry.upid is not None
+        upid = Upid.parse(entry.upid)
+        if upid.type not in HA_REQUEST_TASKS or not entry.target_node:
+            return False
+        resource = ct_resource(self._client, entry.vmid)
+        if resource is None or resource.get("node") == entry.target_node:
+            return False
+        return self._clock() - upid.starttime < HA_CONVERGE_SECONDS
 
     def _task_error(self, upid: str, exit_status: str) -> str:
         """The exit status with the task log's last ``ERROR:`` line when it says more (PVE's migrate
@@ -288,7 +324,7 @@ class BalanceExecutor:
             upid = self._client.shutdown_container(
                 action.node, action.vmid, timeout_seconds=self._offload_timeout, force_stop=True
             )
-            self._client.wait(upid, timeout_seconds=self._task_timeout)
+            wait_done(self._client, upid, vmid=action.vmid, timeout_seconds=self._task_timeout, status="stopped")
         except PveError:
             status = self._client.container_status(action.node, action.vmid).get("status")
             if status == "running":  # not stopped after all: it is not offloaded either
@@ -301,14 +337,23 @@ class BalanceExecutor:
     def _restore(self, action: RestoreContainer) -> str:
         node = action.node
         if action.moves:
-            self._client.wait(
+            wait_done(
+                self._client,
                 self._client.migrate_container(node, action.vmid, target=action.target, restart=False),
+                vmid=action.vmid,
                 timeout_seconds=self._task_timeout,
+                node=action.target,
             )
             node = action.target
         config = self._config_proving_ownership(node, action.vmid)
         try:
-            self._client.wait(self._client.start_container(node, action.vmid), timeout_seconds=self._task_timeout)
+            wait_done(
+                self._client,
+                self._client.start_container(node, action.vmid),
+                vmid=action.vmid,
+                timeout_seconds=self._task_timeout,
+                status="running",
+            )
         except PveConflict as exc:
             if not exc.already_running:
                 raise

@@ -37,6 +37,7 @@ from pve_operator.pve.errors import (
     PveUnreachable,
     is_config_lock_timeout,
 )
+from pve_operator.pve.ha import wait_done
 from pve_operator.pve.params import ContainerBlueprint, create_params
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,7 @@ class PolicyExecutor:
         if not actions:
             return []
         if self._dry_run:
-            return [
-                Outcome(a, True, f"would {a.kind.lower()} CT {a.vmid}: {a.reason}", dry_run=True)
-                for a in actions
-            ]
+            return [Outcome(a, True, f"would {a.kind.lower()} CT {a.vmid}: {a.reason}", dry_run=True) for a in actions]
 
         def run(action: Action) -> Outcome:
             outcome = self._run(action, blueprint)
@@ -138,9 +136,7 @@ class PolicyExecutor:
                     log.exception("reporting the outcome of %s CT %s failed", action.kind, action.vmid)
             return outcome
 
-        with ThreadPoolExecutor(
-            max_workers=min(self._max_workers, len(actions)), thread_name_prefix="pve"
-        ) as pool:
+        with ThreadPoolExecutor(max_workers=min(self._max_workers, len(actions)), thread_name_prefix="pve") as pool:
             # Each task runs in a copy of the caller's context (Kopf's event posting lives there).
             futures = [pool.submit(contextvars.copy_context().run, run, a) for a in actions]
             return [f.result() for f in futures]
@@ -240,9 +236,7 @@ class PolicyExecutor:
         self._wait(self._client.create_container(action.node, action.vmid, params))
         if blueprint.start_on_create:
             self._start(action.node, action.vmid)
-            return (
-                f"created and started CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
-            )
+            return f"created and started CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
         return f"created CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
 
     def _start_no_longer_needed(self, action: StartContainer) -> str | None:
@@ -269,7 +263,14 @@ class PolicyExecutor:
 
     def _start(self, node: str, vmid: int) -> str:
         try:
-            self._wait(self._client.start_container(node, vmid))
+            # An HA-managed CT answers with an hastart request: wait until the HA manager has started it.
+            wait_done(
+                self._client,
+                self._client.start_container(node, vmid),
+                vmid=vmid,
+                timeout_seconds=self._task_timeout,
+                status="running",
+            )
         except PveConflict as exc:
             if not exc.already_running:
                 raise
@@ -306,7 +307,14 @@ class PolicyExecutor:
         status = self._client.container_status(node, action.vmid)
         if status.get("status") == "running":
             try:
-                self._wait(self._client.stop_container(node, action.vmid))
+                # HA-managed: hastop only asks; destroying before the HA manager stopped it fails.
+                wait_done(
+                    self._client,
+                    self._client.stop_container(node, action.vmid),
+                    vmid=action.vmid,
+                    timeout_seconds=self._task_timeout,
+                    status="stopped",
+                )
             except PveConflict as exc:
                 if "not running" not in exc.pve_message:
                     raise

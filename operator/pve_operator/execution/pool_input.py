@@ -33,6 +33,7 @@ from pve_operator.planning.model import ClusterSnapshot, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG, ForeignClaim, OwnershipKey, OwnershipRecord
 from pve_operator.planning.topology import TopologyInputs, TopologyRules, pool_labels, rules_for
 from pve_operator.pve.client import PveClient
+from pve_operator.pve.errors import PvePermissionError
 
 #: A policy annotation that pins all its CTs (never migrated or offloaded), like the pinned tag per CT.
 PINNED_ANNOTATION = f"{GROUP}/pinned"
@@ -63,6 +64,41 @@ def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Ma
         # Spread and node affinity (with the node weights they count domains by), as the API server stored it.
         "placement": dict(spec.get("placement") or {}),
     }
+
+
+@dataclass(frozen=True)
+class HaFacts:
+    """What Proxmox VE's HA stack says about the cluster's CTs, read once per cycle."""
+
+    #: vmid -> the HA rule naming it (node-affinity, resource-affinity, or an HA group as ``ha-group-*``).
+    rule_of: Mapping[int, str]
+    #: datacenter.cfg ``crs: ha-auto-rebalance=1``: PVE's CRS rebalances HA resources itself.
+    auto_rebalance: bool
+
+
+def read_ha_facts(client: PveClient, snapshot: ClusterSnapshot) -> HaFacts:
+    """The HA rules and the CRS auto-rebalance setting, read only when a CT of the cluster is HA-managed.
+    Unreadable (no ``Sys.Audit`` on ``/``): no rules known and auto-rebalance off, which the pool's
+    permission check reports; the HA-managed CTs are then still handled safely (their requests waited for)."""
+    if not any(ct.ha_managed for ct in snapshot.containers.values()):
+        return HaFacts({}, False)
+    rule_of: dict[int, str] = {}
+    try:
+        for rule in client.ha_rules():
+            for sid in str(rule.get("resources") or "").split(","):
+                kind, _, vmid = sid.strip().partition(":")
+                if kind == "ct" and vmid.isdigit():
+                    rule_of.setdefault(int(vmid), str(rule.get("rule") or "?"))
+    except PvePermissionError:
+        pass
+    try:
+        crs = client.cluster_options().get("crs") or {}
+    except PvePermissionError:
+        crs = {}
+    if isinstance(crs, str):  # a property string, as datacenter.cfg writes it
+        crs = dict(part.partition("=")[::2] for part in crs.split(",") if part)
+    auto = str(crs.get("ha-auto-rebalance", "0")).strip() in ("1", "true", "yes", "on")
+    return HaFacts(rule_of, auto)
 
 
 def _topology(
@@ -130,6 +166,7 @@ def collect_input(
     owners: dict[int, PolicyIdentity] = {}
     policy_of: dict[int, Mapping[str, Any]] = {}
     topology: dict[str, TopologyRules] = {}
+    ha = read_ha_facts(client, snapshot)
     for policy in policies:
         rules = _topology(policy, pool, snapshot)
         if rules is not None:
@@ -165,6 +202,7 @@ def collect_input(
                 restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
                 excluded_nodes=frozenset(policy.get("excludedNodes") or ()),
                 migration_failures=failures.get(item.vmid),
+                ha_rule=ha.rule_of.get(item.vmid),
             )
 
     locked = frozenset(vmid for vmid, ct in snapshot.containers.items() if ct.lock)
@@ -199,5 +237,6 @@ def collect_input(
         balancing_enabled=balancing_mode is not AutomationMode.OFF,
         offload_enabled=offload_mode is not AutomationMode.OFF,
         topology=topology,
+        ha_auto_rebalance=ha.auto_rebalance,
     )
     return CollectedInput(inp, owners, policy_of, locked)

@@ -29,6 +29,7 @@ from pve_operator.api.v1alpha1 import (
     ActionKind,
     ActionResult,
     AutomationMode,
+    HaStatus,
     ProxmoxServerPoolSpec,
     Recommendation,
     RecordedAction,
@@ -40,6 +41,7 @@ from pve_operator.execution.pool_input import collect_input, policy_summary
 from pve_operator.metrics import ACTIONS, REFUSALS
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer, describe
 from pve_operator.planning.balancing import (
+    BalancingInput,
     InFlight,
     PressureTrigger,
     Refusal,
@@ -420,6 +422,8 @@ def balance_pool(
         )
     to_run = list(run_plan.actions)
 
+    patch.status["ha"] = ha_summary(inp)
+
     # 5. Recommendations (mode Recommend): status + an event when the set changes.
     patch.status["recommendations"] = [
         _recommendation(a, _policy_name(policy_of, a.vmid), now).to_dict() for a in to_recommend[:MAX_RECOMMENDATIONS]
@@ -516,6 +520,30 @@ def balance_pool(
     patch.status["inFlight"] = journal.entries
 
 
+def ha_summary(inp: BalancingInput) -> dict[str, Any] | None:
+    """``status.ha``: how many of our CTs are HA resources, how many an HA rule places, and whether PVE's
+    CRS balances them (None, which removes the field, when none is HA-managed)."""
+    ours = [inp.snapshot.containers[v] for v in inp.managed if v in inp.snapshot.containers]
+    managed = [ct for ct in ours if ct.ha_managed]
+    if not managed:
+        return None
+    in_rules = sum(1 for ct in managed if inp.managed[ct.vmid].ha_rule is not None)
+    parts = [
+        f"{len(managed)} of the operator's CTs are HA resources of Proxmox VE: their starts, stops and "
+        "migrations go through PVE's HA manager, and the operator waits until they take effect"
+    ]
+    if inp.ha_auto_rebalance:
+        parts.append("PVE's CRS auto-rebalance is on, so PVE balances them and the operator does not migrate them")
+    if in_rules:
+        parts.append(f"{in_rules} named in PVE HA rules stay where PVE's HA manager places them")
+    return HaStatus(
+        managed_containers=len(managed),
+        in_rules=in_rules,
+        crs_auto_rebalance=inp.ha_auto_rebalance,
+        message="; ".join(parts)[:1024],
+    ).to_dict()
+
+
 def _with_planned_figures(outcome: BalanceOutcome, status: Mapping[str, Any]) -> BalanceOutcome:
     """A followed migration's outcome with the figures its start recorded (recentActions' InProgress
     entry), so the Succeeded/Failed record says what the planner expected, as a waited one did."""
@@ -563,7 +591,9 @@ def _policy_name(policy_of: Mapping[int, Mapping[str, Any]], vmid: int) -> str |
 #: operation still running, a state PVE has not reported yet, and the pacing of a plan by the limits
 #: (moves waiting for ``maxConcurrentMigrations`` or for their target's one arrival per cycle: they run
 #: in later cycles). Posting them as Warnings would make every multi-move plan look like a problem.
-_ROUTINE_REFUSALS = frozenset({"NotSustained", "InFlight", "StatusUnknown", "ConcurrencyLimit", "InboundLimit"})
+_ROUTINE_REFUSALS = frozenset(
+    {"NotSustained", "InFlight", "StatusUnknown", "ConcurrencyLimit", "InboundLimit", "HaBalancedByPve"}
+)
 
 
 def _worth_reporting(refusal: Refusal) -> bool:

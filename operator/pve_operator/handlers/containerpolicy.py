@@ -86,6 +86,7 @@ from pve_operator.planning.vmid_ranges import (
 from pve_operator.pve.errors import (
     PveError,
 )
+from pve_operator.pve.ha import PveHaNotConverging
 from pve_operator.pve.params import ContainerBlueprint, NetworkInterface, features_property, startup_property
 from pve_operator.runtime import (
     DRIFT_SWEEP_PER_CYCLE,
@@ -517,6 +518,9 @@ def _failure_condition(failures: list[Outcome]) -> tuple[ConditionReason, str]:
     missing = next((o for o in failures if isinstance(o.error, TemplateNotFound)), None)
     if missing is not None:
         return ConditionReason.TEMPLATE_NOT_FOUND, missing.message
+    stuck = next((o for o in failures if isinstance(o.error, PveHaNotConverging)), None)
+    if stuck is not None:
+        return ConditionReason.HA_NOT_CONVERGING, stuck.message
     refused = next((o for o in failures if refused_tag_in(o.message)), None)
     if refused is not None:
         return ConditionReason.TAGS_NOT_ALLOWED, _tags_refused_message(refused.message)

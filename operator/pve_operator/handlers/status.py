@@ -38,6 +38,7 @@ from pve_operator.pve.errors import (
     PvePermissionError,
     PveUnreachable,
 )
+from pve_operator.pve.ha import PveHaNotConverging
 from pve_operator.runtime import ConfigurationError
 
 
@@ -93,6 +94,8 @@ def failure(exc: BaseException, *, where: str, redact: Callable[[str], str]) -> 
         return ConditionReason.PERMISSION_DENIED, redact(f"Proxmox VE denied a request: {exc}")
     if isinstance(exc, PveNotProxmox):
         return ConditionReason.NOT_PROXMOX, redact(f"{where} does not answer as Proxmox VE: {exc}")
+    if isinstance(exc, PveHaNotConverging):
+        return ConditionReason.HA_NOT_CONVERGING, redact(str(exc))
     if isinstance(exc, PveError):
         return ConditionReason.PROXMOX_ERROR, redact(str(exc))
     # Not a Proxmox answer (a TLS file gone during a Secret rotation, a bug): say so, retry next cycle.

@@ -132,6 +132,13 @@ class ContainerObservation:
     template: bool = False
     #: What PVE reported when ``status`` was made ``UNKNOWN`` because the CT's node is offline (stale).
     reported_status: ContainerStatus | None = None
+    #: ``hastate`` of ``/cluster/resources``: the CT is an HA resource of PVE (``started``, ``stopped``,
+    #: ``fence``, ``recovery``, ``migrate``...); None when it is not HA-managed.
+    ha_state: str | None = None
+
+    @property
+    def ha_managed(self) -> bool:
+        return self.ha_state is not None
 
     @property
     def running(self) -> bool:

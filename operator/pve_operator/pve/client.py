@@ -376,6 +376,11 @@ class PveClient:
         params = {"path": path} if path else {}
         return dict(self._read("GET /access/permissions", lambda api: api.access.permissions.get(**params)))
 
+    def ha_rules(self) -> list[dict[str, Any]]:
+        """PVE 9's HA rules (``GET /cluster/ha/rules``: node-affinity and resource-affinity, HA groups
+        shown as ``ha-group-*`` rules); needs ``Sys.Audit`` on ``/``."""
+        return list(self._read("GET /cluster/ha/rules", lambda api: api.cluster.ha.rules.get()))
+
     def cluster_options(self) -> dict[str, Any]:
         """``datacenter.cfg`` as ``GET /cluster/options`` reports it (needs ``Sys.Audit`` on ``/``)."""
         return dict(self._read("GET /cluster/options", lambda api: api.cluster.options.get()))
@@ -591,6 +596,7 @@ def snapshot_from_resources(resources: list[dict[str, Any]], taken_at: float) ->
                     disk_limit_bytes=int(_number(entry, "maxdisk")),
                     disk_used_bytes=int(_number(entry, "disk")),
                     uptime_seconds=int(_number(entry, "uptime")),
+                    ha_state=str(entry["hastate"]) if entry.get("hastate") else None,
                     template=bool(int(entry.get("template") or 0)),
                 )
             )

@@ -328,6 +328,7 @@ class ConditionReason(StrEnum):
     PAUSED = "Paused"
     POOL_FULL = "PoolFull"
     UNSCHEDULABLE = "Unschedulable"
+    HA_NOT_CONVERGING = "HaNotConverging"
     ACTIONS_FAILED = "ActionsFailed"
     VMID_RANGE_OVERLAP = "VmidRangeOverlap"
     TEMPLATE_NOT_FOUND = "TemplateNotFound"

@@ -674,6 +674,25 @@ class OffloadedContainer(StatusModel):
     """When it was stopped."""
 
 
+class HaStatus(StatusModel):
+    """The operator's CTs that are HA resources of Proxmox VE, and who balances them."""
+
+    managed_containers: int = Field(0, ge=0)
+    """CTs of the pool's policies that are HA resources (their start, stop and migrate go through PVE's HA
+    manager; the operator waits until the CT reaches the requested state)."""
+
+    in_rules: int = Field(0, ge=0)
+    """Of those, the CTs a PVE HA rule names (node or resource affinity, or an HA group): PVE places
+    them, the operator never migrates them."""
+
+    crs_auto_rebalance: bool = False
+    """PVE's CRS auto-rebalance is on (datacenter.cfg crs: ha-auto-rebalance=1): PVE balances its HA
+    resources, so the operator does not migrate its HA-managed CTs (it still offloads and restores them)."""
+
+    message: str = Field("", max_length=1024)
+    """The above in a sentence."""
+
+
 class ProxmoxServerPoolStatus(StatusModel):
     """Observed state of the pool, written by the operator."""
 
@@ -698,6 +717,9 @@ class ProxmoxServerPoolStatus(StatusModel):
 
     last_sample_time: Timestamp | None = None
     """When node usage was last sampled."""
+
+    ha: HaStatus | None = None
+    """Present when CTs of the pool's policies are HA resources of Proxmox VE: how they are handled."""
 
     recommendations: tuple[Recommendation, ...] = Field((), max_length=MAX_RECOMMENDATIONS)
     """Actions the operator would take now if balancing/offload mode were Automatic (mode Recommend)."""

@@ -36,7 +36,22 @@ def blocked(
         left = inp.limits.cooldown_seconds - (inp.now - managed.last_action_at)
         return RefusalKind.COOLDOWN, f"CT {ct.vmid} is in cooldown for another {_duration(left)}"
     if migration:
-        return migration_backoff(inp.now, ct.vmid, managed)
+        return ha_placed(inp, ct, managed) or migration_backoff(inp.now, ct.vmid, managed)
+    return None
+
+
+def ha_placed(inp: BalancingInput, ct: ContainerObservation, managed: ManagedCT) -> tuple[RefusalKind, str] | None:
+    """Why Proxmox VE's HA stack, not the operator, decides where this CT runs, or None."""
+    if managed.ha_rule is not None:
+        return (
+            RefusalKind.HA_RULE,
+            f"CT {ct.vmid} is in Proxmox VE HA rule {managed.ha_rule}: PVE's HA manager decides its node",
+        )
+    if inp.ha_auto_rebalance and ct.ha_managed:
+        return (
+            RefusalKind.HA_BALANCED_BY_PVE,
+            f"CT {ct.vmid} is HA-managed and PVE's CRS auto-rebalance is on: PVE balances it",
+        )
     return None
 
 

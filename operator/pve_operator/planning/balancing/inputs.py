@@ -249,6 +249,9 @@ class ManagedCT:
 
     #: Failed migrations of this CT since its last successful one (``recentActions``), the newest last.
     migration_failures: MigrationFailures | None = None
+    #: The Proxmox VE HA rule (node-affinity or resource-affinity) that names this CT: PVE's HA manager
+    #: decides its node, so balancing never migrates it.
+    ha_rule: str | None = None
 
     def in_cooldown(self, now: float, cooldown_seconds: float) -> bool:
         return self.last_action_at is not None and now - self.last_action_at < cooldown_seconds
@@ -350,6 +353,9 @@ class BalancingInput:
     #: Policy name (``ManagedCT.policy``) -> its spread and node affinity rules; policies without rules
     #: may be missing. Every move and restore target honours them (``spread.py``).
     topology: Mapping[str, TopologyRules] = field(default_factory=lambda: MappingProxyType({}))
+    #: PVE's CRS rebalances HA resources itself (datacenter.cfg ``crs: ha-auto-rebalance=1``, PVE 9.2):
+    #: the operator leaves the placement of its HA-managed CTs to PVE instead of moving them against it.
+    ha_auto_rebalance: bool = False
 
     def __post_init__(self) -> None:
         names = [n.name for n in self.pool_nodes]

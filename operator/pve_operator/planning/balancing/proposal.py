@@ -48,6 +48,10 @@ class RefusalKind(StrEnum):
     #: The only move that would relieve the node (or repair a spread) breaks the CT's policy's
     #: topologySpreadConstraints (DoNotSchedule) or required node affinity: not done, said instead.
     SPREAD_VIOLATION = "SpreadViolation"
+    #: A Proxmox VE HA rule (node or resource affinity) names the CT: PVE's HA manager places it.
+    HA_RULE = "HaRule"
+    #: The CT is HA-managed and PVE's CRS auto-rebalance is on: PVE balances it, not the operator.
+    HA_BALANCED_BY_PVE = "HaBalancedByPve"
 
 
 @dataclass(frozen=True)

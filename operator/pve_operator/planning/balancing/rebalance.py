@@ -433,7 +433,8 @@ class _Planner:
                             reason=(
                                 f"CT {vmid} stays on {where}: "
                                 + (
-                                    f"the node with room ({ruled[0]}) is refused by its policy's placement rules ({ruled[1]})"
+                                    f"the node with room ({ruled[0]}) is refused by its policy's placement rules "
+                                    f"({ruled[1]})"
                                     if ruled
                                     else "no node has room for it at or under migrateAbovePercent "
                                     f"{threshold_figure(self.limit)}"

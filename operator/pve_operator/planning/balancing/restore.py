@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pve_operator.planning.actions import BalanceAction, RestoreContainer
-from pve_operator.planning.balancing.eligibility import blocked, receiving_nodes, refusal
+from pve_operator.planning.balancing.eligibility import blocked, ha_placed, receiving_nodes, refusal
 from pve_operator.planning.balancing.inputs import BalancingInput, ManagedCT
 from pve_operator.planning.balancing.proposal import Proposal, Refusal, RefusalKind
 from pve_operator.planning.balancing.spread import target_rank, target_refusal
@@ -103,7 +103,7 @@ def propose(inp: BalancingInput, args: RestoreArgs) -> Proposal:
         target: str | None = None
         if home_node is not None and calm(home) and room(home_node, start_load):
             target = home
-        elif args.allow_migration and not managed.pinned:
+        elif args.allow_migration and not managed.pinned and ha_placed(inp, ct, managed) is None:
             moving = Load(start_load.cpu_cores, start_load.memory_bytes, state.load[vmid].disk_bytes)
             best: tuple[int, int, float, int, str] | None = None
             for name in targets:

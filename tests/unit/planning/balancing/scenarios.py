@@ -93,6 +93,10 @@ class CTSpec(_Model):
     #: Usage expected on restore; default for an offloaded CT: memoryUsedGiB (what it used when stopped).
     restore_memory_gib: float | None = None
     restore_cpu_percent: float | None = None
+    #: ``hastate`` in /cluster/resources: the CT is an HA resource of PVE (e.g. started).
+    ha_state: str | None = None
+    #: The PVE HA rule that names the CT (node or resource affinity).
+    ha_rule: str | None = None
 
 
 class InFlightSpec(_Model):
@@ -124,6 +128,8 @@ class Scenario(_Model):
     nodes: list[NodeSpec]
     cts: list[CTSpec] = Field(default_factory=list)
     in_flight: InFlightSpec = Field(default_factory=InFlightSpec)
+    #: datacenter.cfg crs: ha-auto-rebalance=1 (PVE balances its HA resources itself).
+    ha_auto_rebalance: bool = False
     #: Policy name -> its spec.placement as in the CRD (topologySpreadConstraints, nodeAffinity).
     placements: dict[str, dict[str, Any]] = Field(default_factory=dict)
     expect: Expect
@@ -170,6 +176,7 @@ def _observation(ct: CTSpec) -> ContainerObservation:
         memory_used_bytes=int(ct.memory_used_gib * GIB) if running else 0,
         disk_limit_bytes=int(ct.disk_gib * GIB),
         disk_used_bytes=int(ct.disk_used_gib * GIB),
+        ha_state=ct.ha_state,
     )
 
 
@@ -229,6 +236,7 @@ def build_input(scenario: Scenario, *, reverse: bool = False) -> BalancingInput:
                 else None
             ),
             restore_cpu_fraction=ct.restore_cpu_percent / 100 if ct.restore_cpu_percent is not None else None,
+            ha_rule=ct.ha_rule,
         )
         for ct in ordered
         if not ct.foreign
@@ -257,6 +265,7 @@ def build_input(scenario: Scenario, *, reverse: bool = False) -> BalancingInput:
         balancing_enabled=scenario.balancing_enabled,
         offload_enabled=scenario.offload_enabled,
         topology=_topology(scenario),
+        ha_auto_rebalance=scenario.ha_auto_rebalance,
     )
 
 
