@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -33,9 +33,11 @@ from pve_operator.api.v1alpha1 import (
     describe_validation_error,
 )
 from pve_operator.api.v1alpha1.common import parse_epoch
+from pve_operator.api.v1alpha1.containerpolicy import PolicyHaStatus
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.discovery import creations_in_progress, discover_owned, sweep_configs
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
+from pve_operator.execution.ha_registration import apply_ha, read_and_plan
 from pve_operator.handlers.common import POLICIES, contained, namespaced
 from pve_operator.handlers.policy_conditions import PolicyCycleFacts, policy_conditions
 from pve_operator.handlers.status import (
@@ -57,6 +59,7 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.actions import CreateContainer, DestroyContainer
+from pve_operator.planning.ha_registration import HaIntent, wanted
 from pve_operator.planning.model import pool_measure
 from pve_operator.planning.ownership import (
     ForeignClaim,
@@ -69,13 +72,14 @@ from pve_operator.planning.reconcile import (
     FailedAttempt,
     FillIntent,
     GrowthStop,
+    OwnedContainer,
     PolicyIntent,
     ReconcilePlan,
     creation_backoffs,
     plan_reconcile,
     pve_setting,
 )
-from pve_operator.planning.topology import TopologyInputs, pool_labels, rules_for
+from pve_operator.planning.topology import HOSTNAME_LABEL, TopologyInputs, pool_labels, rules_for
 from pve_operator.planning.vmid_ranges import (
     PolicyVmidRange,
     VmidRangeOverlap,
@@ -83,6 +87,7 @@ from pve_operator.planning.vmid_ranges import (
     find_overlaps,
     shared_vmids,
 )
+from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveError,
 )
@@ -392,6 +397,7 @@ def reconcile_policy(
             owned = discover_owned(
                 client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted
             )
+        ha_status, ha_problem = register_ha(client, policy, pool, intent, (namespace, name, uid), owned, status)
     except Exception as exc:
         updates = _error_updates(exc, pool_name, runtime)
         _write_conditions(patch, previous, updates, now, generation)
@@ -474,8 +480,15 @@ def reconcile_policy(
             f"creating CT {waiting.vmid} failed {waiting.failures} time(s) in a row; next attempt in "
             f"{waiting.retry_in_seconds:.0f} s ({len(backoffs)} creation(s) waiting): {waiting.last_message}"
         )[:1024]
+    elif ha_problem is not None and not failures:
+        failures_told = True
+        failure_reason, failure_message = failure(
+            ha_problem, where=f"Proxmox VE of pool {pool_name}", redact=runtime.redact
+        )
+        failure_message = f"registering the CTs with Proxmox VE's HA stack (spec.ha) failed: {failure_message}"[:1024]
     else:
         failures_told = bool(failures)
+    patch.status["ha"] = ha_status
     spec_warnings = policy.warnings(pool)
     updates = policy_conditions(
         PolicyCycleFacts(
@@ -510,6 +523,57 @@ def _warn_once_per_ct(body: Any, reason: str, listed_before: Any, messages: Mapp
 
 #: Degraded reasons the failed actions' own events already tell.
 _TOLD_BY_ACTION_EVENTS = frozenset({ConditionReason.ACTIONS_FAILED, ConditionReason.TEMPLATE_NOT_FOUND})
+
+
+def register_ha(
+    client: PveClient,
+    policy: ContainerPolicySpec,
+    pool: ProxmoxServerPoolSpec,
+    intent: PolicyIntent,
+    identity: tuple[str, str, str],
+    owned: Sequence[OwnedContainer],
+    status: Mapping[str, Any],
+) -> tuple[dict[str, Any] | None, PveError | None]:
+    """Keep the policy's HA resources and rules (spec.ha) in PVE: ``(status.ha, the PVE error or None)``.
+    Without spec.ha and with nothing registered before (status.ha absent), nothing is read."""
+    namespace, name, uid = identity
+    if (policy.ha is None or not policy.ha.enabled) and not status.get("ha"):
+        return None, None
+    rules = intent.topology
+    weights = policy.effective_node_weights(pool)
+    hard = [s for s in rules.spread if s.hard] if rules is not None else []
+    ha_intent = HaIntent(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        spec=policy.ha,
+        allowed_nodes=tuple(
+            n for n in pool.node_names if weights.get(n, 0) > 0 and (rules is None or rules.affinity_refusal(n) is None)
+        ),
+        strict=bool(policy.placement.node_affinity and policy.placement.node_affinity.required),
+        spread_over_nodes=any(s.topology_key == HOSTNAME_LABEL for s in hard),
+        other_spread_keys=tuple(sorted({s.topology_key for s in hard if s.topology_key != HOSTNAME_LABEL})),
+    )
+    vmids = {o.index: o.vmid for o in owned if o.observation is not None and o.verified}
+    try:
+        plan = read_and_plan(client, ha_intent, vmids)
+        done = apply_ha(client, plan)
+    except PveError as exc:
+        return dict(status.get("ha") or {}) or None, exc
+    for line in done:
+        log.info("ContainerPolicy %s/%s: %s", namespace, name, line)
+    foreign = set(plan.foreign_resources)
+    ours = {i: v for i, v in vmids.items() if f"ct:{v}" not in foreign}
+    kept = wanted(ha_intent, ours)
+    registered = len(kept[0])
+    if not registered and not kept[1]:
+        return None, None
+    message = "; ".join([*done[-3:], *plan.notes]) or "in place"
+    if plan.foreign_resources:
+        message += f"; {', '.join(plan.foreign_resources)} registered by someone else: left as they are"
+    return PolicyHaStatus(
+        resources=registered, rules=tuple(r.rule for r in kept[1]), message=message[:1024]
+    ).to_dict(), None
 
 
 def _failure_condition(failures: list[Outcome]) -> tuple[ConditionReason, str]:

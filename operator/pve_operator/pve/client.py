@@ -381,6 +381,33 @@ class PveClient:
         shown as ``ha-group-*`` rules); needs ``Sys.Audit`` on ``/``."""
         return list(self._read("GET /cluster/ha/rules", lambda api: api.cluster.ha.rules.get()))
 
+    def ha_resources(self) -> list[dict[str, Any]]:
+        """``GET /cluster/ha/resources`` (needs ``Sys.Audit`` on ``/``)."""
+        return list(self._read("GET /cluster/ha/resources", lambda api: api.cluster.ha.resources.get()))
+
+    def create_ha_resource(self, sid: str, params: Mapping[str, Any]) -> None:
+        body = _clean({"sid": sid, **params})
+        self._write("POST /cluster/ha/resources", lambda api: api.cluster.ha.resources.post(**body))
+
+    def update_ha_resource(self, sid: str, params: Mapping[str, Any]) -> None:
+        body = _clean(params)
+        self._write(f"PUT /cluster/ha/resources/{sid}", lambda api: api.cluster.ha.resources(sid).put(**body))
+
+    def delete_ha_resource(self, sid: str) -> None:
+        """Remove the HA resource and, with PVE's default ``purge``, the CT from every HA rule."""
+        self._write(f"DELETE /cluster/ha/resources/{sid}", lambda api: api.cluster.ha.resources(sid).delete())
+
+    def create_ha_rule(self, rule: str, rule_type: str, params: Mapping[str, Any]) -> None:
+        body = _clean({"rule": rule, "type": rule_type, **params})
+        self._write("POST /cluster/ha/rules", lambda api: api.cluster.ha.rules.post(**body))
+
+    def update_ha_rule(self, rule: str, rule_type: str, params: Mapping[str, Any]) -> None:
+        body = _clean({"type": rule_type, **params})
+        self._write(f"PUT /cluster/ha/rules/{rule}", lambda api: api.cluster.ha.rules(rule).put(**body))
+
+    def delete_ha_rule(self, rule: str) -> None:
+        self._write(f"DELETE /cluster/ha/rules/{rule}", lambda api: api.cluster.ha.rules(rule).delete())
+
     def cluster_options(self) -> dict[str, Any]:
         """``datacenter.cfg`` as ``GET /cluster/options`` reports it (needs ``Sys.Audit`` on ``/``)."""
         return dict(self._read("GET /cluster/options", lambda api: api.cluster.options.get()))

@@ -813,6 +813,31 @@ class PlacementSpec(ApiModel):
         return constraints
 
 
+class HaState(StrEnum):
+    """The state the operator registers its CTs with in Proxmox VE's HA stack."""
+
+    STARTED = "started"
+    """PVE's HA manager keeps the CTs running and recovers them onto another node when theirs fails."""
+    IGNORED = "ignored"
+    """Registered (rules apply when it is set back to started) but the HA manager leaves the CTs alone."""
+
+
+class HaSpec(ApiModel):
+    """Register the policy's CTs with Proxmox VE's HA stack (PVE 9 HA resources and rules)."""
+
+    enabled: bool = True
+    """Register (true) or take back what the operator registered (false, like removing spec.ha)."""
+
+    state: HaState = HaState.STARTED
+    """started: PVE keeps them running and recovers them when a node fails; ignored: registered only."""
+
+    max_restart: int = Field(1, ge=0, le=10)
+    """Restarts on the same node after a failed start, before relocating (PVE's max_restart)."""
+
+    max_relocate: int = Field(1, ge=0, le=10)
+    """Relocations to another node after failed starts (PVE's max_relocate)."""
+
+
 class ContainerPolicySpec(ApiModel):
     """A set of CTs the operator creates, keeps running and spreads over a ProxmoxServerPool."""
 
@@ -857,6 +882,14 @@ class ContainerPolicySpec(ApiModel):
 
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
     """What happens to the CTs when this policy is deleted: Delete destroys them, Retain leaves them."""
+
+    ha: HaSpec | None = None
+    """Register the CTs as Proxmox VE HA resources and express the placement as PVE 9 HA rules (a node
+    affinity rule over the nodes the policy may use, strict when placement.nodeAffinity has required terms;
+    negative resource affinity rules for a kubernetes.io/hostname spread), so that PVE keeps the CTs
+    running and apart when a node fails, even while the operator is not running. PVE's HA manager then
+    places these CTs: the operator offloads and restores them but no longer migrates them. Removing ha
+    (or enabled: false) removes what the operator added, nothing else. Needs Sys.Console on /."""
 
     paused: bool = False
     """Stop changing this policy's CTs (no create, delete, start, stop, migrate or offload) while keeping
@@ -1054,6 +1087,19 @@ class ForeignInRangeContainer(StatusModel):
     """Why its claim proves nothing."""
 
 
+class PolicyHaStatus(StatusModel):
+    """The HA resources and rules the operator keeps in Proxmox VE for the policy (spec.ha)."""
+
+    resources: int = Field(0, ge=0)
+    """CTs of the policy registered as HA resources by the operator."""
+
+    rules: tuple[Annotated[str, Field(max_length=64)], ...] = Field((), max_length=MAX_REPLICAS)
+    """IDs of the PVE HA rules the operator keeps for the policy (pveop-<uid>-nodes, -apart-N)."""
+
+    message: str = Field("", max_length=1024)
+    """What was changed last, or what PVE's rules cannot express."""
+
+
 class ContainerPolicyStatus(StatusModel):
     """Observed state of the policy's CTs, written by the operator."""
 
@@ -1113,6 +1159,9 @@ class ContainerPolicyStatus(StatusModel):
     )
     """CTs in the vmidRange that claim to be the policy's (its tags, a record naming it) without a valid
     signature: never changed, stopped or destroyed by the operator, and not counted as replicas."""
+
+    ha: PolicyHaStatus | None = None
+    """What the operator registered in Proxmox VE's HA stack for spec.ha (absent when nothing)."""
 
     recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
     """The last creations, deletions, starts and repairs of the policy's CTs, oldest first (migrations,
