@@ -135,6 +135,8 @@ class TopologyRules:
     #: A node must match one of these; empty: no requirement.
     required: tuple[Term, ...] = ()
     preferred: tuple[PreferredTerm, ...] = ()
+    #: topologyKey -> ((node, value), ...) of the domain nodes with that label, computed once.
+    _domains: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def constrained(self) -> bool:
@@ -163,13 +165,19 @@ class TopologyRules:
 
     # -- spread ----------------------------------------------------------------------------------
 
+    def _domain_nodes_of(self, key: str) -> tuple[tuple[str, str], ...]:
+        found = self._domains.get(key)
+        if found is None:
+            labelled = ((node, self._labels(node).get(key)) for node in sorted(self.domain_nodes))
+            found = tuple((node, value) for node, value in labelled if value is not None)
+            self._domains[key] = found
+        return found
+
     def domain_counts(self, spread: Spread, counts: Counts) -> dict[str, int]:
         """The policy's CTs per domain of ``spread.topology_key`` (every domain, empty ones as 0)."""
         domains: dict[str, int] = {}
-        for node in sorted(self.domain_nodes):
-            value = self._labels(node).get(spread.topology_key)
-            if value is not None:
-                domains[value] = domains.get(value, 0) + counts.get(node, 0)
+        for node, value in self._domain_nodes_of(spread.topology_key):
+            domains[value] = domains.get(value, 0) + counts.get(node, 0)
         return domains
 
     def skew(self, spread: Spread, counts: Counts) -> int:
@@ -226,11 +234,18 @@ class TopologyRules:
         why = self.affinity_refusal(target)
         if why is not None:
             return why
-        after = _moved(counts, source, target)
         for spread in self.spread:
             if not spread.hard:
                 continue
-            before_skew, after_skew = self.skew(spread, counts), self.skew(spread, after)
+            domains = self.domain_counts(spread, counts)
+            if not domains:
+                continue
+            before_skew = max(domains.values()) - min(domains.values())
+            for node, change in ((source, -1), (target, 1)):
+                value = self.domain_of(spread, node)
+                if node in self.domain_nodes and value is not None:
+                    domains[value] += change
+            after_skew = max(domains.values()) - min(domains.values())
             if after_skew > max(spread.max_skew, before_skew):
                 return (
                     f"topologySpreadConstraints {spread.topology_key}: the skew would be {after_skew} "

@@ -617,8 +617,10 @@ class _Planner:
                 f"no node has room for any movable CT at or under migrateAbovePercent {threshold_figure(self.limit)}"
             )
             ruled = next(((v, self.rule_refused[v]) for v in source.candidates if v in self.rule_refused), None)
+            ruled_vmid: int | None = None
             if ruled is not None:
                 vmid, (target, why) = ruled
+                ruled_vmid = vmid  # on the CT, so status.recentActions records it (Refused: SpreadViolation)
                 kind = RefusalKind.SPREAD_VIOLATION
                 detail = (
                     f"moving CT {vmid} to {target}, which has room, would break its policy's placement rules "
@@ -631,6 +633,7 @@ class _Planner:
                 Refusal(
                     kind=kind,
                     stage="Migrate",
+                    vmid=ruled_vmid,
                     node=source.name,
                     reason=(
                         f"{source.name} stays at {self.metric.value} {pct(now)} > migrateAbovePercent "

@@ -155,6 +155,8 @@ class WorkingState:
         self.location: dict[int, str] = {vmid: ct.node for vmid, ct in snapshot.containers.items()}
         self.load: dict[int, Load] = {vmid: ct_load(ct) for vmid, ct in snapshot.containers.items()}
         self.running: dict[int, bool] = {vmid: ct.running for vmid, ct in snapshot.containers.items()}
+        #: Moves applied so far: caches of where CTs are (``spread.py``) are keyed by it.
+        self.moves = 0
 
     def fraction(self, node: str) -> float:
         state = self.nodes.get(node)
@@ -169,6 +171,7 @@ class WorkingState:
         if target in self.nodes:
             self.nodes[target].add(load)
         self.location[vmid] = target
+        self.moves += 1
 
     def stop(self, vmid: int) -> None:
         """The CT stops: its memory and CPU leave the node, its disk stays."""
