@@ -221,6 +221,13 @@ def test_a_load_spike_never_piles_the_policy_onto_another_node(
     wait_for(refused, timeout_s=180, interval_s=0.5, what="a MigrateRefused warning naming the placement rules")
     message = next(m for m in warnings(lab, "MigrateRefused") if "placement rules" in m)
     assert "topologySpreadConstraints kubernetes.io/hostname" in message and "maxSkew 1" in message, message
+    # ... and the pool's status records it on the CT: Refused with SpreadViolation.
+    refusals = [
+        a
+        for a in lab.status("proxmoxserverpool", "lab").get("recentActions") or []
+        if a.get("result") == "Refused" and a.get("message") == "SpreadViolation"
+    ]
+    assert refusals and refusals[-1]["sourceNode"] == "srv-px1" and "placement rules" in refusals[-1]["reason"]
     # The spike lasts: several more decisions, none of which breaks the spread.
     after_pool_samples(lab, 4, spread_kept)
     assert len(skews) >= 10
