@@ -112,6 +112,7 @@ def discover_owned(
                 observation=ct,
                 offloaded=OFFLOADED_TAG in ct.tags,
                 config=read_now.get(ct.vmid),
+                template_hash=key.template_of(ct.vmid, record) if key is not None else "",
             )
         )
     return owned

@@ -14,6 +14,7 @@ from pve_operator.planning.actions import (
     Action,
     CreateContainer,
     DestroyContainer,
+    RecordTemplate,
     RestoreConfig,
     StartContainer,
 )
@@ -25,6 +26,7 @@ from pve_operator.planning.ownership import (
     is_owned,
     normalize_tags,
     ownership_tags,
+    parse_record,
     remove_record,
 )
 from pve_operator.pve.client import PveClient
@@ -172,6 +174,8 @@ class PolicyExecutor:
                     message = self._start(action.node, action.vmid)
                 elif isinstance(action, DestroyContainer):
                     message = self._destroy(action)
+                elif isinstance(action, RecordTemplate):
+                    message = self._record_template(action)
                 else:
                     message = self._restore_config(action)
             except PveError as exc:
@@ -227,6 +231,8 @@ class PolicyExecutor:
             index=action.index,
             created_at=self._now(),
         ).signed(action.vmid, self._identity.ownership_key)
+        if blueprint.template_hash:
+            record = record.with_template(action.vmid, self._identity.ownership_key, blueprint.template_hash)
         params = create_params(
             blueprint,
             hostname=action.hostname,
@@ -323,6 +329,18 @@ class PolicyExecutor:
         except PveNotFound:
             return f"CT {action.vmid} was already gone"
         return f"stopped and destroyed CT {action.vmid} on {node}{cleared}: {action.reason}"
+
+    def _record_template(self, action: RecordTemplate) -> str:
+        config = self._client.container_config(action.node, action.vmid)
+        self._prove_ownership(action.vmid, config)
+        description = str(config.get("description") or "")
+        record = parse_record(description)
+        assert record is not None  # proven above
+        stamped = record.with_template(action.vmid, self._identity.ownership_key, action.template_hash)
+        self._client.update_container_config(
+            action.node, action.vmid, {"description": format_description(stamped, description)}
+        )
+        return f"recorded template {action.template_hash} on CT {action.vmid}: {action.reason}"
 
     def _restore_config(self, action: RestoreConfig) -> str:
         self._prove_ownership(action.vmid, self._client.container_config(action.node, action.vmid))

@@ -29,8 +29,10 @@ from pve_operator.api.v1alpha1 import (
     DeletionPolicy,
     FillStoppedReason,
     ProxmoxServerPoolSpec,
+    UpdateStrategyType,
     VmidConflict,
     describe_validation_error,
+    template_hash,
 )
 from pve_operator.api.v1alpha1.common import parse_epoch
 from pve_operator.api.v1alpha1.containerpolicy import PolicyHaStatus
@@ -58,7 +60,7 @@ from pve_operator.handlers.status import (
     with_conditions,
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
-from pve_operator.planning.actions import CreateContainer, DestroyContainer
+from pve_operator.planning.actions import CreateContainer, DestroyContainer, RecordTemplate
 from pve_operator.planning.ha_registration import HaIntent, wanted
 from pve_operator.planning.model import pool_measure
 from pve_operator.planning.ownership import (
@@ -167,6 +169,7 @@ def blueprint_from(policy: ContainerPolicySpec, *, password: str | None = None) 
         cpu_units=t.cpu_units,
         timezone=t.timezone,
         notes=t.description,
+        template_hash=template_hash(t),
     )
 
 
@@ -180,7 +183,10 @@ def intent_from(
     online_nodes: frozenset[str] = frozenset(),
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
+    rolling = policy.update_strategy.type is UpdateStrategyType.ROLLING_UPDATE
     return PolicyIntent(
+        template_hash=template_hash(policy.template),
+        rollout_max_unavailable=policy.update_strategy.max_unavailable if rolling else None,
         topology=rules_for(policy.placement, pool_labels(pool), TopologyInputs(weights, online_nodes)),
         policy_uid=uid,
         vmid_range=policy.vmid_range.as_range(),
@@ -390,8 +396,9 @@ def reconcile_policy(
         )
         outcomes = executor.apply(plan.actions, blueprint_from(policy, password=password), on_outcome=reporter)
         for outcome in outcomes:
-            if isinstance(outcome.error, NotOurs):
-                records.pop(outcome.action.vmid, None)  # proof lost: read it again, then stop counting it
+            if isinstance(outcome.error, NotOurs) or isinstance(outcome.action, RecordTemplate):
+                # proof lost, or the record was rewritten: read it again
+                records.pop(outcome.action.vmid, None)
         if outcomes:
             snapshot = client.snapshot(time.time())
             owned = discover_owned(
@@ -448,6 +455,8 @@ def reconcile_policy(
     patch.status["readyReplicas"] = running
     patch.status["offloadedReplicas"] = offloaded
     patch.status["migratingReplicas"] = migrating
+    patch.status["updatedReplicas"] = sum(1 for o in owned if o.template_hash == intent.template_hash)
+    patch.status["templateHash"] = intent.template_hash
     patch.status["containers"] = [c.to_dict() for c in statuses]
     patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, pool.node_names)]
     patch.status["vmidConflicts"] = [c.to_dict() for c in vmid_conflict_statuses(plan, overlaps)]
@@ -498,6 +507,8 @@ def reconcile_policy(
             pending=tuple(pending),
             placement_refusals=dict(plan.placement_refusals),
             rule_refused=plan.rule_refused,
+            outdated=len(plan.outdated),
+            rolling=intent.rollout_max_unavailable is not None,
             unplaced=plan.unplaced,
             failure=(failure_reason, failure_message) if failures_told else None,
             overlaps=describe_overlaps(overlaps) if overlaps else "",

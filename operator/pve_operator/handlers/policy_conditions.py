@@ -33,6 +33,9 @@ class PolicyCycleFacts:
     placement_refusals: Mapping[str, str] | None = None
     #: Nodes with room that the policy's placement rules (spread, node affinity) refused.
     rule_refused: frozenset[str] = frozenset()
+    #: CTs with an older template, and whether spec.updateStrategy rolls them (RollingUpdate).
+    outdated: int = 0
+    rolling: bool = False
     unplaced: int = 0
     #: (reason, message) of what failed this cycle or keeps failing; None when nothing does.
     failure: tuple[ConditionReason, str] | None = None
@@ -84,6 +87,16 @@ def policy_conditions(facts: PolicyCycleFacts) -> list[ConditionUpdate]:
                 ConditionStatus.FALSE,
                 ConditionReason.POOL_FULL,
                 f"{facts.unplaced} CT(s) cannot be placed: every node is at its limit ({usage})",
+            )
+        )
+    elif facts.outdated and facts.rolling:
+        updates.append(
+            ConditionUpdate(
+                ConditionType.PROGRESSING,
+                ConditionStatus.TRUE,
+                ConditionReason.ROLLING_UPDATE,
+                f"rolling update: {facts.desired - facts.outdated} of {facts.desired} CTs have the current template; "
+                f"{facts.outdated} to recreate ({running} running)",
             )
         )
     elif not ready:

@@ -52,6 +52,18 @@ class RestoreConfig:
 
 
 @dataclass(frozen=True)
+class RecordTemplate:
+    """Stamp the (signed) template hash into the ownership record of a CT created before records carried
+    one: the CT is taken to have the template the policy has now (so an upgrade recreates nothing)."""
+
+    vmid: int
+    node: str
+    template_hash: str
+    reason: str = "record the template the CT has, for rolling updates"
+    kind: Literal["Repair"] = "Repair"
+
+
+@dataclass(frozen=True)
 class MigrateContainer:
     """Move a CT to ``target``. A running CT moves with a restart (LXC has no live migration), so it is
     down for the move; a stopped CT only has its volumes copied.
@@ -120,7 +132,7 @@ class RestoreContainer:
 #: What the balancing planner proposes (``pve_operator.planning.balancing``).
 BalanceAction = MigrateContainer | OffloadContainer | RestoreContainer
 
-Action = CreateContainer | StartContainer | DestroyContainer | RestoreConfig
+Action = CreateContainer | StartContainer | DestroyContainer | RestoreConfig | RecordTemplate
 
 
 def describe(action: BalanceAction, metric: UsageMeasure) -> str:

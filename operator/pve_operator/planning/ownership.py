@@ -89,6 +89,19 @@ class OwnershipKey:
         message = f"pve-operator ownership v1\0{vmid}\0{policy_uid}\0{index}".encode()
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()[:SIGNATURE_HEX_DIGITS]
 
+    def sign_template(self, vmid: int, policy_uid: str, index: int, template_hash: str) -> str:
+        """The signature of a record's ``template`` field (the recreate-class settings it was created with):
+        a rollout recreates CTs whose template differs, so a forged value must not trigger one."""
+        message = f"pve-operator template v1\0{vmid}\0{policy_uid}\0{index}\0{template_hash}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()[:SIGNATURE_HEX_DIGITS]
+
+    def template_of(self, vmid: int, record: OwnershipRecord) -> str:
+        """The record's template hash when its own signature verifies, else "" (unknown)."""
+        if not record.template or not record.template_signature:
+            return ""
+        expected = self.sign_template(vmid, record.policy_uid, record.index, record.template)
+        return record.template if hmac.compare_digest(expected, record.template_signature) else ""
+
     def verifies(self, vmid: int, record: OwnershipRecord) -> bool:
         expected = self.sign(vmid, record.policy_uid, record.index)
         return bool(record.signature) and hmac.compare_digest(expected, record.signature)
@@ -107,16 +120,31 @@ class OwnershipRecord:
     created_at: str
     #: :meth:`OwnershipKey.sign` over (vmid, policy_uid, index); empty in records written before signing.
     signature: str = ""
+    #: Hash of the recreate-class template settings the CT was created with (``template_hash``); empty
+    #: in records written before rolling updates.
+    template: str = ""
+    #: :meth:`OwnershipKey.sign_template` over (vmid, policy_uid, index, template).
+    template_signature: str = ""
 
     def to_line(self) -> str:
         line = (
             f"{RECORD_PREFIX}policy={self.policy_namespace}/{self.policy_name};uid={self.policy_uid};"
             f"index={self.index};created={self.created_at}"
         )
+        if self.template:
+            line += f";template={self.template};tsig={self.template_signature}"
         return f"{line};sig={self.signature}" if self.signature else line
 
     def signed(self, vmid: int, key: OwnershipKey) -> OwnershipRecord:
         return replace(self, signature=key.sign(vmid, self.policy_uid, self.index))
+
+    def with_template(self, vmid: int, key: OwnershipKey, template_hash: str) -> OwnershipRecord:
+        """The record stamped with a (signed) template hash."""
+        return replace(
+            self,
+            template=template_hash,
+            template_signature=key.sign_template(vmid, self.policy_uid, self.index, template_hash),
+        )
 
 
 def format_description(record: OwnershipRecord, user_text: str = "") -> str:
@@ -150,7 +178,16 @@ def parse_record(description: str | None) -> OwnershipRecord | None:
         return None
     if not (policy and name and fields.get("uid") and fields.get("created")) or index < 0:
         return None
-    return OwnershipRecord(policy, name, fields["uid"], index, fields["created"], fields.get("sig", ""))
+    return OwnershipRecord(
+        policy,
+        name,
+        fields["uid"],
+        index,
+        fields["created"],
+        fields.get("sig", ""),
+        fields.get("template", ""),
+        fields.get("tsig", ""),
+    )
 
 
 class Verdict(StrEnum):

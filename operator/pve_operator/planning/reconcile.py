@@ -30,6 +30,7 @@ from pve_operator.planning.actions import (
     Action,
     CreateContainer,
     DestroyContainer,
+    RecordTemplate,
     RestoreConfig,
     StartContainer,
 )
@@ -120,6 +121,10 @@ class PolicyIntent:
     config_settings: Mapping[str, str] = field(default_factory=dict)
     #: The policy's spread and node affinity over the pool (``planning/topology.py``); None: no rules.
     topology: TopologyRules | None = None
+    #: ``template_hash`` of the policy's template ("" = not tracked).
+    template_hash: str = ""
+    #: RollingUpdate's maxUnavailable; None for OnDelete (outdated CTs are left).
+    rollout_max_unavailable: int | None = None
 
     @property
     def demand(self) -> ContainerDemand:
@@ -144,6 +149,9 @@ class OwnedContainer:
     #: Its config as PVE returned it this cycle (the drift sweep reads a few CTs' configs per cycle);
     #: None when not read this cycle.
     config: Mapping[str, object] | None = None
+    #: The template hash its ownership record carries, when signed ("" = unknown: created before records
+    #: carried one; stamped with the current one when its config is read).
+    template_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,8 @@ class ReconcilePlan:
     vmid_conflicts: tuple[VmidConflict, ...] = ()
     #: Nodes with room that the policy's placement rules refused while CTs stayed unplaced.
     rule_refused: frozenset[str] = frozenset()
+    #: CTs (verified) whose recorded template differs from the policy's: a rollout's work left.
+    outdated: tuple[int, ...] = ()
 
 
 def pool_used_fraction(
@@ -270,6 +280,8 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             continue  # an offload or restore in flight: the balancer stops and starts it, not repair
         if obs.status is ContainerStatus.STOPPED and not item.offloaded:
             actions.append(StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again"))
+        if item.config is not None and not item.template_hash and intent.template_hash:
+            actions.append(RecordTemplate(item.vmid, obs.node, intent.template_hash))
         changes: dict[str, int | str] = {}
         if obs.memory_limit_bytes and obs.memory_limit_bytes != intent.memory_mib * MIB:
             changes["memory"] = intent.memory_mib
@@ -298,6 +310,12 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             actions.append(
                 RestoreConfig(item.vmid, obs.node, changes, f"changed outside the operator: {', '.join(was)}")
             )
+
+    outdated = [
+        o for o in present if o.template_hash and intent.template_hash and o.template_hash != intent.template_hash
+    ]
+    if outdated and intent.rollout_max_unavailable is not None and surplus <= 0:
+        actions += _rollout(intent, present, outdated, desired, removed)
 
     owned_vmids = {o.vmid for o in owned}
     held_by_others = {v for v in snapshot.used_vmids() if v not in owned_vmids}
@@ -385,7 +403,53 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         unplaced=unplaced,
         vmid_conflicts=tuple(sorted(conflicts, key=lambda c: c.index)),
         rule_refused=rule_refused,
+        outdated=tuple(sorted(o.vmid for o in outdated)),
     )
+
+
+def _rollout(
+    intent: PolicyIntent,
+    present: Sequence[OwnedContainer],
+    outdated: Sequence[OwnedContainer],
+    desired: int,
+    removed: set[int],
+) -> list[Action]:
+    """RollingUpdate: destroy outdated CTs (lowest index first) while fewer than maxUnavailable CTs are
+    missing or not running; each comes back with its index, VMID and host name and the new template when
+    the next cycle creates the missing ones. Busy, locked, unverified CTs and those of unknown state wait."""
+    assert intent.rollout_max_unavailable is not None
+    available = sum(
+        1
+        for o in present
+        if o.observation is not None and (o.observation.running or o.offloaded) and o.vmid not in removed
+    )
+    budget = intent.rollout_max_unavailable - max(0, desired - available)
+    actions: list[Action] = []
+    done = sum(1 for o in present if o.template_hash == intent.template_hash)
+    for item in sorted(outdated, key=lambda o: o.index):
+        if budget <= 0:
+            break
+        obs = item.observation
+        assert obs is not None
+        if obs.lock or item.vmid in intent.busy_vmids or not item.verified or obs.status is ContainerStatus.UNKNOWN:
+            continue
+        if item.vmid in removed:
+            continue
+        removed.add(item.vmid)
+        budget -= 1
+        actions.append(
+            DestroyContainer(
+                vmid=item.vmid,
+                node=obs.node,
+                running=obs.running,
+                reason=(
+                    f"rolling update: the template changed (ostemplate, rootfs or unprivileged; recorded "
+                    f"{item.template_hash}, now {intent.template_hash}): recreate CT {item.index} with it "
+                    f"({done} of {len(present)} updated, maxUnavailable {intent.rollout_max_unavailable})"
+                ),
+            )
+        )
+    return actions
 
 
 def _scale_down_victims(

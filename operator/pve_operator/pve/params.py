@@ -60,6 +60,8 @@ class ContainerBlueprint:
     #: The user's notes, written above the ownership record in the description.
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``template_hash`` of the policy's template, recorded (signed) in each new CT's ownership record.
+    template_hash: str = ""
 
 
 def net_property(nic: NetworkInterface) -> str:

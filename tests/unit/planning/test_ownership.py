@@ -127,3 +127,19 @@ def test_the_signature_round_trips_and_the_key_is_never_printed() -> None:
     assert repr(KEY) == "OwnershipKey()", "the key's bytes never reach a log line or an exception"
     with pytest.raises(ValueError, match="at least 32 bytes"):
         OwnershipKey(b"short")
+
+
+def test_a_template_hash_counts_only_when_its_own_signature_verifies() -> None:
+    from pve_operator.planning.ownership import OwnershipKey, OwnershipRecord, parse_record
+
+    key = OwnershipKey(b"unit-test-ownership-key-32-bytes")
+    record = OwnershipRecord("apps", "web", "uid-1", 3, "2026-12-03T00:00:00Z").signed(3103, key)
+    stamped = record.with_template(3103, key, "18d310f4407a")
+    parsed = parse_record("notes\n" + stamped.to_line())
+    assert parsed is not None and key.verifies(3103, parsed), "the ownership signature is unchanged"
+    assert key.template_of(3103, parsed) == "18d310f4407a"
+    # Edited by someone without the key (to force a recreate): unknown, so no rollout touches the CT.
+    forged = parse_record(stamped.to_line().replace("template=18d310f4407a", "template=000000000000"))
+    assert forged is not None and key.template_of(3103, forged) == ""
+    assert key.template_of(3104, parsed) == "", "copied onto another CT"
+    assert key.template_of(3103, record) == "", "no template recorded"

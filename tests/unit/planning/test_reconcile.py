@@ -6,7 +6,13 @@ from collections import Counter
 from dataclasses import replace
 
 from pve_operator.api.v1alpha1 import PlacementSpec
-from pve_operator.planning.actions import CreateContainer, DestroyContainer, RestoreConfig, StartContainer
+from pve_operator.planning.actions import (
+    CreateContainer,
+    DestroyContainer,
+    RecordTemplate,
+    RestoreConfig,
+    StartContainer,
+)
 from pve_operator.planning.model import ClusterSnapshot, ContainerStatus
 from pve_operator.planning.reconcile import (
     FillIntent,
@@ -344,3 +350,51 @@ def test_creation_with_a_spread_fills_the_sparse_node_and_says_unschedulable_whe
     assert not creates(plan.actions)
     assert plan.unplaced == 2 and plan.rule_refused == {"srv-px1"}
     assert "maxSkew 1" in plan.placement_refusals["srv-px1"]
+
+
+def _stamped(vmid: int, node: str, index: int, template: str, **ct: object) -> OwnedContainer:
+    return replace(owned(vmid, node, index, **ct), template_hash=template)
+
+
+ROLLING = replace(INTENT, replicas=4, template_hash="new", rollout_max_unavailable=1)
+
+
+def test_a_rolling_update_recreates_outdated_cts_one_budget_at_a_time_lowest_index_first() -> None:
+    present = [_stamped(3100 + i, "srv-px1", i, "old") for i in range(4)]
+    plan = plan_reconcile(ROLLING, lab(*[p.observation for p in present]), present)
+    destroyed = [a for a in plan.actions if isinstance(a, DestroyContainer)]
+    assert [a.vmid for a in destroyed] == [3100], "maxUnavailable 1: one at a time, lowest index first"
+    assert "rolling update: the template changed" in destroyed[0].reason and "0 of 4 updated" in destroyed[0].reason
+    assert plan.outdated == (3100, 3101, 3102, 3103)
+    assert not creates(plan.actions), "the destroyed CT comes back at the next cycle, with its index"
+
+    # Next cycle: 3100 is gone, the three others still old: the missing index is created, nothing destroyed
+    # (one CT is already unavailable, the whole budget).
+    rest = present[1:]
+    nxt = plan_reconcile(ROLLING, lab(*[p.observation for p in rest]), rest)
+    assert [a.vmid for a in creates(nxt.actions)] == [3100]
+    assert not [a for a in nxt.actions if isinstance(a, DestroyContainer)]
+
+
+def test_a_rolling_update_waits_while_cts_are_unavailable_and_ondelete_never_destroys() -> None:
+    present = [_stamped(3100, "srv-px1", 0, "new")] + [_stamped(3100 + i, "srv-px1", i, "old") for i in (1, 2, 3)]
+    stopped = replace(present[0], observation=replace(present[0].observation, status=ContainerStatus.STOPPED))
+    waiting = [stopped, *present[1:]]
+    plan = plan_reconcile(ROLLING, lab(*[p.observation for p in waiting]), waiting)
+    assert not [a for a in plan.actions if isinstance(a, DestroyContainer)], "CT 3100 is down: budget used"
+    wider = plan_reconcile(replace(ROLLING, rollout_max_unavailable=3), lab(*[p.observation for p in present]), present)
+    assert [a.vmid for a in wider.actions if isinstance(a, DestroyContainer)] == [3101, 3102, 3103]
+    on_delete = plan_reconcile(
+        replace(ROLLING, rollout_max_unavailable=None), lab(*[p.observation for p in present]), present
+    )
+    assert not [a for a in on_delete.actions if isinstance(a, DestroyContainer)]
+    assert on_delete.outdated == (3101, 3102, 3103)
+
+
+def test_cts_without_a_recorded_template_are_stamped_not_recreated() -> None:
+    unknown = [owned(3100 + i, "srv-px1", i) for i in range(4)]
+    read = [replace(unknown[0], config={"description": "pve-operator:..."}), *unknown[1:]]
+    plan = plan_reconcile(ROLLING, lab(*[p.observation for p in read]), read)
+    assert not [a for a in plan.actions if isinstance(a, DestroyContainer)]
+    stamps = [a for a in plan.actions if isinstance(a, RecordTemplate)]
+    assert [(a.vmid, a.template_hash) for a in stamps] == [(3100, "new")], "only the CT whose config was read"

@@ -68,10 +68,13 @@ from .containerpolicy import (
     StartupOrder,
     TopologySpreadConstraint,
     UpdateClass,
+    UpdateStrategy,
+    UpdateStrategyType,
     VmidConflict,
     VmidRange,
     WhenUnsatisfiable,
     render_hostname,
+    template_hash,
 )
 from .serverpool import (
     DEFAULT_PVE_PORT,
@@ -181,6 +184,8 @@ __all__ = [
     "TokenCredentials",
     "TopologySpreadConstraint",
     "UpdateClass",
+    "UpdateStrategy",
+    "UpdateStrategyType",
     "UsageMetric",
     "VmidConflict",
     "VmidRange",
@@ -191,4 +196,5 @@ __all__ = [
     "parse_endpoint",
     "render_hostname",
     "set_condition",
+    "template_hash",
 ]

@@ -329,6 +329,7 @@ class ConditionReason(StrEnum):
     POOL_FULL = "PoolFull"
     UNSCHEDULABLE = "Unschedulable"
     HA_NOT_CONVERGING = "HaNotConverging"
+    ROLLING_UPDATE = "RollingUpdate"
     ACTIONS_FAILED = "ActionsFailed"
     VMID_RANGE_OVERLAP = "VmidRangeOverlap"
     TEMPLATE_NOT_FOUND = "TemplateNotFound"

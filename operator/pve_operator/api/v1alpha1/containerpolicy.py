@@ -8,6 +8,8 @@ has VMID ``vmidRange.start + index`` and host name ``hostnamePattern.format(inde
 
 from __future__ import annotations
 
+import hashlib
+import json
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
 from typing import Annotated, Self
@@ -608,6 +610,21 @@ TEMPLATE_UPDATE_CLASSES: dict[str, UpdateClass] = {
 """Every ``spec.template`` field's :class:`UpdateClass` (a unit test fails when a field has none)."""
 
 
+def template_hash(template: ContainerTemplate) -> str:
+    """12 hex digits of SHA-256 over the template's Recreate-class fields (as the CRD writes them): two
+    templates with the same hash make the same CT as far as only a new CT can show. Stored (signed) in
+    each CT's ownership record at create; a rolling update recreates the CTs whose hash differs. Values at
+    their defaults are left out, so a field a later version adds (with a default) does not change every
+    CT's hash and recreate the fleet on upgrade."""
+    wire = template.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    fields = {
+        name: wire.get(ContainerTemplate.model_fields[name].alias or name)
+        for name, kind in sorted(TEMPLATE_UPDATE_CLASSES.items())
+        if kind is UpdateClass.RECREATE
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
 class VmidRange(ApiModel):
     """The VMIDs the policy's CTs may use, both ends included. CT number index has VMID start + index.
 
@@ -813,6 +830,26 @@ class PlacementSpec(ApiModel):
         return constraints
 
 
+class UpdateStrategyType(StrEnum):
+    """How template changes that only a new CT can have reach the existing CTs (Kubernetes' names)."""
+
+    ROLLING_UPDATE = "RollingUpdate"
+    """Recreate outdated CTs a few at a time (maxUnavailable), each with its index, VMID and host name."""
+    ON_DELETE = "OnDelete"
+    """Leave outdated CTs; a CT deleted by hand comes back with the new template."""
+
+
+class UpdateStrategy(ApiModel):
+    """How a change of a Recreate-class template field (ostemplate, rootfs, unprivileged) is rolled out."""
+
+    type: UpdateStrategyType = UpdateStrategyType.ROLLING_UPDATE
+    """RollingUpdate (default) or OnDelete."""
+
+    max_unavailable: int = Field(1, ge=1, le=MAX_REPLICAS)
+    """RollingUpdate: most CTs missing or not running at once, counting the ones being recreated (a CT is
+    destroyed only while fewer are unavailable); each comes back at the next cycles with its index."""
+
+
 class HaState(StrEnum):
     """The state the operator registers its CTs with in Proxmox VE's HA stack."""
 
@@ -882,6 +919,11 @@ class ContainerPolicySpec(ApiModel):
 
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
     """What happens to the CTs when this policy is deleted: Delete destroys them, Retain leaves them."""
+
+    update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
+    """How CTs get template changes only a new CT can have (ostemplate, rootfs, unprivileged): RollingUpdate
+    recreates outdated CTs maxUnavailable at a time (their disks are new: keep data elsewhere), OnDelete
+    leaves them until they are deleted. Hot settings are applied in place whatever the strategy."""
 
     ha: HaSpec | None = None
     """Register the CTs as Proxmox VE HA resources and express the placement as PVE 9 HA rules (a node
@@ -1127,6 +1169,13 @@ class ContainerPolicyStatus(StatusModel):
 
     migrating_replicas: int = Field(0, ge=0)
     """CTs being migrated now."""
+
+    updated_replicas: int = Field(0, ge=0)
+    """CTs created with the current template (its Recreate-class fields; see templateHash)."""
+
+    template_hash: str | None = Field(None, max_length=16)
+    """Hash of the template's Recreate-class fields (ostemplate, rootfs, unprivileged), recorded in each new
+    CT's ownership record: CTs with another one are outdated and replaced as spec.updateStrategy says."""
 
     fill_stopped_reason: FillStoppedReason | None = None
     """Fill mode only: why the generator stopped adding CTs (UsageLimitReached, MaxReplicasReached,
