@@ -38,3 +38,18 @@ def test_a_ct_without_a_recorded_template_is_stamped_and_keeps_its_notes(pve_sim
     assert description.startswith("Owned by the web team.\nAsk #web.\n")
     assert after is not None and KEY.verifies(3100, after) and KEY.template_of(3100, after) == "579f5abf5c97"
     assert after.created_at == before.created_at and after.index == before.index
+
+
+def test_a_restart_class_repair_reboots_the_ct_so_the_pending_setting_takes_effect(pve_sim_server: Any) -> None:
+    from pve_operator.planning.actions import RestoreConfig
+
+    sim = pve_sim_server(time_scale=0.05)
+    run = executor(sim)
+    assert all(o.succeeded for o in run.apply(creates(1), BLUEPRINT))
+    ct = sim.proxmox().nodes("srv-px1").lxc(3100)
+    repair = RestoreConfig(3100, "srv-px1", {"nameserver": "192.0.2.1"}, "nameserver unset→192.0.2.1", restart=True)
+    outcome = run.apply([repair], BLUEPRINT)[0]
+    assert outcome.succeeded and "restarted it to apply" in outcome.message, outcome.message
+    assert ct.config.get(current=1).get("nameserver") == "192.0.2.1", "applied, not left pending"
+    assert ct.status.current.get()["status"] == "running"
+    assert any(t["type"] == "vzreboot" for t in sim.proxmox().nodes("srv-px1").tasks.get(vmid=3100))

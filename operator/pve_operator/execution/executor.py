@@ -346,4 +346,14 @@ class PolicyExecutor:
         self._prove_ownership(action.vmid, self._client.container_config(action.node, action.vmid))
         self._client.update_container_config(action.node, action.vmid, action.changes)
         changed = ", ".join(f"{k}={v}" for k, v in action.changes.items())
+        if action.restart and self._client.container_status(action.node, action.vmid).get("status") == "running":
+            # Pending on a running CT until it restarts (pve-container vmconfig_apply_pending at start).
+            wait_done(
+                self._client,
+                self._client.reboot_container(action.node, action.vmid),
+                vmid=action.vmid,
+                timeout_seconds=self._task_timeout,
+                status="running",
+            )
+            return f"restored {changed} on CT {action.vmid} and restarted it to apply them: {action.reason}"
         return f"restored {changed} on CT {action.vmid}: {action.reason}"

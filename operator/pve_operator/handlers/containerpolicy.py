@@ -186,6 +186,7 @@ def intent_from(
     rolling = policy.update_strategy.type is UpdateStrategyType.ROLLING_UPDATE
     return PolicyIntent(
         template_hash=template_hash(policy.template),
+        restart_settings=restart_config_settings(policy),
         rollout_max_unavailable=policy.update_strategy.max_unavailable if rolling else None,
         topology=rules_for(policy.placement, pool_labels(pool), TopologyInputs(weights, online_nodes)),
         policy_uid=uid,
@@ -212,6 +213,18 @@ def intent_from(
 def _startup(policy: ContainerPolicySpec) -> str | None:
     startup = policy.template.startup
     return startup_property(startup.order, startup.up_seconds, startup.down_seconds) if startup else None
+
+
+def restart_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
+    """The Restart-class options the drift sweep compares and repairs (``TEMPLATE_UPDATE_CLASSES``): PVE
+    keeps them pending on a running CT until it restarts. ``features`` is Restart-class too, but only root@pam
+    may change most features of an existing CT (``check_ct_modify_config_perm``): not repaired in place."""
+    t = policy.template
+    return {
+        "nameserver": pve_setting(" ".join(t.nameservers)),
+        "searchdomain": pve_setting(t.search_domain),
+        "timezone": pve_setting(t.timezone),
+    }
 
 
 def hot_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:

@@ -49,6 +49,8 @@ class RestoreConfig:
     changes: dict[str, int | str] = field(default_factory=dict)
     reason: str = ""
     kind: Literal["Repair"] = "Repair"
+    #: Restart-class settings (Proxmox VE keeps them pending on a running CT): reboot the CT afterwards.
+    restart: bool = False
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,9 @@ class PolicyIntent:
     template_hash: str = ""
     #: RollingUpdate's maxUnavailable; None for OnDelete (outdated CTs are left).
     rollout_max_unavailable: int | None = None
+    #: Restart-class options compared like ``config_settings`` when a CT's config was read: written in
+    #: place and, with RollingUpdate, the CT restarted within maxUnavailable to apply them.
+    restart_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def demand(self) -> ContainerDemand:
@@ -270,7 +273,9 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
                 )
             )
 
-    # Repairs on the CTs that stay.
+    # Repairs on the CTs that stay. Restarts (restart-class drift) and recreations (rollout) share the
+    # RollingUpdate budget: CTs missing or not running count against maxUnavailable.
+    budget = _unavailable_budget(intent, present, desired, removed)
     for item in present:
         obs = item.observation
         assert obs is not None
@@ -310,12 +315,31 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             actions.append(
                 RestoreConfig(item.vmid, obs.node, changes, f"changed outside the operator: {', '.join(was)}")
             )
+        if item.config is not None:
+            restart_changes = {
+                key: wanted
+                for key, wanted in sorted(intent.restart_settings.items())
+                if pve_setting(item.config.get(key)) != wanted
+            }
+            restart = obs.running and intent.rollout_max_unavailable is not None
+            if restart_changes and (not restart or budget > 0):
+                budget -= 1 if restart else 0
+                listed = ", ".join(
+                    f"{k} {pve_setting(item.config.get(k)) or 'unset'}→{v or 'unset'}"
+                    for k, v in restart_changes.items()
+                )
+                unset = [k for k, v in restart_changes.items() if not v]
+                writes: dict[str, int | str] = {k: v for k, v in restart_changes.items() if v}
+                if unset:
+                    writes["delete"] = ",".join(unset)
+                when = "restart to apply" if restart else "applied at the CT's next start"
+                actions.append(RestoreConfig(item.vmid, obs.node, writes, f"{listed} ({when})", restart=restart))
 
     outdated = [
         o for o in present if o.template_hash and intent.template_hash and o.template_hash != intent.template_hash
     ]
     if outdated and intent.rollout_max_unavailable is not None and surplus <= 0:
-        actions += _rollout(intent, present, outdated, desired, removed)
+        actions += _rollout(intent, present, outdated, removed, budget)
 
     owned_vmids = {o.vmid for o in owned}
     held_by_others = {v for v in snapshot.used_vmids() if v not in owned_vmids}
@@ -407,23 +431,31 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
     )
 
 
-def _rollout(
-    intent: PolicyIntent,
-    present: Sequence[OwnedContainer],
-    outdated: Sequence[OwnedContainer],
-    desired: int,
-    removed: set[int],
-) -> list[Action]:
-    """RollingUpdate: destroy outdated CTs (lowest index first) while fewer than maxUnavailable CTs are
-    missing or not running; each comes back with its index, VMID and host name and the new template when
-    the next cycle creates the missing ones. Busy, locked, unverified CTs and those of unknown state wait."""
-    assert intent.rollout_max_unavailable is not None
+def _unavailable_budget(
+    intent: PolicyIntent, present: Sequence[OwnedContainer], desired: int, removed: set[int]
+) -> int:
+    """RollingUpdate: how many more CTs may be made unavailable now (maxUnavailable minus the CTs missing
+    or not running; offloaded CTs count as available: they are stopped on purpose). 0 for OnDelete."""
+    if intent.rollout_max_unavailable is None:
+        return 0
     available = sum(
         1
         for o in present
         if o.observation is not None and (o.observation.running or o.offloaded) and o.vmid not in removed
     )
-    budget = intent.rollout_max_unavailable - max(0, desired - available)
+    return intent.rollout_max_unavailable - max(0, desired - available)
+
+
+def _rollout(
+    intent: PolicyIntent,
+    present: Sequence[OwnedContainer],
+    outdated: Sequence[OwnedContainer],
+    removed: set[int],
+    budget: int,
+) -> list[Action]:
+    """RollingUpdate: destroy outdated CTs (lowest index first) while fewer than maxUnavailable CTs are
+    missing or not running; each comes back with its index, VMID and host name and the new template when
+    the next cycle creates the missing ones. Busy, locked, unverified CTs and those of unknown state wait."""
     actions: list[Action] = []
     done = sum(1 for o in present if o.template_hash == intent.template_hash)
     for item in sorted(outdated, key=lambda o: o.index):

@@ -487,6 +487,15 @@ class PveClient:
             )
         )
 
+    def reboot_container(self, node: str, vmid: int) -> str:
+        """``POST .../status/reboot``: a clean shutdown and start, which applies pending changes."""
+        return str(
+            self._write(
+                f"POST /nodes/{node}/lxc/{vmid}/status/reboot",
+                lambda api: api.nodes(node).lxc(vmid).status.reboot.post(),
+            )
+        )
+
     def shutdown_container(self, node: str, vmid: int, *, timeout_seconds: int, force_stop: bool = True) -> str:
         body = _clean({"timeout": timeout_seconds, "forceStop": force_stop})
         return str(

@@ -398,3 +398,22 @@ def test_cts_without_a_recorded_template_are_stamped_not_recreated() -> None:
     assert not [a for a in plan.actions if isinstance(a, DestroyContainer)]
     stamps = [a for a in plan.actions if isinstance(a, RecordTemplate)]
     assert [(a.vmid, a.template_hash) for a in stamps] == [(3100, "new")], "only the CT whose config was read"
+
+
+def test_restart_class_drift_is_written_and_the_ct_restarted_within_the_rolling_budget() -> None:
+    read = [
+        replace(_stamped(3100 + i, "srv-px1", i, "new"), config={"nameserver": "192.0.2.53", "timezone": "host"})
+        for i in range(4)
+    ]
+    wanted = replace(
+        ROLLING, restart_settings={"nameserver": "192.0.2.1 192.0.2.2", "timezone": "host", "searchdomain": ""}
+    )
+    plan = plan_reconcile(wanted, lab(*[p.observation for p in read]), read)
+    repairs = [a for a in plan.actions if isinstance(a, RestoreConfig)]
+    assert len(repairs) == 1 and repairs[0].restart, "maxUnavailable 1: one restart per cycle"
+    assert repairs[0].changes == {"nameserver": "192.0.2.1 192.0.2.2"}
+    assert "restart to apply" in repairs[0].reason and "nameserver 192.0.2.53→192.0.2.1 192.0.2.2" in repairs[0].reason
+    # OnDelete: written in place for every CT read, applied at their next start; nobody is restarted.
+    on_delete = plan_reconcile(replace(wanted, rollout_max_unavailable=None), lab(*[p.observation for p in read]), read)
+    writes = [a for a in on_delete.actions if isinstance(a, RestoreConfig)]
+    assert len(writes) == 4 and not any(a.restart for a in writes)
