@@ -112,3 +112,43 @@ def test_the_drift_sweep_reads_a_few_configs_per_cycle_in_turn(pve_sim_server: A
         assert all(o.config is not None and int(str(o.config["memory"])) > 0 for o in swept if o.vmid in read)
         rounds.append(read)
     assert rounds == [[3100, 3101], [3102, 3103], [3100, 3104]], "two per cycle, each in turn, wrapping around"
+
+
+def test_mount_points_stable_macs_and_os_settings_are_created_as_pve_takes_them(pve_sim_server: Any) -> None:
+    """Data volumes (mp0, mp1), a MAC that a recreated CT keeps, and arch/ostype the template does not say."""
+    sim = pve_sim_server(time_scale=0.0)
+    run = executor(sim)
+    spec = policy(
+        networks=[{"name": "eth0", "bridge": "vmbr0", "stableMac": True}, {"name": "eth1", "bridge": "vmbr0"}],
+        mountPoints=[
+            {"storage": "local-lvm", "sizeGiB": 4, "path": "/srv/data", "backup": True},
+            {"storage": "local-lvm", "sizeGiB": 1, "path": "/srv/cache", "readOnly": True, "replicate": False},
+        ],
+        arch="amd64",
+        ostype="debian",
+    )
+    blueprint = blueprint_from(spec)
+    (created,) = run.apply(creates(1), blueprint)
+    assert created.succeeded, created.message
+    api = sim.proxmox().nodes(NODE).lxc(3100)
+    config = api.config.get()
+    assert config["mp0"].startswith("local-lvm:vm-3100-disk-") and "mp=/srv/data" in config["mp0"]
+    assert "backup=1" in config["mp0"] and "size=4G" in config["mp0"]
+    assert "ro=1" in config["mp1"] and "replicate=0" in config["mp1"]
+    assert config["arch"] == "amd64" and config["ostype"] == "debian"
+    mac = config["net0"].split("hwaddr=")[1].split(",")[0]
+    assert mac.startswith("02:"), "locally administered, from the policy and the index"
+    # Destroyed and created again (a rolling update, a replacement): same index, same MAC; eth1 random.
+    first_eth1 = config["net1"]
+    (gone,) = run.apply([DestroyContainer(vmid=3100, node=NODE, running=True, reason="rolling update")], blueprint)
+    assert gone.succeeded, gone.message
+    (again,) = run.apply(creates(1), blueprint)
+    assert again.succeeded, again.message
+    config = api.config.get()
+    assert config["net0"].split("hwaddr=")[1].split(",")[0] == mac
+    assert "hwaddr=" in config["net1"] and config["net1"] != first_eth1
+    # Another index gets another stable MAC.
+    (other,) = run.apply([replace(creates(2)[1])], blueprint)
+    assert other.succeeded, other.message
+    other_mac = sim.proxmox().nodes(NODE).lxc(3101).config.get()["net0"].split("hwaddr=")[1].split(",")[0]
+    assert other_mac.startswith("02:") and other_mac != mac

@@ -238,6 +238,7 @@ class PolicyExecutor:
             hostname=action.hostname,
             description=format_description(record, blueprint.notes),
             tags=ownership_tags(self._identity.uid),
+            mac_seed=f"{self._identity.uid}/{action.index}",
         )
         self._wait(self._client.create_container(action.node, action.vmid, params))
         if blueprint.start_on_create:

@@ -94,7 +94,13 @@ from pve_operator.pve.errors import (
     PveError,
 )
 from pve_operator.pve.ha import PveHaNotConverging
-from pve_operator.pve.params import ContainerBlueprint, NetworkInterface, features_property, startup_property
+from pve_operator.pve.params import (
+    ContainerBlueprint,
+    MountPoint,
+    NetworkInterface,
+    features_property,
+    startup_property,
+)
 from pve_operator.runtime import (
     DRIFT_SWEEP_PER_CYCLE,
     MAX_PARALLEL_TASKS,
@@ -145,9 +151,17 @@ def blueprint_from(policy: ContainerPolicySpec, *, password: str | None = None) 
                 gateway6=n.gateway6,
                 mtu=n.mtu,
                 rate_mbps=n.rate_mbps,
+                stable_mac=n.stable_mac,
             )
             for n in t.networks
         ),
+        mount_points=tuple(
+            MountPoint(m.storage, m.size_gib, m.path, m.backup, m.read_only, m.quota, m.acl, m.replicate)
+            for m in t.mount_points
+        ),
+        arch=t.arch.value if t.arch else None,
+        ostype=t.ostype.value if t.ostype else None,
+        hookscript=t.hookscript,
         unprivileged=t.unprivileged,
         features=features_property(
             nesting=t.features.nesting,

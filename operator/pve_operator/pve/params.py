@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,41 @@ class NetworkInterface:
     mtu: int | None = None
     #: Megabytes per second (PVE's ``rate``).
     rate_mbps: float | None = None
+    #: ``hwaddr`` from :func:`stable_mac` (the CT's seed and this name) instead of PVE's random one.
+    stable_mac: bool = False
+
+
+@dataclass(frozen=True)
+class MountPoint:
+    storage: str
+    size_gib: int
+    path: str
+    backup: bool = False
+    read_only: bool = False
+    quota: bool = False
+    acl: bool | None = None
+    replicate: bool = True
+
+
+def stable_mac(seed: str, nic: str) -> str:
+    """A locally administered unicast MAC (``02:..``) derived from ``seed`` (policy UID and CT index) and
+    the interface name: the same CT index gets the same MAC whenever it is created again."""
+    digest = hashlib.sha256(f"pve-operator mac v1\0{seed}\0{nic}".encode()).digest()
+    return "02:" + ":".join(f"{b:02X}" for b in digest[:5])
+
+
+def mount_point_property(mp: MountPoint) -> str:
+    """PVE's ``mpN`` property string for a new volume: ``local-lvm:8,mp=/srv,backup=1,...``."""
+    parts = [f"{mp.storage}:{mp.size_gib}", f"mp={mp.path}", f"backup={1 if mp.backup else 0}"]
+    if mp.read_only:
+        parts.append("ro=1")
+    if mp.quota:
+        parts.append("quota=1")
+    if mp.acl is not None:
+        parts.append(f"acl={1 if mp.acl else 0}")
+    if not mp.replicate:
+        parts.append("replicate=0")
+    return ",".join(parts)
 
 
 @dataclass(frozen=True)
@@ -62,10 +98,16 @@ class ContainerBlueprint:
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``template_hash`` of the policy's template, recorded (signed) in each new CT's ownership record.
     template_hash: str = ""
+    mount_points: Sequence[MountPoint] = ()
+    arch: str | None = None
+    ostype: str | None = None
+    hookscript: str | None = None
 
 
-def net_property(nic: NetworkInterface) -> str:
+def net_property(nic: NetworkInterface, hwaddr: str | None = None) -> str:
     parts = [f"name={nic.name}", f"bridge={nic.bridge}", f"ip={nic.ip}"]
+    if hwaddr:
+        parts.append(f"hwaddr={hwaddr}")
     if nic.gateway:
         parts.append(f"gw={nic.gateway}")
     if nic.vlan is not None:
@@ -106,7 +148,7 @@ def _number(value: float) -> str:
 
 
 def create_params(
-    blueprint: ContainerBlueprint, *, hostname: str, description: str, tags: frozenset[str]
+    blueprint: ContainerBlueprint, *, hostname: str, description: str, tags: frozenset[str], mac_seed: str = ""
 ) -> dict[str, Any]:
     """The body of ``POST /nodes/{node}/lxc`` (without ``vmid``; the CT is started separately).
 
@@ -147,7 +189,15 @@ def create_params(
     if blueprint.timezone:
         params["timezone"] = blueprint.timezone
     for i, nic in enumerate(blueprint.networks):
-        params[f"net{i}"] = net_property(nic)
+        params[f"net{i}"] = net_property(nic, stable_mac(mac_seed, nic.name) if nic.stable_mac and mac_seed else None)
+    for i, mp in enumerate(blueprint.mount_points):
+        params[f"mp{i}"] = mount_point_property(mp)
+    if blueprint.arch:
+        params["arch"] = blueprint.arch
+    if blueprint.ostype:
+        params["ostype"] = blueprint.ostype
+    if blueprint.hookscript:
+        params["hookscript"] = blueprint.hookscript
     if blueprint.pool:
         params["pool"] = blueprint.pool
     params.update(blueprint.extra)

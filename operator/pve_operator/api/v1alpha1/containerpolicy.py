@@ -261,6 +261,57 @@ class RootFS(ApiModel):
     """Size of the volume in GiB."""
 
 
+MOUNT_PATH = "^/[-_./a-zA-Z0-9]*[-_a-zA-Z0-9]$"
+"""An absolute path inside the CT for a mount point: no ``,``, ``;``, ``=`` or spaces (PVE's property string),
+not ``/`` itself, no ``..`` (checked separately)."""
+
+SNIPPET_VOLUME = "^[a-z][-a-z0-9_.]*[a-z0-9]:snippets/[-_a-zA-Z0-9]+([.][-_a-zA-Z0-9]+)*$"
+"""A hook script volume ID: ``<storage>:snippets/<file>`` (single dots, no ``/`` in the file name)."""
+
+
+_MOUNT_PATH_PLAIN = CelRule(
+    rule="!(self + '/').contains('/../') && !self.contains('//')",
+    message="path must be a plain absolute path: no '..' steps and no '//'",
+)
+
+
+class MountPoint(ApiModel):
+    """A storage-backed volume mounted into the CT (Proxmox VE's ``mp0``, ``mp1``, ... in list order). It is
+    part of the CT: destroyed with it, and new (empty) when a rolling update recreates the CT."""
+
+    storage: str = Field(min_length=2, max_length=100, pattern=STORAGE_ID)
+    """Proxmox VE storage for the volume, e.g. local-lvm."""
+
+    size_gib: int = Field(alias="sizeGiB", ge=1, le=131072)
+    """Size of the volume in GiB."""
+
+    path: str = Field(
+        min_length=2, max_length=255, pattern=MOUNT_PATH, json_schema_extra=kube_schema(_MOUNT_PATH_PLAIN)
+    )
+    """Where it is mounted inside the CT, e.g. /srv/data."""
+
+    backup: bool = False
+    """Include the volume in vzdump backups (Proxmox VE's default: excluded)."""
+
+    read_only: bool = False
+    """Mount it read-only (Proxmox VE's ro)."""
+
+    quota: bool = False
+    """Enable user quotas inside the CT for this volume."""
+
+    acl: bool | None = None
+    """Force POSIX ACLs on (true) or off (false); absent: the file system's default."""
+
+    replicate: bool = True
+    """Include the volume in storage replication jobs."""
+
+    @field_validator("path")
+    @classmethod
+    def _no_parent_steps(cls, path: str) -> str:
+        _MOUNT_PATH_PLAIN.require("/../" not in path + "/" and "//" not in path, f"got {path!r}")
+        return path
+
+
 class NetworkInterface(ApiModel):
     """A network interface of the CT (net0, net1, ... in list order)."""
 
@@ -301,6 +352,11 @@ class NetworkInterface(ApiModel):
 
     rate_mbps: float | None = Field(None, alias="rateMBps", ge=0, le=1_000_000)
     """Rate limit of the interface in megabytes per second (Proxmox VE's ``rate``); absent: unlimited."""
+
+    stable_mac: bool = False
+    """Give the interface a MAC address derived from the policy and the CT's index (locally administered,
+    02:...), so a CT recreated by a rolling update or a replacement keeps its MAC (and its DHCP lease or
+    reservation). Absent/false: Proxmox VE picks a random one at create."""
 
     @field_validator("ip6")
     @classmethod
@@ -440,6 +496,33 @@ def _ostemplate_problem(ostemplate: str) -> str:
     return f"got {ostemplate!r}"
 
 
+class Architecture(StrEnum):
+    """CT architectures Proxmox VE knows (pve-container ``arch``)."""
+
+    AMD64 = "amd64"
+    I386 = "i386"
+    ARM64 = "arm64"
+    ARMHF = "armhf"
+    RISCV32 = "riscv32"
+    RISCV64 = "riscv64"
+
+
+class OsType(StrEnum):
+    """OS types of pve-container's ``ostype`` (the setup plugin that configures the CT)."""
+
+    DEBIAN = "debian"
+    DEVUAN = "devuan"
+    UBUNTU = "ubuntu"
+    CENTOS = "centos"
+    FEDORA = "fedora"
+    OPENSUSE = "opensuse"
+    ARCHLINUX = "archlinux"
+    ALPINE = "alpine"
+    GENTOO = "gentoo"
+    NIXOS = "nixos"
+    UNMANAGED = "unmanaged"
+
+
 class UpdateClass(StrEnum):
     """How a change of a ``spec.template`` field reaches CTs that already exist (issue 11 §2)."""
 
@@ -534,6 +617,21 @@ class ContainerTemplate(ApiModel):
     description: str = Field("", max_length=4096, json_schema_extra=kube_schema(_DESCRIPTION_HAS_NO_RECORD))
     """Notes of your own for every CT, shown in the Proxmox VE UI above the operator's ownership record."""
 
+    mount_points: tuple[MountPoint, ...] = Field((), max_length=32)
+    """Storage-backed volumes mounted into each CT (mp0, mp1, ... in list order); created with the CT and
+    destroyed with it (a rolling update gives the new CT new, empty volumes: keep data elsewhere)."""
+
+    arch: Architecture | None = None
+    """CT architecture when the template does not say (amd64, i386, arm64, armhf, riscv32, riscv64)."""
+
+    ostype: OsType | None = None
+    """OS type when the template does not say (debian, ubuntu, alpine, ..., unmanaged): how Proxmox VE
+    sets up the network and host name inside the CT."""
+
+    hookscript: str | None = Field(None, max_length=255, pattern=SNIPPET_VOLUME)
+    """A hook script Proxmox VE runs at each start and stop phase of the CT, e.g. local:snippets/hook.sh
+    (the storage needs the snippets content type)."""
+
     @field_validator("nameservers")
     @classmethod
     def _nameserver_syntax(cls, nameservers: tuple[str, ...]) -> tuple[str, ...]:
@@ -606,6 +704,12 @@ TEMPLATE_UPDATE_CLASSES: dict[str, UpdateClass] = {
     "cpu_units": UpdateClass.HOT,
     "timezone": UpdateClass.RESTART,
     "description": UpdateClass.HOT,
+    # Storage-backed volumes are allocated at create; arch and ostype decide how the CT was set up.
+    "mount_points": UpdateClass.RECREATE,
+    "arch": UpdateClass.RECREATE,
+    "ostype": UpdateClass.RECREATE,
+    # Run at the CT's start and stop phases: a change takes effect at the next start.
+    "hookscript": UpdateClass.RESTART,
 }
 """Every ``spec.template`` field's :class:`UpdateClass` (a unit test fails when a field has none)."""
 
