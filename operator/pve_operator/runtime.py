@@ -282,6 +282,15 @@ class OperatorRuntime:
             raise ConfigurationError(ConditionReason.SECRET_NOT_FOUND, f"Secret {namespace}/{name} has no key {key}")
         return data[key]
 
+    def config_map_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a ConfigMap. :class:`ConfigurationError` when the ConfigMap or the key is missing."""
+        data, _ = self._read_object_data("ConfigMap", namespace, name)
+        if key not in data:
+            raise ConfigurationError(
+                ConditionReason.CONFIG_MAP_NOT_FOUND, f"ConfigMap {namespace}/{name} has no key {key}"
+            )
+        return data[key]
+
     def install_connection(
         self, key: tuple[str, str], fingerprint: str, make_client: Callable[[], PveClient], *, now: float | None = None
     ) -> PoolConnection:

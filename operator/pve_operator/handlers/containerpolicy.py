@@ -34,8 +34,8 @@ from pve_operator.api.v1alpha1 import (
     describe_validation_error,
     template_hash,
 )
-from pve_operator.api.v1alpha1.common import parse_epoch
-from pve_operator.api.v1alpha1.containerpolicy import PolicyHaStatus
+from pve_operator.api.v1alpha1.common import full_match, parse_epoch
+from pve_operator.api.v1alpha1.containerpolicy import SSH_PUBLIC_KEY, PolicyHaStatus
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.discovery import creations_in_progress, discover_owned, sweep_configs
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
@@ -229,6 +229,31 @@ def _startup(policy: ContainerPolicySpec) -> str | None:
     return startup_property(startup.order, startup.up_seconds, startup.down_seconds) if startup else None
 
 
+def ssh_keys_from_sources(runtime: OperatorRuntime, namespace: str, policy: ContainerPolicySpec) -> tuple[str, ...]:
+    """The keys of ``template.sshPublicKeysFrom``, read now (only when the cycle creates): one OpenSSH public
+    key per line, empty lines and ``#`` comments skipped; anything else is a ConfigurationError naming the
+    object, the key and the line (nothing is created with a half-read key list)."""
+    keys: list[str] = []
+    for source in policy.template.ssh_public_keys_from:
+        kind, ref = source.reference
+        if kind == "Secret":
+            text = runtime.secret_value(namespace, ref.name, ref.key)
+        else:
+            text = runtime.config_map_value(namespace, ref.name, ref.key)
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not full_match(SSH_PUBLIC_KEY, line):
+                raise ConfigurationError(
+                    ConditionReason.INVALID_SPEC,
+                    f"spec.template.sshPublicKeysFrom: {kind} {namespace}/{ref.name} key {ref.key} line {number} is "
+                    "not an OpenSSH public key (<type> <base64> [comment], e.g. ssh-ed25519 AAAA... user@host)",
+                )
+            keys.append(line)
+    return tuple(keys)
+
+
 def restart_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
     """The Restart-class options the drift sweep compares and repairs (``TEMPLATE_UPDATE_CLASSES``): PVE
     keeps them pending on a running CT until it restarts. ``features`` is Restart-class too, but only root@pam
@@ -410,9 +435,12 @@ def reconcile_policy(
         else:
             features_refused = None
         password = None
+        ssh_keys: tuple[str, ...] = ()
         secret_ref = policy.template.root_password_secret_ref
-        if secret_ref is not None and any(isinstance(a, CreateContainer) for a in plan.actions):
-            password = runtime.secret_value(namespace, secret_ref.name, secret_ref.key)
+        if any(isinstance(a, CreateContainer) for a in plan.actions):
+            if secret_ref is not None:
+                password = runtime.secret_value(namespace, secret_ref.name, secret_ref.key)
+            ssh_keys = ssh_keys_from_sources(runtime, namespace, policy)
         executor = PolicyExecutor(
             client,
             PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), key),
@@ -421,7 +449,10 @@ def reconcile_policy(
             task_timeout_seconds=TASK_TIMEOUT_SECONDS,
             now_rfc3339=lambda: rfc3339(now_utc()),
         )
-        outcomes = executor.apply(plan.actions, blueprint_from(policy, password=password), on_outcome=reporter)
+        blueprint = blueprint_from(policy, password=password)
+        if ssh_keys:
+            blueprint = replace(blueprint, ssh_public_keys=tuple(dict.fromkeys(blueprint.ssh_public_keys + ssh_keys)))
+        outcomes = executor.apply(plan.actions, blueprint, on_outcome=reporter)
         for outcome in outcomes:
             if isinstance(outcome.error, NotOurs) or isinstance(outcome.action, RecordTemplate):
                 # proof lost, or the record was rewritten: read it again

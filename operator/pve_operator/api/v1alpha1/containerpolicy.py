@@ -475,6 +475,48 @@ class StartupOrder(ApiModel):
     """Seconds to wait for this CT to shut down before stopping it."""
 
 
+class DataKeyReference(ApiModel):
+    """One key of a Secret's or ConfigMap's data in the policy's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    """Name of the object."""
+
+    key: str = Field(min_length=1, max_length=253, pattern=CONFIG_KEY)
+    """Key within its data."""
+
+
+_ONE_KEY_SOURCE = CelRule(
+    rule="has(self.secretKeyRef) != has(self.configMapKeyRef)",
+    message="exactly one of secretKeyRef and configMapKeyRef must be set",
+)
+
+
+class SshPublicKeysSource(ApiModel):
+    """A Secret or ConfigMap key holding OpenSSH public keys, one per line (authorized_keys format; empty
+    lines and # comments are skipped)."""
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_ONE_KEY_SOURCE))
+
+    secret_key_ref: DataKeyReference | None = None
+    """A key of a Secret."""
+
+    config_map_key_ref: DataKeyReference | None = None
+    """A key of a ConfigMap."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        _ONE_KEY_SOURCE.require((self.secret_key_ref is None) != (self.config_map_key_ref is None))
+        return self
+
+    @property
+    def reference(self) -> tuple[str, DataKeyReference]:
+        """``("Secret" | "ConfigMap", reference)``."""
+        if self.secret_key_ref is not None:
+            return "Secret", self.secret_key_ref
+        assert self.config_map_key_ref is not None
+        return "ConfigMap", self.config_map_key_ref
+
+
 class SecretKeyReference(ApiModel):
     """One key of a Secret in the policy's namespace."""
 
@@ -582,6 +624,11 @@ class ContainerTemplate(ApiModel):
         (), max_length=32
     )
     """OpenSSH public keys put into root's authorized_keys when a CT is created (ssh-ed25519 AAAA... user@host)."""
+
+    ssh_public_keys_from: tuple[SshPublicKeysSource, ...] = Field((), max_length=8)
+    """More keys from Secret or ConfigMap keys (one per line), read when a CT is created and added to
+    sshPublicKeys: a team's key list kept in one place. A line that is not an OpenSSH public key stops
+    the creation with a message naming the object, the key and the line."""
 
     root_password_secret_ref: SecretKeyReference | None = None
     """A Secret key holding root's password, set when a CT is created (at least 5 characters). The value is
@@ -694,6 +741,7 @@ TEMPLATE_UPDATE_CLASSES: dict[str, UpdateClass] = {
     "tags": UpdateClass.HOT,
     "start_on_create": UpdateClass.CREATE_ONLY,
     "ssh_public_keys": UpdateClass.CREATE_ONLY,
+    "ssh_public_keys_from": UpdateClass.CREATE_ONLY,
     "root_password_secret_ref": UpdateClass.CREATE_ONLY,
     "nameservers": UpdateClass.RESTART,
     "search_domain": UpdateClass.RESTART,
