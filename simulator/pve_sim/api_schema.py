@@ -631,6 +631,27 @@ _ENDPOINT_LIST: tuple[EndpointSpec, ...] = (
         ),
         proxy=True,
     ),
+    # pve-container src/PVE/API2/LXC.pm 'template' and 'clone_vm'.
+    _ep("POST", f"{_CT}/template", "template", (NODE, VMID), proxy=True),
+    _ep(
+        "POST",
+        f"{_CT}/clone",
+        "clone_vm",
+        (
+            NODE,
+            VMID,
+            replace(VMID, name="newid"),
+            ParamSpec("hostname", "string", format="dns-name"),
+            ParamSpec("description", "string"),
+            ParamSpec("pool", "string", format="pve-poolid"),
+            ParamSpec("snapname", "string", format="pve-configid", max_length=40),
+            ParamSpec("storage", "string", format="pve-storage-id"),
+            ParamSpec("full", "boolean"),
+            ParamSpec("target", "string", format="pve-node"),
+            ParamSpec("bwlimit", "number", default="clone limit from datacenter or storage config", minimum=0),
+        ),
+        proxy=True,
+    ),
     _ep(
         "GET",
         "/nodes/{node}/tasks",

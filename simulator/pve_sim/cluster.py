@@ -230,6 +230,9 @@ class SimCluster:
                 destroy_seconds=timing.destroy_seconds,
                 migrate_base_seconds=timing.migrate_base_seconds,
                 migrate_mib_per_second=timing.migrate_mib_per_second,
+                template_seconds=timing.template_seconds,
+                clone_seconds=timing.clone_seconds,
+                clone_mib_per_second=timing.clone_mib_per_second,
                 ha_crm_round_seconds=timing.ha_crm_round_seconds,
                 ha_fence_delay_seconds=timing.ha_fence_delay_seconds,
                 ha_fence_seconds=timing.ha_fence_seconds,
@@ -354,6 +357,9 @@ class SimCluster:
         now = self.clock.start_epoch
         node = self.state.nodes[spec.node]
         storage = self.state.storages[spec.rootfs.storage]
+        rootfs_name = storage.volume_name(spec.vmid, 0)
+        if spec.template:
+            rootfs_name = storage.base_volume_name(rootfs_name)  # as POST .../template leaves it
         config: dict[str, str | int] = {
             "arch": "amd64",
             "hostname": spec.hostname or f"CT{spec.vmid}",
@@ -362,7 +368,7 @@ class SimCluster:
             "ostype": spec.ostype,
             "rootfs": print_property_string(
                 {
-                    "volume": f"{storage.sid}:{storage.volume_name(spec.vmid, 0)}",
+                    "volume": f"{storage.sid}:{rootfs_name}",
                     "size": format_size(int(spec.rootfs.size_gib * GIB)),
                 },
                 "rootfs",
@@ -668,6 +674,7 @@ class SimCluster:
     def unregister_container(self, vmid: int) -> None:
         """The CT's config is gone (destroy, failed create)."""
         self.state.containers.pop(vmid, None)
+        self.state.forget_linked_clones_of(vmid)
         self._flocks.pop(vmid, None)
         self._mutations += 1
         self.usage.remove_ct(vmid, self.now())
@@ -777,6 +784,10 @@ class SimCluster:
                 if volume.key == "rootfs":
                     usage = self.usage.ct_usage_at(ct.vmid, now)
                     used += usage.disk_bytes if usage is not None else 0
+                    base_vmid = self.state.linked_rootfs_base(ct)
+                    base_usage = self.usage.ct_usage_at(base_vmid, now) if base_vmid is not None else None
+                    if usage is not None and base_usage is not None:
+                        used -= min(usage.disk_bytes, base_usage.disk_bytes)  # shared with the base
                 else:
                     used += volume.size_bytes // 10
         for template in self.state.templates.values():

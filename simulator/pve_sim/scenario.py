@@ -158,6 +158,13 @@ STORAGE_CONTENT_BY_TYPE: Final[Mapping[str, frozenset[str]]] = {
 }
 """Content each storage type can hold (the plugins' ``plugindata`` ``content``)."""
 
+TEMPLATE_STORAGE_TYPES: Final[frozenset[str]] = frozenset(
+    {"dir", "btrfs", "nfs", "cifs", "cephfs", "lvmthin", "zfspool", "zfs", "rbd"}
+)
+"""Storage types whose CT volumes have the ``template`` feature (``volume_has_feature``, ``template =>
+{current => ...}``: pve-storage ``Plugin.pm`` for raw/subvol files, ``LvmThinPlugin.pm``,
+``ZFSPoolPlugin.pm``, ``RBDPlugin.pm``, ``BTRFSPlugin.pm``); thick ``lvm`` has it commented out."""
+
 LockName: TypeAlias = Literal[
     "backup",
     "create",
@@ -429,6 +436,12 @@ class TimingSpec(_Spec):
     """``vzmigrate``: fixed part (config move, checks); the volume copy is added on top."""
     migrate_mib_per_second: float = Field(default=400.0, gt=0.0)
     """``vzmigrate``: copy rate of volumes on local (non-shared) storage."""
+    template_seconds: float = Field(default=1.0, ge=0.0)
+    """``vztemplate``: converting a stopped CT into a template (renaming its volumes to ``base-``)."""
+    clone_seconds: float = Field(default=1.0, ge=0.0)
+    """``vzclone``: fixed part; a linked clone of a template takes only this."""
+    clone_mib_per_second: float = Field(default=400.0, gt=0.0)
+    """``vzclone``: copy rate of a full clone, over the size of the source's volumes."""
     ha_crm_round_seconds: float = Field(default=10.0, gt=0.0)
     """The HA manager's (CRM) round: fencing, recovery, placement under HA rules and CRS
     auto-rebalance are decided once per round."""
@@ -720,7 +733,9 @@ class _ContainerProperties(_Spec):
     lock: LockName | None = None
     """Config lock at start (a stuck migration, a backup in progress)."""
     template: bool = False
-    """A template CT (always stopped)."""
+    """A template CT (``template: 1``, always stopped; clone it with ``POST …/clone``). Its rootfs is
+    a base volume, as ``POST …/template`` leaves it: ``base-<vmid>-disk-0`` (``basevol-`` on ZFS),
+    on a storage with PVE's ``template`` feature (not thick ``lvm``)."""
     created_at_seconds: float | None = Field(default=None, alias="createdAt")
     """When the CT was created, in simulated seconds since start (negative = before the simulator
     started); unset = at start."""
@@ -1291,6 +1306,13 @@ def _check_references(
             raise fail((*origin, "pool"), f"pool {ct.pool!r} is not declared in pools")
         if ct.template and ct.status == "running":
             raise fail((*origin, "status"), "a template CT cannot be running")
+        if ct.template:
+            rootfs_type = next((s.type for s in scenario.storages if s.name == ct.rootfs.storage), None)
+            if rootfs_type is not None and rootfs_type not in TEMPLATE_STORAGE_TYPES:
+                raise fail(
+                    (*origin, "rootfs", "storage"),
+                    f"a template CT needs a storage with the 'template' feature, not {rootfs_type!r}",
+                )
 
     # HA.
     ha_groups: set[str] = set()

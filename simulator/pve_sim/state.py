@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pve_sim.errors import PveApiError, internal
+from pve_sim.scenario import TEMPLATE_STORAGE_TYPES
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -240,9 +241,70 @@ class StorageState:
         """The volume name a new CT disk gets on this storage type."""
         if self.type in ("zfspool", "zfs"):
             return f"subvol-{vmid}-disk-{index}"
-        if self.type in ("dir", "nfs", "cifs", "btrfs", "cephfs", "glusterfs"):
+        if self.type in _FILE_STORAGE_TYPES:
             return f"{vmid}/vm-{vmid}-disk-{index}.raw"
         return f"vm-{vmid}-disk-{index}"
+
+    def has_template_feature(self) -> bool:
+        """``volume_has_feature($cfg, 'template', $volid)`` for a CT volume (raw or subvol, not a
+        snapshot): every plugin with ``template => {current => ...}`` -- the file plugins
+        (pve-storage ``src/PVE/Storage/Plugin.pm``: raw/subvol), ``LvmThinPlugin.pm``,
+        ``ZFSPoolPlugin.pm``, ``RBDPlugin.pm``, ``BTRFSPlugin.pm``; thick ``LVMPlugin.pm`` has it
+        commented out ("fixme: add later"), iSCSI has none."""
+        return self.type in TEMPLATE_STORAGE_TYPES
+
+    def has_linked_clone_feature(self, volname: str) -> bool:
+        """``volume_has_feature($cfg, 'clone', $volid, undef, $running, {valid_target_formats =>
+        ['raw', 'subvol']})`` as pve-container ``clone_vm`` asks it (pve-storage, each plugin's
+        ``volume_has_feature``): lvmthin, zfspool and rbd clone only a base volume (``base-``,
+        ``basevol-``), btrfs a base volume or a current raw image; the file plugins (dir, nfs,
+        cifs, ...) refuse because their ``clone_image`` makes a qcow2 volume, which a CT cannot use;
+        thick LVM has no clone feature."""
+        base = is_base_volname(volname)
+        if self.type in ("lvmthin", "zfspool", "zfs", "rbd"):
+            return base
+        if self.type == "btrfs":
+            return base or volname.endswith(".raw")
+        return False
+
+    def base_volume_name(self, volname: str) -> str:
+        """``create_base``: the name a volume gets when its CT becomes a template -- ``vm-`` becomes
+        ``base-`` (pve-storage ``LvmThinPlugin.pm``, ``RBDPlugin.pm``, ``Plugin.pm`` for file
+        storages, ``<vmid>/base-...``), a ZFS ``subvol-`` becomes ``basevol-`` (``ZFSPoolPlugin.pm``)."""
+        head, sep, name = volname.rpartition("/")
+        if name.startswith("subvol-"):
+            name = "basevol-" + name.removeprefix("subvol-")
+        elif name.startswith("vm-"):
+            name = "base-" + name.removeprefix("vm-")
+        return f"{head}{sep}{name}"
+
+    def linked_clone_name(self, base_volname: str, free_name: str) -> str:
+        """``clone_image``'s result for a base volume and the clone's free disk name: ZFS and RBD
+        name the parent (``basevol-100-disk-0/subvol-101-disk-0``, ``base-100-disk-0/vm-101-disk-0``),
+        LVM-thin returns the bare new LV (``vm-101-disk-0``, a thin snapshot of the base), btrfs
+        ``<vmid>/<name>`` (pve-storage ``ZFSPoolPlugin.pm``, ``RBDPlugin.pm``, ``LvmThinPlugin.pm``,
+        ``BTRFSPlugin.pm`` ``clone_image``)."""
+        if self.type in ("zfspool", "zfs", "rbd"):
+            return f"{base_volname}/{free_name}"
+        return free_name
+
+
+_FILE_STORAGE_TYPES = frozenset({"dir", "nfs", "cifs", "btrfs", "cephfs", "glusterfs"})
+_BASE_VOLNAME_RE = re.compile(r"^(?:base|basevol)-\d+-")
+_OWNER_RE = re.compile(r"^(?:vm|subvol|base|basevol)-(\d+)-")
+
+
+def volume_owner(volid: str) -> int | None:
+    """The VMID a volume belongs to, from its own name (``vm-101-disk-0``, ``basevol-100-disk-0/
+    subvol-101-disk-0`` -> 101), as the plugins' ``parse_volname`` reads it; None if not a guest's."""
+    match = _OWNER_RE.match(volid.partition(":")[2].rpartition("/")[2])
+    return int(match.group(1)) if match else None
+
+
+def is_base_volname(volname: str) -> bool:
+    """The plugins' ``parse_volname`` ``$isBase``: the volume's own name (after the last ``/``) is a
+    ``base-``/``basevol-`` volume; a linked clone ``basevol-100-disk-0/subvol-101-disk-0`` is not."""
+    return _BASE_VOLNAME_RE.match(volname.rpartition("/")[2]) is not None
 
 
 @dataclass(frozen=True)
@@ -537,6 +599,15 @@ class Timing:
     destroy_seconds: float = 2.0
     migrate_base_seconds: float = 4.0
     migrate_mib_per_second: float = 400.0
+    template_seconds: float = 1.0
+    """``vztemplate``: ``template_create`` renames each volume to its base name (``lvrename``, ``zfs
+    rename`` + snapshot), a matter of a second."""
+    clone_seconds: float = 1.0
+    """``vzclone``: the fixed part (locks, config, ``post_clone_hook``); a linked clone (a thin
+    snapshot / ZFS or RBD clone of the base volume) takes only this."""
+    clone_mib_per_second: float = 400.0
+    """``vzclone``, full clone: ``copy_volume`` allocates a new volume and copies the source into
+    it; the copy takes the volume's size at this rate (``bwlimit`` caps it)."""
     ha_crm_round_seconds: float = 10.0
     """The CRM's loop (pve-ha-manager ``src/PVE/HA/CRM.pm`` works every ~10 s)."""
     ha_fence_delay_seconds: float = 60.0
@@ -566,6 +637,9 @@ class ClusterState:
     """ha/rules.cfg: rule id -> rule (PVE 9 node-affinity / resource-affinity rules)."""
     timing: Timing = field(default_factory=Timing)
     config_version: int = 1
+    linked_clones: dict[str, str] = field(default_factory=dict)
+    """Linked-clone volume id -> the base volume id it was cloned from (``vdisk_clone``): the
+    clone shares the base's blocks. LVM-thin does not show it in the volume name."""
 
     # -------------------------------------------------------------- containers
 
@@ -650,6 +724,29 @@ class ClusterState:
         while f"{storage.sid}:{storage.volume_name(vmid, index)}" in used:
             index += 1
         return f"{storage.sid}:{storage.volume_name(vmid, index)}"
+
+    def linked_rootfs_base(self, ct: ContainerState) -> int | None:
+        """The VMID of the template whose base volume ``ct``'s rootfs is a linked clone of (it still
+        is the template's rootfs), else None: the blocks the two share are stored once."""
+        if not self.linked_clones:
+            return None
+        rootfs = ct.rootfs_volume()
+        base = self.linked_clones.get(rootfs.volid) if rootfs is not None else None
+        if base is None:
+            return None
+        storage = self.storages.get(rootfs.storage) if rootfs is not None else None
+        for other in self.containers.values():
+            if other.node != ct.node and not (storage is not None and storage.shared):
+                continue  # a local volume moved to another node (migration) was copied in full
+            other_rootfs = other.rootfs_volume()
+            if other_rootfs is not None and other_rootfs.volid == base:
+                return other.vmid
+        return None
+
+    def forget_linked_clones_of(self, vmid: int) -> None:
+        """The CT is gone: its volumes (owned by ``vmid``) are no linked clones any more."""
+        for volid in [v for v in self.linked_clones if volume_owner(v) == vmid]:
+            del self.linked_clones[volid]
 
     def node_names(self) -> list[str]:
         return list(self.nodes)

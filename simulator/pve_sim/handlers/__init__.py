@@ -6,7 +6,21 @@ Handlers receive the :class:`~pve_sim.cluster.SimCluster` and a
 :class:`~pve_sim.errors.PveApiError` with PVE's status and message. They never see HTTP.
 """
 
-from pve_sim.handlers import access, cluster, ha, lxc, migrate, nodes, pools, tasks
+from pve_sim.handlers import access, clone, cluster, ha, lxc, migrate, nodes, pools, tasks
 from pve_sim.handlers.registry import ROUTES, Perm, Route, route
 
-__all__ = ["ROUTES", "Perm", "Route", "access", "cluster", "ha", "lxc", "migrate", "nodes", "pools", "route", "tasks"]
+__all__ = [
+    "ROUTES",
+    "Perm",
+    "Route",
+    "access",
+    "clone",
+    "cluster",
+    "ha",
+    "lxc",
+    "migrate",
+    "nodes",
+    "pools",
+    "route",
+    "tasks",
+]

@@ -196,14 +196,20 @@ def storage_usage(cluster: SimCluster, ct_usages: Mapping[int, CtUsage]) -> dict
     """Bytes CT root volumes use, per (storage, node); shared storages under node ``""``."""
     state = cluster.state
     totals: dict[tuple[str, str], int] = {}
-    for usage in ct_usages.values():
+    for vmid, usage in ct_usages.items():
         if usage.storage is None:
             continue
         storage = state.storages.get(usage.storage)
         if storage is None:
             continue
         key = (usage.storage, "" if storage.shared else usage.node)
-        totals[key] = totals.get(key, 0) + usage.disk_bytes
+        used = usage.disk_bytes
+        ct = state.containers.get(vmid)
+        base_vmid = state.linked_rootfs_base(ct) if ct is not None else None
+        base_usage = ct_usages.get(base_vmid) if base_vmid is not None else None
+        if base_usage is not None and base_usage.storage == usage.storage:
+            used -= min(used, base_usage.disk_bytes)  # a linked clone stores only what differs from its base
+        totals[key] = totals.get(key, 0) + used
     return totals
 
 

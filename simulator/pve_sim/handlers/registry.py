@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pve_sim.errors import permission_denied
+
 if TYPE_CHECKING:
     from pve_sim.cluster import Request, SimCluster
 
@@ -22,11 +24,61 @@ Handler = Callable[["SimCluster", "Request"], object]
 
 @dataclass(frozen=True)
 class Perm:
-    """``['perm', path, [privs], any => 0|1]``; ``path`` may name parameters: ``/vms/{vmid}``."""
+    """``['perm', path, [privs], any => 0|1, require_param => name]``; ``path`` may name parameters:
+    ``/vms/{vmid}``. With ``require_param``, a request without that parameter fails the check."""
 
     path: str
     privileges: tuple[str, ...]
     any_of: bool = False
+    require_param: str | None = None
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """``['and', check, ...]``: every check must pass; the first failing one raises its own 403."""
+
+    checks: tuple[PermCheck, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """``['or', check, ...]``: one check must pass, else a bare 403 ``Permission check failed``."""
+
+    checks: tuple[PermCheck, ...]
+
+
+PermCheck = Perm | AllOf | AnyOf
+
+
+def exec_perm_check(cluster: SimCluster, check: PermCheck, authid: str, params: Mapping[str, object]) -> bool:
+    """pve-access-control ``PVE::RPCEnvironment::exec_api2_perm_check`` with ``$noerr``: True when
+    the check passes (the raising variant is :meth:`Route.check_permission`)."""
+    if isinstance(check, AllOf):
+        return all(exec_perm_check(cluster, sub, authid, params) for sub in check.checks)
+    if isinstance(check, AnyOf):
+        return any(exec_perm_check(cluster, sub, authid, params) for sub in check.checks)
+    if check.require_param is not None and perl_text(params.get(check.require_param)) is None:
+        return False
+    path = perm_path(check.path, params)
+    return cluster.access.allowed(authid, path, check.privileges, any_of=check.any_of)
+
+
+def _raise_perm_check(cluster: SimCluster, check: PermCheck, authid: str, params: Mapping[str, object]) -> None:
+    """``exec_api2_perm_check`` without ``$noerr``: ``and`` raises the first failing sub-check's
+    error, ``or`` and a missing ``require_param`` a bare ``raise_perm_exc()``, ``perm`` names the
+    path and privilege."""
+    if isinstance(check, AllOf):
+        for sub in check.checks:
+            _raise_perm_check(cluster, sub, authid, params)
+        return
+    if isinstance(check, AnyOf):
+        if not exec_perm_check(cluster, check, authid, params):
+            raise permission_denied()
+        return
+    if check.require_param is not None and perl_text(params.get(check.require_param)) is None:
+        raise permission_denied()
+    path = perm_path(check.path, params)
+    cluster.access.check(authid, path, check.privileges, any_of=check.any_of)
 
 
 @dataclass(frozen=True)
@@ -36,22 +88,23 @@ class Route:
     method: str
     template: str
     handler: Handler
-    perm: Perm | None
+    perm: PermCheck | None
     proxy: bool
 
     def check_permission(self, cluster: SimCluster, request: Request) -> None:
         """``check_api2_permissions``: root@pam passes; ``user => 'all'`` passes; else the check."""
         if request.is_root or self.perm is None:
             return
-        path = perm_path(self.perm.path, request.params)
-        cluster.access.check(request.authid, path, self.perm.privileges, any_of=self.perm.any_of)
+        _raise_perm_check(cluster, self.perm, request.authid, request.params)
 
 
 ROUTES: dict[tuple[str, str], Route] = {}
 """Every endpoint the simulator serves, keyed by (method, path template)."""
 
 
-def route(method: str, template: str, *, perm: Perm | None = None, proxy: bool = False) -> Callable[[Handler], Handler]:
+def route(
+    method: str, template: str, *, perm: PermCheck | None = None, proxy: bool = False
+) -> Callable[[Handler], Handler]:
     """Register a handler for ``method`` ``template``."""
 
     def register(handler: Handler) -> Handler:
