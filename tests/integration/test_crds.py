@@ -237,6 +237,7 @@ def test_server_side_defaults_are_visible_on_read_and_are_the_models(kube: KubeC
     assert pool["offload"] == {"mode": "Automatic"}
     assert pool["tls"] == {"insecureSkipVerify": False, "caConfigMapRef": {"name": "lab-pve-ca", "key": "ca.crt"}}
     assert [n["maintenance"] for n in pool["nodes"]] == [False, False]
+    assert [n["labels"] for n in pool["nodes"]] == [{}, {}]
     # What the operator parses is exactly what the API server stored: same defaults on both sides.
     assert ProxmoxServerPoolSpec.model_validate(pool).to_dict() == pool
 
@@ -250,7 +251,8 @@ def test_server_side_defaults_are_visible_on_read_and_are_the_models(kube: KubeC
         assert (template["sshPublicKeys"], template["nameservers"]) == ([], [])
         assert (template["networks"][0]["ip"], template["networks"][0]["firewall"]) == ("dhcp", False)
         assert (policy["deletionPolicy"], policy["paused"], policy["priority"] in (50, 100)) == ("Delete", False, True)
-        assert policy["placement"] == {"strategy": "WeightedSpread", "nodeWeights": []}
+        assert policy["placement"] == {"strategy": "WeightedSpread", "nodeWeights": [], "topologySpreadConstraints": []}
+        assert policy["updateStrategy"] == {"type": "RollingUpdate", "maxUnavailable": 1}
         assert ContainerPolicySpec.model_validate(policy).to_dict() == policy
     assert _get(kube, kube_namespace, "ctp", "web")["spec"]["template"]["swapMiB"] == 512
 
