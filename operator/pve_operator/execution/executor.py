@@ -40,7 +40,7 @@ from pve_operator.pve.errors import (
     is_config_lock_timeout,
 )
 from pve_operator.pve.ha import wait_done
-from pve_operator.pve.params import ContainerBlueprint, create_params
+from pve_operator.pve.params import ContainerBlueprint, clone_params, clone_settings, create_params
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ class PolicyExecutor:
             raise TemplateNotFound(problem)
 
     def _create(self, action: CreateContainer, blueprint: ContainerBlueprint) -> str:
-        self._check_template(action.node, blueprint.ostemplate)
+        if blueprint.ostemplate is not None:
+            self._check_template(action.node, blueprint.ostemplate)
         record = OwnershipRecord(
             policy_namespace=self._identity.namespace,
             policy_name=self._identity.name,
@@ -233,18 +234,44 @@ class PolicyExecutor:
         ).signed(action.vmid, self._identity.ownership_key)
         if blueprint.template_hash:
             record = record.with_template(action.vmid, self._identity.ownership_key, blueprint.template_hash)
-        params = create_params(
-            blueprint,
-            hostname=action.hostname,
-            description=format_description(record, blueprint.notes),
-            tags=ownership_tags(self._identity.uid),
-            mac_seed=f"{self._identity.uid}/{action.index}",
-        )
-        self._wait(self._client.create_container(action.node, action.vmid, params))
+        description = format_description(record, blueprint.notes)
+        tags = ownership_tags(self._identity.uid)
+        mac_seed = f"{self._identity.uid}/{action.index}"
+        if blueprint.clone is not None:
+            self._clone(action, blueprint, description, tags, mac_seed)
+        else:
+            params = create_params(
+                blueprint, hostname=action.hostname, description=description, tags=tags, mac_seed=mac_seed
+            )
+            self._wait(self._client.create_container(action.node, action.vmid, params))
         if blueprint.start_on_create:
             self._start(action.node, action.vmid)
             return f"created and started CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
         return f"created CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
+
+    def _clone(
+        self, action: CreateContainer, blueprint: ContainerBlueprint, description: str, tags: frozenset[str], seed: str
+    ) -> None:
+        """Clone the template CT (on its node, where placement put the new CT), then give the clone the
+        policy's settings and the ownership marks. A clone whose settings cannot be applied is removed again
+        (it is ours: its record came with the clone request), so no half-made CT is counted."""
+        source = blueprint.clone
+        assert source is not None
+        if source.node != action.node:
+            raise TemplateNotFound(
+                f"template CT {source.vmid} is on {source.node}, not on {action.node}: a clone is made on its "
+                "template's node"
+            )
+        body = clone_params(blueprint, newid=action.vmid, hostname=action.hostname, description=description)
+        self._wait(self._client.clone_container(source.node, source.vmid, body))
+        settings = clone_settings(
+            blueprint, hostname=action.hostname, description=description, tags=tags, mac_seed=seed
+        )
+        try:
+            self._client.update_container_config(action.node, action.vmid, settings)
+        except PveError:
+            self._wait(self._client.destroy_container(action.node, action.vmid, purge=True))
+            raise
 
     def _start_no_longer_needed(self, action: StartContainer) -> str | None:
         """Why a repair start planned from the snapshot is no longer wanted, from PVE's own answers

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import kopf
@@ -71,6 +71,7 @@ from pve_operator.planning.ownership import (
 from pve_operator.planning.placement import PlacementStrategy
 from pve_operator.planning.pve_access import features_refusal, refused_tag_in
 from pve_operator.planning.reconcile import (
+    Backoff,
     FailedAttempt,
     FillIntent,
     GrowthStop,
@@ -78,6 +79,7 @@ from pve_operator.planning.reconcile import (
     PolicyIntent,
     ReconcilePlan,
     creation_backoffs,
+    find_clone_source,
     plan_reconcile,
     pve_setting,
 )
@@ -95,6 +97,7 @@ from pve_operator.pve.errors import (
 )
 from pve_operator.pve.ha import PveHaNotConverging
 from pve_operator.pve.params import (
+    CloneFrom,
     ContainerBlueprint,
     MountPoint,
     NetworkInterface,
@@ -128,7 +131,9 @@ class PolicyBlocked(ConfigurationError):
 # -- translation of API types into planner and executor inputs ------------------------------------
 
 
-def blueprint_from(policy: ContainerPolicySpec, *, password: str | None = None) -> ContainerBlueprint:
+def blueprint_from(
+    policy: ContainerPolicySpec, *, password: str | None = None, clone: CloneFrom | None = None
+) -> ContainerBlueprint:
     """What every new CT of the policy is created with; ``password`` is the value of
     ``template.rootPasswordSecretRef`` (read by the caller, only when it creates)."""
     t = policy.template
@@ -184,6 +189,7 @@ def blueprint_from(policy: ContainerPolicySpec, *, password: str | None = None) 
         timezone=t.timezone,
         notes=t.description,
         template_hash=template_hash(t),
+        clone=clone,
     )
 
 
@@ -195,8 +201,12 @@ def intent_from(
     reserved_vmids: frozenset[int] = frozenset(),
     busy_vmids: frozenset[int] = frozenset(),
     online_nodes: frozenset[str] = frozenset(),
+    clone_node: str | None = None,
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
+    if clone_node is not None:
+        # A clone is made on its template's node: no other node can receive a new CT of the policy.
+        weights = {n: w if n == clone_node else 0 for n, w in weights.items()}
     rolling = policy.update_strategy.type is UpdateStrategyType.ROLLING_UPDATE
     return PolicyIntent(
         template_hash=template_hash(policy.template),
@@ -349,6 +359,34 @@ def _pool_spec(index: Mapping[Any, Any], namespace: str, pool_name: str) -> Prox
         ) from None
 
 
+@dataclass
+class PolicyCycle:
+    """What one reconcile of a policy found, decided and did: built by :func:`_observe_and_plan`, acted on
+    by :func:`_act`, reported by :func:`_report` (so the handler itself stays a sequence of phases)."""
+
+    policy: ContainerPolicySpec
+    pool: ProxmoxServerPoolSpec
+    pool_name: str
+    connection: Any
+    snapshot: Any
+    records: dict[int, Any]
+    key: Any
+    counted: frozenset[int]
+    owned: list[OwnedContainer]
+    intent: PolicyIntent
+    plan: ReconcilePlan
+    pending: list[int]
+    overlaps: list[VmidRangeOverlap]
+    backoffs: dict[int, Backoff]
+    refused_tags: frozenset[str] = frozenset()
+    features_refused: str | None = None
+    outcomes: list[Outcome] = field(default_factory=list)
+    ha_status: dict[str, Any] | None = None
+    ha_problem: PveError | None = None
+    #: The template CT the policy clones from (template.clone), where it is now.
+    clone: CloneFrom | None = None
+
+
 def reconcile_policy(
     *,
     name: str,
@@ -364,6 +402,7 @@ def reconcile_policy(
     policies_by_pool: Mapping[Any, Any],
     in_flight: Mapping[Any, Any],
 ) -> None:
+    """One cycle: validate, observe and plan, act, report (each phase below)."""
     now = now_utc()
     previous = parse_conditions(status.get("conditions"))
     pool_name = str(spec.get("poolRef", {}).get("name", ""))
@@ -371,112 +410,274 @@ def reconcile_policy(
     try:
         policy = ContainerPolicySpec.model_validate(spec)
     except ValidationError as exc:
-        message = describe_validation_error(exc)
-        old = next((c for c in previous if c.type == ConditionType.READY), None)
-        if old is None or old.reason != "InvalidSpec" or old.message != message:
-            kopf.warn(body, reason="InvalidSpec", message=message)
-        _write_conditions(patch, previous, failed(ConditionReason.INVALID_SPEC, message), now, generation)
+        _report_invalid_spec(body, patch, previous, describe_validation_error(exc), now, generation)
         return
     try:
-        pool = _pool_spec(pools, namespace, pool_name)
-        connection = runtime.connection(namespace, pool_name, pool)
-        client = connection.client
-        snapshot = client.snapshot(time.time())
-        records = runtime.records_for(uid)
-        key = runtime.ownership_key()
-        counted = counted_vmids(status)
-        owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
-        previous_desired = int(status.get("desiredReplicas") or 0)
-        own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
-        overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
-        busy = frozenset().union(*in_flight.get((namespace, pool_name), []))
-        intent = intent_from(
-            policy,
-            pool,
-            uid,
-            previous_desired,
-            reserved_vmids=shared_vmids(overlaps),
-            busy_vmids=busy,
-            online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
+        cycle = _observe_and_plan(
+            policy, (namespace, name, uid), pool_name, status, runtime, pools, policies_by_pool, in_flight, now
         )
-        swept, runtime.drift_cursor[uid] = sweep_configs(
-            client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
-        )
-        plan = plan_reconcile(intent, snapshot, swept)
-        pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
-        if pending:
-            plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
-        backoffs = creation_backoffs(
-            failed_creations(status.get("recentActions")),
-            now.timestamp(),
-            base_seconds=RECONCILE_INTERVAL_SECONDS,
-            cap_seconds=CREATION_BACKOFF_CAP_SECONDS,
-        )
-        if backoffs:
-            plan = replace(
-                plan,
-                actions=[a for a in plan.actions if not (isinstance(a, CreateContainer) and a.vmid in backoffs)],
-            )
-        access = connection.tag_access
-        wanted = ownership_tags(uid) | set(policy.template.tags)
-        refused_tags = access.refused(wanted, snapshot) if access is not None else frozenset()
-        if refused_tags and any(isinstance(a, CreateContainer) for a in plan.actions):
-            plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
-        else:
-            refused_tags = frozenset()
-        template = policy.template
-        features_refused = (
-            features_refusal(template.features, unprivileged=template.unprivileged, authid=connection.authid)
-            if connection.authid
-            else None
-        )
-        if features_refused and any(isinstance(a, CreateContainer) for a in plan.actions):
-            plan = replace(plan, actions=[a for a in plan.actions if not isinstance(a, CreateContainer)])
-        else:
-            features_refused = None
-        password = None
-        ssh_keys: tuple[str, ...] = ()
-        secret_ref = policy.template.root_password_secret_ref
-        if any(isinstance(a, CreateContainer) for a in plan.actions):
-            if secret_ref is not None:
-                password = runtime.secret_value(namespace, secret_ref.name, secret_ref.key)
-            ssh_keys = ssh_keys_from_sources(runtime, namespace, policy)
-        executor = PolicyExecutor(
-            client,
-            PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), key),
-            limiter=connection.limiter,
-            max_workers=MAX_PARALLEL_TASKS,
-            task_timeout_seconds=TASK_TIMEOUT_SECONDS,
-            now_rfc3339=lambda: rfc3339(now_utc()),
-        )
-        blueprint = blueprint_from(policy, password=password)
-        if ssh_keys:
-            blueprint = replace(blueprint, ssh_public_keys=tuple(dict.fromkeys(blueprint.ssh_public_keys + ssh_keys)))
-        outcomes = executor.apply(plan.actions, blueprint, on_outcome=reporter)
-        for outcome in outcomes:
-            if isinstance(outcome.error, NotOurs) or isinstance(outcome.action, RecordTemplate):
-                # proof lost, or the record was rewritten: read it again
-                records.pop(outcome.action.vmid, None)
-        if outcomes:
-            snapshot = client.snapshot(time.time())
-            owned = discover_owned(
-                client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted
-            )
-        ha_status, ha_problem = register_ha(client, policy, pool, intent, (namespace, name, uid), owned, status)
+        _act(cycle, (namespace, name, uid), status, runtime, reporter)
     except Exception as exc:
-        updates = _error_updates(exc, pool_name, runtime)
-        _write_conditions(patch, previous, updates, now, generation)
-        RECONCILIATIONS.labels("ContainerPolicy", "error").inc()
-        RECONCILE_ERRORS.labels("ContainerPolicy", updates[0].reason).inc()
-        old = next((c for c in previous if c.type == ConditionType.READY), None)
-        if old is None or old.reason != updates[0].reason:
-            kopf.warn(body, reason=updates[0].reason, message=updates[0].message)
+        _report_error(exc, body, patch, previous, pool_name, runtime, now, generation)
         return
-
     RECONCILIATIONS.labels("ContainerPolicy", "ok").inc()
+    _report(cycle, (namespace, name, uid), status, body, patch, previous, reporter, runtime, now, generation)
+
+
+def _report_invalid_spec(
+    body: Any, patch: kopf.Patch, previous: Sequence[Any], message: str, now: Any, generation: int | None
+) -> None:
+    old = next((c for c in previous if c.type == ConditionType.READY), None)
+    if old is None or old.reason != "InvalidSpec" or old.message != message:
+        kopf.warn(body, reason="InvalidSpec", message=message)
+    _write_conditions(patch, previous, failed(ConditionReason.INVALID_SPEC, message), now, generation)
+
+
+def _report_error(
+    exc: Exception,
+    body: Any,
+    patch: kopf.Patch,
+    previous: Sequence[Any],
+    pool_name: str,
+    runtime: OperatorRuntime,
+    now: Any,
+    generation: int | None,
+) -> None:
+    updates = _error_updates(exc, pool_name, runtime)
+    _write_conditions(patch, previous, updates, now, generation)
+    RECONCILIATIONS.labels("ContainerPolicy", "error").inc()
+    RECONCILE_ERRORS.labels("ContainerPolicy", updates[0].reason).inc()
+    old = next((c for c in previous if c.type == ConditionType.READY), None)
+    if old is None or old.reason != updates[0].reason:
+        kopf.warn(body, reason=updates[0].reason, message=updates[0].message)
+
+
+def _observe_and_plan(
+    policy: ContainerPolicySpec,
+    identity: tuple[str, str, str],
+    pool_name: str,
+    status: Mapping[str, Any],
+    runtime: OperatorRuntime,
+    pools: Mapping[Any, Any],
+    policies_by_pool: Mapping[Any, Any],
+    in_flight: Mapping[Any, Any],
+    now: Any,
+) -> PolicyCycle:
+    """One snapshot, the CTs proven ours, the intent and the plan, with the creations gated."""
+    namespace, name, uid = identity
+    pool = _pool_spec(pools, namespace, pool_name)
+    connection = runtime.connection(namespace, pool_name, pool)
+    client = connection.client
+    snapshot = client.snapshot(time.time())
+    records = runtime.records_for(uid)
+    key = runtime.ownership_key()
+    counted = counted_vmids(status)
+    owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
+    own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
+    overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
+    clone = _clone_source(policy, snapshot)
+    intent = intent_from(
+        policy,
+        pool,
+        uid,
+        int(status.get("desiredReplicas") or 0),
+        reserved_vmids=shared_vmids(overlaps),
+        busy_vmids=frozenset().union(*in_flight.get((namespace, pool_name), [])),
+        online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
+        clone_node=clone.node if clone is not None else None,
+    )
+    swept, runtime.drift_cursor[uid] = sweep_configs(
+        client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
+    )
+    backoffs = creation_backoffs(
+        failed_creations(status.get("recentActions")),
+        now.timestamp(),
+        base_seconds=RECONCILE_INTERVAL_SECONDS,
+        cap_seconds=CREATION_BACKOFF_CAP_SECONDS,
+    )
+    cycle = PolicyCycle(
+        policy=policy,
+        pool=pool,
+        pool_name=pool_name,
+        connection=connection,
+        snapshot=snapshot,
+        records=records,
+        key=key,
+        counted=counted,
+        owned=owned,
+        intent=intent,
+        plan=plan_reconcile(intent, snapshot, swept),
+        pending=creations_in_progress(snapshot, policy.vmid_range.as_range(), owned),
+        overlaps=overlaps,
+        backoffs=backoffs,
+        clone=clone,
+    )
+    _gate_creations(cycle, uid)
+    return cycle
+
+
+def _clone_source(policy: ContainerPolicySpec, snapshot: Any) -> CloneFrom | None:
+    """template.clone resolved in this cycle's snapshot; TemplateNotFound (nothing is created) when the
+    template CT is missing, not a template, or its name is ambiguous."""
+    source = policy.template.clone
+    if source is None:
+        return None
+    try:
+        vmid, node = find_clone_source(snapshot, vmid=source.from_vmid, name=source.from_name)
+    except ValueError as exc:
+        raise ConfigurationError(ConditionReason.TEMPLATE_NOT_FOUND, str(exc)) from None
+    return CloneFrom(vmid, node, source.full, source.storage)
+
+
+def _gate_creations(cycle: PolicyCycle, uid: str) -> None:
+    """Drop the plan's creations while CTs are still being created, those in backoff, and all of them when
+    Proxmox VE would refuse the tags or the features (said in the conditions instead)."""
+
+    def without_creations(keep: Callable[[CreateContainer], bool] = lambda a: False) -> None:
+        actions = [a for a in cycle.plan.actions if not isinstance(a, CreateContainer) or keep(a)]
+        cycle.plan = replace(cycle.plan, actions=actions)
+
+    def creating() -> bool:
+        return any(isinstance(a, CreateContainer) for a in cycle.plan.actions)
+
+    if cycle.pending:
+        without_creations()
+    if cycle.backoffs:
+        without_creations(lambda a: a.vmid not in cycle.backoffs)
+    access = cycle.connection.tag_access
+    wanted = ownership_tags(uid) | set(cycle.policy.template.tags)
+    refused_tags = access.refused(wanted, cycle.snapshot) if access is not None else frozenset()
+    if refused_tags and creating():
+        cycle.refused_tags = refused_tags
+        without_creations()
+    template = cycle.policy.template
+    authid = cycle.connection.authid
+    features_refused = (
+        features_refusal(template.features, unprivileged=template.unprivileged, authid=authid) if authid else None
+    )
+    if features_refused and creating():
+        cycle.features_refused = features_refused
+        without_creations()
+
+
+def _act(
+    cycle: PolicyCycle,
+    identity: tuple[str, str, str],
+    status: Mapping[str, Any],
+    runtime: OperatorRuntime,
+    reporter: ProgressReporter,
+) -> None:
+    """Run the plan (create-only secrets read only when creating), look again when something ran, and keep
+    spec.ha's registration in PVE."""
+    namespace, name, uid = identity
+    policy, client = cycle.policy, cycle.connection.client
+    password = None
+    ssh_keys: tuple[str, ...] = ()
+    secret_ref = policy.template.root_password_secret_ref
+    if any(isinstance(a, CreateContainer) for a in cycle.plan.actions):
+        if secret_ref is not None:
+            password = runtime.secret_value(namespace, secret_ref.name, secret_ref.key)
+        ssh_keys = ssh_keys_from_sources(runtime, namespace, policy)
+    executor = PolicyExecutor(
+        client,
+        PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), cycle.key),
+        limiter=cycle.connection.limiter,
+        max_workers=MAX_PARALLEL_TASKS,
+        task_timeout_seconds=TASK_TIMEOUT_SECONDS,
+        now_rfc3339=lambda: rfc3339(now_utc()),
+    )
+    blueprint = blueprint_from(policy, password=password, clone=cycle.clone)
+    if ssh_keys:
+        blueprint = replace(blueprint, ssh_public_keys=tuple(dict.fromkeys(blueprint.ssh_public_keys + ssh_keys)))
+    cycle.outcomes = executor.apply(cycle.plan.actions, blueprint, on_outcome=reporter)
+    for outcome in cycle.outcomes:
+        if isinstance(outcome.error, NotOurs) or isinstance(outcome.action, RecordTemplate):
+            cycle.records.pop(outcome.action.vmid, None)  # proof lost, or the record was rewritten: read again
+    if cycle.outcomes:
+        cycle.snapshot = client.snapshot(time.time())
+        cycle.owned = discover_owned(
+            client,
+            cycle.snapshot,
+            uid,
+            policy.vmid_range.as_range(),
+            cycle.records,
+            key=cycle.key,
+            counted=cycle.counted,
+        )
+    cycle.ha_status, cycle.ha_problem = register_ha(
+        client, policy, cycle.pool, cycle.intent, identity, cycle.owned, status
+    )
+
+
+def _report(
+    cycle: PolicyCycle,
+    identity: tuple[str, str, str],
+    status: Mapping[str, Any],
+    body: Any,
+    patch: kopf.Patch,
+    previous: Sequence[Any],
+    reporter: ProgressReporter,
+    runtime: OperatorRuntime,
+    now: Any,
+    generation: int | None,
+) -> None:
+    """Status, events and conditions from what the cycle found and did."""
+    namespace, name, uid = identity
+    policy, pool, plan, intent = cycle.policy, cycle.pool, cycle.plan, cycle.intent
     # Skipped actions were not needed after all; refused ones (proof lost) are told as OwnershipLost.
-    outcomes = [o for o in outcomes if not o.skipped and not isinstance(o.error, NotOurs)]
-    lost = ownership_lost(status, owned, snapshot, uid)
+    outcomes = [o for o in cycle.outcomes if not o.skipped and not isinstance(o.error, NotOurs)]
+    _report_ownership(cycle, status, body, patch, uid)
+    # Events were posted as each action ended (ProgressReporter).
+    statuses = container_statuses(cycle.owned, cycle.snapshot, policy.render_hostname)
+    for state in ContainerState:
+        MANAGED_CONTAINERS.labels(namespace, name, state.value).set(sum(1 for c in statuses if c.state is state))
+    patch.status["replicas"] = len(statuses)
+    patch.status["desiredReplicas"] = plan.desired_replicas
+    patch.status["readyReplicas"] = sum(1 for c in statuses if c.state is ContainerState.RUNNING)
+    patch.status["offloadedReplicas"] = sum(1 for c in statuses if c.state is ContainerState.OFFLOADED)
+    patch.status["migratingReplicas"] = sum(1 for c in statuses if c.state is ContainerState.MIGRATING)
+    patch.status["updatedReplicas"] = sum(1 for o in cycle.owned if o.template_hash == intent.template_hash)
+    patch.status["templateHash"] = intent.template_hash
+    patch.status["containers"] = [c.to_dict() for c in statuses]
+    patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, pool.node_names)]
+    patch.status["vmidConflicts"] = [c.to_dict() for c in vmid_conflict_statuses(plan, cycle.overlaps)]
+    if policy.fill is not None:
+        stopped = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
+        if "vmidRange" in plan.placement_refusals:
+            stopped = FillStoppedReason.VMID_RANGE_EXHAUSTED.value
+        patch.status["fillStoppedReason"] = stopped
+    if outcomes:
+        patch.status["recentActions"] = reporter.recent
+    patch.status["ha"] = cycle.ha_status
+    spec_warnings = policy.warnings(pool)
+    updates = policy_conditions(
+        PolicyCycleFacts(
+            paused=policy.paused,
+            statuses=tuple(statuses),
+            desired=plan.desired_replicas,
+            pending=tuple(cycle.pending),
+            placement_refusals=dict(plan.placement_refusals),
+            rule_refused=plan.rule_refused,
+            outdated=len(plan.outdated),
+            rolling=intent.rollout_max_unavailable is not None,
+            unplaced=plan.unplaced,
+            failure=_cycle_failure(cycle, [o for o in outcomes if not o.succeeded], runtime),
+            overlaps=describe_overlaps(cycle.overlaps) if cycle.overlaps else "",
+            pool_name=cycle.pool_name,
+            pool_nodes=tuple(pool.node_names),
+            spec_warnings=spec_warnings,
+        )
+    )
+    degraded_before = next((c.message for c in previous if c.type == ConditionType.DEGRADED), None)
+    if spec_warnings and updates[1].reason is ConditionReason.SPEC_WARNING and degraded_before != updates[1].message:
+        kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=updates[1].message)
+    _warn_on_new_degraded_reason(body, previous, updates)
+    _write_conditions(patch, previous, updates, now, generation)
+
+
+def _report_ownership(cycle: PolicyCycle, status: Mapping[str, Any], body: Any, patch: kopf.Patch, uid: str) -> None:
+    """status.ownershipLost and status.foreignInRange, each CT newly listed told once."""
+    lost = ownership_lost(status, cycle.owned, cycle.snapshot, uid)
     _warn_once_per_ct(
         body,
         "OwnershipLost",
@@ -488,7 +689,7 @@ def reconcile_policy(
         },
     )
     patch.status["ownershipLost"] = [item.to_dict() for item in lost]
-    foreign = foreign_in_range(records)
+    foreign = foreign_in_range(cycle.records)
     _warn_once_per_ct(
         body,
         "ForeignInRange",
@@ -500,86 +701,36 @@ def reconcile_policy(
         },
     )
     patch.status["foreignInRange"] = [item.to_dict() for item in foreign]
-    # Events were posted as each action ended (ProgressReporter).
-    statuses = container_statuses(owned, snapshot, policy.render_hostname)
-    for state in ContainerState:
-        MANAGED_CONTAINERS.labels(namespace, name, state.value).set(sum(1 for c in statuses if c.state is state))
-    running = sum(1 for c in statuses if c.state is ContainerState.RUNNING)
-    offloaded = sum(1 for c in statuses if c.state is ContainerState.OFFLOADED)
-    migrating = sum(1 for c in statuses if c.state is ContainerState.MIGRATING)
-    desired = plan.desired_replicas
-    patch.status["replicas"] = len(statuses)
-    patch.status["desiredReplicas"] = desired
-    patch.status["readyReplicas"] = running
-    patch.status["offloadedReplicas"] = offloaded
-    patch.status["migratingReplicas"] = migrating
-    patch.status["updatedReplicas"] = sum(1 for o in owned if o.template_hash == intent.template_hash)
-    patch.status["templateHash"] = intent.template_hash
-    patch.status["containers"] = [c.to_dict() for c in statuses]
-    patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, pool.node_names)]
-    patch.status["vmidConflicts"] = [c.to_dict() for c in vmid_conflict_statuses(plan, overlaps)]
-    if policy.fill is not None:
-        stopped = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
-        if "vmidRange" in plan.placement_refusals:
-            stopped = FillStoppedReason.VMID_RANGE_EXHAUSTED.value
-        patch.status["fillStoppedReason"] = stopped
-    if outcomes:
-        patch.status["recentActions"] = reporter.recent
-    failures = [o for o in outcomes if not o.succeeded]
-    failure_reason, failure_message = _failure_condition(failures)
-    if features_refused:
-        failures_told = True
-        failure_reason = ConditionReason.FEATURES_NOT_ALLOWED
-        failure_message = f"no CT is created: {features_refused}"[:1024]
-    elif refused_tags and connection.tag_access is not None and connection.tag_access.rules is not None:
-        failures_told = True
-        failure_reason = ConditionReason.TAGS_NOT_ALLOWED
-        failure_message = (
-            f"no CT is created: Proxmox VE would refuse tag(s) {', '.join(sorted(refused_tags))}: "
-            f"{connection.tag_access.rules.explain(refused_tags)}"
+
+
+def _cycle_failure(
+    cycle: PolicyCycle, failures: list[Outcome], runtime: OperatorRuntime
+) -> tuple[ConditionReason, str] | None:
+    """What the Degraded/Ready conditions say failed this cycle (or keeps failing), or None: features or tags
+    PVE would refuse, failed actions, creations in backoff, spec.ha's registration."""
+    access = cycle.connection.tag_access
+    if cycle.features_refused:
+        return ConditionReason.FEATURES_NOT_ALLOWED, f"no CT is created: {cycle.features_refused}"[:1024]
+    if cycle.refused_tags and access is not None and access.rules is not None:
+        return ConditionReason.TAGS_NOT_ALLOWED, (
+            f"no CT is created: Proxmox VE would refuse tag(s) {', '.join(sorted(cycle.refused_tags))}: "
+            f"{access.rules.explain(cycle.refused_tags)}"
         )[:1024]
-    elif not failures and backoffs:
+    if failures:
+        return _failure_condition(failures)
+    if cycle.backoffs:
         # Nothing was tried this cycle, but the creations still fail: keep saying so.
-        waiting = min(backoffs.values(), key=lambda b: b.retry_in_seconds)
-        failures_told = True
-        failure_reason = _reason_of_recorded_failure(waiting.last_message)
-        failure_message = (
+        waiting = min(cycle.backoffs.values(), key=lambda b: b.retry_in_seconds)
+        return _reason_of_recorded_failure(waiting.last_message), (
             f"creating CT {waiting.vmid} failed {waiting.failures} time(s) in a row; next attempt in "
-            f"{waiting.retry_in_seconds:.0f} s ({len(backoffs)} creation(s) waiting): {waiting.last_message}"
+            f"{waiting.retry_in_seconds:.0f} s ({len(cycle.backoffs)} creation(s) waiting): {waiting.last_message}"
         )[:1024]
-    elif ha_problem is not None and not failures:
-        failures_told = True
-        failure_reason, failure_message = failure(
-            ha_problem, where=f"Proxmox VE of pool {pool_name}", redact=runtime.redact
+    if cycle.ha_problem is not None:
+        reason, message = failure(
+            cycle.ha_problem, where=f"Proxmox VE of pool {cycle.pool_name}", redact=runtime.redact
         )
-        failure_message = f"registering the CTs with Proxmox VE's HA stack (spec.ha) failed: {failure_message}"[:1024]
-    else:
-        failures_told = bool(failures)
-    patch.status["ha"] = ha_status
-    spec_warnings = policy.warnings(pool)
-    updates = policy_conditions(
-        PolicyCycleFacts(
-            paused=policy.paused,
-            statuses=tuple(statuses),
-            desired=desired,
-            pending=tuple(pending),
-            placement_refusals=dict(plan.placement_refusals),
-            rule_refused=plan.rule_refused,
-            outdated=len(plan.outdated),
-            rolling=intent.rollout_max_unavailable is not None,
-            unplaced=plan.unplaced,
-            failure=(failure_reason, failure_message) if failures_told else None,
-            overlaps=describe_overlaps(overlaps) if overlaps else "",
-            pool_name=pool_name,
-            pool_nodes=tuple(pool.node_names),
-            spec_warnings=spec_warnings,
-        )
-    )
-    degraded_before = next((c.message for c in previous if c.type == ConditionType.DEGRADED), None)
-    if spec_warnings and updates[1].reason is ConditionReason.SPEC_WARNING and degraded_before != updates[1].message:
-        kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=updates[1].message)
-    _warn_on_new_degraded_reason(body, previous, updates)
-    _write_conditions(patch, previous, updates, now, generation)
+        return reason, f"registering the CTs with Proxmox VE's HA stack (spec.ha) failed: {message}"[:1024]
+    return None
 
 
 def _warn_once_per_ct(body: Any, reason: str, listed_before: Any, messages: Mapping[int, str]) -> None:

@@ -562,3 +562,22 @@ def creation_backoffs(
         if left > 0:
             result[vmid] = Backoff(vmid, len(streak), left, streak[-1].message)
     return result
+
+
+def find_clone_source(snapshot: ClusterSnapshot, *, vmid: int | None, name: str | None) -> tuple[int, str]:
+    """(VMID, node) of the template CT ``template.clone`` names (by VMID or by host name); ``ValueError``
+    saying what is wrong when there is none, it is not a template, or the name is not unique."""
+    if vmid is not None:
+        ct = snapshot.containers.get(vmid)
+        if ct is None:
+            raise ValueError(f"clone.fromVmid {vmid}: no CT with that VMID in the cluster")
+        if not ct.template:
+            raise ValueError(f"clone.fromVmid {vmid}: CT {vmid} is not a template (pct template {vmid} makes it one)")
+        return ct.vmid, ct.node
+    found = sorted((c.vmid, c.node) for c in snapshot.containers.values() if c.template and c.name == name)
+    if not found:
+        raise ValueError(f"clone.fromName {name}: no template CT with that host name in the cluster")
+    if len(found) > 1:
+        listed = ", ".join(str(v) for v, _ in found)
+        raise ValueError(f"clone.fromName {name}: several template CTs have that name ({listed}); use clone.fromVmid")
+    return found[0]

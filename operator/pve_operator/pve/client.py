@@ -471,6 +471,15 @@ class PveClient:
         body = _clean({"vmid": vmid, **params})
         return str(self._write(f"POST /nodes/{node}/lxc", lambda api: api.nodes(node).lxc.post(**body)))
 
+    def clone_container(self, node: str, vmid: int, params: Mapping[str, Any]) -> str:
+        """``POST /nodes/{node}/lxc/{vmid}/clone``: a ``vzclone`` task making CT ``newid`` from ``vmid``."""
+        body = _clean(params)
+        return str(
+            self._write(
+                f"POST /nodes/{node}/lxc/{vmid}/clone", lambda api: api.nodes(node).lxc(vmid).clone.post(**body)
+            )
+        )
+
     def start_container(self, node: str, vmid: int) -> str:
         return str(
             self._write(

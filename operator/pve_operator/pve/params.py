@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -65,10 +65,21 @@ def mount_point_property(mp: MountPoint) -> str:
 
 
 @dataclass(frozen=True)
+class CloneFrom:
+    """The template CT new CTs are cloned from, resolved to where it is now."""
+
+    vmid: int
+    node: str
+    full: bool = False
+    storage: str | None = None
+
+
+@dataclass(frozen=True)
 class ContainerBlueprint:
     """Everything a new CT of a policy has in common; the index-specific parts come per CT."""
 
-    ostemplate: str
+    #: The template volume to create from, or None when the CTs are cloned (``clone``).
+    ostemplate: str | None
     memory_mib: int
     swap_mib: int
     cores: int
@@ -99,6 +110,7 @@ class ContainerBlueprint:
     #: ``template_hash`` of the policy's template, recorded (signed) in each new CT's ownership record.
     template_hash: str = ""
     mount_points: Sequence[MountPoint] = ()
+    clone: CloneFrom | None = None
     arch: str | None = None
     ostype: str | None = None
     hookscript: str | None = None
@@ -202,3 +214,39 @@ def create_params(
         params["pool"] = blueprint.pool
     params.update(blueprint.extra)
     return params
+
+
+#: Parameters of ``POST /nodes/{node}/lxc`` that only creating from an ostemplate takes (a clone has its
+#: template's root volume, privileges, keys and password); the rest are config options a clone gets by ``PUT``.
+_CREATE_ONLY = frozenset({"ostemplate", "rootfs", "unprivileged", "password", "ssh-public-keys", "start", "pool"})
+
+
+def clone_params(blueprint: ContainerBlueprint, *, newid: int, hostname: str, description: str) -> dict[str, Any]:
+    """The body of ``POST /nodes/{node}/lxc/{vmid}/clone`` for one new CT."""
+    assert blueprint.clone is not None
+    params: dict[str, Any] = {
+        "newid": newid,
+        "hostname": hostname,
+        "description": description,
+        "full": 1 if blueprint.clone.full else 0,
+    }
+    if blueprint.clone.storage:
+        params["storage"] = blueprint.clone.storage
+    if blueprint.pool:
+        params["pool"] = blueprint.pool
+    return params
+
+
+def clone_settings(
+    blueprint: ContainerBlueprint, *, hostname: str, description: str, tags: frozenset[str], mac_seed: str = ""
+) -> dict[str, Any]:
+    """What ``PUT /nodes/{node}/lxc/{vmid}/config`` sets on a fresh clone: every option ``create_params``
+    would send except the create-only ones (the clone keeps its template's)."""
+    settings = create_params(
+        replace(blueprint, ostemplate=blueprint.ostemplate or ""),
+        hostname=hostname,
+        description=description,
+        tags=tags,
+        mac_seed=mac_seed,
+    )
+    return {k: v for k, v in settings.items() if k not in _CREATE_ONLY}

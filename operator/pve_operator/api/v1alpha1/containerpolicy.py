@@ -582,14 +582,69 @@ class UpdateClass(StrEnum):
     they got; change it inside the CT."""
 
 
+_ONE_CLONE_SOURCE = CelRule(
+    rule="has(self.fromVmid) != has(self.fromName)",
+    message="exactly one of clone.fromVmid and clone.fromName must be set",
+)
+_CLONE_STORAGE_NEEDS_FULL = CelRule(
+    rule="!has(self.storage) || self.full",
+    message="clone.storage is only allowed with clone.full: true (a linked clone stays on its template's storage)",
+    field_path=".storage",
+)
+
+
+class CloneSource(ApiModel):
+    """A template CT of the cluster to clone each new CT from (``POST /nodes/{node}/lxc/{vmid}/clone``)."""
+
+    model_config = ConfigDict(json_schema_extra=kube_schema(_ONE_CLONE_SOURCE, _CLONE_STORAGE_NEEDS_FULL))
+
+    from_vmid: int | None = Field(None, ge=MIN_VMID, le=MAX_VMID)
+    """VMID of the template CT."""
+
+    from_name: str | None = Field(None, min_length=1, max_length=255, pattern=PVE_DNS_NAME)
+    """Host name of the template CT (exactly one template CT must have it)."""
+
+    full: bool = False
+    """Full clone (an independent copy of the volumes, takes as long as copying them) instead of a linked clone
+    (seconds; the storage must support it: lvmthin, zfspool, rbd, btrfs)."""
+
+    storage: str | None = Field(None, min_length=2, max_length=100, pattern=STORAGE_ID)
+    """Full clones only: the storage for the new CT's volumes (absent: the template's)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _ONE_CLONE_SOURCE.require((self.from_vmid is None) != (self.from_name is None))
+        _CLONE_STORAGE_NEEDS_FULL.require(self.storage is None or self.full)
+        return self
+
+
+_ONE_SOURCE = CelRule(
+    rule="has(self.ostemplate) != has(self.clone)",
+    message="exactly one of ostemplate and clone must be set",
+)
+_CLONE_HAS_NO_CREATE_ONLY_SETTINGS = CelRule(
+    rule="!has(self.clone) || (size(self.sshPublicKeys) == 0 && size(self.sshPublicKeysFrom) == 0"
+    " && !has(self.rootPasswordSecretRef))",
+    message="sshPublicKeys, sshPublicKeysFrom and rootPasswordSecretRef are set while Proxmox VE creates a CT from "
+    "an ostemplate; a clone has its template's keys and password",
+)
+
+
 class ContainerTemplate(ApiModel):
     """What each CT of the policy looks like."""
 
-    model_config = ConfigDict(json_schema_extra=kube_schema(_KEYCTL_NEEDS_UNPRIVILEGED))
+    model_config = ConfigDict(
+        json_schema_extra=kube_schema(_KEYCTL_NEEDS_UNPRIVILEGED, _ONE_SOURCE, _CLONE_HAS_NO_CREATE_ONLY_SETTINGS)
+    )
 
-    ostemplate: str = Field(max_length=255, json_schema_extra=kube_schema(_OSTEMPLATE_SYNTAX))
+    ostemplate: str | None = Field(None, max_length=255, json_schema_extra=kube_schema(_OSTEMPLATE_SYNTAX))
     """Container template volume ID, e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst (it must be
-    readable from every node of the pool)."""
+    readable from every node of the pool). Exactly one of ostemplate and clone."""
+
+    clone: CloneSource | None = None
+    """Clone each CT from a template CT instead (seconds per CT with a linked clone). The CTs are created on
+    the template's node (a clone of a CT on local storage cannot be made on another node); the template's
+    root volume and unprivileged setting are kept, the other settings here are applied to the clone."""
 
     memory_mib: int = Field(512, alias="memoryMiB", ge=16, le=4194304)
     """Memory of the CT in MiB."""
@@ -704,9 +759,19 @@ class ContainerTemplate(ApiModel):
 
     @field_validator("ostemplate")
     @classmethod
-    def _ostemplate_syntax(cls, ostemplate: str) -> str:
-        _OSTEMPLATE_SYNTAX.require(full_match(OSTEMPLATE, ostemplate), _ostemplate_problem(ostemplate))
+    def _ostemplate_syntax(cls, ostemplate: str | None) -> str | None:
+        if ostemplate is not None:
+            _OSTEMPLATE_SYNTAX.require(full_match(OSTEMPLATE, ostemplate), _ostemplate_problem(ostemplate))
         return ostemplate
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        _ONE_SOURCE.require((self.ostemplate is None) != (self.clone is None))
+        _CLONE_HAS_NO_CREATE_ONLY_SETTINGS.require(
+            self.clone is None
+            or (not self.ssh_public_keys and not self.ssh_public_keys_from and self.root_password_secret_ref is None)
+        )
+        return self
 
     @field_validator("networks")
     @classmethod
@@ -731,6 +796,7 @@ TEMPLATE_UPDATE_CLASSES: dict[str, UpdateClass] = {
     # protection, cores, tags, ...) and vmconfig_hotplug_pending's cgroup options (memory, swap,
     # cpulimit, cpuunits) take effect on a running CT; net[n] is hot-plugged; the rest is pending.
     "ostemplate": UpdateClass.RECREATE,
+    "clone": UpdateClass.RECREATE,
     "memory_mib": UpdateClass.HOT,
     "swap_mib": UpdateClass.HOT,
     "cores": UpdateClass.HOT,
