@@ -37,10 +37,11 @@ from pve_operator.api.v1alpha1 import (
 from pve_operator.api.v1alpha1.common import format_epoch, format_timestamp
 from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, Journal, JournalEntry
 from pve_operator.execution.executor import PolicyIdentity
-from pve_operator.execution.pool_input import collect_input, policy_summary
+from pve_operator.execution.pool_input import CollectedInput, collect_input, policy_summary
 from pve_operator.metrics import ACTIONS, REFUSALS
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer, describe
 from pve_operator.planning.balancing import (
+    BalancePlan,
     BalancingInput,
     InFlight,
     PressureTrigger,
@@ -320,22 +321,11 @@ def balance_pool(
     client: PveClient,
     snapshot: ClusterSnapshot,
 ) -> None:
+    """One balancing cycle: sample, collect the planner's input, follow what is in flight, plan, report
+    what is recommended or refused, start the automatic actions (journaled), record the outcomes."""
     now = time.time()
     memory = pool_memory(namespace, name, uid)
-    thresholds = pool.thresholds
-    metric = pool_measure(thresholds)
-
-    # 1. Sample history of the metric per pool node (seeded from the RRD on the first cycle).
-    fetched = seed_from_rrd(client, pool, snapshot, memory, now, f"{namespace}/{name}") if not memory.seeded else {}
-    for node in pool.nodes:
-        usage = snapshot.nodes.get(node.name)
-        if usage is not None and usage.online:
-            memory.history.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(usage.used_fraction(metric))
-    # 2. CPU over the same window: the planner weighs CPU as it was sustained, not as one sample shows it.
-    memory.cpu.resize(thresholds.sustained_samples)
-    memory.cpu.record(snapshot)
-    sample_pressure(client, pool, snapshot, memory, body, fetched)
-
+    _sample(client, pool, snapshot, memory, body, now, f"{namespace}/{name}")
     collected = collect_input(
         namespace=namespace,
         pool=pool,
@@ -349,15 +339,70 @@ def balance_pool(
         last_action_at=memory.last_action_at,
         now=now,
     )
-    inp, owners, policy_of, locked = collected.input, collected.owners, collected.policy_of, collected.locked
-    managed = inp.managed
-    offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
+    policy_of = collected.policy_of
     journal = StatusJournal(
         namespace, name, status.get("inFlight") or [], {v: str(p["name"]) for v, p in policy_of.items()}
     )
-    executor = balance_executor(client, owners, journal)
-    # 3. Follow the migrations earlier cycles started (one task-status read each), and repair what a
-    #    previous operator process left in flight without a task to follow.
+    executor = balance_executor(client, collected.owners, journal)
+    inp, followed = _follow_in_flight(executor, journal, collected, status, memory, body, now)
+    plan, run_plan, to_recommend = _plan(inp, pool)
+    patch.status["ha"] = ha_summary(inp)
+    _report_recommendations(patch, body, memory, to_recommend, policy_of, pool_measure(pool.thresholds), now)
+    records = _report_refusals(body, memory, plan, policy_of, now)
+    to_run = list(run_plan.actions)
+    started = executor.apply(to_run, run_plan.depends_on) if to_run else []
+    outcomes: list[BalanceOutcome] = followed + [o for o in started if not o.deferred]
+    offloaded = _record_outcomes(outcomes, records, namespace, body, memory, policy_of, snapshot, status, now)
+    # Offloaded entries for CTs that are no longer offloaded (restored by hand, deleted) are dropped.
+    managed = inp.managed
+    offloaded = {
+        v: o
+        for v, o in offloaded.items()
+        if (v in managed and managed[v].offloaded) or v in {a.vmid for a in to_run if isinstance(a, OffloadContainer)}
+    }
+    if records:
+        merged = [dict(x) for x in status.get("recentActions") or []] + [r.to_dict() for r in records]
+        patch.status["recentActions"] = merged[-MAX_RECENT_ACTIONS:]
+    patch.status["offloaded"] = sorted(offloaded.values(), key=lambda o: int(o["vmid"]))
+    patch.status["inFlight"] = journal.entries
+
+
+def _sample(
+    client: PveClient,
+    pool: ProxmoxServerPoolSpec,
+    snapshot: ClusterSnapshot,
+    memory: PoolMemory,
+    body: Any,
+    now: float,
+    where: str,
+) -> None:
+    """The pool's metric per node into the sample history (seeded from the RRD on the first cycle), CPU
+    over the same window (the planner weighs CPU as it was sustained, not as one sample shows it), and
+    the pressure stall figures."""
+    metric = pool_measure(pool.thresholds)
+    fetched = seed_from_rrd(client, pool, snapshot, memory, now, where) if not memory.seeded else {}
+    for node in pool.nodes:
+        usage = snapshot.nodes.get(node.name)
+        if usage is not None and usage.online:
+            memory.history.setdefault(node.name, deque(maxlen=HISTORY_LENGTH)).append(usage.used_fraction(metric))
+    memory.cpu.resize(pool.thresholds.sustained_samples)
+    memory.cpu.record(snapshot)
+    sample_pressure(client, pool, snapshot, memory, body, fetched)
+
+
+def _follow_in_flight(
+    executor: BalanceExecutor,
+    journal: StatusJournal,
+    collected: CollectedInput,
+    status: Mapping[str, Any],
+    memory: PoolMemory,
+    body: Any,
+    now: float,
+) -> tuple[BalancingInput, list[BalanceOutcome]]:
+    """Follow the migrations earlier cycles started (one task-status read each), repair what a previous
+    operator process left in flight without a task to follow, and return the planner's input with what
+    still migrates projected as done."""
+    inp = collected.input
     entries = [
         JournalEntry(
             vmid=int(e["vmid"]),
@@ -373,9 +418,9 @@ def balance_pool(
     followed = [_with_planned_figures(o, status) for o in executor.follow([e for e in entries if e.upid])]
     leftovers = [e for e in entries if not e.upid]
     if leftovers:
-        for message in executor.repair(leftovers, lambda vmid: vmid in locked):
+        for message in executor.repair(leftovers, lambda vmid: vmid in collected.locked):
             kopf.info(body, reason="Repaired", message=message)
-        journal.drop([e.vmid for e in leftovers if e.vmid not in locked])
+        journal.drop([e.vmid for e in leftovers if e.vmid not in collected.locked])
     # What is still migrating is planned as done (PVE's figures lag behind a migration), and counts
     # against the targets' inbound limit.
     journaled = {int(x["vmid"]) for x in journal.entries}
@@ -397,13 +442,15 @@ def balance_pool(
             for moved_on in (outcome.action.node, getattr(outcome.action, "target", outcome.action.node)):
                 memory.pressure.forget(str(moved_on), now)
     moving = {e.source_node for e in still_migrating.values()} | {str(e.target_node) for e in still_migrating.values()}
-    inp = replace(inp, pressure_history=memory.pressure.history(excluding=moving))
+    return replace(inp, pressure_history=memory.pressure.history(excluding=moving)), followed
 
-    # 4. Plan.
+
+def _plan(inp: BalancingInput, pool: ProxmoxServerPoolSpec) -> tuple[BalancePlan, BalancePlan, list[BalanceAction]]:
+    """(the full plan, the plan that runs, what is only recommended). The full plan (every stage not Off)
+    is what Recommend shows; what runs is planned with only the Automatic stages, so that e.g. offload
+    never counts on migrations that are merely recommended."""
     balancing_mode = pool.balancing.mode
     offload_mode = pool.offload.mode
-    # The full plan (every stage not Off) is what Recommend shows; what runs is planned with only the
-    # Automatic stages, so that e.g. offload never counts on migrations that are merely recommended.
     plan = plan_balance(inp)
 
     def automatic(action: BalanceAction) -> bool:
@@ -411,20 +458,28 @@ def balance_pool(
         return mode is AutomationMode.AUTOMATIC
 
     to_recommend = [a for a in plan.actions if not automatic(a)]
-    run_plan = plan
-    if to_recommend:
-        run_plan = plan_balance(
-            replace(
-                inp,
-                balancing_enabled=balancing_mode is AutomationMode.AUTOMATIC,
-                offload_enabled=offload_mode is AutomationMode.AUTOMATIC,
-            )
+    if not to_recommend:
+        return plan, plan, to_recommend
+    run_plan = plan_balance(
+        replace(
+            inp,
+            balancing_enabled=balancing_mode is AutomationMode.AUTOMATIC,
+            offload_enabled=offload_mode is AutomationMode.AUTOMATIC,
         )
-    to_run = list(run_plan.actions)
+    )
+    return plan, run_plan, to_recommend
 
-    patch.status["ha"] = ha_summary(inp)
 
-    # 5. Recommendations (mode Recommend): status + an event when the set changes.
+def _report_recommendations(
+    patch: kopf.Patch,
+    body: Any,
+    memory: PoolMemory,
+    to_recommend: list[BalanceAction],
+    policy_of: Mapping[int, Mapping[str, Any]],
+    metric: Any,
+    now: float,
+) -> None:
+    """Mode Recommend: status.recommendations, and an event when the set changes."""
     patch.status["recommendations"] = [
         _recommendation(a, _policy_name(policy_of, a.vmid), now).to_dict() for a in to_recommend[:MAX_RECOMMENDATIONS]
     ]
@@ -434,38 +489,52 @@ def balance_pool(
             kopf.info(body, reason="Recommended", message=f"would {describe(action, metric)} ({action.reason})")
         memory.last_recommendations = signature
 
-    # 6. Refusals: an event and a recentActions entry when they change (not every cycle).
+
+def _report_refusals(
+    body: Any, memory: PoolMemory, plan: BalancePlan, policy_of: Mapping[int, Mapping[str, Any]], now: float
+) -> list[RecordedAction]:
+    """Refusals worth telling: an event and a recentActions entry when they change (not every cycle)."""
     refusal_records: list[RecordedAction] = []
     refusal_signature = frozenset((r.kind.value, r.vmid, r.node) for r in plan.refusals if _worth_reporting(r))
-    if refusal_signature != memory.last_refusals:
-        for refusal in plan.refusals:
-            if (
-                not _worth_reporting(refusal)
-                or (refusal.kind.value, refusal.vmid, refusal.node) in memory.last_refusals
-            ):
-                continue
-            REFUSALS.labels(refusal.stage, refusal.kind.value).inc()
-            kopf.warn(body, reason=f"{refusal.stage}Refused", message=refusal.reason[:1024])
-            if refusal.vmid is not None:
-                refusal_records.append(
-                    RecordedAction(
-                        time=datetime.fromtimestamp(now, UTC),
-                        action=ActionKind(refusal.stage),
-                        vmid=refusal.vmid,
-                        policy=_policy_name(policy_of, refusal.vmid),
-                        source_node=refusal.node,
-                        reason=refusal.reason[:1024],
-                        result=ActionResult.REFUSED,
-                        message=refusal.kind.value,
-                    )
+    if refusal_signature == memory.last_refusals:
+        return refusal_records
+    for refusal in plan.refusals:
+        if not _worth_reporting(refusal) or (refusal.kind.value, refusal.vmid, refusal.node) in memory.last_refusals:
+            continue
+        REFUSALS.labels(refusal.stage, refusal.kind.value).inc()
+        kopf.warn(body, reason=f"{refusal.stage}Refused", message=refusal.reason[:1024])
+        if refusal.vmid is not None:
+            refusal_records.append(
+                RecordedAction(
+                    time=datetime.fromtimestamp(now, UTC),
+                    action=ActionKind(refusal.stage),
+                    vmid=refusal.vmid,
+                    policy=_policy_name(policy_of, refusal.vmid),
+                    source_node=refusal.node,
+                    reason=refusal.reason[:1024],
+                    result=ActionResult.REFUSED,
+                    message=refusal.kind.value,
                 )
-        memory.last_refusals = refusal_signature
+            )
+    memory.last_refusals = refusal_signature
+    return refusal_records
 
-    # 7. Execute the automatic actions (journaled).
-    started = executor.apply(to_run, run_plan.depends_on) if to_run else []
-    outcomes: list[BalanceOutcome] = followed + [o for o in started if not o.deferred]
-    records = list(refusal_records)
-    offloaded = {k: dict(v) for k, v in offloaded_usage.items()}
+
+def _record_outcomes(
+    outcomes: list[BalanceOutcome],
+    records: list[RecordedAction],
+    namespace: str,
+    body: Any,
+    memory: PoolMemory,
+    policy_of: Mapping[int, Mapping[str, Any]],
+    snapshot: ClusterSnapshot,
+    status: Mapping[str, Any],
+    now: float,
+) -> dict[int, dict[str, Any]]:
+    """Each outcome as a recentActions entry (appended to ``records``) and events on the pool and the CT's
+    policy; cooldowns started; the offloaded list updated (returned); fresh samples awaited on the nodes
+    an action changed."""
+    offloaded = {int(o["vmid"]): dict(o) for o in status.get("offloaded") or []}
     touched_nodes: set[str] = set()
     for outcome in outcomes:
         action = outcome.action
@@ -506,18 +575,7 @@ def balance_pool(
     for touched in touched_nodes:
         memory.history.pop(touched, None)
         memory.pressure.forget(touched, now)
-    # Offloaded entries for CTs that are no longer offloaded (restored by hand, deleted) are dropped.
-    offloaded = {
-        v: o
-        for v, o in offloaded.items()
-        if (v in managed and managed[v].offloaded) or v in {a.vmid for a in to_run if isinstance(a, OffloadContainer)}
-    }
-
-    if records:
-        merged = [dict(x) for x in status.get("recentActions") or []] + [r.to_dict() for r in records]
-        patch.status["recentActions"] = merged[-MAX_RECENT_ACTIONS:]
-    patch.status["offloaded"] = sorted(offloaded.values(), key=lambda o: int(o["vmid"]))
-    patch.status["inFlight"] = journal.entries
+    return offloaded
 
 
 def ha_summary(inp: BalancingInput) -> dict[str, Any] | None:
