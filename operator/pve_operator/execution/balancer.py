@@ -26,8 +26,15 @@ from pve_operator.execution.executor import NotOurs, PolicyIdentity
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
 from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
 from pve_operator.pve.client import PveClient
-from pve_operator.pve.errors import PveConflict, PveError, PveNotFound
-from pve_operator.pve.ha import HA_CONVERGE_SECONDS, HA_REQUEST_TASKS, PveHaNotConverging, ct_resource, wait_done
+from pve_operator.pve.errors import PveError, PveNotFound
+from pve_operator.pve.ha import (
+    HA_CONVERGE_SECONDS,
+    HA_REQUEST_TASKS,
+    PveHaNotConverging,
+    ct_resource,
+    start_and_wait,
+    wait_done,
+)
 from pve_operator.pve.tasks import Upid
 
 log = logging.getLogger(__name__)
@@ -200,17 +207,7 @@ class BalanceExecutor:
         node, status = found
         if status == "running":
             return f"CT {vmid} is running on {node}"
-        try:
-            wait_done(
-                self._client,
-                self._client.start_container(node, vmid),
-                vmid=vmid,
-                timeout_seconds=self._task_timeout,
-                status="running",
-            )
-        except PveConflict as exc:
-            if not exc.already_running:
-                raise
+        start_and_wait(self._client, node, vmid, timeout_seconds=self._task_timeout)
         return f"CT {vmid} started again on {node}"
 
     # -- actions ----------------------------------------------------------------------------
@@ -346,17 +343,7 @@ class BalanceExecutor:
             )
             node = action.target
         config = self._config_proving_ownership(node, action.vmid)
-        try:
-            wait_done(
-                self._client,
-                self._client.start_container(node, action.vmid),
-                vmid=action.vmid,
-                timeout_seconds=self._task_timeout,
-                status="running",
-            )
-        except PveConflict as exc:
-            if not exc.already_running:
-                raise
+        start_and_wait(self._client, node, action.vmid, timeout_seconds=self._task_timeout)
         self._set_offloaded_tag(node, action.vmid, config, False)
         moved = f" after moving it {action.node} → {action.target}" if action.moves else ""
         return f"restored (started) CT {action.vmid} on {node}{moved}: {action.reason}"

@@ -39,7 +39,7 @@ from pve_operator.pve.errors import (
     PveUnreachable,
     is_config_lock_timeout,
 )
-from pve_operator.pve.ha import wait_done
+from pve_operator.pve.ha import start_and_wait, wait_done
 from pve_operator.pve.params import ContainerBlueprint, clone_params, clone_settings, create_params
 
 log = logging.getLogger(__name__)
@@ -296,18 +296,8 @@ class PolicyExecutor:
         return None
 
     def _start(self, node: str, vmid: int) -> str:
-        try:
-            # An HA-managed CT answers with an hastart request: wait until the HA manager has started it.
-            wait_done(
-                self._client,
-                self._client.start_container(node, vmid),
-                vmid=vmid,
-                timeout_seconds=self._task_timeout,
-                status="running",
-            )
-        except PveConflict as exc:
-            if not exc.already_running:
-                raise
+        # An HA-managed CT answers with an hastart request: this waits until the HA manager has started it.
+        start_and_wait(self._client, node, vmid, timeout_seconds=self._task_timeout)
         return f"started CT {vmid} on {node}"
 
     def _prove_ownership(self, vmid: int, config: dict[str, Any]) -> None:

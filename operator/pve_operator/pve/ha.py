@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pve_operator.pve.errors import PveError
+from pve_operator.pve.errors import PveConflict, PveError
 from pve_operator.pve.tasks import TaskResult
 
 #: Task types that only hand a request to the HA manager (pve-container's ``ha*`` workers).
@@ -43,6 +43,8 @@ class _Client(Protocol):
     def cluster_resources(self) -> list[dict[str, Any]]: ...
 
     def container_status(self, node: str, vmid: int) -> dict[str, Any]: ...
+
+    def start_container(self, node: str, vmid: int) -> str: ...
 
 
 def ct_resource(client: _Client, vmid: int) -> dict[str, Any] | None:
@@ -96,3 +98,15 @@ def wait_done(
             )
         sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+def start_and_wait(client: _Client, node: str, vmid: int, *, timeout_seconds: float) -> None:
+    """Start the CT and wait until it runs (through the HA manager when it is HA-managed); a CT already
+    running is fine (PVE's ``CT ... already running``)."""
+    try:
+        wait_done(
+            client, client.start_container(node, vmid), vmid=vmid, timeout_seconds=timeout_seconds, status="running"
+        )
+    except PveConflict as exc:
+        if not exc.already_running:
+            raise
