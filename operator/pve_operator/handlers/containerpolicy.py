@@ -60,12 +60,10 @@ from pve_operator.handlers.status import (
     with_conditions,
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
-from pve_operator.planning.actions import CreateContainer, DestroyContainer, RecordTemplate
+from pve_operator.planning.actions import Action, CreateContainer, DestroyContainer, RecordTemplate
 from pve_operator.planning.ha_registration import HaIntent, wanted
 from pve_operator.planning.model import pool_measure
 from pve_operator.planning.ownership import (
-    ForeignClaim,
-    OwnershipRecord,
     ownership_tags,
 )
 from pve_operator.planning.placement import PlacementStrategy
@@ -974,79 +972,83 @@ def policy_deleted(
     memo: Any,
     **kwargs: Any,
 ) -> None:
-    """Delete: stop and destroy every CT of ours. Retain: remove our marks and leave them.
+    """Delete: stop and destroy every CT of ours. Retain: remove our marks (and spec.ha's registration)
+    and leave them.
 
     The finalizer stays until this succeeds: while PVE is unreachable, deletion waits (and says so),
     because CTs of ours may still exist.
     """
     runtime: OperatorRuntime = memo.runtime
-    pool_specs = kwargs["pool_specs"]
     namespace = namespaced(namespace)
     uid = str(meta.get("uid"))
     raw = dict(spec)
     pool_name = str(raw.get("poolRef", {}).get("name", ""))
-    vmid_range = range(int(raw["vmidRange"]["start"]), int(raw["vmidRange"]["end"]) + 1)
-    retain = raw.get("deletionPolicy") == DeletionPolicy.RETAIN.value
+    status = dict(kwargs.get("status") or {})
     with runtime.lock_for(uid):
         try:
-            pool = _pool_spec(pool_specs, namespace, pool_name)
-            connection = runtime.connection(namespace, pool_name, pool)
-            client = connection.client
-            snapshot = client.snapshot(time.time())
-            records: dict[int, OwnershipRecord | ForeignClaim | None] = {}
-            key = runtime.ownership_key()
-            owned = discover_owned(
-                client,
-                snapshot,
-                uid,
-                vmid_range,
-                records,
-                key=key,
-                counted=counted_vmids(dict(kwargs.get("status") or {})),
-            )
-            pending = creations_in_progress(snapshot, vmid_range, owned)
-            if pending:
-                raise PolicyBlocked(
-                    ConditionReason.WAITING_FOR_CREATION,
-                    f"CT(s) {', '.join(map(str, pending))} are still being created",
-                )
-            executor = PolicyExecutor(
-                client,
-                PolicyIdentity(namespace, name, uid, vmid_range, key),
-                limiter=connection.limiter,
-                max_workers=MAX_PARALLEL_TASKS,
-                task_timeout_seconds=TASK_TIMEOUT_SECONDS,
-                now_rfc3339=lambda: rfc3339(now_utc()),
-            )
-            if retain:
-                for item in owned:
-                    assert item.observation is not None
-                    kopf.info(body, reason="Released", message=executor.release(item.vmid, item.observation.node))
-                return
-            actions = [
-                DestroyContainer(
-                    vmid=o.vmid, node=o.observation.node, running=o.observation.running, reason="policy deleted"
-                )
-                for o in owned
-                if o.observation is not None
-            ]
-            outcomes = executor.apply(
-                actions,
-                blueprint_from(ContainerPolicySpec.model_validate(raw)),
-                on_outcome=lambda outcome: _announce(body, outcome),
-            )
+            outcomes = _remove_owned(runtime, kwargs["pool_specs"], (namespace, name, uid), raw, status, body)
         except (PolicyBlocked, ConfigurationError, PveError) as exc:
-            updates = _error_updates(exc, pool_name, runtime)
-            message = f"deletion waits: {updates[0].message}"
+            message = f"deletion waits: {_error_updates(exc, pool_name, runtime)[0].message}"
             kopf.warn(body, reason="DeletionBlocked", message=message)
             # Say it where Argo CD and `kubectl get` look, too: the CTs may still exist.
-            previous = parse_conditions(dict(kwargs.get("status") or {}).get("conditions"))
             blocked: Updates = [
                 ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.DELETION_BLOCKED, message)
             ]
+            previous = parse_conditions(status.get("conditions"))
             _write_conditions(patch, previous, blocked, now_utc(), meta.get("generation"))
             raise kopf.TemporaryError(message, delay=30) from None
     failed = [o for o in outcomes if not o.succeeded]
     if failed:
         raise kopf.TemporaryError(f"deletion waits: {failed[0].message}", delay=30)
     runtime.records.pop(uid, None)
+
+
+def _remove_owned(
+    runtime: OperatorRuntime,
+    pool_specs: Mapping[Any, Any],
+    identity: tuple[str, str, str],
+    raw: dict[str, Any],
+    status: Mapping[str, Any],
+    body: Any,
+) -> list[Outcome]:
+    """The policy's deletion in PVE: destroy its CTs (deletionPolicy Delete; purge also removes their HA
+    resources) or release them (Retain: ownership marks and spec.ha's registration removed)."""
+    namespace, name, uid = identity
+    pool_name = str(raw.get("poolRef", {}).get("name", ""))
+    vmid_range = range(int(raw["vmidRange"]["start"]), int(raw["vmidRange"]["end"]) + 1)
+    pool = _pool_spec(pool_specs, namespace, pool_name)
+    connection = runtime.connection(namespace, pool_name, pool)
+    client = connection.client
+    snapshot = client.snapshot(time.time())
+    key = runtime.ownership_key()
+    owned = discover_owned(client, snapshot, uid, vmid_range, {}, key=key, counted=counted_vmids(status))
+    pending = creations_in_progress(snapshot, vmid_range, owned)
+    if pending:
+        raise PolicyBlocked(
+            ConditionReason.WAITING_FOR_CREATION, f"CT(s) {', '.join(map(str, pending))} are still being created"
+        )
+    executor = PolicyExecutor(
+        client,
+        PolicyIdentity(namespace, name, uid, vmid_range, key),
+        limiter=connection.limiter,
+        max_workers=MAX_PARALLEL_TASKS,
+        task_timeout_seconds=TASK_TIMEOUT_SECONDS,
+        now_rfc3339=lambda: rfc3339(now_utc()),
+    )
+    if raw.get("deletionPolicy") == DeletionPolicy.RETAIN.value:
+        if status.get("ha"):
+            apply_ha(client, read_and_plan(client, HaIntent(namespace, name, uid, None, ()), {}))
+        for item in owned:
+            assert item.observation is not None
+            kopf.info(body, reason="Released", message=executor.release(item.vmid, item.observation.node))
+        return []
+    actions: list[Action] = [
+        DestroyContainer(vmid=o.vmid, node=o.observation.node, running=o.observation.running, reason="policy deleted")
+        for o in owned
+        if o.observation is not None
+    ]
+    return executor.apply(
+        actions,
+        blueprint_from(ContainerPolicySpec.model_validate(raw)),
+        on_outcome=lambda outcome: _announce(body, outcome),
+    )
