@@ -49,9 +49,9 @@ def test_lab_policy_places_nine_cts_six_and_three_all_running(lab: Lab) -> None:
     assert record is not None and record.policy_uid == uid and record.policy_name == "web"
     assert {MANAGED_TAG, policy_tag(uid)} <= set(config["tags"].split(";"))
 
-    # kubectl shows it the way users read it: NAME POOL DESIRED RUNNING OFFLOADED MIGRATING READY AGE
+    # kubectl shows it the way users read it: NAME POOL DESIRED RUNNING OFFLOADED MIGRATING UPDATED READY AGE
     for resource in ("ctpolicies", "ctp", "containerpolicies"):
-        assert get_row(lab, resource, "web")[:7] == ["web", "lab", "9", "9", "0", "0", "True"]
+        assert get_row(lab, resource, "web")[:8] == ["web", "lab", "9", "9", "0", "0", "9", "True"]
     assert any(e["reason"] == "Created" and "3104" in e["message"] for e in lab.events())
 
     # The foreign CT in the same range is untouched.

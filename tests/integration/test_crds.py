@@ -367,8 +367,8 @@ def test_kubectl_get_prints_the_columns(kube: KubeCluster, kube_namespace: str) 
 
     for name in ("ctpolicies", "ctp", "ctpolicy", "containerpolicies"):
         header, row = _table(kube.kubectl("get", "--namespace", kube_namespace, name).stdout)
-        assert header == ["NAME", "POOL", "DESIRED", "RUNNING", "OFFLOADED", "MIGRATING", "READY", "AGE"]
-        assert row[:7] == ["web", "lab", "9", "7", "1", "1", "False"]
+        assert header == ["NAME", "POOL", "DESIRED", "RUNNING", "OFFLOADED", "MIGRATING", "UPDATED", "READY", "AGE"]
+        assert row[:6] == ["web", "lab", "9", "7", "1", "1"] and row[7] == "False"
 
     header, row = _table(kube.kubectl("get", "--namespace", kube_namespace, "ctp", "-o", "wide").stdout)
     assert header[-2:] == ["FILL", "REASON"] and row[-1] == "Offloaded"
@@ -389,8 +389,8 @@ def test_columns_are_empty_not_wrong_before_the_operator_writes_status(kube: Kub
     _apply_lab(kube, kube_namespace)
     header, row = _table(kube.kubectl("get", "--namespace", kube_namespace, "ctp", "web").stdout)
     assert dict(zip(header, row, strict=True)) | {"AGE": "-"} == {
-        "NAME": "web", "POOL": "lab", "DESIRED": "", "RUNNING": "", "OFFLOADED": "", "MIGRATING": "", "READY": "",
-        "AGE": "-",
+        "NAME": "web", "POOL": "lab", "DESIRED": "", "RUNNING": "", "OFFLOADED": "", "MIGRATING": "", "UPDATED": "",
+        "READY": "", "AGE": "-",
     }
 
 

@@ -200,6 +200,7 @@ def intent_from(
     busy_vmids: frozenset[int] = frozenset(),
     online_nodes: frozenset[str] = frozenset(),
     clone_node: str | None = None,
+    rollout_paused: bool = False,
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
     if clone_node is not None:
@@ -210,6 +211,7 @@ def intent_from(
         template_hash=template_hash(policy.template),
         restart_settings=restart_config_settings(policy),
         rollout_max_unavailable=policy.update_strategy.max_unavailable if rolling else None,
+        rollout_paused=rollout_paused,
         topology=rules_for(policy.placement, pool_labels(pool), TopologyInputs(weights, online_nodes)),
         policy_uid=uid,
         vmid_range=policy.vmid_range.as_range(),
@@ -474,6 +476,12 @@ def _observe_and_plan(
     own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
     overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
     clone = _clone_source(policy, snapshot)
+    backoffs = creation_backoffs(
+        failed_creations(status.get("recentActions")),
+        now.timestamp(),
+        base_seconds=RECONCILE_INTERVAL_SECONDS,
+        cap_seconds=CREATION_BACKOFF_CAP_SECONDS,
+    )
     intent = intent_from(
         policy,
         pool,
@@ -483,15 +491,10 @@ def _observe_and_plan(
         busy_vmids=frozenset().union(*in_flight.get((namespace, pool_name), [])),
         online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
         clone_node=clone.node if clone is not None else None,
+        rollout_paused=bool(backoffs),
     )
     swept, runtime.drift_cursor[uid] = sweep_configs(
         client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
-    )
-    backoffs = creation_backoffs(
-        failed_creations(status.get("recentActions")),
-        now.timestamp(),
-        base_seconds=RECONCILE_INTERVAL_SECONDS,
-        cap_seconds=CREATION_BACKOFF_CAP_SECONDS,
     )
     cycle = PolicyCycle(
         policy=policy,
@@ -626,7 +629,7 @@ def _report(
     outcomes = [o for o in cycle.outcomes if not o.skipped and not isinstance(o.error, NotOurs)]
     _report_ownership(cycle, status, body, patch, uid)
     # Events were posted as each action ended (ProgressReporter).
-    statuses = container_statuses(cycle.owned, cycle.snapshot, policy.render_hostname)
+    statuses = container_statuses(cycle.owned, cycle.snapshot, policy.render_hostname, intent.template_hash)
     for state in ContainerState:
         MANAGED_CONTAINERS.labels(namespace, name, state.value).set(sum(1 for c in statuses if c.state is state))
     patch.status["replicas"] = len(statuses)
@@ -719,6 +722,12 @@ def _cycle_failure(
     if cycle.backoffs:
         # Nothing was tried this cycle, but the creations still fail: keep saying so.
         waiting = min(cycle.backoffs.values(), key=lambda b: b.retry_in_seconds)
+        if cycle.plan.outdated and cycle.intent.rollout_max_unavailable is not None:
+            return ConditionReason.ROLLOUT_STUCK, (
+                f"rolling update stopped: CT {waiting.vmid} could not be created with the new template "
+                f"({waiting.failures} attempt(s)): {waiting.last_message}; no more CTs are replaced until it "
+                "is (fix the template, or set it back: the outdated CTs are then current again)"
+            )[:1024]
         return _reason_of_recorded_failure(waiting.last_message), (
             f"creating CT {waiting.vmid} failed {waiting.failures} time(s) in a row; next attempt in "
             f"{waiting.retry_in_seconds:.0f} s ({len(cycle.backoffs)} creation(s) waiting): {waiting.last_message}"

@@ -173,7 +173,10 @@ def container_state(obs: ContainerObservation | None, *, node_online: bool = Tru
 
 
 def container_statuses(
-    owned: Sequence[OwnedContainer], snapshot: ClusterSnapshot, hostname_for: Callable[[int], str]
+    owned: Sequence[OwnedContainer],
+    snapshot: ClusterSnapshot,
+    hostname_for: Callable[[int], str],
+    template_hash: str = "",
 ) -> list[ContainerStatus]:
     result = []
     for item in sorted(owned, key=lambda o: o.vmid):
@@ -185,6 +188,8 @@ def container_statuses(
             "node": obs.node if obs else None,
             "state": container_state(obs, node_online=node is not None and node.online),
             "created_at": item.created_at or None,
+            "template_hash": item.template_hash or None,
+            "outdated": True if item.template_hash and template_hash and item.template_hash != template_hash else None,
         }
         if obs is not None and node is not None and obs.running:
             if node.cpu_cores:

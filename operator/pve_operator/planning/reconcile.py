@@ -125,6 +125,8 @@ class PolicyIntent:
     template_hash: str = ""
     #: RollingUpdate's maxUnavailable; None for OnDelete (outdated CTs are left).
     rollout_max_unavailable: int | None = None
+    #: Creations keep failing (backoff): a rollout destroys no more CTs until they succeed (RolloutStuck).
+    rollout_paused: bool = False
     #: Restart-class options compared like ``config_settings`` when a CT's config was read: written in
     #: place and, with RollingUpdate, the CT restarted within maxUnavailable to apply them.
     restart_settings: Mapping[str, str] = field(default_factory=dict)
@@ -338,7 +340,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
     outdated = [
         o for o in present if o.template_hash and intent.template_hash and o.template_hash != intent.template_hash
     ]
-    if outdated and intent.rollout_max_unavailable is not None and surplus <= 0:
+    if outdated and intent.rollout_max_unavailable is not None and surplus <= 0 and not intent.rollout_paused:
         actions += _rollout(intent, present, outdated, removed, budget)
 
     owned_vmids = {o.vmid for o in owned}

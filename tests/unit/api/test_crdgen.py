@@ -351,7 +351,7 @@ def test_container_policy_crd_names_and_subresources() -> None:
         "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
     }
     default_columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert default_columns == ["Pool", "Desired", "Running", "Offloaded", "Migrating", "Ready", "Age"]
+    assert default_columns == ["Pool", "Desired", "Running", "Offloaded", "Migrating", "Updated", "Ready", "Age"]
     ready = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Ready")
     assert ready["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
 

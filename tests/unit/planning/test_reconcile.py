@@ -417,3 +417,14 @@ def test_restart_class_drift_is_written_and_the_ct_restarted_within_the_rolling_
     on_delete = plan_reconcile(replace(wanted, rollout_max_unavailable=None), lab(*[p.observation for p in read]), read)
     writes = [a for a in on_delete.actions if isinstance(a, RestoreConfig)]
     assert len(writes) == 4 and not any(a.restart for a in writes)
+
+
+def test_a_rollout_whose_creations_keep_failing_destroys_no_more_cts() -> None:
+    # CT 3100 was destroyed for the rollout and its creation with the new template keeps failing.
+    rest = [_stamped(3100 + i, "srv-px1", i, "old") for i in (1, 2, 3)]
+    paused = plan_reconcile(replace(ROLLING, rollout_paused=True), lab(*[p.observation for p in rest]), rest)
+    assert not [a for a in paused.actions if isinstance(a, DestroyContainer)]
+    assert paused.outdated == (3101, 3102, 3103), "still reported as outdated"
+    # Setting the template back: the remaining CTs are current again, nothing is outdated.
+    back = plan_reconcile(replace(ROLLING, template_hash="old"), lab(*[p.observation for p in rest]), rest)
+    assert back.outdated == () and not [a for a in back.actions if isinstance(a, DestroyContainer)]

@@ -330,6 +330,7 @@ class ConditionReason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     HA_NOT_CONVERGING = "HaNotConverging"
     ROLLING_UPDATE = "RollingUpdate"
+    ROLLOUT_STUCK = "RolloutStuck"
     ACTIONS_FAILED = "ActionsFailed"
     VMID_RANGE_OVERLAP = "VmidRangeOverlap"
     TEMPLATE_NOT_FOUND = "TemplateNotFound"

@@ -1289,6 +1289,13 @@ class ContainerStatus(StatusModel):
     disk_percent: Percent | None = None
     """Root file system use of the CT in percent of its node's root disk."""
 
+    template_hash: str | None = Field(None, max_length=16)
+    """The template hash recorded in the CT's ownership record (absent: not known yet)."""
+
+    outdated: bool | None = None
+    """True when the CT was created with another template than the policy's (status.templateHash):
+    updateStrategy RollingUpdate recreates it, OnDelete leaves it until it is deleted; absent otherwise."""
+
 
 class NodeDistribution(StatusModel):
     """How many of the policy's CTs are on one node."""
@@ -1453,6 +1460,7 @@ CONTAINER_POLICY = CustomResource(
         PrinterColumn("Running", "integer", ".status.readyReplicas", "CTs running and not migrating"),
         PrinterColumn("Offloaded", "integer", ".status.offloadedReplicas", "CTs stopped by offload"),
         PrinterColumn("Migrating", "integer", ".status.migratingReplicas", "CTs being migrated"),
+        PrinterColumn("Updated", "integer", ".status.updatedReplicas", "CTs with the current template"),
         PrinterColumn("Ready", "string", f"{_READY}.status", "Whether all desired CTs exist and run"),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since the policy was created"),
         PrinterColumn("Fill", "string", ".status.fillStoppedReason", "Why fill mode stopped adding CTs", priority=1),
