@@ -8,6 +8,7 @@ hot change (memory) in the same run is applied in place, and OnDelete leaves out
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -117,3 +118,29 @@ def test_ondelete_leaves_outdated_cts_and_a_hot_change_is_applied_in_place(
     )
     assert _created_from(lab) == {v: ["debian-12-standard_12.7-1_amd64.tar.zst"] for v in range(3100, 3104)}
     lab.wait_condition("containerpolicy", "web", "Progressing", "False", "Reconciled")
+
+
+def test_a_template_that_cannot_be_created_stops_the_rollout_after_one_ct_and_setting_it_back_heals(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    lab = _lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    _apply(lab, _policy(OLD))
+    lab.wait_policy("web", ready_replicas(4), "4 CTs running")
+    broken = "local:vztmpl/debian-14-standard_14.0-1_amd64.tar.zst"  # not on the storage
+    _apply(lab, _policy(broken))
+    lab.wait_condition("containerpolicy", "web", "Degraded", "True", "RolloutStuck", timeout_s=120)
+    degraded = lab.condition("containerpolicy", "web", "Degraded")
+    assert degraded is not None and "rolling update stopped: CT 3100" in degraded["message"]
+    # Several more cycles: still only the one CT gone, the other three untouched.
+    for _ in range(3):
+        lab.wait_policy("web", lambda s: s.get("replicas") == 3, "3 CTs kept while the rollout is stuck")
+        time.sleep(2.5)
+    destroyed = {t["id"] for t in lab.sim.cluster.state_dump()["tasks"] if t["type"] == "vzdestroy"}
+    assert destroyed == {"3100"}, destroyed
+
+    _apply(lab, _policy(OLD))
+    status = lab.wait_policy(
+        "web", lambda s: s.get("readyReplicas") == 4 and s.get("updatedReplicas") == 4, "healed with the old template"
+    )
+    assert status["replicas"] == 4
+    assert _created_from(lab)[3100] == ["debian-12-standard_12.7-1_amd64.tar.zst"] * 2
