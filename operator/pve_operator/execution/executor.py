@@ -85,6 +85,16 @@ class TemplateNotFound(PveError):
     """The template volume is not on the target node's storage: creating there would only fail."""
 
 
+_CLONE_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_CLONE_LOCKS_GUARD = threading.Lock()
+
+
+def _clone_source_lock(node: str, vmid: int) -> threading.Lock:
+    """The process-wide lock of one template CT: its clones are made one after the other."""
+    with _CLONE_LOCKS_GUARD:
+        return _CLONE_LOCKS.setdefault((node, vmid), threading.Lock())
+
+
 class PolicyExecutor:
     """Runs actions for one policy. ``limiter`` is shared by all policies of the same pool."""
 
@@ -250,6 +260,16 @@ class PolicyExecutor:
         return f"created CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
 
     def _clone(
+        self, action: CreateContainer, blueprint: ContainerBlueprint, description: str, tags: frozenset[str], seed: str
+    ) -> None:
+        # pve-container's clone_vm sets the source's `disk` lock for the whole vzclone task: a second clone
+        # of the same template meanwhile fails with "CT is locked (disk)". Clones of one template therefore
+        # run one at a time in this process (a linked clone takes seconds); other creations still overlap.
+        assert blueprint.clone is not None
+        with _clone_source_lock(blueprint.clone.node, blueprint.clone.vmid):
+            self._clone_unlocked(action, blueprint, description, tags, seed)
+
+    def _clone_unlocked(
         self, action: CreateContainer, blueprint: ContainerBlueprint, description: str, tags: frozenset[str], seed: str
     ) -> None:
         """Clone the template CT (on its node, where placement put the new CT), then give the clone the
