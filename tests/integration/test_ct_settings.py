@@ -152,3 +152,25 @@ def test_mount_points_stable_macs_and_os_settings_are_created_as_pve_takes_them(
     assert other.succeeded, other.message
     other_mac = sim.proxmox().nodes(NODE).lxc(3101).config.get()["net0"].split("hwaddr=")[1].split(",")[0]
     assert other_mac.startswith("02:") and other_mac != mac
+
+
+def test_notes_and_tags_changed_by_hand_are_put_back_keeping_the_record_and_other_tags(pve_sim_server: Any) -> None:
+    from pve_operator.planning.actions import RestoreMarks
+
+    sim = pve_sim_server(time_scale=0.0)
+    run = executor(sim)
+    (created,) = run.apply(creates(1), blueprint_from(_settings()))
+    assert created.succeeded, created.message
+    api = sim.proxmox().nodes(NODE).lxc(3100)
+    record_line = next(
+        line for line in api.config.get()["description"].splitlines() if line.startswith("pve-operator:")
+    )
+    ours = sorted(t for t in api.config.get()["tags"].split(";") if t != "web")  # the ownership tags stay
+    api.config.put(description=f"scribbled\n{record_line}", tags=";".join([*ours, "pve-operator-pinned"]))
+    repair = RestoreMarks(3100, NODE, notes="Web frontends\nowned by team A", add_tags=frozenset({"web"}), reason="r")
+    (outcome,) = run.apply([repair], blueprint_from(_settings()))
+    assert outcome.succeeded, outcome.message
+    config = api.config.get()
+    assert config["description"].startswith("Web frontends\nowned by team A\n")
+    assert parse_record(config["description"]) is not None, "the ownership record is kept"
+    assert set(config["tags"].split(";")) == {*ours, "pve-operator-pinned", "web"}

@@ -16,6 +16,7 @@ from pve_operator.planning.actions import (
     DestroyContainer,
     RecordTemplate,
     RestoreConfig,
+    RestoreMarks,
     StartContainer,
 )
 from pve_operator.planning.ownership import (
@@ -186,6 +187,8 @@ class PolicyExecutor:
                     message = self._destroy(action)
                 elif isinstance(action, RecordTemplate):
                     message = self._record_template(action)
+                elif isinstance(action, RestoreMarks):
+                    message = self._restore_marks(action)
                 else:
                     message = self._restore_config(action)
             except PveError as exc:
@@ -379,6 +382,21 @@ class PolicyExecutor:
             action.node, action.vmid, {"description": format_description(stamped, description)}
         )
         return f"recorded template {action.template_hash} on CT {action.vmid}: {action.reason}"
+
+    def _restore_marks(self, action: RestoreMarks) -> str:
+        config = self._client.container_config(action.node, action.vmid)
+        self._prove_ownership(action.vmid, config)
+        changes: dict[str, Any] = {}
+        if action.notes is not None:
+            description = str(config.get("description") or "")
+            record = parse_record(description)
+            assert record is not None  # proven above
+            changes["description"] = format_description(record, action.notes)
+        if action.add_tags:
+            tags = normalize_tags(str(config.get("tags") or "")) | action.add_tags
+            changes["tags"] = ";".join(sorted(tags))
+        self._client.update_container_config(action.node, action.vmid, changes)
+        return f"restored {', '.join(sorted(changes))} on CT {action.vmid}: {action.reason}"
 
     def _restore_config(self, action: RestoreConfig) -> str:
         self._prove_ownership(action.vmid, self._client.container_config(action.node, action.vmid))

@@ -231,6 +231,8 @@ def intent_from(
         reserved_vmids=reserved_vmids,
         busy_vmids=busy_vmids,
         config_settings=hot_config_settings(policy),
+        notes=policy.template.description,
+        tags=ownership_tags(uid) | frozenset(t.lower() for t in policy.template.tags),
     )
 
 

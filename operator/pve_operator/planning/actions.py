@@ -66,6 +66,19 @@ class RecordTemplate:
 
 
 @dataclass(frozen=True)
+class RestoreMarks:
+    """Put back the policy's notes in the description (above the ownership record, which is kept) and the
+    tags it wants that are missing (tags others added are left alone)."""
+
+    vmid: int
+    node: str
+    notes: str | None = None
+    add_tags: frozenset[str] = frozenset()
+    reason: str = ""
+    kind: Literal["Repair"] = "Repair"
+
+
+@dataclass(frozen=True)
 class MigrateContainer:
     """Move a CT to ``target``. A running CT moves with a restart (LXC has no live migration), so it is
     down for the move; a stopped CT only has its volumes copied.
@@ -134,7 +147,7 @@ class RestoreContainer:
 #: What the balancing planner proposes (``pve_operator.planning.balancing``).
 BalanceAction = MigrateContainer | OffloadContainer | RestoreContainer
 
-Action = CreateContainer | StartContainer | DestroyContainer | RestoreConfig | RecordTemplate
+Action = CreateContainer | StartContainer | DestroyContainer | RestoreConfig | RecordTemplate | RestoreMarks
 
 
 def describe(action: BalanceAction, metric: UsageMeasure) -> str:

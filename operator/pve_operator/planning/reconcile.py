@@ -32,6 +32,7 @@ from pve_operator.planning.actions import (
     DestroyContainer,
     RecordTemplate,
     RestoreConfig,
+    RestoreMarks,
     StartContainer,
 )
 from pve_operator.planning.model import (
@@ -42,6 +43,7 @@ from pve_operator.planning.model import (
     UsageMeasure,
     WeightedMetric,
 )
+from pve_operator.planning.ownership import normalize_tags, remove_record
 from pve_operator.planning.placement import (
     ContainerDemand,
     NodeCandidate,
@@ -130,6 +132,10 @@ class PolicyIntent:
     #: Restart-class options compared like ``config_settings`` when a CT's config was read: written in
     #: place and, with RollingUpdate, the CT restarted within maxUnavailable to apply them.
     restart_settings: Mapping[str, str] = field(default_factory=dict)
+    #: The notes (template.description) and tags (ownership + template.tags) every CT should carry: Hot,
+    #: compared when a CT's config was read.
+    notes: str = ""
+    tags: frozenset[str] = frozenset()
 
     @property
     def demand(self) -> ContainerDemand:
@@ -287,6 +293,10 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             continue  # an offload or restore in flight: the balancer stops and starts it, not repair
         if obs.status is ContainerStatus.STOPPED and not item.offloaded:
             actions.append(StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again"))
+        if item.config is not None:
+            marks = _marks_drift(intent, item, obs.node)
+            if marks is not None:
+                actions.append(marks)
         if item.config is not None and not item.template_hash and intent.template_hash:
             actions.append(RecordTemplate(item.vmid, obs.node, intent.template_hash))
         changes: dict[str, int | str] = {}
@@ -430,6 +440,30 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         vmid_conflicts=tuple(sorted(conflicts, key=lambda c: c.index)),
         rule_refused=rule_refused,
         outdated=tuple(sorted(o.vmid for o in outdated)),
+    )
+
+
+def _marks_drift(intent: PolicyIntent, item: OwnedContainer, node: str) -> RestoreMarks | None:
+    """The notes or tags of a CT whose config was read that differ from the policy's, as one repair."""
+    assert item.config is not None
+    description = str(item.config.get("description") or "")
+    notes = remove_record(description).strip()
+    have_tags = normalize_tags(str(item.config.get("tags") or ""))
+    missing = frozenset(t for t in intent.tags if t not in have_tags)
+    notes_drift = notes != intent.notes.strip()
+    if not notes_drift and not missing:
+        return None
+    what = []
+    if notes_drift:
+        what.append("description notes")
+    if missing:
+        what.append(f"tag(s) {', '.join(sorted(missing))} missing")
+    return RestoreMarks(
+        item.vmid,
+        node,
+        notes=intent.notes if notes_drift else None,
+        add_tags=missing,
+        reason=f"{' and '.join(what)}: put back as the policy says",
     )
 
 

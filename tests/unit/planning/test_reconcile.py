@@ -428,3 +428,27 @@ def test_a_rollout_whose_creations_keep_failing_destroys_no_more_cts() -> None:
     # Setting the template back: the remaining CTs are current again, nothing is outdated.
     back = plan_reconcile(replace(ROLLING, template_hash="old"), lab(*[p.observation for p in rest]), rest)
     assert back.outdated == () and not [a for a in back.actions if isinstance(a, DestroyContainer)]
+
+
+def test_notes_and_missing_tags_are_put_back_when_the_config_was_read_and_other_tags_stay() -> None:
+    from pve_operator.planning.actions import RestoreMarks
+
+    record = "pve-operator:policy=apps/web;uid=uid-web;index=0;created=2026-11-23T10:00:00Z;sig=00"
+    config = {"description": f"edited by hand\n{record}\n", "tags": "pve-operator;pve-operator-pinned"}
+    read = [replace(owned(3100, "srv-px1", 0), config=config)]
+    intent = replace(INTENT, replicas=1, notes="Web frontends", tags=frozenset({"pve-operator", "web"}))
+    marks = [
+        a
+        for a in plan_reconcile(intent, lab(*[p.observation for p in read]), read).actions
+        if isinstance(a, RestoreMarks)
+    ]
+    assert len(marks) == 1
+    assert marks[0].notes == "Web frontends" and marks[0].add_tags == {"web"}
+    assert "description notes and tag(s) web missing" in marks[0].reason
+    # In place already: nothing to do (the user's own pinned tag is never removed).
+    fine = [replace(read[0], config={"description": f"Web frontends\n{record}\n", "tags": "pve-operator;web;x"})]
+    assert not [
+        a
+        for a in plan_reconcile(intent, lab(*[p.observation for p in fine]), fine).actions
+        if isinstance(a, RestoreMarks)
+    ]
