@@ -97,3 +97,25 @@ def test_crs_auto_rebalance_is_read_from_datacenter_cfg(pve_sim_server: Any) -> 
     plain = pve_sim_server(ha_scenario({201: "srv-px1"}, crs={"ha": "static", "haAutoRebalance": True}), time_scale=0.0)
     plain_client = executor(plain)._client
     assert read_ha_facts(plain_client, plain_client.snapshot(0.0)).auto_rebalance is False
+
+
+def test_on_pve_8_without_ha_rules_the_ha_groups_place_the_cts(pve_sim_server: Any) -> None:
+    """PVE 8 answers GET /cluster/ha/rules with 501 (rules came with pve-ha-manager 5.0): the balancing cycle
+    must not fail on it; HA groups, which place CTs there, count as rules (ha-group-<group>)."""
+    scenario = ha_scenario(
+        {201: "srv-px1", 202: "srv-px1"},
+        ha=[201, 202],
+        groups=[{"group": "pinned", "nodes": ["srv-px1"], "restricted": True}],
+        resource_options={201: {"group": "pinned"}},
+    )
+    sim = pve_sim_server(scenario, time_scale=0.0)
+    sim.cluster.faults.add_request_fault(
+        method="GET",
+        path_regex="^/cluster/ha/rules$",
+        status=501,
+        message="Method 'GET /cluster/ha/rules' not implemented",
+    )
+    client = executor(sim)._client
+    facts = read_ha_facts(client, client.snapshot(0.0))
+    assert not sim.cluster.faults.describe()["request_faults"], "GET /cluster/ha/rules was answered with the 501"
+    assert dict(facts.rule_of) == {201: "ha-group-pinned"}

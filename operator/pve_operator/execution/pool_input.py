@@ -33,7 +33,7 @@ from pve_operator.planning.model import ClusterSnapshot, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG, ForeignClaim, OwnershipKey, OwnershipRecord
 from pve_operator.planning.topology import TopologyInputs, TopologyRules, pool_labels, rules_for
 from pve_operator.pve.client import PveClient
-from pve_operator.pve.errors import PvePermissionError
+from pve_operator.pve.errors import PveAuthenticationError, PveError, PvePermissionError, PveUnreachable
 
 #: A policy annotation that pins all its CTs (never migrated or offloaded), like the pinned tag per CT.
 PINNED_ANNOTATION = f"{GROUP}/pinned"
@@ -91,6 +91,17 @@ def read_ha_facts(client: PveClient, snapshot: ClusterSnapshot) -> HaFacts:
                     rule_of.setdefault(int(vmid), str(rule.get("rule") or "?"))
     except PvePermissionError:
         pass
+    except (PveUnreachable, PveAuthenticationError):
+        raise
+    except PveError:
+        # PVE 8 has no HA rules (pve-ha-manager 5.0 turned HA groups into rules): its groups place CTs.
+        try:
+            for resource in client.ha_resources():
+                kind, _, vmid = str(resource.get("sid") or "").partition(":")
+                if kind == "ct" and vmid.isdigit() and resource.get("group"):
+                    rule_of.setdefault(int(vmid), f"ha-group-{resource['group']}")
+        except PvePermissionError:
+            pass
     try:
         crs = client.cluster_options().get("crs") or {}
     except PvePermissionError:
