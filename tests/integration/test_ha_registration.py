@@ -68,8 +68,11 @@ def test_the_fleet_is_registered_with_rules_pve_accepts_and_only_what_the_operat
     assert sorted(sid for r in apart for sid in r["resources"].split(",")) == [f"ct:{v}" for v in range(3100, 3104)]
     assert "ct:3104" not in rules[f"{prefix}-nodes"]["resources"]
 
-    # Planning again on what PVE now holds changes nothing.
-    assert read_and_plan(client, intent(HaSpec(max_relocate=2)), vmids).changes == 0
+    # Planning again on what PVE now holds changes nothing, and says what the operator holds (status.ha).
+    again = read_and_plan(client, intent(HaSpec(max_relocate=2)), vmids)
+    assert again.changes == 0 and again.foreign_resources == ("ct:3104",)
+    assert again.registered == tuple(f"ct:{v}" for v in range(3100, 3104))
+    assert again.rules == tuple(sorted([f"{prefix}-nodes", *(r["rule"] for r in apart)]))
 
     api.cluster.ha.rules.post(rule="dba-node", type="node-affinity", nodes="srv-px3", resources="ct:3104", strict=0)
     removal = read_and_plan(client, intent(None), vmids)

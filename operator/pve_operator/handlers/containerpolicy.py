@@ -61,7 +61,7 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.actions import Action, CreateContainer, DestroyContainer, RecordTemplate
-from pve_operator.planning.ha_registration import HaIntent, wanted
+from pve_operator.planning.ha_registration import HaIntent, ha_intent
 from pve_operator.planning.model import pool_measure
 from pve_operator.planning.ownership import (
     ownership_tags,
@@ -81,7 +81,7 @@ from pve_operator.planning.reconcile import (
     plan_reconcile,
     pve_setting,
 )
-from pve_operator.planning.topology import HOSTNAME_LABEL, TopologyInputs, pool_labels, rules_for
+from pve_operator.planning.topology import TopologyInputs, pool_labels, rules_for
 from pve_operator.planning.vmid_ranges import (
     PolicyVmidRange,
     VmidRangeOverlap,
@@ -765,44 +765,27 @@ def register_ha(
 ) -> tuple[dict[str, Any] | None, PveError | None]:
     """Keep the policy's HA resources and rules (spec.ha) in PVE: ``(status.ha, the PVE error or None)``.
     Without spec.ha and with nothing registered before (status.ha absent), nothing is read."""
-    namespace, name, uid = identity
+    namespace, name, _ = identity
     if (policy.ha is None or not policy.ha.enabled) and not status.get("ha"):
         return None, None
-    rules = intent.topology
-    weights = policy.effective_node_weights(pool)
-    hard = [s for s in rules.spread if s.hard] if rules is not None else []
-    ha_intent = HaIntent(
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        spec=policy.ha,
-        allowed_nodes=tuple(
-            n for n in pool.node_names if weights.get(n, 0) > 0 and (rules is None or rules.affinity_refusal(n) is None)
-        ),
-        strict=bool(policy.placement.node_affinity and policy.placement.node_affinity.required),
-        spread_over_nodes=any(s.topology_key == HOSTNAME_LABEL for s in hard),
-        other_spread_keys=tuple(sorted({s.topology_key for s in hard if s.topology_key != HOSTNAME_LABEL})),
+    required = policy.placement.node_affinity.required if policy.placement.node_affinity else None
+    intent_ha = ha_intent(
+        identity, policy.ha, policy.effective_node_weights(pool), intent.topology, strict=required is not None
     )
     vmids = {o.index: o.vmid for o in owned if o.observation is not None and o.verified}
     try:
-        plan = read_and_plan(client, ha_intent, vmids)
+        plan = read_and_plan(client, intent_ha, vmids)
         done = apply_ha(client, plan)
     except PveError as exc:
         return dict(status.get("ha") or {}) or None, exc
     for line in done:
         log.info("ContainerPolicy %s/%s: %s", namespace, name, line)
-    foreign = set(plan.foreign_resources)
-    ours = {i: v for i, v in vmids.items() if f"ct:{v}" not in foreign}
-    kept = wanted(ha_intent, ours)
-    registered = len(kept[0])
-    if not registered and not kept[1]:
+    if not plan.registered and not plan.rules:
         return None, None
     message = "; ".join([*done[-3:], *plan.notes]) or "in place"
     if plan.foreign_resources:
         message += f"; {', '.join(plan.foreign_resources)} registered by someone else: left as they are"
-    return PolicyHaStatus(
-        resources=registered, rules=tuple(r.rule for r in kept[1]), message=message[:1024]
-    ).to_dict(), None
+    return PolicyHaStatus(resources=len(plan.registered), rules=plan.rules, message=message[:1024]).to_dict(), None
 
 
 def _failure_condition(failures: list[Outcome]) -> tuple[ConditionReason, str]:

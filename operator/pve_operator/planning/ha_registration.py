@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pve_operator.api.v1alpha1 import HaSpec
+from pve_operator.planning.topology import HOSTNAME_LABEL, TopologyRules
 
 #: Most CTs in one negative resource-affinity rule below the node count (see the module docstring).
 MIN_GROUP = 2
@@ -94,6 +95,9 @@ class HaPlan:
     foreign_resources: tuple[str, ...] = ()
     #: What the rules cannot express (a spread over racks or zones), for the policy's status.
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: Once applied: the operator's HA resources (SIDs) and rule IDs for the policy.
+    registered: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
 
     @property
     def changes(self) -> int:
@@ -126,6 +130,32 @@ class HaIntent:
     spread_over_nodes: bool = False
     #: Spread keys PVE's rules cannot express.
     other_spread_keys: tuple[str, ...] = ()
+
+
+def ha_intent(
+    identity: tuple[str, str, str],
+    spec: HaSpec | None,
+    node_weights: Mapping[str, int],
+    rules: TopologyRules | None,
+    *,
+    strict: bool,
+) -> HaIntent:
+    """The policy's side of the registration: the nodes it may use (weight above 0, allowed by its
+    required node affinity), in pool order, and which of its spreads PVE's rules can express."""
+    namespace, name, uid = identity
+    hard = [s for s in rules.spread if s.hard] if rules is not None else []
+    return HaIntent(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        spec=spec,
+        allowed_nodes=tuple(
+            n for n, w in node_weights.items() if w > 0 and (rules is None or rules.affinity_refusal(n) is None)
+        ),
+        strict=strict,
+        spread_over_nodes=any(s.topology_key == HOSTNAME_LABEL for s in hard),
+        other_spread_keys=tuple(sorted({s.topology_key for s in hard if s.topology_key != HOSTNAME_LABEL})),
+    )
 
 
 def wanted(intent: HaIntent, vmids_by_index: Mapping[int, int]) -> tuple[list[WantedResource], list[WantedRule]]:
@@ -230,6 +260,8 @@ def plan_ha(
         delete_resources=delete_resources,
         foreign_resources=tuple(sorted(foreign)),
         notes=notes,
+        registered=tuple(sorted(r.sid for r in want_resources if r.sid not in foreign)),
+        rules=tuple(sorted(kept)),
     )
 
 

@@ -181,3 +181,22 @@ def test_required_affinity_places_only_on_matching_nodes() -> None:
     candidates = [NodeCandidate(build_node(name), weight=1) for name in RACKS]
     result = place(range(4), candidates, DEMAND, metric=Metric.MEMORY, ceiling_fraction=0.9, rules=r)
     assert set(result.nodes) == {"srv-px3", "srv-px4"}  # NotIn r1 includes px4, which has no rack label
+
+
+def test_the_ha_registration_uses_the_nodes_the_policy_may_use_and_says_what_pve_cannot_express() -> None:
+    from pve_operator.api.v1alpha1 import HaSpec
+    from pve_operator.planning.ha_registration import ha_intent
+
+    placement = {
+        **required({"key": "zone", "operator": "In", "values": ["a"]}),
+        "topologySpreadConstraints": [
+            {"topologyKey": HOSTNAME_LABEL, "maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"},
+            {"topologyKey": "topology.pve/rack", "maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"},
+        ],
+    }
+    r = rules(placement)
+    weights = {"srv-px1": 1, "srv-px2": 1, "srv-px3": 0, "srv-px4": 1}
+    intent = ha_intent(("apps", "web", "uid"), HaSpec(), weights, r, strict=True)
+    # srv-px2 and srv-px4 are zone b, srv-px3 weighs 0: only srv-px1 is left.
+    assert intent.allowed_nodes == ("srv-px1",) and intent.strict
+    assert intent.spread_over_nodes and intent.other_spread_keys == ("topology.pve/rack",)
