@@ -3,7 +3,8 @@
 Changing ``spec.template.ostemplate`` (a Recreate-class field) of a running 4-CT policy recreates the CTs
 one at a time (``maxUnavailable: 1``): each comes back with its index, VMID and host name and the new
 template, never more than one CT is missing or down, and the status counts updatedReplicas up to 4. A
-hot change (memory) in the same run is applied in place, and OnDelete leaves outdated CTs alone.
+hot change (memory) in the same run is applied in place, and OnDelete leaves outdated CTs alone. With
+``maxUnavailable: 0, maxSurge: 1`` every CT keeps running: a new one runs before an old one goes.
 """
 
 from __future__ import annotations
@@ -144,3 +145,39 @@ def test_a_template_that_cannot_be_created_stops_the_rollout_after_one_ct_and_se
     )
     assert status["replicas"] == 4
     assert _created_from(lab)[3100] == ["debian-12-standard_12.7-1_amd64.tar.zst"] * 2
+
+
+def test_a_surge_rollout_keeps_every_ct_running_and_never_more_than_one_extra(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """maxUnavailable 0, maxSurge 1: a CT with the new template is created and running before an outdated one
+    is destroyed, so 4 CTs run at every sample and there are never more than 5."""
+    lab = _lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    surge = {"type": "RollingUpdate", "maxUnavailable": 0, "maxSurge": 1}
+    _apply(lab, _policy(OLD, strategy=surge))
+    status = lab.wait_policy("web", ready_replicas(4), "4 CTs running")
+    old_hash = status["templateHash"]
+
+    _apply(lab, _policy(NEW, strategy=surge))
+    lab.wait_policy("web", lambda s: s.get("templateHash") not in (None, old_hash), "the new template seen")
+    worst = {"running": 4, "cts": 4}
+
+    def rolled() -> bool:
+        cts = lab.managed_cts()
+        running = sum(1 for ct in cts if ct["status"] == "running" and not ct.get("lock"))
+        worst["running"] = min(worst["running"], running)
+        worst["cts"] = max(worst["cts"], len(cts))
+        current = lab.status("containerpolicy", "web")
+        return current.get("updatedReplicas") == 4 and len(cts) == 4 and running == 4
+
+    wait_for(rolled, timeout_s=300, interval_s=0.3, what="every CT replaced by one with the new template")
+    assert worst["running"] >= 4, f"maxUnavailable 0, but only {worst['running']} CTs ran at one sample"
+    assert worst["cts"] <= 5, f"maxSurge 1, but {worst['cts']} CTs existed at once"
+    created = _created_from(lab)
+    new_file = "debian-13-standard_13.1-2_amd64.tar.zst"
+    assert sum(1 for files in created.values() for f in files if f == new_file) == 4, created
+    assert len({ct["vmid"] for ct in lab.managed_cts()}) == 4
+    status = lab.status("containerpolicy", "web")
+    surged = [a for a in status.get("recentActions") or [] if "rolling update surge" in a["reason"]]
+    assert surged, "the creations say they are the rollout's surge"
+    lab.wait_condition("containerpolicy", "web", "Progressing", "False", "Reconciled")

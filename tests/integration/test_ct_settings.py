@@ -174,3 +174,36 @@ def test_notes_and_tags_changed_by_hand_are_put_back_keeping_the_record_and_othe
     assert config["description"].startswith("Web frontends\nowned by team A\n")
     assert parse_record(config["description"]) is not None, "the ownership record is kept"
     assert set(config["tags"].split(";")) == {*ours, "pve-operator-pinned", "web"}
+
+
+def test_a_nic_changed_by_hand_is_put_back_hot_with_its_mac_and_a_nic_added_by_hand_is_removed(
+    pve_sim_server: Any,
+) -> None:
+    from pve_operator.handlers.containerpolicy import network_settings
+    from pve_operator.planning.actions import RestoreConfig
+    from pve_operator.planning.reconcile import network_drift
+
+    sim = pve_sim_server(time_scale=0.0)
+    run = executor(sim)
+    spec = _settings()
+    (created,) = run.apply(creates(1), blueprint_from(spec))
+    assert created.succeeded, created.message
+    api = sim.proxmox().nodes(NODE).lxc(3100)
+    assert api.status.current.get()["status"] == "running"
+    before = api.config.get()
+    mac = before["net0"].split("hwaddr=")[1].split(",")[0]
+    api.config.put(
+        net0=before["net0"].replace("mtu=1450", "mtu=1500") + ",firewall=1,tag=30",
+        net2="name=eth2,bridge=vmbr0,ip=dhcp",
+    )
+    changed = api.config.get()
+    writes, extra, was = network_drift(network_settings(spec), changed)
+    assert set(writes) == {"net0"} and extra == ["net2"], (writes, extra)
+    repair = RestoreConfig(3100, NODE, {**writes, "delete": ",".join(extra)}, "; ".join(was))
+    (outcome,) = run.apply([repair], blueprint_from(spec))
+    assert outcome.succeeded, outcome.message
+    after = api.config.get(current=1)
+    assert "net2" not in after, "hot-unplugged from the running CT"
+    assert network_drift(network_settings(spec), after) == ({}, [], []), after
+    assert f"hwaddr={mac}" in after["net0"], "the NIC keeps its MAC"
+    assert api.status.current.get()["status"] == "running", "applied hot: no restart"

@@ -100,6 +100,7 @@ from pve_operator.pve.params import (
     MountPoint,
     NetworkInterface,
     features_property,
+    net_property,
     startup_property,
 )
 from pve_operator.runtime import (
@@ -211,6 +212,7 @@ def intent_from(
         template_hash=template_hash(policy.template),
         restart_settings=restart_config_settings(policy),
         rollout_max_unavailable=policy.update_strategy.max_unavailable if rolling else None,
+        rollout_max_surge=policy.update_strategy.max_surge if rolling and policy.replicas is not None else 0,
         rollout_paused=rollout_paused,
         topology=rules_for(policy.placement, pool_labels(pool), TopologyInputs(weights, online_nodes)),
         policy_uid=uid,
@@ -231,6 +233,7 @@ def intent_from(
         reserved_vmids=reserved_vmids,
         busy_vmids=busy_vmids,
         config_settings=hot_config_settings(policy),
+        networks=network_settings(policy),
         notes=policy.template.description,
         tags=ownership_tags(uid) | frozenset(t.lower() for t in policy.template.tags),
     )
@@ -290,6 +293,12 @@ def hot_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
         "cpulimit": pve_setting(t.cpu_limit),
         "cpuunits": pve_setting(t.cpu_units),
     }
+
+
+def network_settings(policy: ContainerPolicySpec) -> tuple[str, ...]:
+    """``net0``, ``net1``, ... as the policy creates them, without the MAC: what the drift sweep compares
+    (Hot: PVE hot-plugs a NIC change on a running CT)."""
+    return tuple(net_property(nic) for nic in blueprint_from(policy).networks)
 
 
 # -- VMID ranges of the other policies on the same Proxmox VE cluster ---------------------------

@@ -95,8 +95,8 @@ def policy_conditions(facts: PolicyCycleFacts) -> list[ConditionUpdate]:
                 ConditionType.PROGRESSING,
                 ConditionStatus.TRUE,
                 ConditionReason.ROLLING_UPDATE,
-                f"rolling update: {facts.desired - facts.outdated} of {facts.desired} CTs have the current template; "
-                f"{facts.outdated} to recreate ({running} running)",
+                f"rolling update: {facts.outdated} CT(s) with an older template to replace; {len(facts.statuses)} CTs "
+                f"exist for {facts.desired} wanted ({running} running)",
             )
         )
     elif not ready:

@@ -13,7 +13,7 @@ needs (desired count, why growth stopped, why placement failed). The rules:
   offload's job, not the generator's).
 * Repair: a stopped CT of ours is started unless the operator offloaded it on purpose; memory or
   cores changed behind our back are put back (from the snapshot), and so are the other hot settings
-  (swap, onboot, startup, protection, cpulimit, cpuunits) of the CTs whose config this cycle read
+  (swap, onboot, startup, protection, cpulimit, cpuunits, the NICs) of the CTs whose config this cycle read
   (``OwnedContainer.config``: a few CTs per cycle, in turn). Locked CTs, CTs PVE does not yet report
   (``unknown``) and CTs in the pool's balancing journal (being migrated, offloaded or restored) are
   left alone this cycle.
@@ -127,6 +127,9 @@ class PolicyIntent:
     template_hash: str = ""
     #: RollingUpdate's maxUnavailable; None for OnDelete (outdated CTs are left).
     rollout_max_unavailable: int | None = None
+    #: RollingUpdate's maxSurge (count mode only): CTs created above ``replicas`` while CTs are outdated,
+    #: each outdated CT destroyed once the others keep ``replicas - maxUnavailable`` available.
+    rollout_max_surge: int = 0
     #: Creations keep failing (backoff): a rollout destroys no more CTs until they succeed (RolloutStuck).
     rollout_paused: bool = False
     #: Restart-class options compared like ``config_settings`` when a CT's config was read: written in
@@ -136,6 +139,9 @@ class PolicyIntent:
     #: compared when a CT's config was read.
     notes: str = ""
     tags: frozenset[str] = frozenset()
+    #: ``net0``, ``net1``, ... as the policy creates them (PVE property strings without ``hwaddr``): Hot,
+    #: compared key by key (:data:`MANAGED_NET_KEYS`) when a CT's config was read; None: not compared.
+    networks: tuple[str, ...] | None = None
 
     @property
     def demand(self) -> ContainerDemand:
@@ -267,11 +273,21 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         desired = intent.replicas or 0
 
     actions: list[Action] = []
-    # Scale down: newest first (creation time, then index).
+    outdated = [
+        o for o in present if o.template_hash and intent.template_hash and o.template_hash != intent.template_hash
+    ]
+    rolling = intent.rollout_max_unavailable is not None and not intent.rollout_paused and intent.fill is None
+    # Scale down: newest first (creation time, then index); while a rollout has outdated CTs (a surge CT
+    # made the surplus, or replicas went down mid-rollout), outdated CTs go first, within maxUnavailable.
     surplus = len(present) - desired
     removed: set[int] = set()
     if surplus > 0:
-        for victim, why in _scale_down_victims(intent, present, surplus):
+        victims = (
+            _surge_victims(intent, present, outdated, desired, surplus)
+            if intent.rollout_max_unavailable is not None and outdated
+            else _scale_down_victims(intent, present, surplus)
+        )
+        for victim, why in victims:
             obs = victim.observation
             assert obs is not None
             removed.add(victim.vmid)
@@ -321,6 +337,11 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
                     changes[key] = "0"
                 else:
                     unset.append(key)
+            if intent.networks is not None:
+                nets, extra_nets, net_was = network_drift(intent.networks, item.config)
+                changes.update(nets)
+                unset += extra_nets
+                was += net_was
             if unset:
                 changes["delete"] = ",".join(unset)
         if changes:
@@ -347,9 +368,6 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
                 when = "restart to apply" if restart else "applied at the CT's next start"
                 actions.append(RestoreConfig(item.vmid, obs.node, writes, f"{listed} ({when})", restart=restart))
 
-    outdated = [
-        o for o in present if o.template_hash and intent.template_hash and o.template_hash != intent.template_hash
-    ]
     if outdated and intent.rollout_max_unavailable is not None and surplus <= 0 and not intent.rollout_paused:
         actions += _rollout(intent, present, outdated, removed, budget)
 
@@ -364,8 +382,12 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
 
     conflicts = [c for item in present if item.vmid not in removed if (c := conflict(item.index, item.vmid))]
 
-    # Creations: missing CTs get the lowest free indices.
-    missing = desired - len(present)
+    # Creations: missing CTs get the lowest free indices. A surge (count mode, RollingUpdate) adds up to
+    # maxSurge CTs above replicas while CTs are outdated, counting the CTs destroyed this cycle as present.
+    surge = 0
+    if rolling and intent.rollout_max_surge > 0:
+        surge = min(intent.rollout_max_surge, sum(1 for o in outdated if o.vmid not in removed))
+    missing = desired + surge - len(present)
     refusals: Mapping[str, str] = {}
     rule_refused: frozenset[str] = frozenset()
     unplaced = 0
@@ -407,17 +429,20 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             placed_indices, intent.vmid_range, set(snapshot.used_vmids()), reserved=intent.reserved_vmids
         )
         conflicts += [c for index in placed_indices if (c := conflict(index, vmids.get(index)))]
-        for index, node in zip(placed_indices, placement.nodes, strict=True):
+        for made, (index, node) in enumerate(zip(placed_indices, placement.nodes, strict=True)):
             if index not in vmids:
                 break
-            why = "replace a missing CT" if index < highest_index else "scale up"
+            if len(present) + made >= desired:
+                reason = (
+                    f"rolling update surge: a CT with the new template before an outdated one goes "
+                    f"({len(outdated)} outdated, maxSurge {intent.rollout_max_surge})"
+                )
+            else:
+                why = "replace a missing CT" if index < highest_index else "scale up"
+                reason = f"{why}: {len(present)} of {desired} exist"
             actions.append(
                 CreateContainer(
-                    vmid=vmids[index],
-                    node=node,
-                    index=index,
-                    hostname=intent.hostname_for(index),
-                    reason=f"{why}: {len(present)} of {desired} exist",
+                    vmid=vmids[index], node=node, index=index, hostname=intent.hostname_for(index), reason=reason
                 )
             )
         unplaced = missing - min(placement.placed, len(vmids))
@@ -441,6 +466,48 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         rule_refused=rule_refused,
         outdated=tuple(sorted(o.vmid for o in outdated)),
     )
+
+
+MANAGED_NET_KEYS = ("name", "bridge", "ip", "gw", "tag", "firewall", "ip6", "gw6", "mtu", "rate")
+"""The keys of a ``netN`` property string the policy decides; the others (``hwaddr``, ``type``, ``trunks``,
+``link_down``, ...) are PVE's or the admin's and kept as they are when a NIC is repaired."""
+
+
+def parse_net(value: object) -> dict[str, str]:
+    """A ``netN`` property string (``name=eth0,bridge=vmbr0,...``) as key -> value, in order."""
+    parsed: dict[str, str] = {}
+    for part in str(value or "").split(","):
+        key, _, text = part.partition("=")
+        if key:
+            parsed[key.strip()] = text.strip()
+    return parsed
+
+
+def network_drift(wanted: Sequence[str], config: Mapping[str, object]) -> tuple[dict[str, str], list[str], list[str]]:
+    """The NICs of a CT's config that differ from the policy's: (netN -> the value to write, the netN keys to
+    delete, what changed, for the reason). A repaired NIC keeps its MAC and the keys the policy does not
+    manage; a ``netN`` beyond the policy's NICs is removed (the policy lists every NIC of its CTs)."""
+    writes: dict[str, str] = {}
+    was: list[str] = []
+    for i, text in enumerate(wanted):
+        want = parse_net(text)
+        have = parse_net(config.get(f"net{i}"))
+        differing = [k for k in MANAGED_NET_KEYS if pve_setting(want.get(k)) != pve_setting(have.get(k))]
+        if not differing:
+            continue
+        kept = {k: v for k, v in have.items() if k not in MANAGED_NET_KEYS}
+        writes[f"net{i}"] = ",".join(f"{k}={v}" for k, v in {**want, **kept}.items())
+        was.append(
+            f"net{i} " + ", ".join(f"{k} {have.get(k) or 'unset'}→{want.get(k) or 'unset'}" for k in differing)
+            if have
+            else f"net{i} missing"
+        )
+    extra = sorted(
+        (key for key in config if key.startswith("net") and key[3:].isdigit() and int(key[3:]) >= len(wanted)),
+        key=lambda key: int(key[3:]),
+    )
+    was += [f"{key} not in the policy" for key in extra]
+    return writes, extra, was
 
 
 def _marks_drift(intent: PolicyIntent, item: OwnedContainer, node: str) -> RestoreMarks | None:
@@ -518,6 +585,50 @@ def _rollout(
             )
         )
     return actions
+
+
+def _surge_victims(
+    intent: PolicyIntent,
+    present: Sequence[OwnedContainer],
+    outdated: Sequence[OwnedContainer],
+    desired: int,
+    surplus: int,
+) -> list[tuple[OwnedContainer, str]]:
+    """A rollout's surplus (surge CTs made it, or replicas went down mid-rollout): outdated CTs go first,
+    lowest index first, an available one (running, or offloaded on purpose) only while the rest keep
+    ``replicas - maxUnavailable`` available; the rest of the surplus (current CTs) as scale-down chooses."""
+    assert intent.rollout_max_unavailable is not None
+    floor = desired - intent.rollout_max_unavailable
+
+    def available(o: OwnedContainer) -> bool:
+        return o.observation is not None and (o.observation.running or o.offloaded)
+
+    left = sum(1 for o in present if available(o))
+    chosen: list[tuple[OwnedContainer, str]] = []
+    for item in sorted(outdated, key=lambda o: o.index):
+        obs = item.observation
+        assert obs is not None
+        if len(chosen) >= surplus:
+            break
+        if obs.lock or item.vmid in intent.busy_vmids or not item.verified or obs.status is ContainerStatus.UNKNOWN:
+            continue
+        if available(item):
+            if left - 1 < floor:
+                continue
+            left -= 1
+        chosen.append(
+            (
+                item,
+                f"rolling update: outdated (template {item.template_hash}, now {intent.template_hash}); "
+                f"{left} of {desired} CTs stay available (maxUnavailable {intent.rollout_max_unavailable})",
+            )
+        )
+    outdated_vmids = {o.vmid for o in outdated}
+    current = [o for o in present if o.vmid not in outdated_vmids]
+    if len(chosen) < surplus and len(current) > desired:
+        # More current CTs than replicas (replicas went down mid-rollout): the usual choice among them.
+        chosen += _scale_down_victims(intent, current, len(current) - desired)[: surplus - len(chosen)]
+    return chosen
 
 
 def _scale_down_victims(

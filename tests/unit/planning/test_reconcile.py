@@ -19,6 +19,7 @@ from pve_operator.planning.reconcile import (
     GrowthStop,
     OwnedContainer,
     PolicyIntent,
+    parse_net,
     plan_reconcile,
     pool_used_fraction,
     pve_setting,
@@ -452,3 +453,79 @@ def test_notes_and_missing_tags_are_put_back_when_the_config_was_read_and_other_
         for a in plan_reconcile(intent, lab(*[p.observation for p in fine]), fine).actions
         if isinstance(a, RestoreMarks)
     ]
+
+
+SURGING = replace(ROLLING, rollout_max_unavailable=0, rollout_max_surge=1)
+
+
+def test_a_surge_rollout_creates_a_new_ct_first_and_destroys_an_outdated_one_only_once_it_runs() -> None:
+    present = [_stamped(3100 + i, "srv-px1", i, "old") for i in range(4)]
+    first = plan_reconcile(SURGING, lab(*[p.observation for p in present]), present)
+    assert not [a for a in first.actions if isinstance(a, DestroyContainer)], "maxUnavailable 0: nothing goes first"
+    made = creates(first.actions)
+    assert [(a.vmid, a.index, a.hostname) for a in made] == [(3104, 4, "ct-web-04")], "the lowest free index"
+    assert "rolling update surge" in made[0].reason
+
+    # The surge CT exists but is not running yet: all four old CTs stay (4 available = the floor).
+    starting = replace(_stamped(3104, "srv-px2", 4, "new"), created_at="2026-11-23T11:00:00Z")
+    starting = replace(starting, observation=replace(starting.observation, status=ContainerStatus.STOPPED))
+    waiting = plan_reconcile(SURGING, lab(*[p.observation for p in [*present, starting]]), [*present, starting])
+    assert not [a for a in waiting.actions if isinstance(a, DestroyContainer)]
+    assert not creates(waiting.actions), "replicas + maxSurge CTs exist"
+
+    # Once it runs, the lowest outdated index goes (not the newest CT, as a plain scale-down would choose).
+    running = replace(starting, observation=replace(starting.observation, status=ContainerStatus.RUNNING))
+    fleet = [*present, running]
+    nxt = plan_reconcile(SURGING, lab(*[p.observation for p in fleet]), fleet)
+    assert [a.vmid for a in nxt.actions if isinstance(a, DestroyContainer)] == [3100]
+    assert not creates(nxt.actions), "the CT being destroyed still counts: never more than replicas + maxSurge"
+
+
+def test_a_surge_never_exceeds_the_outdated_cts_and_stops_with_the_rollout() -> None:
+    present = [_stamped(3100 + i, "srv-px1", i, "new") for i in range(3)] + [_stamped(3103, "srv-px1", 3, "old")]
+    wide = plan_reconcile(replace(SURGING, rollout_max_surge=3), lab(*[p.observation for p in present]), present)
+    assert len(creates(wide.actions)) == 1, "one outdated CT left: one surge CT, not three"
+    paused = plan_reconcile(replace(SURGING, rollout_paused=True), lab(*[p.observation for p in present]), present)
+    assert not creates(paused.actions), "creations keep failing: no more surge CTs"
+    current = [_stamped(3100 + i, "srv-px1", i, "new") for i in range(4)]
+    done = plan_reconcile(SURGING, lab(*[p.observation for p in current]), current)
+    assert not done.actions, "nothing outdated: no surge"
+
+
+def test_nic_drift_is_repaired_in_place_keeping_the_mac_and_unmanaged_keys_and_extra_nics_go() -> None:
+    wanted = ("name=eth0,bridge=vmbr0,ip=dhcp,tag=20,firewall=1", "name=eth1,bridge=vmbr1,ip=10.0.0.5/24,mtu=9000")
+    config = {
+        # Bridge and VLAN changed by hand, firewall dropped; PVE's hwaddr and type and an admin's trunks stay.
+        "net0": "name=eth0,bridge=vmbr9,hwaddr=BC:24:11:00:00:01,ip=dhcp,tag=30,trunks=5;6,type=veth",
+        "net1": "name=eth1,bridge=vmbr1,hwaddr=BC:24:11:00:00:02,ip=10.0.0.5/24,mtu=9000,type=veth",
+        "net2": "name=eth2,bridge=vmbr0,hwaddr=BC:24:11:00:00:03,ip=dhcp,type=veth",
+    }
+    item = replace(owned(3100, "srv-px1", 0), config=config)
+    plan = plan_reconcile(replace(INTENT, replicas=1, networks=wanted), lab(item.observation), [item])
+    [repair] = [a for a in plan.actions if isinstance(a, RestoreConfig)]
+    assert parse_net(repair.changes["net0"]) == {
+        "name": "eth0",
+        "bridge": "vmbr0",
+        "ip": "dhcp",
+        "tag": "20",
+        "firewall": "1",
+        "hwaddr": "BC:24:11:00:00:01",
+        "trunks": "5;6",
+        "type": "veth",
+    }
+    assert "net1" not in repair.changes, "net1 matches: not rewritten"
+    assert repair.changes["delete"] == "net2"
+    assert "net0 bridge vmbr9→vmbr0, tag 30→20, firewall unset→1" in repair.reason
+    assert "net2 not in the policy" in repair.reason
+
+    same = {"net0": "name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:00:00:01,ip=dhcp,tag=20,type=veth"}
+    clean = replace(item, config={**same, "net1": config["net1"]})
+    assert not plan_reconcile(replace(INTENT, replicas=1, networks=wanted), lab(item.observation), [clean]).actions
+    # A NIC missing from the config is written whole.
+    missing = replace(item, config=same)
+    [add] = [
+        a
+        for a in plan_reconcile(replace(INTENT, replicas=1, networks=wanted), lab(item.observation), [missing]).actions
+        if isinstance(a, RestoreConfig)
+    ]
+    assert add.changes == {"net1": wanted[1]} and "net1 missing" in add.reason

@@ -1,7 +1,9 @@
 """Rolling updates over random fleets (hypothesis, derandomized): whatever the mix of current, outdated,
 stopped, offloaded, locked and missing CTs, a cycle's plan never takes the policy below
 ``replicas - maxUnavailable`` available CTs, never destroys a current CT for the rollout, never goes beyond
-``replicas`` CTs, and destroys nothing while the rollout is paused (creations failing)."""
+``replicas + maxSurge`` CTs, and destroys nothing while the rollout is paused (creations failing). A whole
+rollout, cycle after cycle with CTs that take a cycle or more to start, keeps both bounds at every step and
+ends with every CT current."""
 
 from __future__ import annotations
 
@@ -37,11 +39,13 @@ def fleets(draw: st.DrawFn) -> tuple[PolicyIntent, list[OwnedContainer]]:
         )
         offloaded = status is ContainerStatus.STOPPED and draw(st.booleans())
         present.append(replace(item, template_hash=draw(st.sampled_from(["new", "old", "old"])), offloaded=offloaded))
+    max_unavailable, max_surge = draw(st.sampled_from([(1, 0), (2, 0), (3, 0), (0, 1), (0, 2), (1, 1), (2, 3)]))
     intent = replace(
         INTENT,
         replicas=replicas,
         template_hash="new",
-        rollout_max_unavailable=draw(st.integers(1, 3)),
+        rollout_max_unavailable=max_unavailable,
+        rollout_max_surge=max_surge,
         rollout_paused=draw(st.integers(0, 4)) == 0,
     )
     return intent, present
@@ -68,4 +72,65 @@ def test_a_rollout_cycle_stays_within_max_unavailable(fleet: tuple[PolicyIntent,
     if intent.rollout_paused:
         assert not destroyed
     creates = [a for a in plan.actions if isinstance(a, CreateContainer)]
-    assert len(present) - len(destroyed) + len(creates) <= intent.replicas
+    # The CTs destroyed this cycle still count: they may be there until their destroy task ends.
+    assert len(present) + len(creates) <= intent.replicas + intent.rollout_max_surge
+
+
+def _available(o: OwnedContainer) -> bool:
+    return o.observation is not None and (o.observation.running or o.offloaded)
+
+
+@PROPERTIES
+@given(
+    replicas=st.integers(1, 7),
+    budget=st.sampled_from([(1, 0), (2, 0), (0, 1), (0, 2), (1, 1), (2, 2)]),
+    start_delays=st.lists(st.integers(0, 2), min_size=40, max_size=40),
+)
+def test_a_whole_rollout_keeps_both_bounds_at_every_cycle_and_ends_current(
+    replicas: int, budget: tuple[int, int], start_delays: list[int]
+) -> None:
+    """Cycle after cycle (destroys take effect at once, a created CT runs 0-2 cycles later), the policy never
+    has fewer than replicas - maxUnavailable CTs available nor more than replicas + maxSurge CTs, and every
+    CT is current within a bounded number of cycles."""
+    max_unavailable, max_surge = budget
+    intent = replace(
+        INTENT,
+        replicas=replicas,
+        template_hash="new",
+        rollout_max_unavailable=max_unavailable,
+        rollout_max_surge=max_surge,
+    )
+    fleet = [replace(owned(3100 + i, "srv-px1", i), template_hash="old") for i in range(replicas)]
+    starts_in: dict[int, int] = {}
+    delays = iter(start_delays)
+    for cycle in range(6 * replicas + 10):
+        plan = plan_reconcile(intent, lab(*[o.observation for o in fleet]), fleet)
+        destroyed = {a.vmid for a in plan.actions if isinstance(a, DestroyContainer)}
+        made = [a for a in plan.actions if isinstance(a, CreateContainer)]
+        assert len(fleet) + len(made) <= replicas + max_surge, f"cycle {cycle}: too many CTs"
+        fleet = [o for o in fleet if o.vmid not in destroyed]
+        for action in made:
+            delay = next(delays, 0)
+            ct = owned(action.vmid, action.node, action.index, created=f"2026-11-24T{cycle:02d}:00:00Z")
+            if delay:
+                ct = replace(ct, observation=replace(ct.observation, status=ContainerStatus.STOPPED))  # type: ignore[type-var]
+                starts_in[action.vmid] = delay
+            fleet.append(replace(ct, template_hash="new"))
+        assert sum(1 for o in fleet if _available(o)) >= min(replicas - max_unavailable, replicas), (
+            f"cycle {cycle}: below replicas - maxUnavailable available"
+        )
+        # Between cycles: CTs created stopped come up after their delay (the operator's start, PVE's boot).
+        for vmid in list(starts_in):
+            starts_in[vmid] -= 1
+            if starts_in[vmid] <= 0:
+                del starts_in[vmid]
+                fleet = [
+                    replace(o, observation=replace(o.observation, status=ContainerStatus.RUNNING))  # type: ignore[type-var]
+                    if o.vmid == vmid
+                    else o
+                    for o in fleet
+                ]
+        if all(o.template_hash == "new" for o in fleet) and len(fleet) == replicas and not starts_in:
+            break
+    assert all(o.template_hash == "new" for o in fleet), "the rollout did not finish"
+    assert len(fleet) == replicas

@@ -175,6 +175,23 @@ _RANGE_HOLDS_REPLICAS = CelRule(
     message="replicas must not exceed the number of VMIDs in vmidRange (end - start + 1)",
     field_path=".replicas",
 )
+_RANGE_HOLDS_SURGE = CelRule(
+    rule=(
+        "!has(self.replicas) || !has(self.updateStrategy) || !has(self.updateStrategy.maxSurge) || "
+        "self.vmidRange.end - self.vmidRange.start + 1 >= self.replicas + self.updateStrategy.maxSurge"
+    ),
+    message=(
+        "replicas + updateStrategy.maxSurge must not exceed the number of VMIDs in vmidRange (end - start + 1): "
+        "surge CTs need VMIDs of their own"
+    ),
+    field_path=".updateStrategy.maxSurge",
+)
+_SURGE_NEEDS_REPLICAS = CelRule(
+    rule="!has(self.fill) || !has(self.updateStrategy) || !has(self.updateStrategy.maxSurge) || "
+    "self.updateStrategy.maxSurge == 0",
+    message="updateStrategy.maxSurge needs replicas: in fill mode every extra CT counts as growth (use maxUnavailable)",
+    field_path=".updateStrategy.maxSurge",
+)
 _RANGE_HOLDS_FILL = CelRule(
     rule="!has(self.fill) || self.vmidRange.end - self.vmidRange.start + 1 >= self.fill.maxReplicas",
     message="fill.maxReplicas must not exceed the number of VMIDs in vmidRange (end - start + 1)",
@@ -1052,20 +1069,41 @@ class UpdateStrategyType(StrEnum):
     """How template changes that only a new CT can have reach the existing CTs (Kubernetes' names)."""
 
     ROLLING_UPDATE = "RollingUpdate"
-    """Recreate outdated CTs a few at a time (maxUnavailable), each with its index, VMID and host name."""
+    """Replace outdated CTs a few at a time: destroy and recreate within maxUnavailable (each keeps its index,
+    VMID and host name), or first create maxSurge new CTs and destroy an outdated one once they run."""
     ON_DELETE = "OnDelete"
     """Leave outdated CTs; a CT deleted by hand comes back with the new template."""
+
+
+_SURGE_OR_UNAVAILABLE = CelRule(
+    rule="(has(self.maxUnavailable) ? self.maxUnavailable : 1) + (has(self.maxSurge) ? self.maxSurge : 0) >= 1",
+    message="maxUnavailable and maxSurge must not both be 0: the rollout could never replace a CT",
+)
 
 
 class UpdateStrategy(ApiModel):
     """How a change of a Recreate-class template field (ostemplate, rootfs, unprivileged) is rolled out."""
 
+    model_config = ConfigDict(json_schema_extra=kube_schema(_SURGE_OR_UNAVAILABLE))
+
     type: UpdateStrategyType = UpdateStrategyType.ROLLING_UPDATE
     """RollingUpdate (default) or OnDelete."""
 
-    max_unavailable: int = Field(1, ge=1, le=MAX_REPLICAS)
+    max_unavailable: int = Field(1, ge=0, le=MAX_REPLICAS)
     """RollingUpdate: most CTs missing or not running at once, counting the ones being recreated (a CT is
-    destroyed only while fewer are unavailable); each comes back at the next cycles with its index."""
+    destroyed only while fewer are unavailable); each comes back at the next cycles with its index. 0 needs
+    maxSurge: no CT is destroyed before its replacement runs."""
+
+    max_surge: int = Field(0, ge=0, le=MAX_REPLICAS)
+    """RollingUpdate: most CTs created above replicas during a rollout. A surge CT (new template, the lowest
+    free index, so VMIDs and host names move between indices) is created and running before an outdated CT
+    is destroyed. Needs replicas (not fill) and replicas + maxSurge VMIDs in vmidRange. 0 (default): CTs are
+    recreated in place and keep their index, VMID and host name."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _SURGE_OR_UNAVAILABLE.require(self.max_unavailable + self.max_surge >= 1)
+        return self
 
 
 class HaState(StrEnum):
@@ -1097,7 +1135,9 @@ class ContainerPolicySpec(ApiModel):
     """A set of CTs the operator creates, keeps running and spreads over a ProxmoxServerPool."""
 
     model_config = ConfigDict(
-        json_schema_extra=kube_schema(_EXACTLY_ONE_SIZE, _RANGE_HOLDS_REPLICAS, _RANGE_HOLDS_FILL)
+        json_schema_extra=kube_schema(
+            _EXACTLY_ONE_SIZE, _RANGE_HOLDS_REPLICAS, _RANGE_HOLDS_FILL, _RANGE_HOLDS_SURGE, _SURGE_NEEDS_REPLICAS
+        )
     )
 
     pool_ref: LocalObjectReference = Field(
@@ -1140,7 +1180,8 @@ class ContainerPolicySpec(ApiModel):
 
     update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
     """How CTs get template changes only a new CT can have (ostemplate, rootfs, unprivileged): RollingUpdate
-    recreates outdated CTs maxUnavailable at a time (their disks are new: keep data elsewhere), OnDelete
+    replaces outdated CTs maxUnavailable at a time, or creates maxSurge new ones first (their disks are new:
+    keep data elsewhere), OnDelete
     leaves them until they are deleted. Hot settings are applied in place whatever the strategy."""
 
     ha: HaSpec | None = None
@@ -1169,7 +1210,13 @@ class ContainerPolicySpec(ApiModel):
                 self.replicas <= self.vmid_range.size,
                 f"replicas {self.replicas}, vmidRange holds {self.vmid_range.size}",
             )
+            surge = self.update_strategy.max_surge
+            _RANGE_HOLDS_SURGE.require(
+                self.replicas + surge <= self.vmid_range.size,
+                f"replicas {self.replicas} + maxSurge {surge}, vmidRange holds {self.vmid_range.size}",
+            )
         if self.fill is not None:
+            _SURGE_NEEDS_REPLICAS.require(self.update_strategy.max_surge == 0)
             _RANGE_HOLDS_FILL.require(
                 self.fill.max_replicas <= self.vmid_range.size,
                 f"fill.maxReplicas {self.fill.max_replicas}, vmidRange holds {self.vmid_range.size}",
