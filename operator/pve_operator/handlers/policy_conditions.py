@@ -50,128 +50,92 @@ def policy_conditions(facts: PolicyCycleFacts) -> list[ConditionUpdate]:
     """Progressing, Degraded and Ready, in that order."""
     running = sum(1 for c in facts.statuses if c.state is ContainerState.RUNNING)
     offloaded = sum(1 for c in facts.statuses if c.state is ContainerState.OFFLOADED)
-    ready = running + offloaded >= facts.desired and len(facts.statuses) == facts.desired and facts.failure is None
-    updates: list[ConditionUpdate] = []
+    # A rollout's surge CTs may make more CTs than desired: ready once the desired count runs.
+    ready = running + offloaded >= facts.desired and len(facts.statuses) >= facts.desired and facts.failure is None
+    return [_progressing(facts, running, ready), _degraded(facts), _ready(facts, running, ready)]
+
+
+def _progressing(facts: PolicyCycleFacts, running: int, ready: bool) -> ConditionUpdate:
+    """What the cycle is doing, the first case that holds: paused, waiting for creations, unschedulable,
+    pool full, rolling update, reconciling, reconciled."""
+    progressing, stopped = ConditionStatus.TRUE, ConditionStatus.FALSE
     if facts.paused:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING, ConditionStatus.FALSE, ConditionReason.PAUSED, "spec.paused is true"
-            )
-        )
-    elif facts.pending and not ready:
+        return _progress(stopped, ConditionReason.PAUSED, "spec.paused is true")
+    if facts.pending and not ready:
         listed = ", ".join(str(v) for v in facts.pending)
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.TRUE,
-                ConditionReason.WAITING_FOR_CREATION,
-                f"CT(s) {listed} in the VMID range are still being created; new creations wait for them",
-            )
+        return _progress(
+            progressing,
+            ConditionReason.WAITING_FOR_CREATION,
+            f"CT(s) {listed} in the VMID range are still being created; new creations wait for them",
         )
-    elif facts.placement_refusals and facts.rule_refused:
+    if facts.placement_refusals:
         why = "; ".join(f"{node}: {why}" for node, why in sorted(facts.placement_refusals.items()))
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.FALSE,
+        if facts.rule_refused:
+            return _progress(
+                stopped,
                 ConditionReason.UNSCHEDULABLE,
                 f"{facts.unplaced} CT(s) cannot be placed: the nodes with room are refused by "
                 f"spec.placement's topologySpreadConstraints or nodeAffinity ({why})"[:1024],
             )
+        return _progress(
+            stopped,
+            ConditionReason.POOL_FULL,
+            f"{facts.unplaced} CT(s) cannot be placed: every node is at its limit ({why})",
         )
-    elif facts.placement_refusals:
-        usage = "; ".join(f"{node}: {why}" for node, why in sorted(facts.placement_refusals.items()))
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.FALSE,
-                ConditionReason.POOL_FULL,
-                f"{facts.unplaced} CT(s) cannot be placed: every node is at its limit ({usage})",
-            )
+    if facts.outdated and facts.rolling:
+        return _progress(
+            progressing,
+            ConditionReason.ROLLING_UPDATE,
+            f"rolling update: {facts.outdated} CT(s) with an older template to replace; {len(facts.statuses)} CTs "
+            f"exist for {facts.desired} wanted ({running} running)",
         )
-    elif facts.outdated and facts.rolling:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.TRUE,
-                ConditionReason.ROLLING_UPDATE,
-                f"rolling update: {facts.outdated} CT(s) with an older template to replace; {len(facts.statuses)} CTs "
-                f"exist for {facts.desired} wanted ({running} running)",
-            )
-        )
-    elif not ready:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.TRUE,
-                ConditionReason.RECONCILING,
-                f"{running} of {facts.desired} CTs running",
-            )
-        )
-    else:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.PROGRESSING,
-                ConditionStatus.FALSE,
-                ConditionReason.RECONCILED,
-                f"{facts.desired} CTs in place",
-            )
-        )
+    if not ready or len(facts.statuses) > facts.desired:
+        return _progress(progressing, ConditionReason.RECONCILING, f"{running} of {facts.desired} CTs running")
+    return _progress(stopped, ConditionReason.RECONCILED, f"{facts.desired} CTs in place")
+
+
+def _progress(status: ConditionStatus, reason: ConditionReason, message: str) -> ConditionUpdate:
+    return ConditionUpdate(ConditionType.PROGRESSING, status, reason, message)
+
+
+def _degraded(facts: PolicyCycleFacts) -> ConditionUpdate:
+    """The worst lasting problem: a failure, overlapping VMID ranges, CTs on offline nodes, CTs outside the
+    pool; otherwise spec warnings (Degraded stays False) or nothing."""
     if facts.failure is not None:
-        updates.append(ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, *facts.failure))
-    elif facts.overlaps:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.DEGRADED,
-                ConditionStatus.TRUE,
-                ConditionReason.VMID_RANGE_OVERLAP,
-                facts.overlaps,
-            )
-        )
-    elif unknown := [c for c in facts.statuses if c.state is ContainerState.UNKNOWN]:
+        return ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, *facts.failure)
+    if facts.overlaps:
+        return _problem(ConditionReason.VMID_RANGE_OVERLAP, facts.overlaps)
+    if unknown := [c for c in facts.statuses if c.state is ContainerState.UNKNOWN]:
         where = ", ".join(sorted({str(c.node) for c in unknown}))
         listed = ", ".join(str(c.vmid) for c in unknown)
-        message = f"CT(s) {listed} are on offline node(s) {where}: state unknown, left alone until the node is back"
-        updates.append(
-            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.NODE_OFFLINE, message)
+        return _problem(
+            ConditionReason.NODE_OFFLINE,
+            f"CT(s) {listed} are on offline node(s) {where}: state unknown, left alone until the node is back",
         )
-    elif strays := [c for c in facts.statuses if c.node is not None and c.node not in facts.pool_nodes]:
+    if strays := [c for c in facts.statuses if c.node is not None and c.node not in facts.pool_nodes]:
         listed = ", ".join(f"{c.vmid} on {c.node}" for c in strays)
-        message = (
+        return _problem(
+            ConditionReason.OUTSIDE_POOL,
             f"CT(s) {listed}: not a node of pool {facts.pool_name}; balancing brings them back when its mode is "
-            "Automatic (recommends it otherwise)"
+            "Automatic (recommends it otherwise)",
         )
-        updates.append(
-            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.OUTSIDE_POOL, message)
-        )
-    elif facts.spec_warnings:
+    if facts.spec_warnings:
         message = "; ".join(facts.spec_warnings)
-        updates.append(
-            ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.SPEC_WARNING, message)
-        )
-    else:
-        updates.append(ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.AS_EXPECTED, ""))
+        return ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.SPEC_WARNING, message)
+    return ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.AS_EXPECTED, "")
+
+
+def _problem(reason: ConditionReason, message: str) -> ConditionUpdate:
+    return ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message)
+
+
+def _ready(facts: PolicyCycleFacts, running: int, ready: bool) -> ConditionUpdate:
+    """Whether every desired CT runs (or is offloaded on purpose); when not, the failure's reason if any."""
+    counted = f"{running} of {facts.desired} CTs running"
     if ready:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.READY,
-                ConditionStatus.TRUE,
-                ConditionReason.ALL_REPLICAS_READY,
-                f"{running} of {facts.desired} CTs running",
-            )
-        )
-    elif facts.failure is not None:
+        return ConditionUpdate(ConditionType.READY, ConditionStatus.TRUE, ConditionReason.ALL_REPLICAS_READY, counted)
+    if facts.failure is not None:
         # The first failed cycle already says why, where `kubectl get ctp -o wide` and Argo CD look.
         reason, message = facts.failure
-        summary = f"{running} of {facts.desired} CTs running; {message}"
-        updates.append(ConditionUpdate(ConditionType.READY, ConditionStatus.FALSE, reason, summary[:32768]))
-    else:
-        updates.append(
-            ConditionUpdate(
-                ConditionType.READY,
-                ConditionStatus.FALSE,
-                ConditionReason.REPLICAS_NOT_READY,
-                f"{running} of {facts.desired} CTs running",
-            )
-        )
-    return updates
+        return ConditionUpdate(ConditionType.READY, ConditionStatus.FALSE, reason, f"{counted}; {message}"[:32768])
+    return ConditionUpdate(ConditionType.READY, ConditionStatus.FALSE, ConditionReason.REPLICAS_NOT_READY, counted)
