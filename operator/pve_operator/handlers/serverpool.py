@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
 
 from pve_operator.api.v1alpha1 import ConditionReason, ConditionStatus, ConditionType, ProxmoxServerPoolSpec
 from pve_operator.api.v1alpha1.common import format_timestamp
+from pve_operator.api.v1alpha1.serverpool import NodeStatus
 from pve_operator.handlers.balancing import balance_pool, forget_pool_memory
 from pve_operator.handlers.common import POOLS, REQUIRED_PRIVILEGES, contained, namespaced
 from pve_operator.handlers.status import (
@@ -29,7 +32,7 @@ from pve_operator.handlers.status import (
 )
 from pve_operator.metrics import NODE_UTILIZATION, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.model import ClusterSnapshot
-from pve_operator.planning.pve_access import PolicyNeeds, TagAccess, TagRules, access_problems
+from pve_operator.planning.pve_access import AccessProblems, PolicyNeeds, TagAccess, TagRules, access_problems
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
@@ -97,6 +100,18 @@ def policy_needs(policies: Sequence[Mapping[str, Any]]) -> list[PolicyNeeds]:
     ]
 
 
+@dataclass(frozen=True)
+class _PoolProbe:
+    """What one probe of the pool's Proxmox VE read: the version, a snapshot and the permissions."""
+
+    pool: ProxmoxServerPoolSpec
+    client: PveClient
+    version: Mapping[str, Any]
+    snapshot: ClusterSnapshot
+    permissions: dict[str, dict[str, dict[str, int]]]
+    access: AccessProblems
+
+
 def probe_pool(
     *,
     name: str,
@@ -113,65 +128,15 @@ def probe_pool(
     now = now_utc()
     sample: tuple[ProxmoxServerPoolSpec, PveClient, ClusterSnapshot] | None = None
     previous = parse_conditions(status.get("conditions"))
-    updates: list[ConditionUpdate] = []
     try:
-        pool = ProxmoxServerPoolSpec.model_validate(spec)
-        connection = runtime.connection(namespace, name, pool)
-        client = connection.client
-        version = client.version()
-        snapshot = client.snapshot(time.time())
-        permissions = {path: client.permissions(path) for path in REQUIRED_PRIVILEGES}
-        needs = policy_needs(policies)
-        sdn_paths = frozenset().union(*(p.sdn_paths() for p in needs))
-        sdn_permissions = {path: client.permissions(path) for path in sorted(sdn_paths)}
-        connection.tag_access = read_tag_access(client, client.permissions("/"))
+        probe = _read_pool(name, namespace, spec, runtime, policies)
     except Exception as exc:
         updates = failed(*failure(exc, where=f"Proxmox VE API at {spec.get('endpoint')}", redact=runtime.redact))
     else:
-        patch.status["pveVersion"] = str(version.get("version", ""))
-        nodes = node_statuses(pool, snapshot)
-        for node in nodes:
-            for metric, value in (
-                ("cpu", node.cpu_percent),
-                ("memory", node.memory_percent),
-                ("disk", node.disk_percent),
-            ):
-                if value is not None:
-                    NODE_UTILIZATION.labels(namespace, name, node.name, metric).set(value / 100.0)
-        patch.status["nodes"] = [n.to_dict() for n in nodes]
-        online = sum(1 for n in nodes if n.online)
-        patch.status["nodeSummary"] = f"{online}/{len(nodes)}"
-        patch.status["lastSampleTime"] = format_timestamp(now)
-        unknown = [n for n in pool.node_names if n not in snapshot.nodes]
-        offline = [n.name for n in nodes if not n.online and n.name not in unknown]
-        denied = missing_privileges(permissions)
-        access = access_problems(connection.tag_access, snapshot, needs, sdn_permissions)
-        if unknown:
-            updates = failed(
-                ConditionReason.NODE_NOT_FOUND,
-                f"nodes {', '.join(unknown)} are not in the cluster (it has {', '.join(snapshot.nodes)})",
-            )
-        elif denied:
-            listed = ", ".join(f"{priv} on {path}" for path, priv in denied)
-            updates = failed(ConditionReason.PERMISSION_DENIED, f"the operator's Proxmox VE user lacks {listed}")
-        elif access.blocking:
-            updates = failed(*access.blocking)
-        else:
-            message = f"connected to Proxmox VE {version.get('version', '?')}; {online}/{len(nodes)} nodes online"
-            sample = (pool, client, snapshot)
-            updates = [
-                ConditionUpdate(ConditionType.READY, ConditionStatus.TRUE, ConditionReason.CONNECTED, message),
-                ConditionUpdate(
-                    ConditionType.DEGRADED,
-                    ConditionStatus.TRUE if offline else ConditionStatus.FALSE,
-                    ConditionReason.NODE_OFFLINE if offline else ConditionReason.AS_EXPECTED,
-                    f"nodes offline: {', '.join(offline)}" if offline else "",
-                ),
-            ]
-            if access.warning and not offline:
-                updates[1] = ConditionUpdate(
-                    ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.TAGS_NOT_ALLOWED, access.warning
-                )
+        nodes = _write_node_table(probe, patch, namespace, name, now)
+        updates = _pool_conditions(probe, nodes)
+        if updates[0].status is ConditionStatus.TRUE:
+            sample = (probe.pool, probe.client, probe.snapshot)
     conditions = with_conditions(previous, updates, now=now, generation=generation)
     patch.status["conditions"] = conditions_payload(conditions)
     patch.status["observedGeneration"] = generation
@@ -181,6 +146,75 @@ def probe_pool(
     if not_ready:
         RECONCILE_ERRORS.labels("ProxmoxServerPool", updates[0].reason).inc()
     return sample
+
+
+def _read_pool(
+    name: str, namespace: str, spec: Mapping[str, Any], runtime: OperatorRuntime, policies: Sequence[Mapping[str, Any]]
+) -> _PoolProbe:
+    """Validate the spec and read what the probe needs from Proxmox VE (raises what either raised)."""
+    pool = ProxmoxServerPoolSpec.model_validate(spec)
+    connection = runtime.connection(namespace, name, pool)
+    client = connection.client
+    version = client.version()
+    snapshot = client.snapshot(time.time())
+    permissions = {path: client.permissions(path) for path in REQUIRED_PRIVILEGES}
+    needs = policy_needs(policies)
+    sdn_paths = frozenset().union(*(p.sdn_paths() for p in needs))
+    sdn_permissions = {path: client.permissions(path) for path in sorted(sdn_paths)}
+    connection.tag_access = read_tag_access(client, client.permissions("/"))
+    access = access_problems(connection.tag_access, snapshot, needs, sdn_permissions)
+    return _PoolProbe(pool, client, version, snapshot, permissions, access)
+
+
+def _write_node_table(
+    probe: _PoolProbe, patch: kopf.Patch, namespace: str, name: str, now: datetime
+) -> list[NodeStatus]:
+    """status.nodes, nodeSummary, pveVersion and lastSampleTime, and the node utilisation gauges."""
+    patch.status["pveVersion"] = str(probe.version.get("version", ""))
+    nodes = node_statuses(probe.pool, probe.snapshot)
+    for node in nodes:
+        for metric, value in (("cpu", node.cpu_percent), ("memory", node.memory_percent), ("disk", node.disk_percent)):
+            if value is not None:
+                NODE_UTILIZATION.labels(namespace, name, node.name, metric).set(value / 100.0)
+    patch.status["nodes"] = [n.to_dict() for n in nodes]
+    patch.status["nodeSummary"] = f"{sum(1 for n in nodes if n.online)}/{len(nodes)}"
+    patch.status["lastSampleTime"] = format_timestamp(now)
+    return nodes
+
+
+def _pool_conditions(probe: _PoolProbe, nodes: Sequence[NodeStatus]) -> list[ConditionUpdate]:
+    """Ready (Connected, or the first of: nodes not in the cluster, missing privileges, blocking access
+    problems) and Degraded (nodes offline, tags PVE would refuse)."""
+    unknown = [n for n in probe.pool.node_names if n not in probe.snapshot.nodes]
+    offline = [n.name for n in nodes if not n.online and n.name not in unknown]
+    denied = missing_privileges(probe.permissions)
+    if unknown:
+        return failed(
+            ConditionReason.NODE_NOT_FOUND,
+            f"nodes {', '.join(unknown)} are not in the cluster (it has {', '.join(probe.snapshot.nodes)})",
+        )
+    if denied:
+        listed = ", ".join(f"{priv} on {path}" for path, priv in denied)
+        return failed(ConditionReason.PERMISSION_DENIED, f"the operator's Proxmox VE user lacks {listed}")
+    if probe.access.blocking:
+        return failed(*probe.access.blocking)
+    online = sum(1 for n in nodes if n.online)
+    message = f"connected to Proxmox VE {probe.version.get('version', '?')}; {online}/{len(nodes)} nodes online"
+    ready = ConditionUpdate(ConditionType.READY, ConditionStatus.TRUE, ConditionReason.CONNECTED, message)
+    if offline:
+        degraded = ConditionUpdate(
+            ConditionType.DEGRADED,
+            ConditionStatus.TRUE,
+            ConditionReason.NODE_OFFLINE,
+            f"nodes offline: {', '.join(offline)}",
+        )
+    elif probe.access.warning:
+        degraded = ConditionUpdate(
+            ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.TAGS_NOT_ALLOWED, probe.access.warning
+        )
+    else:
+        degraded = ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.FALSE, ConditionReason.AS_EXPECTED, "")
+    return [ready, degraded]
 
 
 def _announce_transition(body: Any, before: Any, after: Any) -> None:
