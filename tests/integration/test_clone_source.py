@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from pve_operator.handlers.containerpolicy import _clone_source, blueprint_from
+from pve_operator.execution.policy_input import blueprint_from
+from pve_operator.handlers.containerpolicy import _clone_source
 from pve_operator.planning.ownership import MANAGED_TAG, parse_record
 from pve_operator.runtime import ConfigurationError
 from pve_sim.scenario import parse_scenario

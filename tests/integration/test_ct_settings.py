@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from pve_operator.api.v1alpha1 import ContainerPolicySpec
-from pve_operator.handlers.containerpolicy import blueprint_from
+from pve_operator.execution.policy_input import blueprint_from
 from pve_operator.planning.actions import DestroyContainer
 from pve_operator.planning.ownership import parse_record
 from pve_operator.planning.pve_access import features_refusal
@@ -179,7 +179,7 @@ def test_notes_and_tags_changed_by_hand_are_put_back_keeping_the_record_and_othe
 def test_a_nic_changed_by_hand_is_put_back_hot_with_its_mac_and_a_nic_added_by_hand_is_removed(
     pve_sim_server: Any,
 ) -> None:
-    from pve_operator.handlers.containerpolicy import network_settings
+    from pve_operator.execution.policy_input import network_settings
     from pve_operator.planning.actions import RestoreConfig
     from pve_operator.planning.reconcile import network_drift
 

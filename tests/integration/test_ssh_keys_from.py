@@ -11,7 +11,8 @@ from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
 from pve_operator.api.v1alpha1 import ConditionReason
-from pve_operator.handlers.containerpolicy import blueprint_from, ssh_keys_from_sources
+from pve_operator.execution.policy_input import blueprint_from
+from pve_operator.handlers.containerpolicy import ssh_keys_from_sources
 from pve_operator.pve.params import create_params
 from pve_operator.runtime import ConfigurationError, OperatorRuntime
 from tests.unit.test_ct_settings import KEY, policy

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pve_operator.api.v1alpha1 import ContainerPolicySpec
-from pve_operator.handlers.containerpolicy import blueprint_from
+from pve_operator.execution.policy_input import blueprint_from
 from pve_operator.planning.pve_access import features_refusal
 from pve_operator.pve.params import create_params
 
@@ -142,7 +142,7 @@ def test_every_template_field_has_an_update_class() -> None:
 
 
 def test_the_hot_settings_the_drift_sweep_compares_follow_the_policy() -> None:
-    from pve_operator.handlers.containerpolicy import hot_config_settings
+    from pve_operator.execution.policy_input import hot_config_settings
 
     wanted = hot_config_settings(
         policy(swapMiB=0, onBoot=True, startup={"order": 3}, cpuLimit=2, cpuUnits=50, protection=False)

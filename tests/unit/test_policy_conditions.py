@@ -73,7 +73,9 @@ def test_a_surge_rollout_stays_ready_and_a_scale_down_in_progress_is_still_recon
         ("Degraded", "False", "AsExpected"),
         ("Ready", "True", "AllReplicasReady"),
     ], "every desired CT runs while the surge CT is added: the policy stays available"
-    assert "2 CT(s) with an older template to replace; 3 CTs exist for 2 wanted" in policy_conditions(surging)[0].message
+    assert (
+        "2 CT(s) with an older template to replace; 3 CTs exist for 2 wanted" in policy_conditions(surging)[0].message
+    )
     shrinking = replace(FACTS, statuses=(*FACTS.statuses, ct(3102)))
     assert reasons(shrinking)[0] == ("Progressing", "True", "Reconciling")
     assert reasons(shrinking)[2] == ("Ready", "True", "AllReplicasReady")

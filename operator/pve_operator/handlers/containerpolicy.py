@@ -29,10 +29,8 @@ from pve_operator.api.v1alpha1 import (
     DeletionPolicy,
     FillStoppedReason,
     ProxmoxServerPoolSpec,
-    UpdateStrategyType,
     VmidConflict,
     describe_validation_error,
-    template_hash,
 )
 from pve_operator.api.v1alpha1.common import full_match, parse_epoch
 from pve_operator.api.v1alpha1.containerpolicy import SSH_PUBLIC_KEY, PolicyHaStatus
@@ -40,6 +38,7 @@ from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.discovery import creations_in_progress, discover_owned, sweep_configs
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.execution.ha_registration import apply_ha, read_and_plan
+from pve_operator.execution.policy_input import blueprint_from, intent_from
 from pve_operator.handlers.common import POLICIES, contained, namespaced
 from pve_operator.handlers.policy_conditions import PolicyCycleFacts, policy_conditions
 from pve_operator.handlers.status import (
@@ -62,16 +61,13 @@ from pve_operator.handlers.status import (
 from pve_operator.metrics import ACTIONS, MANAGED_CONTAINERS, RECONCILE_ERRORS, RECONCILIATIONS
 from pve_operator.planning.actions import Action, CreateContainer, DestroyContainer, RecordTemplate
 from pve_operator.planning.ha_registration import HaIntent, ha_intent
-from pve_operator.planning.model import pool_measure
 from pve_operator.planning.ownership import (
     ownership_tags,
 )
-from pve_operator.planning.placement import PlacementStrategy
 from pve_operator.planning.pve_access import features_refusal, refused_tag_in
 from pve_operator.planning.reconcile import (
     Backoff,
     FailedAttempt,
-    FillIntent,
     GrowthStop,
     OwnedContainer,
     PolicyIntent,
@@ -79,9 +75,7 @@ from pve_operator.planning.reconcile import (
     creation_backoffs,
     find_clone_source,
     plan_reconcile,
-    pve_setting,
 )
-from pve_operator.planning.topology import TopologyInputs, pool_labels, rules_for
 from pve_operator.planning.vmid_ranges import (
     PolicyVmidRange,
     VmidRangeOverlap,
@@ -96,12 +90,6 @@ from pve_operator.pve.errors import (
 from pve_operator.pve.ha import PveHaNotConverging
 from pve_operator.pve.params import (
     CloneFrom,
-    ContainerBlueprint,
-    MountPoint,
-    NetworkInterface,
-    features_property,
-    net_property,
-    startup_property,
 )
 from pve_operator.runtime import (
     DRIFT_SWEEP_PER_CYCLE,
@@ -130,120 +118,6 @@ class PolicyBlocked(ConfigurationError):
 # -- translation of API types into planner and executor inputs ------------------------------------
 
 
-def blueprint_from(
-    policy: ContainerPolicySpec, *, password: str | None = None, clone: CloneFrom | None = None
-) -> ContainerBlueprint:
-    """What every new CT of the policy is created with; ``password`` is the value of
-    ``template.rootPasswordSecretRef`` (read by the caller, only when it creates)."""
-    t = policy.template
-    return ContainerBlueprint(
-        ostemplate=t.ostemplate,
-        memory_mib=t.memory_mib,
-        swap_mib=t.swap_mib,
-        cores=t.cores,
-        rootfs_storage=t.rootfs.storage,
-        rootfs_gib=t.rootfs.size_gib,
-        networks=tuple(
-            NetworkInterface(
-                name=n.name,
-                bridge=n.bridge,
-                ip=n.ip,
-                gateway=n.gateway,
-                vlan=n.vlan,
-                firewall=n.firewall,
-                ip6=n.ip6,
-                gateway6=n.gateway6,
-                mtu=n.mtu,
-                rate_mbps=n.rate_mbps,
-                stable_mac=n.stable_mac,
-            )
-            for n in t.networks
-        ),
-        mount_points=tuple(
-            MountPoint(m.storage, m.size_gib, m.path, m.backup, m.read_only, m.quota, m.acl, m.replicate)
-            for m in t.mount_points
-        ),
-        arch=t.arch.value if t.arch else None,
-        ostype=t.ostype.value if t.ostype else None,
-        hookscript=t.hookscript,
-        unprivileged=t.unprivileged,
-        features=features_property(
-            nesting=t.features.nesting,
-            keyctl=t.features.keyctl,
-            fuse=t.features.fuse,
-            mknod=t.features.mknod,
-            mount=t.features.mount,
-        ),
-        tags=frozenset(t.tags),
-        start_on_create=t.start_on_create,
-        ssh_public_keys=t.ssh_public_keys,
-        password=password,
-        nameservers=t.nameservers,
-        search_domain=t.search_domain,
-        on_boot=t.on_boot,
-        startup=_startup(policy),
-        protection=t.protection,
-        cpu_limit=t.cpu_limit,
-        cpu_units=t.cpu_units,
-        timezone=t.timezone,
-        notes=t.description,
-        template_hash=template_hash(t),
-        clone=clone,
-    )
-
-
-def intent_from(
-    policy: ContainerPolicySpec,
-    pool: ProxmoxServerPoolSpec,
-    uid: str,
-    previous_desired: int,
-    reserved_vmids: frozenset[int] = frozenset(),
-    busy_vmids: frozenset[int] = frozenset(),
-    online_nodes: frozenset[str] = frozenset(),
-    clone_node: str | None = None,
-    rollout_paused: bool = False,
-) -> PolicyIntent:
-    weights = policy.effective_node_weights(pool)
-    if clone_node is not None:
-        # A clone is made on its template's node: no other node can receive a new CT of the policy.
-        weights = {n: w if n == clone_node else 0 for n, w in weights.items()}
-    rolling = policy.update_strategy.type is UpdateStrategyType.ROLLING_UPDATE
-    return PolicyIntent(
-        template_hash=template_hash(policy.template),
-        restart_settings=restart_config_settings(policy),
-        rollout_max_unavailable=policy.update_strategy.max_unavailable if rolling else None,
-        rollout_max_surge=policy.update_strategy.max_surge if rolling and policy.replicas is not None else 0,
-        rollout_paused=rollout_paused,
-        topology=rules_for(policy.placement, pool_labels(pool), TopologyInputs(weights, online_nodes)),
-        policy_uid=uid,
-        vmid_range=policy.vmid_range.as_range(),
-        memory_mib=policy.template.memory_mib,
-        cores=policy.template.cores,
-        rootfs_gib=policy.template.rootfs.size_gib,
-        hostname_for=policy.render_hostname,
-        node_weights=weights,
-        replicas=policy.replicas,
-        fill=FillIntent(policy.fill.until_percent / 100.0, policy.fill.max_replicas) if policy.fill else None,
-        maintenance_nodes=frozenset(n.name for n in pool.nodes if n.maintenance),
-        metric=pool_measure(pool.thresholds),
-        ceiling_fraction=pool.thresholds.creation_ceiling_percent / 100.0,
-        strategy=PlacementStrategy(policy.placement.strategy.value),
-        paused=policy.paused,
-        previous_desired=previous_desired,
-        reserved_vmids=reserved_vmids,
-        busy_vmids=busy_vmids,
-        config_settings=hot_config_settings(policy),
-        networks=network_settings(policy),
-        notes=policy.template.description,
-        tags=ownership_tags(uid) | frozenset(t.lower() for t in policy.template.tags),
-    )
-
-
-def _startup(policy: ContainerPolicySpec) -> str | None:
-    startup = policy.template.startup
-    return startup_property(startup.order, startup.up_seconds, startup.down_seconds) if startup else None
-
-
 def ssh_keys_from_sources(runtime: OperatorRuntime, namespace: str, policy: ContainerPolicySpec) -> tuple[str, ...]:
     """The keys of ``template.sshPublicKeysFrom``, read now (only when the cycle creates): one OpenSSH public
     key per line, empty lines and ``#`` comments skipped; anything else is a ConfigurationError naming the
@@ -267,38 +141,6 @@ def ssh_keys_from_sources(runtime: OperatorRuntime, namespace: str, policy: Cont
                 )
             keys.append(line)
     return tuple(keys)
-
-
-def restart_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
-    """The Restart-class options the drift sweep compares and repairs (``TEMPLATE_UPDATE_CLASSES``): PVE
-    keeps them pending on a running CT until it restarts. ``features`` is Restart-class too, but only root@pam
-    may change most features of an existing CT (``check_ct_modify_config_perm``): not repaired in place."""
-    t = policy.template
-    return {
-        "nameserver": pve_setting(" ".join(t.nameservers)),
-        "searchdomain": pve_setting(t.search_domain),
-        "timezone": pve_setting(t.timezone),
-    }
-
-
-def hot_config_settings(policy: ContainerPolicySpec) -> dict[str, str]:
-    """The hot options (``TEMPLATE_UPDATE_CLASSES``) the drift sweep compares with a CT's config, as PVE
-    keys and :func:`pve_setting` values (memory and cores come from the snapshot instead)."""
-    t = policy.template
-    return {
-        "swap": pve_setting(t.swap_mib),
-        "onboot": pve_setting(1 if t.on_boot else 0),
-        "protection": pve_setting(1 if t.protection else 0),
-        "startup": pve_setting(_startup(policy)),
-        "cpulimit": pve_setting(t.cpu_limit),
-        "cpuunits": pve_setting(t.cpu_units),
-    }
-
-
-def network_settings(policy: ContainerPolicySpec) -> tuple[str, ...]:
-    """``net0``, ``net1``, ... as the policy creates them, without the MAC: what the drift sweep compares
-    (Hot: PVE hot-plugs a NIC change on a running CT)."""
-    return tuple(net_property(nic) for nic in blueprint_from(policy).networks)
 
 
 # -- VMID ranges of the other policies on the same Proxmox VE cluster ---------------------------
