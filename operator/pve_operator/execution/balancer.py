@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pve_operator.api.v1alpha1 import InFlightOperation
 from pve_operator.execution.executor import NotOurs, PolicyIdentity
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
 from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
@@ -62,21 +63,6 @@ class BalanceOutcome:
     in_progress: bool = False
     #: Not started: it depends on a migration still running; the next cycle plans it again.
     deferred: bool = False
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """A journaled action found at the start of a cycle (the pool status' ``inFlight`` item)."""
-
-    vmid: int
-    action: str  # Migrate | Offload | Restore
-    source_node: str
-    target_node: str | None
-    was_running: bool
-    #: The PVE task, for a migration started by an earlier cycle (followed, not repaired).
-    upid: str | None = None
-    #: Why the action was planned (told again when it ends).
-    reason: str = ""
 
 
 def dependency_waves(
@@ -225,7 +211,7 @@ class BalanceExecutor:
         mode = " (restart mode: the CT is down while it moves)" if action.running else ""
         return f"migration of CT {action.vmid} {action.node} → {action.target} started{mode}: {action.reason}"
 
-    def follow(self, entries: Sequence[JournalEntry]) -> list[BalanceOutcome]:
+    def follow(self, entries: Sequence[InFlightOperation]) -> list[BalanceOutcome]:
         """Look once at each journaled migration's task: outcomes for those that ended (the CT left
         running if it ran before, whatever happened), nothing for those still running."""
         outcomes: list[BalanceOutcome] = []
@@ -283,7 +269,7 @@ class BalanceExecutor:
                 outcomes.append(BalanceOutcome(action, False, message))
         return outcomes
 
-    def _ha_move_pending(self, entry: JournalEntry) -> bool:
+    def _ha_move_pending(self, entry: InFlightOperation) -> bool:
         """For an ``hamigrate`` request (an HA-managed CT): True while the CT is not yet on its target and
         the HA manager still has time (``HA_CONVERGE_SECONDS`` from the request); raises
         :class:`PveHaNotConverging` through the outcome once that time is up."""
@@ -350,7 +336,7 @@ class BalanceExecutor:
 
     # -- crash repair -----------------------------------------------------------------------
 
-    def repair(self, entries: Sequence[JournalEntry], is_locked: Callable[[int], bool]) -> list[str]:
+    def repair(self, entries: Sequence[InFlightOperation], is_locked: Callable[[int], bool]) -> list[str]:
         """Finish or revert what a previous operator process left in flight.
 
         A migration still running in PVE (CT locked) is left to finish; the entry stays. Returns what

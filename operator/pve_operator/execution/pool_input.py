@@ -7,14 +7,22 @@ pve_operator plan``, which must not register Kopf handlers, so none of this live
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from pve_operator.api.v1alpha1 import GROUP, AutomationMode, PlacementSpec, ProxmoxServerPoolSpec
-from pve_operator.api.v1alpha1.common import parse_epoch
+from pve_operator.api.v1alpha1 import (
+    GROUP,
+    AutomationMode,
+    InFlightOperation,
+    OffloadedContainer,
+    PlacementSpec,
+    ProxmoxServerPoolSpec,
+)
+from pve_operator.api.v1alpha1.common import format_epoch, parse_epoch
 from pve_operator.execution.discovery import discover_owned
 from pve_operator.execution.executor import PolicyIdentity
 from pve_operator.planning.balancing import (
@@ -64,6 +72,9 @@ def policy_summary(name: str, uid: str, spec: Mapping[str, Any], annotations: Ma
         # Spread and node affinity (with the node weights they count domains by), as the API server stored it.
         "placement": dict(spec.get("placement") or {}),
     }
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,7 @@ def collect_input(
     dict for a one-off ``plan``); ``last_action_at`` is updated with the actions ``status`` records."""
     thresholds = pool.thresholds
     metric = pool_measure(thresholds)
-    offloaded_usage = {int(o["vmid"]): o for o in status.get("offloaded") or []}
+    offloaded_usage = {o.vmid: o for o in read_offloaded(status.get("offloaded"))}
     for entry in status.get("recentActions") or []:
         if entry.get("action") in ("Migrate", "Offload", "Restore") and entry.get("result") in (
             "Succeeded",
@@ -209,8 +220,8 @@ def collect_input(
                 pinned=bool(policy["pinned"]) or PINNED_TAG in obs.tags,
                 offloaded=OFFLOADED_TAG in obs.tags,
                 last_action_at=last_action_at.get(item.vmid),
-                restore_memory_bytes=int(restore["memoryUsedBytes"]) if restore else None,
-                restore_cpu_fraction=float(restore.get("cpuUsedFraction", 0.0)) if restore else None,
+                restore_memory_bytes=restore.memory_used_bytes if restore else None,
+                restore_cpu_fraction=restore.cpu_used_fraction if restore else None,
                 excluded_nodes=frozenset(policy.get("excludedNodes") or ()),
                 migration_failures=failures.get(item.vmid),
                 ha_rule=ha.rule_of.get(item.vmid),
@@ -251,3 +262,28 @@ def collect_input(
         ha_auto_rebalance=ha.auto_rebalance,
     )
     return CollectedInput(inp, owners, policy_of, locked)
+
+
+def read_in_flight(raw: Any) -> list[InFlightOperation]:
+    """``status.inFlight`` as typed entries; the fields older versions did not write get defaults. An entry
+    that cannot be read fails the cycle (``ValidationError`` names the field): it is never dropped silently,
+    as it may stand for a CT the operator stopped for a migration."""
+    entries = []
+    for item in raw or ():
+        data = dict(item)
+        data.setdefault("startedAt", format_epoch(0))
+        data.setdefault("sourceNode", "")
+        entries.append(InFlightOperation.model_validate(data))
+    return entries
+
+
+def read_offloaded(raw: Any) -> list[OffloadedContainer]:
+    """``status.offloaded`` as typed entries; an entry that does not validate is skipped with a log line
+    (it only sizes a restore: the CT's offloaded tag in PVE is what marks it offloaded)."""
+    entries = []
+    for item in raw or ():
+        try:
+            entries.append(OffloadedContainer.model_validate(item))
+        except ValidationError as exc:
+            log.warning("status.offloaded entry %s ignored: %s", item, exc)
+    return entries

@@ -30,14 +30,21 @@ from pve_operator.api.v1alpha1 import (
     ActionResult,
     AutomationMode,
     HaStatus,
+    InFlightOperation,
+    OffloadedContainer,
     ProxmoxServerPoolSpec,
     Recommendation,
     RecordedAction,
 )
-from pve_operator.api.v1alpha1.common import format_epoch, format_timestamp
-from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, Journal, JournalEntry
+from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, Journal
 from pve_operator.execution.executor import PolicyIdentity
-from pve_operator.execution.pool_input import CollectedInput, collect_input, policy_summary
+from pve_operator.execution.pool_input import (
+    CollectedInput,
+    collect_input,
+    policy_summary,
+    read_in_flight,
+    read_offloaded,
+)
 from pve_operator.metrics import ACTIONS, REFUSALS
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer, describe
 from pve_operator.planning.balancing import (
@@ -118,43 +125,49 @@ class StatusJournal:
     action runs, so this writes directly (merge patch of the whole list, under a lock).
     """
 
-    def __init__(self, namespace: str, name: str, entries: Sequence[dict[str, Any]], owners: Mapping[int, str]) -> None:
+    def __init__(
+        self, namespace: str, name: str, entries: Sequence[InFlightOperation], owners: Mapping[int, str]
+    ) -> None:
         self._namespace = namespace
         self._name = name
         self._owners = owners
-        self._entries: dict[int, dict[str, Any]] = {int(e["vmid"]): dict(e) for e in entries}
+        self._entries: dict[int, InFlightOperation] = {e.vmid: e for e in entries}
         self._lock = threading.Lock()
 
     @property
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[InFlightOperation]:
         with self._lock:
             return list(self._entries.values())
 
+    def payload(self) -> list[dict[str, Any]]:
+        """``status.inFlight`` as the API stores it."""
+        return [e.to_dict() for e in self.entries]
+
     def _write(self) -> None:
-        body = {"status": {"inFlight": list(self._entries.values())}}
+        body = {"status": {"inFlight": [e.to_dict() for e in self._entries.values()]}}
         kube_client.CustomObjectsApi().patch_namespaced_custom_object_status(
             GROUP, VERSION, self._namespace, "proxmoxserverpools", self._name, body
         )
 
     def begin(self, action: BalanceAction) -> None:
-        entry = {
-            "vmid": action.vmid,
-            "action": action.kind,
-            "policy": self._owners.get(action.vmid),
-            "sourceNode": action.node,
-            "targetNode": getattr(action, "target", None),
-            "wasRunning": bool(getattr(action, "running", False)),
-            "startedAt": format_timestamp(datetime.now(UTC)),
-            "reason": action.reason[:1024],
-        }
+        entry = InFlightOperation(
+            vmid=action.vmid,
+            action=ActionKind(action.kind),
+            policy=self._owners.get(action.vmid),
+            source_node=action.node,
+            target_node=getattr(action, "target", None),
+            was_running=bool(getattr(action, "running", False)),
+            started_at=datetime.now(UTC).replace(microsecond=0),
+            reason=action.reason[:1024],
+        )
         with self._lock:
-            self._entries[action.vmid] = {k: v for k, v in entry.items() if v is not None}
+            self._entries[action.vmid] = entry
             self._write()
 
     def started(self, vmid: int, upid: str) -> None:
         with self._lock:
             if vmid in self._entries:
-                self._entries[vmid]["upid"] = upid
+                self._entries[vmid] = self._entries[vmid].model_copy(update={"upid": upid})
                 self._write()
 
     def finish(self, vmid: int) -> None:
@@ -341,7 +354,7 @@ def balance_pool(
     )
     policy_of = collected.policy_of
     journal = StatusJournal(
-        namespace, name, status.get("inFlight") or [], {v: str(p["name"]) for v, p in policy_of.items()}
+        namespace, name, read_in_flight(status.get("inFlight")), {v: str(p["name"]) for v, p in policy_of.items()}
     )
     executor = balance_executor(client, collected.owners, journal)
     inp, followed = _follow_in_flight(executor, journal, collected, status, memory, body, now)
@@ -363,8 +376,8 @@ def balance_pool(
     if records:
         merged = [dict(x) for x in status.get("recentActions") or []] + [r.to_dict() for r in records]
         patch.status["recentActions"] = merged[-MAX_RECENT_ACTIONS:]
-    patch.status["offloaded"] = sorted(offloaded.values(), key=lambda o: int(o["vmid"]))
-    patch.status["inFlight"] = journal.entries
+    patch.status["offloaded"] = [o.to_dict() for o in sorted(offloaded.values(), key=lambda o: o.vmid)]
+    patch.status["inFlight"] = journal.payload()
 
 
 def _sample(
@@ -403,18 +416,7 @@ def _follow_in_flight(
     operator process left in flight without a task to follow, and return the planner's input with what
     still migrates projected as done."""
     inp = collected.input
-    entries = [
-        JournalEntry(
-            vmid=int(e["vmid"]),
-            action=str(e["action"]),
-            source_node=str(e.get("sourceNode", "")),
-            target_node=e.get("targetNode"),
-            was_running=bool(e.get("wasRunning", False)),
-            upid=e.get("upid"),
-            reason=str(e.get("reason") or ""),
-        )
-        for e in journal.entries
-    ]
+    entries = journal.entries
     followed = [_with_planned_figures(o, status) for o in executor.follow([e for e in entries if e.upid])]
     leftovers = [e for e in entries if not e.upid]
     if leftovers:
@@ -423,7 +425,7 @@ def _follow_in_flight(
         journal.drop([e.vmid for e in leftovers if e.vmid not in collected.locked])
     # What is still migrating is planned as done (PVE's figures lag behind a migration), and counts
     # against the targets' inbound limit.
-    journaled = {int(x["vmid"]) for x in journal.entries}
+    journaled = {x.vmid for x in journal.entries}
     still_migrating = {e.vmid: e for e in entries if e.upid and e.action == "Migrate" and e.vmid in journaled}
     if still_migrating:
         inp = replace(
@@ -530,44 +532,28 @@ def _record_outcomes(
     snapshot: ClusterSnapshot,
     status: Mapping[str, Any],
     now: float,
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, OffloadedContainer]:
     """Each outcome as a recentActions entry (appended to ``records``) and events on the pool and the CT's
     policy; cooldowns started; the offloaded list updated (returned); fresh samples awaited on the nodes
     an action changed."""
-    offloaded = {int(o["vmid"]): dict(o) for o in status.get("offloaded") or []}
+    offloaded = {o.vmid: o for o in read_offloaded(status.get("offloaded"))}
     touched_nodes: set[str] = set()
     for outcome in outcomes:
         action = outcome.action
-        owner = policy_of.get(action.vmid)
         if outcome.in_progress:
             result = ActionResult.IN_PROGRESS
         else:
             result = ActionResult.SUCCEEDED if outcome.succeeded else ActionResult.FAILED
         ACTIONS.labels(action.kind, result.value).inc()
         records.append(_recorded(action, _policy_name(policy_of, action.vmid), result, outcome.message, now))
-        reason = {"Migrate": "Migrated", "Offload": "Offloaded", "Restore": "Restored"}[action.kind]
-        for target_body in [body] + ([_policy_body(namespace, owner)] if owner else []):
-            if outcome.succeeded:
-                kopf.info(target_body, reason=reason, message=outcome.message[:1024])
-            elif outcome.in_progress:
-                kopf.info(target_body, reason=f"{action.kind}InProgress", message=outcome.message[:1024])
-            else:
-                kopf.warn(target_body, reason=f"{action.kind}Failed", message=outcome.message[:1024])
-        if outcome.in_progress:
+        owner = policy_of.get(action.vmid)
+        _tell_outcome(outcome, [body] + ([_policy_body(namespace, owner)] if owner else []))
+        if outcome.in_progress or outcome.succeeded:
             memory.last_action_at[action.vmid] = now  # the cooldown starts with the migration, done or not
         if outcome.succeeded:
-            memory.last_action_at[action.vmid] = now
-            touched_nodes.add(action.node)
-            touched_nodes.add(getattr(action, "target", action.node))
+            touched_nodes |= {action.node, getattr(action, "target", action.node)}
             if isinstance(action, OffloadContainer):
-                ct = snapshot.containers.get(action.vmid)
-                offloaded[action.vmid] = {
-                    "vmid": action.vmid,
-                    "node": action.node,
-                    "memoryUsedBytes": ct.memory_used_bytes if ct else 0,
-                    "cpuUsedFraction": ct.cpu_used_fraction if ct else 0.0,
-                    "offloadedAt": format_epoch(now),
-                }
+                offloaded[action.vmid] = _offloaded_record(action, snapshot, now)
             elif isinstance(action, RestoreContainer):
                 offloaded.pop(action.vmid, None)
     # Samples taken before an action no longer describe the node: wait for fresh ones (this is what
@@ -576,6 +562,31 @@ def _record_outcomes(
         memory.history.pop(touched, None)
         memory.pressure.forget(touched, now)
     return offloaded
+
+
+def _tell_outcome(outcome: BalanceOutcome, bodies: Sequence[Any]) -> None:
+    """The outcome as an event on each body: Migrated/Offloaded/Restored, <Kind>InProgress or <Kind>Failed."""
+    kind = outcome.action.kind
+    reason = {"Migrate": "Migrated", "Offload": "Offloaded", "Restore": "Restored"}[kind]
+    for target_body in bodies:
+        if outcome.succeeded:
+            kopf.info(target_body, reason=reason, message=outcome.message[:1024])
+        elif outcome.in_progress:
+            kopf.info(target_body, reason=f"{kind}InProgress", message=outcome.message[:1024])
+        else:
+            kopf.warn(target_body, reason=f"{kind}Failed", message=outcome.message[:1024])
+
+
+def _offloaded_record(action: OffloadContainer, snapshot: ClusterSnapshot, now: float) -> OffloadedContainer:
+    """What the CT used just before it was stopped: restore counts it at this size."""
+    ct = snapshot.containers.get(action.vmid)
+    return OffloadedContainer(
+        vmid=action.vmid,
+        node=action.node,
+        memory_used_bytes=ct.memory_used_bytes if ct else 0,
+        cpu_used_fraction=ct.cpu_used_fraction if ct else 0.0,
+        offloaded_at=datetime.fromtimestamp(now, UTC).replace(microsecond=0),
+    )
 
 
 def ha_summary(inp: BalancingInput) -> dict[str, Any] | None:
@@ -625,7 +636,7 @@ def _with_planned_figures(outcome: BalanceOutcome, status: Mapping[str, Any]) ->
     return replace(outcome, action=action)
 
 
-def _journaled_migration(entry: JournalEntry) -> MigrateContainer:
+def _journaled_migration(entry: InFlightOperation) -> MigrateContainer:
     """A migration still running, as the planner projects it (figures unknown, not needed there)."""
     return MigrateContainer(
         vmid=entry.vmid,
