@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -26,6 +27,7 @@ from pve_operator.api.v1alpha1 import (
     ConditionType,
     ContainerPolicySpec,
     ContainerState,
+    ContainerStatus,
     DeletionPolicy,
     FillStoppedReason,
     ProxmoxServerPoolSpec,
@@ -90,6 +92,7 @@ from pve_operator.pve.errors import (
 from pve_operator.pve.ha import PveHaNotConverging
 from pve_operator.pve.params import (
     CloneFrom,
+    ContainerBlueprint,
 )
 from pve_operator.runtime import (
     DRIFT_SWEEP_PER_CYCLE,
@@ -317,7 +320,7 @@ def _observe_and_plan(
     now: Any,
 ) -> PolicyCycle:
     """One snapshot, the CTs proven ours, the intent and the plan, with the creations gated."""
-    namespace, name, uid = identity
+    namespace, _, uid = identity
     pool = _pool_spec(pools, namespace, pool_name)
     connection = runtime.connection(namespace, pool_name, pool)
     client = connection.client
@@ -326,15 +329,9 @@ def _observe_and_plan(
     key = runtime.ownership_key()
     counted = counted_vmids(status)
     owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
-    own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
-    overlaps = find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
+    overlaps = _overlaps(policy, identity, pool_name, pool, pools, policies_by_pool)
     clone = _clone_source(policy, snapshot)
-    backoffs = creation_backoffs(
-        failed_creations(status.get("recentActions")),
-        now.timestamp(),
-        base_seconds=RECONCILE_INTERVAL_SECONDS,
-        cap_seconds=CREATION_BACKOFF_CAP_SECONDS,
-    )
+    backoffs = _creation_backoffs(status, now)
     intent = intent_from(
         policy,
         pool,
@@ -349,6 +346,8 @@ def _observe_and_plan(
     swept, runtime.drift_cursor[uid] = sweep_configs(
         client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
     )
+    pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
+    plan = plan_reconcile(intent, snapshot, swept)
     cycle = PolicyCycle(
         policy=policy,
         pool=pool,
@@ -360,14 +359,38 @@ def _observe_and_plan(
         counted=counted,
         owned=owned,
         intent=intent,
-        plan=plan_reconcile(intent, snapshot, swept),
-        pending=creations_in_progress(snapshot, policy.vmid_range.as_range(), owned),
+        plan=plan,
+        pending=pending,
         overlaps=overlaps,
         backoffs=backoffs,
         clone=clone,
     )
     _gate_creations(cycle, uid)
     return cycle
+
+
+def _creation_backoffs(status: Mapping[str, Any], now: datetime) -> dict[int, Backoff]:
+    """The creations that keep failing (status.recentActions) and how long each waits before its next try."""
+    return creation_backoffs(
+        failed_creations(status.get("recentActions")),
+        now.timestamp(),
+        base_seconds=RECONCILE_INTERVAL_SECONDS,
+        cap_seconds=CREATION_BACKOFF_CAP_SECONDS,
+    )
+
+
+def _overlaps(
+    policy: ContainerPolicySpec,
+    identity: tuple[str, str, str],
+    pool_name: str,
+    pool: ProxmoxServerPoolSpec,
+    pools: Mapping[Any, Any],
+    policies_by_pool: Mapping[Any, Any],
+) -> list[VmidRangeOverlap]:
+    """The parts of the policy's VMID range other policies on the same Proxmox VE cluster also claim."""
+    namespace, name, uid = identity
+    own_range = PolicyVmidRange(namespace, name, uid, policy.vmid_range.start, policy.vmid_range.end)
+    return find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
 
 
 def _clone_source(policy: ContainerPolicySpec, snapshot: Any) -> CloneFrom | None:
@@ -425,24 +448,10 @@ def _act(
     spec.ha's registration in PVE."""
     namespace, name, uid = identity
     policy, client = cycle.policy, cycle.connection.client
-    password = None
-    ssh_keys: tuple[str, ...] = ()
-    secret_ref = policy.template.root_password_secret_ref
-    if any(isinstance(a, CreateContainer) for a in cycle.plan.actions):
-        if secret_ref is not None:
-            password = runtime.secret_value(namespace, secret_ref.name, secret_ref.key)
-        ssh_keys = ssh_keys_from_sources(runtime, namespace, policy)
-    executor = PolicyExecutor(
-        client,
-        PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), cycle.key),
-        limiter=cycle.connection.limiter,
-        max_workers=MAX_PARALLEL_TASKS,
-        task_timeout_seconds=TASK_TIMEOUT_SECONDS,
-        now_rfc3339=lambda: rfc3339(now_utc()),
+    executor = _policy_executor(
+        cycle.connection, PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), cycle.key)
     )
-    blueprint = blueprint_from(policy, password=password, clone=cycle.clone)
-    if ssh_keys:
-        blueprint = replace(blueprint, ssh_public_keys=tuple(dict.fromkeys(blueprint.ssh_public_keys + ssh_keys)))
+    blueprint = _blueprint_for_cycle(cycle, namespace, runtime)
     cycle.outcomes = executor.apply(cycle.plan.actions, blueprint, on_outcome=reporter)
     for outcome in cycle.outcomes:
         if isinstance(outcome.error, NotOurs) or isinstance(outcome.action, RecordTemplate):
@@ -463,6 +472,33 @@ def _act(
     )
 
 
+def _policy_executor(connection: Any, identity: PolicyIdentity) -> PolicyExecutor:
+    """The executor of one policy's actions on the pool's connection (its rate limiter, the task limits)."""
+    return PolicyExecutor(
+        connection.client,
+        identity,
+        limiter=connection.limiter,
+        max_workers=MAX_PARALLEL_TASKS,
+        task_timeout_seconds=TASK_TIMEOUT_SECONDS,
+        now_rfc3339=lambda: rfc3339(now_utc()),
+    )
+
+
+def _blueprint_for_cycle(cycle: PolicyCycle, namespace: str, runtime: OperatorRuntime) -> ContainerBlueprint:
+    """The blueprint of this cycle's creations: the root password and the keys of sshPublicKeysFrom are read
+    from their Secrets/ConfigMaps only when the plan creates a CT (a cycle that creates nothing reads none)."""
+    policy = cycle.policy
+    if not any(isinstance(a, CreateContainer) for a in cycle.plan.actions):
+        return blueprint_from(policy, clone=cycle.clone)
+    secret_ref = policy.template.root_password_secret_ref
+    password = runtime.secret_value(namespace, secret_ref.name, secret_ref.key) if secret_ref is not None else None
+    blueprint = blueprint_from(policy, password=password, clone=cycle.clone)
+    ssh_keys = ssh_keys_from_sources(runtime, namespace, policy)
+    if ssh_keys:
+        blueprint = replace(blueprint, ssh_public_keys=tuple(dict.fromkeys(blueprint.ssh_public_keys + ssh_keys)))
+    return blueprint
+
+
 def _report(
     cycle: PolicyCycle,
     identity: tuple[str, str, str],
@@ -477,7 +513,7 @@ def _report(
 ) -> None:
     """Status, events and conditions from what the cycle found and did."""
     namespace, name, uid = identity
-    policy, pool, plan, intent = cycle.policy, cycle.pool, cycle.plan, cycle.intent
+    policy, pool, intent = cycle.policy, cycle.pool, cycle.intent
     # Skipped actions were not needed after all; refused ones (proof lost) are told as OwnershipLost.
     outcomes = [o for o in cycle.outcomes if not o.skipped and not isinstance(o.error, NotOurs)]
     _report_ownership(cycle, status, body, patch, uid)
@@ -485,6 +521,23 @@ def _report(
     statuses = container_statuses(cycle.owned, cycle.snapshot, policy.render_hostname, intent.template_hash)
     for state in ContainerState:
         MANAGED_CONTAINERS.labels(namespace, name, state.value).set(sum(1 for c in statuses if c.state is state))
+    _write_counts(cycle, statuses, patch)
+    if outcomes:
+        patch.status["recentActions"] = reporter.recent
+    patch.status["ha"] = cycle.ha_status
+    spec_warnings = policy.warnings(pool)
+    failure = _cycle_failure(cycle, [o for o in outcomes if not o.succeeded], runtime)
+    updates = policy_conditions(_cycle_facts(cycle, statuses, failure, spec_warnings))
+    degraded_before = next((c.message for c in previous if c.type == ConditionType.DEGRADED), None)
+    if spec_warnings and updates[1].reason is ConditionReason.SPEC_WARNING and degraded_before != updates[1].message:
+        kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=updates[1].message)
+    _warn_on_new_degraded_reason(body, previous, updates)
+    _write_conditions(patch, previous, updates, now, generation)
+
+
+def _write_counts(cycle: PolicyCycle, statuses: Sequence[ContainerStatus], patch: kopf.Patch) -> None:
+    """The replica counts, the CT list, the distribution over the nodes, VMID conflicts and fill's stop."""
+    plan, intent = cycle.plan, cycle.intent
     patch.status["replicas"] = len(statuses)
     patch.status["desiredReplicas"] = plan.desired_replicas
     patch.status["readyReplicas"] = sum(1 for c in statuses if c.state is ContainerState.RUNNING)
@@ -493,40 +546,39 @@ def _report(
     patch.status["updatedReplicas"] = sum(1 for o in cycle.owned if o.template_hash == intent.template_hash)
     patch.status["templateHash"] = intent.template_hash
     patch.status["containers"] = [c.to_dict() for c in statuses]
-    patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, pool.node_names)]
+    patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, cycle.pool.node_names)]
     patch.status["vmidConflicts"] = [c.to_dict() for c in vmid_conflict_statuses(plan, cycle.overlaps)]
-    if policy.fill is not None:
+    if cycle.policy.fill is not None:
         stopped = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
         if "vmidRange" in plan.placement_refusals:
             stopped = FillStoppedReason.VMID_RANGE_EXHAUSTED.value
         patch.status["fillStoppedReason"] = stopped
-    if outcomes:
-        patch.status["recentActions"] = reporter.recent
-    patch.status["ha"] = cycle.ha_status
-    spec_warnings = policy.warnings(pool)
-    updates = policy_conditions(
-        PolicyCycleFacts(
-            paused=policy.paused,
-            statuses=tuple(statuses),
-            desired=plan.desired_replicas,
-            pending=tuple(cycle.pending),
-            placement_refusals=dict(plan.placement_refusals),
-            rule_refused=plan.rule_refused,
-            outdated=len(plan.outdated),
-            rolling=intent.rollout_max_unavailable is not None,
-            unplaced=plan.unplaced,
-            failure=_cycle_failure(cycle, [o for o in outcomes if not o.succeeded], runtime),
-            overlaps=describe_overlaps(cycle.overlaps) if cycle.overlaps else "",
-            pool_name=cycle.pool_name,
-            pool_nodes=tuple(pool.node_names),
-            spec_warnings=spec_warnings,
-        )
+
+
+def _cycle_facts(
+    cycle: PolicyCycle,
+    statuses: Sequence[ContainerStatus],
+    failure: tuple[ConditionReason, str] | None,
+    spec_warnings: Sequence[str],
+) -> PolicyCycleFacts:
+    """What the conditions depend on (:func:`policy_conditions`), from the cycle."""
+    plan = cycle.plan
+    return PolicyCycleFacts(
+        paused=cycle.policy.paused,
+        statuses=tuple(statuses),
+        desired=plan.desired_replicas,
+        pending=tuple(cycle.pending),
+        placement_refusals=dict(plan.placement_refusals),
+        rule_refused=plan.rule_refused,
+        outdated=len(plan.outdated),
+        rolling=cycle.intent.rollout_max_unavailable is not None,
+        unplaced=plan.unplaced,
+        failure=failure,
+        overlaps=describe_overlaps(cycle.overlaps) if cycle.overlaps else "",
+        pool_name=cycle.pool_name,
+        pool_nodes=tuple(cycle.pool.node_names),
+        spec_warnings=spec_warnings,
     )
-    degraded_before = next((c.message for c in previous if c.type == ConditionType.DEGRADED), None)
-    if spec_warnings and updates[1].reason is ConditionReason.SPEC_WARNING and degraded_before != updates[1].message:
-        kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=updates[1].message)
-    _warn_on_new_degraded_reason(body, previous, updates)
-    _write_conditions(patch, previous, updates, now, generation)
 
 
 def _report_ownership(cycle: PolicyCycle, status: Mapping[str, Any], body: Any, patch: kopf.Patch, uid: str) -> None:
@@ -872,14 +924,7 @@ def _remove_owned(
         raise PolicyBlocked(
             ConditionReason.WAITING_FOR_CREATION, f"CT(s) {', '.join(map(str, pending))} are still being created"
         )
-    executor = PolicyExecutor(
-        client,
-        PolicyIdentity(namespace, name, uid, vmid_range, key),
-        limiter=connection.limiter,
-        max_workers=MAX_PARALLEL_TASKS,
-        task_timeout_seconds=TASK_TIMEOUT_SECONDS,
-        now_rfc3339=lambda: rfc3339(now_utc()),
-    )
+    executor = _policy_executor(connection, PolicyIdentity(namespace, name, uid, vmid_range, key))
     if raw.get("deletionPolicy") == DeletionPolicy.RETAIN.value:
         if status.get("ha"):
             apply_ha(client, read_and_plan(client, HaIntent(namespace, name, uid, None, ()), {}))
