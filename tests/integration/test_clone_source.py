@@ -1,5 +1,5 @@
-"""template.clone against pve_sim: CTs are linked clones of a template CT, made on its node, with the
-policy's settings and the ownership marks applied to the clone."""
+"""template.clone against pve_sim: CTs are linked clones of a template CT, made on its node (or on any node
+when its volumes are on shared storage), with the policy's settings and the ownership marks applied to the clone."""
 
 from __future__ import annotations
 
@@ -21,8 +21,14 @@ LAB = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "two-node
 TEMPLATE_CT = 9000
 
 
-def clone_lab() -> Any:
+def clone_lab(*, shared: bool = False) -> Any:
+    """The two-node lab with template CT 9000 (golden) on srv-px1: on local-lvm, or (``shared``) on a Ceph RBD
+    pool both nodes reach."""
     data = yaml.safe_load(LAB.read_text())
+    if shared:
+        data["storages"].append(
+            {"name": "ceph-ct", "type": "rbd", "content": ["rootdir", "images"], "shared": True, "capacityGiB": 800}
+        )
     base = copy.deepcopy(data["containers"][0])
     base.pop("usage", None)
     data["containers"] = [
@@ -33,7 +39,7 @@ def clone_lab() -> Any:
             "hostname": "golden",
             "status": "stopped",
             "template": True,
-            "rootfs": {"storage": "local-lvm", "sizeGiB": 4},
+            "rootfs": {"storage": "ceph-ct" if shared else "local-lvm", "sizeGiB": 4},
         }
     ]
     for role in data["roles"]:
@@ -54,7 +60,7 @@ def test_cts_are_linked_clones_of_the_template_with_the_policys_settings_and_mar
         nameservers=["192.0.2.53"],
         networks=[{"name": "eth0", "bridge": "vmbr0", "stableMac": True}],
     )
-    source = _clone_source(spec, run._client.snapshot(0.0))
+    source = _clone_source(spec, run._client.snapshot(0.0), run._client)
     assert source is not None and (source.vmid, source.node, source.full) == (TEMPLATE_CT, "srv-px1", False)
     outcomes = run.apply(creates(2), blueprint_from(spec, clone=source))
     assert all(o.succeeded for o in outcomes), [o.message for o in outcomes]
@@ -85,7 +91,7 @@ def test_a_missing_or_non_template_source_creates_nothing_and_says_why(pve_sim_s
         ({"fromVmid": 3150}, "clone.fromVmid 3150: no CT with that VMID"),
     ):
         try:
-            _clone_source(policy(ostemplate=None, clone=clone), snapshot)
+            _clone_source(policy(ostemplate=None, clone=clone), snapshot, executor(sim)._client)
         except ConfigurationError as exc:
             assert exc.reason.value == "TemplateNotFound" and expected in exc.message
         else:
@@ -98,6 +104,35 @@ def test_clones_of_one_template_made_in_parallel_all_succeed(pve_sim_server: Any
     sim = pve_sim_server(clone_lab(), time_scale=0.05)
     run = executor(sim, workers=3)
     spec = policy(ostemplate=None, clone={"fromVmid": TEMPLATE_CT})
-    source = _clone_source(spec, run._client.snapshot(0.0))
+    source = _clone_source(spec, run._client.snapshot(0.0), run._client)
     outcomes = run.apply(creates(3), blueprint_from(spec, clone=source))
     assert all(o.succeeded for o in outcomes), [o.message for o in outcomes]
+
+
+def test_a_template_on_shared_storage_is_cloned_onto_other_nodes_and_a_local_one_is_not(pve_sim_server: Any) -> None:
+    from dataclasses import replace
+
+    from pve_operator.planning.actions import CreateContainer
+
+    sim = pve_sim_server(clone_lab(shared=True), time_scale=0.0)
+    run = executor(sim)
+    spec = policy(ostemplate=None, clone={"fromName": "golden"})
+    source = _clone_source(spec, run._client.snapshot(0.0), run._client)
+    assert source is not None and source.shared, "rootfs on ceph-ct (shared): any node"
+    on_px2 = [replace(a, node="srv-px2") for a in creates(2) if isinstance(a, CreateContainer)]
+    outcomes = run.apply(on_px2, blueprint_from(spec, clone=source))
+    assert all(o.succeeded for o in outcomes), [o.message for o in outcomes]
+    for vmid in (3100, 3101):
+        config = sim.proxmox().nodes("srv-px2").lxc(vmid).config.get()
+        assert config["rootfs"].startswith(f"ceph-ct:base-{TEMPLATE_CT}-disk-0/vm-{vmid}-disk-0"), config["rootfs"]
+        assert sim.proxmox().nodes("srv-px2").lxc(vmid).status.current.get()["status"] == "running"
+
+    local = pve_sim_server(clone_lab(), time_scale=0.0)
+    local_run = executor(local)
+    local_source = _clone_source(spec, local_run._client.snapshot(0.0), local_run._client)
+    assert local_source is not None and not local_source.shared, "rootfs on local-lvm: only the template's node"
+    (refused,) = local_run.apply(on_px2[:1], blueprint_from(spec, clone=local_source))
+    assert (
+        not refused.succeeded and "a clone of a CT on local storage is made on its template's node" in refused.message
+    )
+    assert not [c for c in local.proxmox().cluster.resources.get(type="vm") if c["vmid"] == 3100]

@@ -275,17 +275,20 @@ class PolicyExecutor:
     def _clone_unlocked(
         self, action: CreateContainer, blueprint: ContainerBlueprint, description: str, tags: frozenset[str], seed: str
     ) -> None:
-        """Clone the template CT (on its node, where placement put the new CT), then give the clone the
-        policy's settings and the ownership marks. A clone whose settings cannot be applied is removed again
-        (it is ours: its record came with the clone request), so no half-made CT is counted."""
+        """Clone the template CT onto the node placement chose (another node than the template's only when
+        its volumes are on shared storage), then give the clone the policy's settings and the ownership marks.
+        A clone whose settings cannot be applied is removed again (it is ours: its record came with the clone
+        request), so no half-made CT is counted."""
         source = blueprint.clone
         assert source is not None
-        if source.node != action.node:
+        if source.node != action.node and not source.shared:
             raise TemplateNotFound(
-                f"template CT {source.vmid} is on {source.node}, not on {action.node}: a clone is made on its "
-                "template's node"
+                f"template CT {source.vmid} is on {source.node}, not on {action.node}: a clone of a CT on local "
+                "storage is made on its template's node"
             )
-        body = clone_params(blueprint, newid=action.vmid, hostname=action.hostname, description=description)
+        body = clone_params(
+            blueprint, newid=action.vmid, hostname=action.hostname, description=description, target=action.node
+        )
         self._wait(self._client.clone_container(source.node, source.vmid, body))
         settings = clone_settings(
             blueprint, hostname=action.hostname, description=description, tags=tags, mac_seed=seed

@@ -74,6 +74,7 @@ from pve_operator.planning.reconcile import (
     OwnedContainer,
     PolicyIntent,
     ReconcilePlan,
+    clone_volumes_shared,
     creation_backoffs,
     find_clone_source,
     plan_reconcile,
@@ -330,7 +331,7 @@ def _observe_and_plan(
     counted = counted_vmids(status)
     owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
     overlaps = _overlaps(policy, identity, pool_name, pool, pools, policies_by_pool)
-    clone = _clone_source(policy, snapshot)
+    clone = _clone_source(policy, snapshot, client)
     backoffs = _creation_backoffs(status, now)
     intent = intent_from(
         policy,
@@ -340,7 +341,7 @@ def _observe_and_plan(
         reserved_vmids=shared_vmids(overlaps),
         busy_vmids=frozenset().union(*in_flight.get((namespace, pool_name), [])),
         online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
-        clone_node=clone.node if clone is not None else None,
+        clone_node=clone.node if clone is not None and not clone.shared else None,
         rollout_paused=bool(backoffs),
     )
     swept, runtime.drift_cursor[uid] = sweep_configs(
@@ -393,9 +394,10 @@ def _overlaps(
     return find_overlaps(own_range, ranges_on_same_cluster(namespace, pool_name, pool, policies_by_pool, pools))
 
 
-def _clone_source(policy: ContainerPolicySpec, snapshot: Any) -> CloneFrom | None:
-    """template.clone resolved in this cycle's snapshot; TemplateNotFound (nothing is created) when the
-    template CT is missing, not a template, or its name is ambiguous."""
+def _clone_source(policy: ContainerPolicySpec, snapshot: Any, client: PveClient) -> CloneFrom | None:
+    """template.clone resolved in this cycle's snapshot (and the template's config: are its volumes on shared
+    storage?); TemplateNotFound (nothing is created) when the template CT is missing, not a template, or its
+    name is ambiguous."""
     source = policy.template.clone
     if source is None:
         return None
@@ -403,7 +405,8 @@ def _clone_source(policy: ContainerPolicySpec, snapshot: Any) -> CloneFrom | Non
         vmid, node = find_clone_source(snapshot, vmid=source.from_vmid, name=source.from_name)
     except ValueError as exc:
         raise ConfigurationError(ConditionReason.TEMPLATE_NOT_FOUND, str(exc)) from None
-    return CloneFrom(vmid, node, source.full, source.storage)
+    shared = clone_volumes_shared(client.container_config(node, vmid), snapshot.shared_storages, source.storage)
+    return CloneFrom(vmid, node, source.full, source.storage, shared=shared)
 
 
 def _gate_creations(cycle: PolicyCycle, uid: str) -> None:

@@ -154,6 +154,9 @@ class ClusterSnapshot:
     containers: Mapping[int, ContainerObservation] = field(default_factory=dict)
     #: VMIDs of QEMU VMs: never ours, but VMIDs are cluster-wide, so they are never free either.
     vm_vmids: frozenset[int] = frozenset()
+    #: Storages every node reaches (``shared`` in storage.cfg: NFS, Ceph RBD, ...): a CT whose volumes are
+    #: all on them may be cloned onto any node.
+    shared_storages: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -162,6 +165,7 @@ class ClusterSnapshot:
         nodes: Iterable[NodeUsage],
         containers: Iterable[ContainerObservation] = (),
         vm_vmids: Iterable[int] = (),
+        shared_storages: Iterable[str] = (),
     ) -> ClusterSnapshot:
         """The snapshot, with the status of every CT on an offline node made ``UNKNOWN``.
 
@@ -183,6 +187,7 @@ class ClusterSnapshot:
             nodes=MappingProxyType(node_map),
             containers=MappingProxyType({c.vmid: c for c in observed}),
             vm_vmids=frozenset(vm_vmids),
+            shared_storages=frozenset(shared_storages),
         )
 
     def used_vmids(self) -> frozenset[int]:

@@ -728,3 +728,20 @@ def find_clone_source(snapshot: ClusterSnapshot, *, vmid: int | None, name: str 
         listed = ", ".join(str(v) for v, _ in found)
         raise ValueError(f"clone.fromName {name}: several template CTs have that name ({listed}); use clone.fromVmid")
     return found[0]
+
+
+def clone_volumes_shared(config: Mapping[str, object], shared_storages: frozenset[str], storage: str | None) -> bool:
+    """Whether a clone of the template CT with this config may be made on any node: PVE's clone takes a
+    ``target`` node only when every volume (rootfs, mpN) is on shared storage, and a full clone's
+    ``storage`` is shared too (pve-container ``clone_vm``). Bind mounts and devices are never shared."""
+    if storage is not None and storage not in shared_storages:
+        return False
+    volumes = [
+        str(value).split(",", 1)[0].removeprefix("volume=")
+        for key, value in config.items()
+        if key == "rootfs" or (key.startswith("mp") and key[2:].isdigit())
+    ]
+    return bool(volumes) and all(
+        ":" in volume and not volume.startswith("/") and volume.split(":", 1)[0] in shared_storages
+        for volume in volumes
+    )

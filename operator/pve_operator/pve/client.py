@@ -647,4 +647,5 @@ def snapshot_from_resources(resources: list[dict[str, Any]], taken_at: float) ->
             )
         elif kind == "qemu":
             vm_ids.append(int(entry["vmid"]))
-    return ClusterSnapshot.of(taken_at, nodes, containers, vm_ids)
+    shared = {str(e.get("storage")) for e in resources if e.get("type") == "storage" and int(e.get("shared") or 0)}
+    return ClusterSnapshot.of(taken_at, nodes, containers, vm_ids, shared)

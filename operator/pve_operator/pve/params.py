@@ -72,6 +72,9 @@ class CloneFrom:
     node: str
     full: bool = False
     storage: str | None = None
+    #: Every volume of the template (and ``storage``, for a full clone) is on shared storage: the clone may be
+    #: made on any node (``target``); otherwise only on the template's node.
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,8 +224,11 @@ def create_params(
 _CREATE_ONLY = frozenset({"ostemplate", "rootfs", "unprivileged", "password", "ssh-public-keys", "start", "pool"})
 
 
-def clone_params(blueprint: ContainerBlueprint, *, newid: int, hostname: str, description: str) -> dict[str, Any]:
-    """The body of ``POST /nodes/{node}/lxc/{vmid}/clone`` for one new CT."""
+def clone_params(
+    blueprint: ContainerBlueprint, *, newid: int, hostname: str, description: str, target: str
+) -> dict[str, Any]:
+    """The body of ``POST /nodes/{node}/lxc/{vmid}/clone`` for one new CT on node ``target`` (PVE's
+    ``target`` is sent when that is not the template's node: its volumes must be on shared storage)."""
     assert blueprint.clone is not None
     params: dict[str, Any] = {
         "newid": newid,
@@ -232,6 +238,8 @@ def clone_params(blueprint: ContainerBlueprint, *, newid: int, hostname: str, de
     }
     if blueprint.clone.storage:
         params["storage"] = blueprint.clone.storage
+    if target != blueprint.clone.node:
+        params["target"] = target
     if blueprint.pool:
         params["pool"] = blueprint.pool
     return params

@@ -529,3 +529,16 @@ def test_nic_drift_is_repaired_in_place_keeping_the_mac_and_unmanaged_keys_and_e
         if isinstance(a, RestoreConfig)
     ]
     assert add.changes == {"net1": wanted[1]} and "net1 missing" in add.reason
+
+
+def test_a_clone_may_target_any_node_only_when_every_volume_is_on_shared_storage() -> None:
+    from pve_operator.planning.reconcile import clone_volumes_shared
+
+    shared = frozenset({"ceph-ct", "nfs"})
+    on_ceph = {"rootfs": "ceph-ct:base-9000-disk-0,size=4G", "mp0": "ceph-ct:base-9000-disk-1,mp=/srv,size=8G"}
+    assert clone_volumes_shared(on_ceph, shared, None)
+    assert not clone_volumes_shared({**on_ceph, "mp1": "local-lvm:base-9000-disk-2,mp=/var"}, shared, None)
+    assert not clone_volumes_shared({**on_ceph, "mp1": "/mnt/data,mp=/data"}, shared, None), "a bind mount"
+    assert not clone_volumes_shared(on_ceph, shared, "local-lvm"), "a full clone onto local storage"
+    assert clone_volumes_shared(on_ceph, shared, "nfs")
+    assert not clone_volumes_shared({"memory": 512}, shared, None), "no volume known: stay on the template's node"

@@ -659,9 +659,10 @@ class ContainerTemplate(ApiModel):
     readable from every node of the pool). Exactly one of ostemplate and clone."""
 
     clone: CloneSource | None = None
-    """Clone each CT from a template CT instead (seconds per CT with a linked clone). The CTs are created on
-    the template's node (a clone of a CT on local storage cannot be made on another node); the template's
-    root volume and unprivileged setting are kept, the other settings here are applied to the clone."""
+    """Clone each CT from a template CT instead (seconds per CT with a linked clone). When every volume of the
+    template is on shared storage (Ceph RBD, NFS, ...) the CTs are placed on any node (PVE's clone target);
+    otherwise on the template's node only (PVE cannot clone a CT on local storage onto another node). The
+    template's root volume and unprivileged setting are kept, the other settings here are applied to the clone."""
 
     memory_mib: int = Field(512, alias="memoryMiB", ge=16, le=4194304)
     """Memory of the CT in MiB."""
