@@ -207,3 +207,25 @@ def test_a_nic_changed_by_hand_is_put_back_hot_with_its_mac_and_a_nic_added_by_h
     assert network_drift(network_settings(spec), after) == ({}, [], []), after
     assert f"hwaddr={mac}" in after["net0"], "the NIC keeps its MAC"
     assert api.status.current.get()["status"] == "running", "applied hot: no restart"
+
+
+def test_a_retired_tag_is_taken_off_and_the_ownership_tags_never_are(pve_sim_server: Any) -> None:
+    from pve_operator.planning.actions import RestoreMarks
+    from pve_operator.planning.ownership import ownership_tags
+
+    sim = pve_sim_server(time_scale=0.0)
+    run = executor(sim)
+    (created,) = run.apply(creates(1), blueprint_from(_settings()))
+    assert created.succeeded, created.message
+    api = sim.proxmox().nodes(NODE).lxc(3100)
+    before = set(api.config.get()["tags"].split(";"))
+    api.config.put(tags=";".join(sorted(before | {"blue", "team-a"})))
+    ours = {t for t in before if t != "web"}
+    # Even an action that names the ownership tags (it never should) leaves them: only "blue" goes.
+    repair = RestoreMarks(3100, NODE, remove_tags=frozenset({"blue"}) | ours, reason="r")
+    (outcome,) = run.apply([repair], blueprint_from(_settings()))
+    assert outcome.succeeded, outcome.message
+    after = set(api.config.get()["tags"].split(";"))
+    assert after == before | {"team-a"}, after
+    assert ours and ours <= after
+    assert ownership_tags(run._identity.uid) <= after

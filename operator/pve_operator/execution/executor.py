@@ -395,8 +395,10 @@ class PolicyExecutor:
             record = parse_record(description)
             assert record is not None  # proven above
             changes["description"] = format_description(record, action.notes)
-        if action.add_tags:
-            tags = normalize_tags(str(config.get("tags") or "")) | action.add_tags
+        if action.add_tags or action.remove_tags:
+            # The ownership tags are never taken off, whatever the action says.
+            removable = action.remove_tags - ownership_tags(self._identity.uid)
+            tags = (normalize_tags(str(config.get("tags") or "")) | action.add_tags) - removable
             changes["tags"] = ";".join(sorted(tags))
         self._client.update_container_config(action.node, action.vmid, changes)
         return f"restored {', '.join(sorted(changes))} on CT {action.vmid}: {action.reason}"

@@ -6,6 +6,9 @@ class (``TEMPLATE_UPDATE_CLASSES``). Pure translation: reads nothing, neither Ku
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pve_operator.api.v1alpha1 import (
     ContainerPolicySpec,
     ProxmoxServerPoolSpec,
@@ -100,6 +103,7 @@ def intent_from(
     online_nodes: frozenset[str] = frozenset(),
     clone_node: str | None = None,
     rollout_paused: bool = False,
+    retired_tags: frozenset[str] = frozenset(),
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
     if clone_node is not None:
@@ -112,6 +116,7 @@ def intent_from(
         rollout_max_unavailable=policy.update_strategy.max_unavailable if rolling else None,
         rollout_max_surge=policy.update_strategy.max_surge if rolling and policy.replicas is not None else 0,
         rollout_paused=rollout_paused,
+        retired_tags=retired_tags,
         topology=rules_for(policy.placement, pool_labels(pool), TopologyInputs(weights, online_nodes)),
         policy_uid=uid,
         vmid_range=policy.vmid_range.as_range(),
@@ -172,3 +177,18 @@ def network_settings(policy: ContainerPolicySpec) -> tuple[str, ...]:
     """``net0``, ``net1``, ... as the policy creates them, without the MAC: what the drift sweep compares
     (Hot: PVE hot-plugs a NIC change on a running CT)."""
     return tuple(net_property(nic) for nic in blueprint_from(policy).networks)
+
+
+def template_tags(policy: ContainerPolicySpec) -> frozenset[str]:
+    """template.tags as PVE stores them (lower case)."""
+    return frozenset(t.lower() for t in policy.template.tags)
+
+
+def retired_tags(policy: ContainerPolicySpec, status: Mapping[str, Any]) -> frozenset[str]:
+    """Tags template.tags listed before (status.templateTags) or still being taken off (status.retiredTags)
+    that it no longer lists. A status without templateTags (written before it existed) retires nothing."""
+    current = template_tags(policy)
+    if "templateTags" not in status:
+        return frozenset()
+    earlier = frozenset(str(t) for t in status.get("templateTags") or ())
+    return (earlier | frozenset(str(t) for t in status.get("retiredTags") or ())) - current

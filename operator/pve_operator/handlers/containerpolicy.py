@@ -40,7 +40,7 @@ from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.discovery import creations_in_progress, discover_owned, sweep_configs
 from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
 from pve_operator.execution.ha_registration import apply_ha, read_and_plan
-from pve_operator.execution.policy_input import blueprint_from, intent_from
+from pve_operator.execution.policy_input import blueprint_from, intent_from, retired_tags, template_tags
 from pve_operator.handlers.common import POLICIES, contained, namespaced
 from pve_operator.handlers.policy_conditions import PolicyCycleFacts, policy_conditions
 from pve_operator.handlers.status import (
@@ -343,6 +343,7 @@ def _observe_and_plan(
         online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
         clone_node=clone.node if clone is not None and not clone.shared else None,
         rollout_paused=bool(backoffs),
+        retired_tags=retired_tags(policy, status),
     )
     swept, runtime.drift_cursor[uid] = sweep_configs(
         client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
@@ -551,6 +552,12 @@ def _write_counts(cycle: PolicyCycle, statuses: Sequence[ContainerStatus], patch
     patch.status["containers"] = [c.to_dict() for c in statuses]
     patch.status["distribution"] = [d.to_dict() for d in distribution(statuses, cycle.pool.node_names)]
     patch.status["vmidConflicts"] = [c.to_dict() for c in vmid_conflict_statuses(plan, cycle.overlaps)]
+    patch.status["templateTags"] = sorted(template_tags(cycle.policy))
+    patch.status["retiredTags"] = sorted(
+        t
+        for t in intent.retired_tags
+        if any(o.observation is not None and t in o.observation.tags for o in cycle.owned)
+    )
     if cycle.policy.fill is not None:
         stopped = _GROWTH_REASON[plan.growth_stop].value if plan.growth_stop else None
         if "vmidRange" in plan.placement_refusals:

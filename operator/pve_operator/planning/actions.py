@@ -67,13 +67,15 @@ class RecordTemplate:
 
 @dataclass(frozen=True)
 class RestoreMarks:
-    """Put back the policy's notes in the description (above the ownership record, which is kept) and the
-    tags it wants that are missing (tags others added are left alone)."""
+    """Put back the policy's notes in the description (above the ownership record, which is kept), the tags
+    it wants that are missing, and take off the tags template.tags no longer lists (``remove_tags``; other
+    tags others added are left alone)."""
 
     vmid: int
     node: str
     notes: str | None = None
     add_tags: frozenset[str] = frozenset()
+    remove_tags: frozenset[str] = frozenset()
     reason: str = ""
     kind: Literal["Repair"] = "Repair"
 

@@ -139,6 +139,9 @@ class PolicyIntent:
     #: compared when a CT's config was read.
     notes: str = ""
     tags: frozenset[str] = frozenset()
+    #: Tags template.tags no longer lists that CTs may still carry (status.retiredTags): taken off every CT
+    #: whose snapshot shows them.
+    retired_tags: frozenset[str] = frozenset()
     #: ``net0``, ``net1``, ... as the policy creates them (PVE property strings without ``hwaddr``): Hot,
     #: compared key by key (:data:`MANAGED_NET_KEYS`) when a CT's config was read; None: not compared.
     networks: tuple[str, ...] | None = None
@@ -309,10 +312,9 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             continue  # an offload or restore in flight: the balancer stops and starts it, not repair
         if obs.status is ContainerStatus.STOPPED and not item.offloaded:
             actions.append(StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again"))
-        if item.config is not None:
-            marks = _marks_drift(intent, item, obs.node)
-            if marks is not None:
-                actions.append(marks)
+        marks = _marks_drift(intent, item, obs.node)
+        if marks is not None:
+            actions.append(marks)
         if item.config is not None and not item.template_hash and intent.template_hash:
             actions.append(RecordTemplate(item.vmid, obs.node, intent.template_hash))
         changes: dict[str, int | str] = {}
@@ -511,26 +513,32 @@ def network_drift(wanted: Sequence[str], config: Mapping[str, object]) -> tuple[
 
 
 def _marks_drift(intent: PolicyIntent, item: OwnedContainer, node: str) -> RestoreMarks | None:
-    """The notes or tags of a CT whose config was read that differ from the policy's, as one repair."""
-    assert item.config is not None
-    description = str(item.config.get("description") or "")
-    notes = remove_record(description).strip()
-    have_tags = normalize_tags(str(item.config.get("tags") or ""))
-    missing = frozenset(t for t in intent.tags if t not in have_tags)
-    notes_drift = notes != intent.notes.strip()
-    if not notes_drift and not missing:
+    """As one repair: the notes or tags of a CT whose config was read that differ from the policy's, and the
+    retired tags (removed from template.tags) any CT's snapshot still shows."""
+    assert item.observation is not None
+    retired = frozenset(t for t in intent.retired_tags if t in item.observation.tags) - intent.tags
+    notes_drift, missing = False, frozenset[str]()
+    if item.config is not None:
+        notes = remove_record(str(item.config.get("description") or "")).strip()
+        have_tags = normalize_tags(str(item.config.get("tags") or ""))
+        missing = frozenset(t for t in intent.tags if t not in have_tags)
+        notes_drift = notes != intent.notes.strip()
+    if not notes_drift and not missing and not retired:
         return None
     what = []
     if notes_drift:
-        what.append("description notes")
+        what.append("description notes put back")
     if missing:
-        what.append(f"tag(s) {', '.join(sorted(missing))} missing")
+        what.append(f"tag(s) {', '.join(sorted(missing))} put back")
+    if retired:
+        what.append(f"tag(s) {', '.join(sorted(retired))} taken off (no longer in template.tags)")
     return RestoreMarks(
         item.vmid,
         node,
         notes=intent.notes if notes_drift else None,
         add_tags=missing,
-        reason=f"{' and '.join(what)}: put back as the policy says",
+        remove_tags=retired,
+        reason=f"{' and '.join(what)}, as the policy says",
     )
 
 

@@ -11,6 +11,7 @@ from pve_operator.planning.actions import (
     DestroyContainer,
     RecordTemplate,
     RestoreConfig,
+    RestoreMarks,
     StartContainer,
 )
 from pve_operator.planning.model import ClusterSnapshot, ContainerStatus
@@ -445,7 +446,7 @@ def test_notes_and_missing_tags_are_put_back_when_the_config_was_read_and_other_
     ]
     assert len(marks) == 1
     assert marks[0].notes == "Web frontends" and marks[0].add_tags == {"web"}
-    assert "description notes and tag(s) web missing" in marks[0].reason
+    assert "description notes put back and tag(s) web put back" in marks[0].reason
     # In place already: nothing to do (the user's own pinned tag is never removed).
     fine = [replace(read[0], config={"description": f"Web frontends\n{record}\n", "tags": "pve-operator;web;x"})]
     assert not [
@@ -542,3 +543,32 @@ def test_a_clone_may_target_any_node_only_when_every_volume_is_on_shared_storage
     assert not clone_volumes_shared(on_ceph, shared, "local-lvm"), "a full clone onto local storage"
     assert clone_volumes_shared(on_ceph, shared, "nfs")
     assert not clone_volumes_shared({"memory": 512}, shared, None), "no volume known: stay on the template's node"
+
+
+def test_tags_removed_from_the_template_are_taken_off_every_ct_that_shows_them() -> None:
+    carrying = owned(3100, "srv-px1", 0, tags=frozenset({"pve-operator", "web", "blue"}))
+    clean = owned(3101, "srv-px1", 1, tags=frozenset({"pve-operator", "web"}))
+    locked = owned(3102, "srv-px1", 2, tags=frozenset({"blue"}), lock="backup")
+    fleet = [carrying, clean, locked]
+    intent = replace(INTENT, replicas=3, tags=frozenset({"pve-operator", "web"}), retired_tags=frozenset({"blue"}))
+    plan = plan_reconcile(intent, lab(*[o.observation for o in fleet]), fleet)
+    marks = [a for a in plan.actions if isinstance(a, RestoreMarks)]
+    assert [(a.vmid, a.remove_tags, a.add_tags, a.notes) for a in marks] == [(3100, {"blue"}, frozenset(), None)]
+    assert "tag(s) blue taken off (no longer in template.tags)" in marks[0].reason
+    # A retired tag the template lists again is wanted, not removed.
+    back = replace(intent, tags=intent.tags | {"blue"})
+    assert not [
+        a
+        for a in plan_reconcile(back, lab(*[o.observation for o in fleet]), fleet).actions
+        if isinstance(a, RestoreMarks)
+    ]
+
+
+def test_which_tags_are_retired_follows_the_status_the_last_cycle_wrote() -> None:
+    from pve_operator.execution.policy_input import retired_tags
+    from tests.unit.test_ct_settings import policy
+
+    spec = policy(tags=["web", "green"])
+    assert retired_tags(spec, {}) == frozenset(), "a status from before templateTags retires nothing"
+    assert retired_tags(spec, {"templateTags": ["web", "blue"]}) == {"blue"}
+    assert retired_tags(spec, {"templateTags": ["web", "green"], "retiredTags": ["blue", "green"]}) == {"blue"}

@@ -1450,6 +1450,13 @@ class ContainerPolicyStatus(StatusModel):
     """Hash of the template's Recreate-class fields (ostemplate, rootfs, unprivileged), recorded in each new
     CT's ownership record: CTs with another one are outdated and replaced as spec.updateStrategy says."""
 
+    template_tags: tuple[Tag, ...] = Field((), max_length=64)
+    """The template.tags the CTs carry now (lower case), so that a tag removed from template.tags is known."""
+
+    retired_tags: tuple[Tag, ...] = Field((), max_length=64)
+    """Tags removed from template.tags that some CT still carries: the operator removes them from its CTs
+    (a tag added by hand to a CT of the policy is removed too while it is listed here)."""
+
     fill_stopped_reason: FillStoppedReason | None = None
     """Fill mode only: why the generator stopped adding CTs (UsageLimitReached, MaxReplicasReached,
     VmidRangeExhausted); absent while it is still growing."""
