@@ -366,18 +366,23 @@ def balance_pool(
     started = executor.apply(to_run, run_plan.depends_on) if to_run else []
     outcomes: list[BalanceOutcome] = followed + [o for o in started if not o.deferred]
     offloaded = _record_outcomes(outcomes, records, namespace, body, memory, policy_of, snapshot, status, now)
-    # Offloaded entries for CTs that are no longer offloaded (restored by hand, deleted) are dropped.
-    managed = inp.managed
-    offloaded = {
-        v: o
-        for v, o in offloaded.items()
-        if (v in managed and managed[v].offloaded) or v in {a.vmid for a in to_run if isinstance(a, OffloadContainer)}
-    }
     if records:
         merged = [dict(x) for x in status.get("recentActions") or []] + [r.to_dict() for r in records]
         patch.status["recentActions"] = merged[-MAX_RECENT_ACTIONS:]
-    patch.status["offloaded"] = [o.to_dict() for o in sorted(offloaded.values(), key=lambda o: o.vmid)]
+    still = _still_offloaded(offloaded, inp, to_run)
+    patch.status["offloaded"] = [o.to_dict() for o in still]
     patch.status["inFlight"] = journal.payload()
+
+
+def _still_offloaded(
+    offloaded: Mapping[int, OffloadedContainer], inp: BalancingInput, started: Sequence[BalanceAction]
+) -> list[OffloadedContainer]:
+    """status.offloaded: the entries of CTs still offloaded (their tag) or offloaded this cycle, by VMID; those
+    of CTs restored by hand or deleted are dropped."""
+    offloading = {a.vmid for a in started if isinstance(a, OffloadContainer)}
+    managed = inp.managed
+    kept = [o for v, o in offloaded.items() if (v in managed and managed[v].offloaded) or v in offloading]
+    return sorted(kept, key=lambda o: o.vmid)
 
 
 def _sample(
