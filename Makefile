@@ -96,7 +96,7 @@ crds: install ## Regenerate crds/*.yaml from the API types (and the Helm chart's
 .PHONY: bench
 bench: install controlplane ## Run the benchmarks under bench/ (print tables; installs the MILP solver used as a baseline)
 	$(VPY) -m pip install --quiet -e '.[dev,bench]' -e ./simulator
-	for b in bench/sim_scale.py bench/planner.py bench/cpu_window.py bench/convergence.py bench/offload_latency.py bench/spread.py bench/clone_speed.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+	for b in bench/sim_scale.py bench/planner.py bench/cpu_window.py bench/convergence.py bench/offload_latency.py bench/spread.py bench/clone_speed.py bench/rollout.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (the control-plane binary cache outside the clone stays)
