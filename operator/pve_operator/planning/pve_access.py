@@ -52,7 +52,7 @@ def _tag_list(value: object) -> frozenset[str]:
     return frozenset(str(t).strip().lower() for t in items if str(t).strip())
 
 
-def _property_string(value: object) -> dict[str, object]:
+def property_string(value: object) -> dict[str, object]:
     """``key=value,key=value`` (or the already parsed object PVE's API returns for format options)."""
     if isinstance(value, Mapping):
         return {str(k): v for k, v in value.items()}
@@ -74,7 +74,7 @@ class TagRules:
 
     @classmethod
     def from_cluster_options(cls, options: Mapping[str, object]) -> TagRules:
-        access = _property_string(options.get("user-tag-access"))
+        access = property_string(options.get("user-tag-access"))
         mode = str(access.get("user-allow") or UserTagAccess.FREE.value)
         return cls(
             user_allow=UserTagAccess(mode) if mode in UserTagAccess._value2member_map_ else UserTagAccess.FREE,

@@ -52,6 +52,7 @@ from pve_operator.planning.placement import (
     place,
     with_demand,
 )
+from pve_operator.planning.pve_access import property_string
 from pve_operator.planning.topology import TopologyRules, count_by_node
 
 MIB = 1024 * 1024
@@ -477,12 +478,7 @@ MANAGED_NET_KEYS = ("name", "bridge", "ip", "gw", "tag", "firewall", "ip6", "gw6
 
 def parse_net(value: object) -> dict[str, str]:
     """A ``netN`` property string (``name=eth0,bridge=vmbr0,...``) as key -> value, in order."""
-    parsed: dict[str, str] = {}
-    for part in str(value or "").split(","):
-        key, _, text = part.partition("=")
-        if key:
-            parsed[key.strip()] = text.strip()
-    return parsed
+    return {key: str(item) for key, item in property_string(value).items()}
 
 
 def network_drift(wanted: Sequence[str], config: Mapping[str, object]) -> tuple[dict[str, str], list[str], list[str]]:
