@@ -252,7 +252,7 @@ def test_server_side_defaults_are_visible_on_read_and_are_the_models(kube: KubeC
         assert (template["networks"][0]["ip"], template["networks"][0]["firewall"]) == ("dhcp", False)
         assert (policy["deletionPolicy"], policy["paused"], policy["priority"] in (50, 100)) == ("Delete", False, True)
         assert policy["placement"] == {"strategy": "WeightedSpread", "nodeWeights": [], "topologySpreadConstraints": []}
-        assert policy["updateStrategy"] == {"type": "RollingUpdate", "maxUnavailable": 1}
+        assert policy["updateStrategy"] == {"type": "RollingUpdate", "maxUnavailable": 1, "maxSurge": 0}
         assert ContainerPolicySpec.model_validate(policy).to_dict() == policy
     assert _get(kube, kube_namespace, "ctp", "web")["spec"]["template"]["swapMiB"] == 512
 
