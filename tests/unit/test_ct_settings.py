@@ -155,3 +155,18 @@ def test_the_hot_settings_the_drift_sweep_compares_follow_the_policy() -> None:
         "cpulimit": "2",
         "cpuunits": "50",
     }
+
+
+def test_a_clone_pins_new_cts_to_its_templates_node_unless_its_volumes_are_shared() -> None:
+    from pve_operator.api.v1alpha1 import ProxmoxServerPoolSpec
+    from pve_operator.execution.policy_input import intent_from
+    from pve_operator.pve.params import CloneFrom
+    from tests.fixtures.crds import SAMPLE_POOL, load_sample
+
+    pool = ProxmoxServerPoolSpec.model_validate(load_sample(SAMPLE_POOL)["spec"])
+    spec = policy(ostemplate=None, clone={"fromVmid": 9000})
+    local = intent_from(spec, pool, "uid", 0, clone=CloneFrom(9000, "srv-px1"))
+    assert {n: w for n, w in local.node_weights.items() if w} == {"srv-px1": local.node_weights["srv-px1"]}
+    shared = intent_from(spec, pool, "uid", 0, clone=CloneFrom(9000, "srv-px1", shared=True))
+    assert shared.node_weights == spec.effective_node_weights(pool), "shared storage: every node of the pool"
+    assert len([w for w in shared.node_weights.values() if w]) > 1

@@ -101,14 +101,14 @@ def intent_from(
     reserved_vmids: frozenset[int] = frozenset(),
     busy_vmids: frozenset[int] = frozenset(),
     online_nodes: frozenset[str] = frozenset(),
-    clone_node: str | None = None,
+    clone: CloneFrom | None = None,
     rollout_paused: bool = False,
     retired_tags: frozenset[str] = frozenset(),
 ) -> PolicyIntent:
     weights = policy.effective_node_weights(pool)
-    if clone_node is not None:
-        # A clone is made on its template's node: no other node can receive a new CT of the policy.
-        weights = {n: w if n == clone_node else 0 for n, w in weights.items()}
+    if clone is not None and not clone.shared:
+        # A clone of a template on local storage is made on its node: no other node can receive a new CT.
+        weights = {n: w if n == clone.node else 0 for n, w in weights.items()}
     rolling = policy.update_strategy.type is UpdateStrategyType.ROLLING_UPDATE
     return PolicyIntent(
         template_hash=template_hash(policy.template),

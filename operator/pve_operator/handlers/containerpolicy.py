@@ -341,7 +341,7 @@ def _observe_and_plan(
         reserved_vmids=shared_vmids(overlaps),
         busy_vmids=frozenset().union(*in_flight.get((namespace, pool_name), [])),
         online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
-        clone_node=clone.node if clone is not None and not clone.shared else None,
+        clone=clone,
         rollout_paused=bool(backoffs),
         retired_tags=retired_tags(policy, status),
     )

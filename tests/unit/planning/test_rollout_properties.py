@@ -22,6 +22,18 @@ PROPERTIES = settings(
 )
 
 
+def _rolling(replicas: int, max_unavailable: int, max_surge: int, *, paused: bool = False) -> PolicyIntent:
+    """The test policy rolling its CTs from template "old" to "new" with this budget."""
+    return replace(
+        INTENT,
+        replicas=replicas,
+        template_hash="new",
+        rollout_max_unavailable=max_unavailable,
+        rollout_max_surge=max_surge,
+        rollout_paused=paused,
+    )
+
+
 @st.composite
 def fleets(draw: st.DrawFn) -> tuple[PolicyIntent, list[OwnedContainer]]:
     replicas = draw(st.integers(1, 8))
@@ -40,14 +52,7 @@ def fleets(draw: st.DrawFn) -> tuple[PolicyIntent, list[OwnedContainer]]:
         offloaded = status is ContainerStatus.STOPPED and draw(st.booleans())
         present.append(replace(item, template_hash=draw(st.sampled_from(["new", "old", "old"])), offloaded=offloaded))
     max_unavailable, max_surge = draw(st.sampled_from([(1, 0), (2, 0), (3, 0), (0, 1), (0, 2), (1, 1), (2, 3)]))
-    intent = replace(
-        INTENT,
-        replicas=replicas,
-        template_hash="new",
-        rollout_max_unavailable=max_unavailable,
-        rollout_max_surge=max_surge,
-        rollout_paused=draw(st.integers(0, 4)) == 0,
-    )
+    intent = _rolling(replicas, max_unavailable, max_surge, paused=draw(st.integers(0, 4)) == 0)
     return intent, present
 
 
@@ -93,13 +98,7 @@ def test_a_whole_rollout_keeps_both_bounds_at_every_cycle_and_ends_current(
     has fewer than replicas - maxUnavailable CTs available nor more than replicas + maxSurge CTs, and every
     CT is current within a bounded number of cycles."""
     max_unavailable, max_surge = budget
-    intent = replace(
-        INTENT,
-        replicas=replicas,
-        template_hash="new",
-        rollout_max_unavailable=max_unavailable,
-        rollout_max_surge=max_surge,
-    )
+    intent = _rolling(replicas, max_unavailable, max_surge)
     fleet = [replace(owned(3100 + i, "srv-px1", i), template_hash="old") for i in range(replicas)]
     starts_in: dict[int, int] = {}
     delays = iter(start_delays)
