@@ -113,6 +113,7 @@ def discover_owned(
                 offloaded=OFFLOADED_TAG in ct.tags,
                 config=read_now.get(ct.vmid),
                 template_hash=key.template_of(ct.vmid, record) if key is not None else "",
+                volumes_from=key.volumes_from_of(ct.vmid, record) if key is not None else None,
             )
         )
     return owned

@@ -14,6 +14,7 @@ from pve_operator.planning.actions import (
     Action,
     CreateContainer,
     DestroyContainer,
+    HandOverVolumes,
     RecordTemplate,
     RestoreConfig,
     RestoreMarks,
@@ -41,7 +42,14 @@ from pve_operator.pve.errors import (
     is_config_lock_timeout,
 )
 from pve_operator.pve.ha import start_and_wait, wait_done
-from pve_operator.pve.params import ContainerBlueprint, clone_params, clone_settings, create_params
+from pve_operator.pve.params import (
+    ContainerBlueprint,
+    clone_params,
+    clone_settings,
+    create_params,
+    kept_volume_keys,
+    mount_point_property,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,10 @@ class NotOurs(PveError):
 
 #: PVE's ``storage_check_enabled`` answers: the template's storage exists but this node cannot use it.
 _STORAGE_UNUSABLE = ("is not available on node", "is disabled")
+
+
+class HandOverIncomplete(PveError):
+    """A kept volume is still on the CT a handover would destroy: it is left for the next cycle."""
 
 
 class TemplateNotFound(PveError):
@@ -189,6 +201,8 @@ class PolicyExecutor:
                     message = self._record_template(action)
                 elif isinstance(action, RestoreMarks):
                     message = self._restore_marks(action)
+                elif isinstance(action, HandOverVolumes):
+                    message = self._hand_over(action, blueprint)
                 else:
                     message = self._restore_config(action)
             except PveError as exc:
@@ -247,33 +261,55 @@ class PolicyExecutor:
         ).signed(action.vmid, self._identity.ownership_key)
         if blueprint.template_hash:
             record = record.with_template(action.vmid, self._identity.ownership_key, blueprint.template_hash)
+        # A replacement made to receive kept volumes is created without those mount points, and stays
+        # stopped until the handover gives them to it.
+        omitted = kept_volume_keys(blueprint.mount_points) if action.volumes_from is not None else ()
+        if action.volumes_from is not None:
+            record = record.receiving_volumes_from(action.vmid, self._identity.ownership_key, action.volumes_from)
         description = format_description(record, blueprint.notes)
         tags = ownership_tags(self._identity.uid)
         mac_seed = f"{self._identity.uid}/{action.index}"
         if blueprint.clone is not None:
-            self._clone(action, blueprint, description, tags, mac_seed)
+            self._clone(action, blueprint, description, tags, mac_seed, omitted)
         else:
             params = create_params(
                 blueprint, hostname=action.hostname, description=description, tags=tags, mac_seed=mac_seed
             )
-            self._wait(self._client.create_container(action.node, action.vmid, params))
+            self._wait(self._client.create_container(action.node, action.vmid, _without(params, omitted)))
+        if action.volumes_from is not None:
+            return (
+                f"created CT {action.vmid} ({action.hostname}) on {action.node}, stopped until CT "
+                f"{action.volumes_from} hands over its kept volumes: {action.reason}"
+            )
         if blueprint.start_on_create:
             self._start(action.node, action.vmid)
             return f"created and started CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
         return f"created CT {action.vmid} ({action.hostname}) on {action.node}: {action.reason}"
 
     def _clone(
-        self, action: CreateContainer, blueprint: ContainerBlueprint, description: str, tags: frozenset[str], seed: str
+        self,
+        action: CreateContainer,
+        blueprint: ContainerBlueprint,
+        description: str,
+        tags: frozenset[str],
+        seed: str,
+        omitted: tuple[str, ...] = (),
     ) -> None:
         # pve-container's clone_vm sets the source's `disk` lock for the whole vzclone task: a second clone
         # of the same template meanwhile fails with "CT is locked (disk)". Clones of one template therefore
         # run one at a time in this process (a linked clone takes seconds); other creations still overlap.
         assert blueprint.clone is not None
         with _clone_source_lock(blueprint.clone.node, blueprint.clone.vmid):
-            self._clone_unlocked(action, blueprint, description, tags, seed)
+            self._clone_unlocked(action, blueprint, description, tags, seed, omitted)
 
     def _clone_unlocked(
-        self, action: CreateContainer, blueprint: ContainerBlueprint, description: str, tags: frozenset[str], seed: str
+        self,
+        action: CreateContainer,
+        blueprint: ContainerBlueprint,
+        description: str,
+        tags: frozenset[str],
+        seed: str,
+        omitted: tuple[str, ...],
     ) -> None:
         """Clone the template CT onto the node placement chose (another node than the template's only when
         its volumes are on shared storage), then give the clone the policy's settings and the ownership marks.
@@ -294,7 +330,7 @@ class PolicyExecutor:
             blueprint, hostname=action.hostname, description=description, tags=tags, mac_seed=seed
         )
         try:
-            self._client.update_container_config(action.node, action.vmid, settings)
+            self._client.update_container_config(action.node, action.vmid, _without(settings, omitted))
         except PveError:
             self._wait(self._client.destroy_container(action.node, action.vmid, purge=True))
             raise
@@ -374,6 +410,95 @@ class PolicyExecutor:
             return f"CT {action.vmid} was already gone"
         return f"stopped and destroyed CT {action.vmid} on {node}{cleared}: {action.reason}"
 
+    def _hand_over(self, action: HandOverVolumes, blueprint: ContainerBlueprint) -> str:
+        """Give the replacement (``action.vmid``) the source's kept volumes, start it, destroy the source.
+
+        Each step looks at PVE first and is skipped when done, so a handover cut short (a crash, a failed
+        task) is finished by the next cycle's. Both CTs are proven ours from their own configs before
+        anything; the source is destroyed only when none of the kept volumes is left on it. A source this
+        handover stopped is started again when moving its volumes fails (never left stopped)."""
+        node, vmid = action.node, action.vmid
+        target_config = self._client.container_config(node, vmid)
+        self._prove_ownership(vmid, target_config)
+        moved: list[str] = []
+        if action.source_vmid is not None:
+            source = action.source_vmid
+            source_config = self._client.container_config(node, source)
+            self._prove_ownership(source, source_config)
+            to_move = [k for k in action.keys if k in source_config and k not in target_config]
+            if to_move:
+                self._move_volumes(node, source, vmid, to_move)
+                moved = to_move
+        target_config = self._client.container_config(node, vmid)
+        fresh = self._settle_kept_volumes(node, vmid, target_config, blueprint, moved)
+        if self._client.container_status(node, vmid).get("status") != "running":
+            self._start(node, vmid)
+        said = f"CT {vmid} received {', '.join(moved)} from CT {action.source_vmid}" if moved else f"CT {vmid}"
+        if fresh:
+            said += f" (new empty {', '.join(fresh)}: the source had none)"
+        if action.source_vmid is None:
+            return f"{said} started: {action.reason}"
+        left = [k for k in action.keys if k in self._client.container_config(node, action.source_vmid)]
+        if left:
+            raise HandOverIncomplete(
+                f"CT {action.source_vmid} still holds kept volume(s) {', '.join(left)}: not destroyed"
+            )
+        destroyed = self._destroy(
+            DestroyContainer(action.source_vmid, node, False, f"its kept volumes were handed over to CT {vmid}")
+        )
+        return f"{said}, started; {destroyed}"
+
+    def _move_volumes(self, node: str, source: int, target: int, keys: Sequence[str]) -> None:
+        """Stop ``source`` if it runs and reassign each of ``keys`` to ``target`` (same key); on failure, start
+        ``source`` again when this stopped it, and raise."""
+        stopped_here = False
+        if self._client.container_status(node, source).get("status") == "running":
+            wait_done(
+                self._client,
+                self._client.stop_container(node, source),
+                vmid=source,
+                timeout_seconds=self._task_timeout,
+                status="stopped",
+            )
+            stopped_here = True
+        try:
+            for key in keys:
+                self._wait(self._client.move_volume(node, source, key, target_vmid=target, target_volume=key))
+        except PveError:
+            if stopped_here:
+                try:
+                    self._start(node, source)
+                except PveError as exc:
+                    log.warning("CT %s stopped for a volume handover could not be started again: %s", source, exc)
+            raise
+
+    def _settle_kept_volumes(
+        self,
+        node: str,
+        vmid: int,
+        config: dict[str, Any],
+        blueprint: ContainerBlueprint,
+        moved: Sequence[str],
+    ) -> list[str]:
+        """Write the policy's mount options on the volumes just received (PVE keeps the source's), and create
+        the kept volumes the CT still lacks (empty: their source is gone). Returns the keys created empty."""
+        changes: dict[str, Any] = {}
+        fresh: list[str] = []
+        for i, mount_point in enumerate(blueprint.mount_points):
+            key = f"mp{i}"
+            if not mount_point.keep_on_recreate:
+                continue
+            if key in config:
+                if key in moved:
+                    volume = str(config[key]).split(",", 1)[0].removeprefix("volume=")
+                    changes[key] = mount_point_property(mount_point, volume) + _size_option(config[key])
+            else:
+                changes[key] = mount_point_property(mount_point)
+                fresh.append(key)
+        if changes:
+            self._client.update_container_config(node, vmid, changes)
+        return fresh
+
     def _record_template(self, action: RecordTemplate) -> str:
         config = self._client.container_config(action.node, action.vmid)
         self._prove_ownership(action.vmid, config)
@@ -418,3 +543,15 @@ class PolicyExecutor:
             )
             return f"restored {changed} on CT {action.vmid} and restarted it to apply them: {action.reason}"
         return f"restored {changed} on CT {action.vmid}: {action.reason}"
+
+
+def _without(params: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in keys}
+
+
+def _size_option(mount_point: object) -> str:
+    """``,size=8G`` from a mount point's property string (PVE records the volume's size there), or ""."""
+    for part in str(mount_point).split(","):
+        if part.startswith("size="):
+            return f",{part}"
+    return ""

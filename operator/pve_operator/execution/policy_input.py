@@ -61,7 +61,9 @@ def blueprint_from(
             for n in t.networks
         ),
         mount_points=tuple(
-            MountPoint(m.storage, m.size_gib, m.path, m.backup, m.read_only, m.quota, m.acl, m.replicate)
+            MountPoint(
+                m.storage, m.size_gib, m.path, m.backup, m.read_only, m.quota, m.acl, m.replicate, m.keep_on_recreate
+            )
             for m in t.mount_points
         ),
         arch=t.arch.value if t.arch else None,
@@ -139,6 +141,7 @@ def intent_from(
         networks=network_settings(policy),
         notes=policy.template.description,
         tags=ownership_tags(uid) | frozenset(t.lower() for t in policy.template.tags),
+        kept_volumes=tuple(f"mp{i}" for i, m in enumerate(policy.template.mount_points) if m.keep_on_recreate),
     )
 
 

@@ -741,7 +741,13 @@ def _write_conditions(patch: kopf.Patch, previous: Any, updates: Updates, now: A
     patch.status["observedGeneration"] = generation
 
 
-_EVENT_REASONS = {"Create": "Created", "Start": "Started", "Delete": "Deleted", "Repair": "Repaired"}
+_EVENT_REASONS = {
+    "Create": "Created",
+    "Start": "Started",
+    "Delete": "Deleted",
+    "Repair": "Repaired",
+    "HandOver": "HandOverCompleted",
+}
 
 
 #: Longest wait before a creation that keeps failing is tried again (the wait doubles from the
@@ -760,10 +766,12 @@ def _reason_of_recorded_failure(message: str) -> ConditionReason:
 
 
 def failed_creations(recent: Any) -> list[FailedAttempt]:
-    """The policy's Create attempts from ``status.recentActions``, oldest first."""
+    """The policy's Create attempts from ``status.recentActions``, oldest first, with the volume handovers
+    (by the replacement's VMID): a handover that keeps failing backs off like a creation, and pauses the
+    rollout meanwhile, instead of stopping its source CT at every cycle."""
     attempts = []
     for entry in recent or ():
-        if entry.get("action") != "Create" or entry.get("vmid") is None:
+        if entry.get("action") not in ("Create", "HandOver") or entry.get("vmid") is None:
             continue
         at = parse_epoch(entry.get("time"))
         if at is None:

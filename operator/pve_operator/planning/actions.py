@@ -19,6 +19,10 @@ class CreateContainer:
     hostname: str
     reason: str
     kind: Literal["Create"] = "Create"
+    #: A rolling update's replacement for this outdated CT, which holds keepOnRecreate volumes: created on
+    #: its node, stopped and without those mount points (its record names the source), for
+    #: :class:`HandOverVolumes` to give them to it.
+    volumes_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,23 @@ class RestoreMarks:
     remove_tags: frozenset[str] = frozenset()
     reason: str = ""
     kind: Literal["Repair"] = "Repair"
+
+
+@dataclass(frozen=True)
+class HandOverVolumes:
+    """A rolling update's handover of keepOnRecreate volumes from an outdated CT (``source_vmid``) to the
+    replacement made for it (``vmid``, same node, stopped): stop the source, reassign each of ``keys`` still
+    on it (PVE ``move_volume`` with ``target-vmid``), start the replacement, destroy the source. Every step
+    is skipped when already done, so a handover cut short is finished by the next one. ``source_vmid`` None:
+    the source is gone (its volumes with it): the replacement gets new empty volumes for the keys it lacks,
+    and starts."""
+
+    vmid: int
+    node: str
+    source_vmid: int | None
+    keys: tuple[str, ...]
+    reason: str
+    kind: Literal["HandOver"] = "HandOver"
 
 
 @dataclass(frozen=True)
@@ -149,7 +170,15 @@ class RestoreContainer:
 #: What the balancing planner proposes (``pve_operator.planning.balancing``).
 BalanceAction = MigrateContainer | OffloadContainer | RestoreContainer
 
-Action = CreateContainer | StartContainer | DestroyContainer | RestoreConfig | RecordTemplate | RestoreMarks
+Action = (
+    CreateContainer
+    | StartContainer
+    | DestroyContainer
+    | RestoreConfig
+    | RecordTemplate
+    | RestoreMarks
+    | HandOverVolumes
+)
 
 
 def describe(action: BalanceAction, metric: UsageMeasure) -> str:

@@ -102,6 +102,19 @@ class OwnershipKey:
         expected = self.sign_template(vmid, record.policy_uid, record.index, record.template)
         return record.template if hmac.compare_digest(expected, record.template_signature) else ""
 
+    def sign_volumes_from(self, vmid: int, policy_uid: str, index: int, source_vmid: int) -> str:
+        """The signature of a record's ``from`` field (the CT whose kept volumes this CT receives): the
+        handover destroys that CT, so a forged value must not name one."""
+        message = f"pve-operator volumes-from v1\0{vmid}\0{policy_uid}\0{index}\0{source_vmid}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()[:SIGNATURE_HEX_DIGITS]
+
+    def volumes_from_of(self, vmid: int, record: OwnershipRecord) -> int | None:
+        """The record's ``from`` VMID when its own signature verifies, else None."""
+        if record.volumes_from is None or not record.volumes_from_signature:
+            return None
+        expected = self.sign_volumes_from(vmid, record.policy_uid, record.index, record.volumes_from)
+        return record.volumes_from if hmac.compare_digest(expected, record.volumes_from_signature) else None
+
     def verifies(self, vmid: int, record: OwnershipRecord) -> bool:
         expected = self.sign(vmid, record.policy_uid, record.index)
         return bool(record.signature) and hmac.compare_digest(expected, record.signature)
@@ -125,6 +138,11 @@ class OwnershipRecord:
     template: str = ""
     #: :meth:`OwnershipKey.sign_template` over (vmid, policy_uid, index, template).
     template_signature: str = ""
+    #: The outdated CT whose keepOnRecreate volumes this CT was created to receive (a rolling update's
+    #: handover); None for every other CT.
+    volumes_from: int | None = None
+    #: :meth:`OwnershipKey.sign_volumes_from` over (vmid, policy_uid, index, volumes_from).
+    volumes_from_signature: str = ""
 
     def to_line(self) -> str:
         line = (
@@ -133,6 +151,8 @@ class OwnershipRecord:
         )
         if self.template:
             line += f";template={self.template};tsig={self.template_signature}"
+        if self.volumes_from is not None:
+            line += f";from={self.volumes_from};fsig={self.volumes_from_signature}"
         return f"{line};sig={self.signature}" if self.signature else line
 
     def signed(self, vmid: int, key: OwnershipKey) -> OwnershipRecord:
@@ -144,6 +164,14 @@ class OwnershipRecord:
             self,
             template=template_hash,
             template_signature=key.sign_template(vmid, self.policy_uid, self.index, template_hash),
+        )
+
+    def receiving_volumes_from(self, vmid: int, key: OwnershipKey, source_vmid: int) -> OwnershipRecord:
+        """The record of a CT created to receive ``source_vmid``'s kept volumes (signed)."""
+        return replace(
+            self,
+            volumes_from=source_vmid,
+            volumes_from_signature=key.sign_volumes_from(vmid, self.policy_uid, self.index, source_vmid),
         )
 
 
@@ -178,6 +206,7 @@ def parse_record(description: str | None) -> OwnershipRecord | None:
         return None
     if not (policy and name and fields.get("uid") and fields.get("created")) or index < 0:
         return None
+    source = fields.get("from", "")
     return OwnershipRecord(
         policy,
         name,
@@ -187,6 +216,8 @@ def parse_record(description: str | None) -> OwnershipRecord | None:
         fields.get("sig", ""),
         fields.get("template", ""),
         fields.get("tsig", ""),
+        volumes_from=int(source) if source.isdigit() else None,
+        volumes_from_signature=fields.get("fsig", ""),
     )
 
 

@@ -30,6 +30,7 @@ from pve_operator.planning.actions import (
     Action,
     CreateContainer,
     DestroyContainer,
+    HandOverVolumes,
     RecordTemplate,
     RestoreConfig,
     RestoreMarks,
@@ -146,6 +147,9 @@ class PolicyIntent:
     #: ``net0``, ``net1``, ... as the policy creates them (PVE property strings without ``hwaddr``): Hot,
     #: compared key by key (:data:`MANAGED_NET_KEYS`) when a CT's config was read; None: not compared.
     networks: tuple[str, ...] | None = None
+    #: The ``mpN`` keys of the mount points with keepOnRecreate: a rolling update hands these volumes over
+    #: to a replacement made for each outdated CT (:class:`HandOverVolumes`) instead of destroying them.
+    kept_volumes: tuple[str, ...] = ()
 
     @property
     def demand(self) -> ContainerDemand:
@@ -173,6 +177,8 @@ class OwnedContainer:
     #: The template hash its ownership record carries, when signed ("" = unknown: created before records
     #: carried one; stamped with the current one when its config is read).
     template_hash: str = ""
+    #: The outdated CT whose kept volumes this CT was created to receive (its signed record's ``from``).
+    volumes_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -281,15 +287,20 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         o for o in present if o.template_hash and intent.template_hash and o.template_hash != intent.template_hash
     ]
     rolling = intent.rollout_max_unavailable is not None and not intent.rollout_paused and intent.fill is None
+    # Handovers of kept volumes: a replacement and the outdated CT it receives them from count as one CT
+    # until the handover destroys the source; neither is a scale-down victim meanwhile.
+    pairs = handover_pairs(present, intent.template_hash)
+    sources = {o.vmid for o in pairs.values()}
     # Scale down: newest first (creation time, then index); while a rollout has outdated CTs (a surge CT
     # made the surplus, or replicas went down mid-rollout), outdated CTs go first, within maxUnavailable.
-    surplus = len(present) - desired
+    surplus = len(present) - len(pairs) - desired
     removed: set[int] = set()
     if surplus > 0:
+        unpaired = [o for o in present if o.vmid not in sources and o.vmid not in pairs]
         victims = (
-            _surge_victims(intent, present, outdated, desired, surplus)
+            _surge_victims(intent, unpaired, [o for o in outdated if o.vmid not in sources], desired, surplus)
             if intent.rollout_max_unavailable is not None and outdated
-            else _scale_down_victims(intent, present, surplus)
+            else _scale_down_victims(intent, unpaired, surplus)
         )
         for victim, why in victims:
             obs = victim.observation
@@ -301,6 +312,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
                 )
             )
 
+    present_vmids = {o.vmid for o in present}
     # Repairs on the CTs that stay. Restarts (restart-class drift) and recreations (rollout) share the
     # RollingUpdate budget: CTs missing or not running count against maxUnavailable.
     budget = _unavailable_budget(intent, present, desired, removed)
@@ -312,7 +324,22 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         if item.vmid in intent.busy_vmids:
             continue  # an offload or restore in flight: the balancer stops and starts it, not repair
         if obs.status is ContainerStatus.STOPPED and not item.offloaded:
-            actions.append(StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again"))
+            if item.vmid in pairs or (item.vmid in sources and not intent.rollout_paused):
+                pass  # waiting for (or in) its handover, which starts the replacement
+            elif item.volumes_from is not None and intent.kept_volumes and item.volumes_from not in present_vmids:
+                # Made to receive a CT's kept volumes, and that CT is gone: new empty volumes, then start.
+                actions.append(
+                    HandOverVolumes(
+                        item.vmid,
+                        obs.node,
+                        None,
+                        intent.kept_volumes,
+                        f"CT {item.volumes_from}, whose kept volumes this CT was made to receive, is gone: "
+                        "any kept volume it lacks is created empty, then it starts",
+                    )
+                )
+            else:
+                actions.append(StartContainer(item.vmid, obs.node, "stopped outside the operator: starting it again"))
         marks = _marks_drift(intent, item, obs.node)
         if marks is not None:
             actions.append(marks)
@@ -371,7 +398,16 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
                 when = "restart to apply" if restart else "applied at the CT's next start"
                 actions.append(RestoreConfig(item.vmid, obs.node, writes, f"{listed} ({when})", restart=restart))
 
-    if outdated and intent.rollout_max_unavailable is not None and surplus <= 0 and not intent.rollout_paused:
+    if pairs and not intent.rollout_paused:
+        handovers, budget = _handovers(intent, pairs, budget)
+        actions += handovers
+    if (
+        outdated
+        and intent.rollout_max_unavailable is not None
+        and surplus <= 0
+        and not intent.rollout_paused
+        and not intent.kept_volumes
+    ):
         actions += _rollout(intent, present, outdated, removed, budget)
 
     owned_vmids = {o.vmid for o in owned}
@@ -388,9 +424,9 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
     # Creations: missing CTs get the lowest free indices. A surge (count mode, RollingUpdate) adds up to
     # maxSurge CTs above replicas while CTs are outdated, counting the CTs destroyed this cycle as present.
     surge = 0
-    if rolling and intent.rollout_max_surge > 0:
+    if rolling and intent.rollout_max_surge > 0 and not intent.kept_volumes:
         surge = min(intent.rollout_max_surge, sum(1 for o in outdated if o.vmid not in removed))
-    missing = desired + surge - len(present)
+    missing = desired + surge - (len(present) - len(pairs))
     refusals: Mapping[str, str] = {}
     rule_refused: frozenset[str] = frozenset()
     unplaced = 0
@@ -459,6 +495,16 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             refusals = {
                 "vmidRange": f"no free VMID left in {intent.vmid_range.start}-{intent.vmid_range.stop - 1}{shared}"
             }
+    if rolling and intent.kept_volumes:
+        creating = [a for a in actions if isinstance(a, CreateContainer)]
+        actions += _replacements_for_handover(
+            intent,
+            outdated,
+            pairs,
+            removed,
+            taken_indices={o.index for o in present} | {a.index for a in creating},
+            used_vmids=set(snapshot.used_vmids()) | {a.vmid for a in creating},
+        )
     return ReconcilePlan(
         actions=actions,
         desired_replicas=desired,
@@ -586,6 +632,112 @@ def _rollout(
                     f"{item.template_hash}, now {intent.template_hash}): recreate CT {item.index} with it "
                     f"({done} of {len(present)} updated, maxUnavailable {intent.rollout_max_unavailable})"
                 ),
+            )
+        )
+    return actions
+
+
+def handover_pairs(present: Sequence[OwnedContainer], template_hash: str) -> dict[int, OwnedContainer]:
+    """Handovers of kept volumes still to finish: replacement VMID -> the outdated CT it receives them from,
+    for every CT whose record names a source that still exists (the handover destroys the source last) and
+    is still outdated (a spec changed back makes the source current again: it keeps its volumes, and the
+    replacement is surplus)."""
+    by_vmid = {o.vmid: o for o in present}
+    pairs = {}
+    for item in present:
+        source = by_vmid.get(item.volumes_from) if item.volumes_from is not None else None
+        if source is None or source.vmid == item.vmid:
+            continue
+        if source.template_hash and template_hash and source.template_hash != template_hash:
+            pairs[item.vmid] = source
+    return pairs
+
+
+def _actionable(intent: PolicyIntent, item: OwnedContainer) -> bool:
+    """Not locked, not in the pool's balancing journal, proven ours this cycle and of known state."""
+    obs = item.observation
+    return (
+        obs is not None
+        and not obs.lock
+        and item.vmid not in intent.busy_vmids
+        and item.verified
+        and obs.status is not ContainerStatus.UNKNOWN
+    )
+
+
+def _handovers(
+    intent: PolicyIntent, pairs: Mapping[int, OwnedContainer], budget: int
+) -> tuple[list[Action], int]:
+    """A :class:`HandOverVolumes` for each pair whose CTs can be acted on, lowest source index first; stopping
+    a source that is available (running, or offloaded on purpose) takes one of maxUnavailable's budget."""
+    actions: list[Action] = []
+    for target_vmid, source in sorted(pairs.items(), key=lambda pair: pair[1].index):
+        obs = source.observation
+        assert obs is not None
+        if not _actionable(intent, source):
+            continue
+        if obs.running or source.offloaded:
+            if budget <= 0:
+                continue
+            budget -= 1
+        keys = ", ".join(intent.kept_volumes) or "none"
+        actions.append(
+            HandOverVolumes(
+                target_vmid,
+                obs.node,
+                source.vmid,
+                intent.kept_volumes,
+                f"rolling update: CT {source.vmid} (outdated, template {source.template_hash}) hands its kept "
+                f"volumes ({keys}) to CT {target_vmid}, which then starts, and is destroyed "
+                f"(maxUnavailable {intent.rollout_max_unavailable})",
+            )
+        )
+    return actions, budget
+
+
+def _replacements_for_handover(
+    intent: PolicyIntent,
+    outdated: Sequence[OwnedContainer],
+    pairs: Mapping[int, OwnedContainer],
+    removed: set[int],
+    *,
+    taken_indices: set[int],
+    used_vmids: set[int],
+) -> list[Action]:
+    """RollingUpdate with kept volumes: up to maxSurge replacements at a time, each made for one outdated CT
+    (lowest index first) on that CT's node, stopped, to receive its volumes (``move_volume`` only reassigns
+    a volume between CTs on the same node). It takes the lowest free index, like any surge CT."""
+    in_handover = {o.vmid for o in pairs.values()}
+    waiting = [
+        o
+        for o in sorted(outdated, key=lambda o: o.index)
+        if o.vmid not in in_handover and o.vmid not in removed and _actionable(intent, o)
+    ]
+    chosen = waiting[: max(0, intent.rollout_max_surge - len(pairs))]
+    indices: list[int] = []
+    candidate = 0
+    while len(indices) < len(chosen):
+        if candidate not in taken_indices:
+            indices.append(candidate)
+        candidate += 1
+    vmids = allocate_vmids(indices, intent.vmid_range, used_vmids, reserved=intent.reserved_vmids)
+    actions: list[Action] = []
+    for source, index in zip(chosen, indices, strict=True):
+        if index not in vmids:
+            break
+        node = _node_of(source)
+        actions.append(
+            CreateContainer(
+                vmid=vmids[index],
+                node=node,
+                index=index,
+                hostname=intent.hostname_for(index),
+                reason=(
+                    f"rolling update: the replacement of CT {source.vmid} on {node}, created stopped to receive its "
+                    f"kept volumes ({', '.join(intent.kept_volumes)}); {len(outdated)} outdated, "
+                    f"maxSurge {intent.rollout_max_surge}"
+                ),
+                volumes_from=source.vmid,
             )
         )
     return actions

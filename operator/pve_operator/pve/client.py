@@ -480,6 +480,18 @@ class PveClient:
             )
         )
 
+    def move_volume(self, node: str, vmid: int, volume: str, *, target_vmid: int, target_volume: str) -> str:
+        """``POST /nodes/{node}/lxc/{vmid}/move_volume`` with ``target-vmid``: a ``move_volume`` task reassigning
+        CT ``vmid``'s ``volume`` (``mp0``, ...) to CT ``target_vmid`` as ``target_volume``. PVE renames the volume
+        for its new owner and keeps its mount options; both CTs on one node, the source stopped."""
+        body = {"volume": volume, "target-vmid": target_vmid, "target-volume": target_volume}
+        return str(
+            self._write(
+                f"POST /nodes/{node}/lxc/{vmid}/move_volume",
+                lambda api: api.nodes(node).lxc(vmid).move_volume.post(**body),
+            )
+        )
+
     def start_container(self, node: str, vmid: int) -> str:
         return str(
             self._write(

@@ -41,6 +41,13 @@ class MountPoint:
     quota: bool = False
     acl: bool | None = None
     replicate: bool = True
+    #: keepOnRecreate: a rolling update hands the volume over to the replacement CT.
+    keep_on_recreate: bool = False
+
+
+def kept_volume_keys(mount_points: Sequence[MountPoint]) -> tuple[str, ...]:
+    """The ``mpN`` keys of the mount points a rolling update hands over (keepOnRecreate)."""
+    return tuple(f"mp{i}" for i, mp in enumerate(mount_points) if mp.keep_on_recreate)
 
 
 def stable_mac(seed: str, nic: str) -> str:
@@ -50,9 +57,10 @@ def stable_mac(seed: str, nic: str) -> str:
     return "02:" + ":".join(f"{b:02X}" for b in digest[:5])
 
 
-def mount_point_property(mp: MountPoint) -> str:
-    """PVE's ``mpN`` property string for a new volume: ``local-lvm:8,mp=/srv,backup=1,...``."""
-    parts = [f"{mp.storage}:{mp.size_gib}", f"mp={mp.path}", f"backup={1 if mp.backup else 0}"]
+def mount_point_property(mp: MountPoint, volume: str | None = None) -> str:
+    """PVE's ``mpN`` property string for a new volume (``local-lvm:8,mp=/srv,backup=1,...``), or, with
+    ``volume``, for an existing volume with the policy's options (``local-lvm:vm-3105-disk-1,mp=/srv,...``)."""
+    parts = [volume or f"{mp.storage}:{mp.size_gib}", f"mp={mp.path}", f"backup={1 if mp.backup else 0}"]
     if mp.read_only:
         parts.append("ro=1")
     if mp.quota:

@@ -416,6 +416,8 @@ class ActionKind(StrEnum):
     OFFLOAD = "Offload"
     RESTORE = "Restore"
     REPAIR = "Repair"
+    HAND_OVER = "HandOver"
+    """A rolling update hands an outdated CT's keepOnRecreate volumes to its replacement."""
 
 
 class ActionResult(StrEnum):

@@ -192,6 +192,21 @@ _SURGE_NEEDS_REPLICAS = CelRule(
     message="updateStrategy.maxSurge needs replicas: in fill mode every extra CT counts as growth (use maxUnavailable)",
     field_path=".updateStrategy.maxSurge",
 )
+_KEPT_VOLUMES_NEED_HANDOVER = CelRule(
+    rule=(
+        "!has(self.template.mountPoints) || "
+        "!self.template.mountPoints.exists(m, has(m.keepOnRecreate) && m.keepOnRecreate) || "
+        "(has(self.updateStrategy) && (!has(self.updateStrategy.type) || self.updateStrategy.type == 'RollingUpdate') "
+        "&& has(self.updateStrategy.maxSurge) && self.updateStrategy.maxSurge >= 1 "
+        "&& (!has(self.updateStrategy.maxUnavailable) || self.updateStrategy.maxUnavailable >= 1))"
+    ),
+    message=(
+        "a mount point with keepOnRecreate needs updateStrategy RollingUpdate with maxSurge >= 1 (the replacement "
+        "must exist to receive the volume) and maxUnavailable >= 1 (the volume is attached to one CT at a time, "
+        "so each handover stops the old CT before the new one starts)"
+    ),
+    field_path=".updateStrategy",
+)
 _RANGE_HOLDS_FILL = CelRule(
     rule="!has(self.fill) || self.vmidRange.end - self.vmidRange.start + 1 >= self.fill.maxReplicas",
     message="fill.maxReplicas must not exceed the number of VMIDs in vmidRange (end - start + 1)",
@@ -294,7 +309,8 @@ _MOUNT_PATH_PLAIN = CelRule(
 
 class MountPoint(ApiModel):
     """A storage-backed volume mounted into the CT (Proxmox VE's ``mp0``, ``mp1``, ... in list order). It is
-    part of the CT: destroyed with it, and new (empty) when a rolling update recreates the CT."""
+    part of the CT: destroyed with it, and new (empty) when a rolling update recreates the CT, unless
+    ``keepOnRecreate`` hands it over to the replacement."""
 
     storage: str = Field(min_length=2, max_length=100, pattern=STORAGE_ID)
     """Proxmox VE storage for the volume, e.g. local-lvm."""
@@ -321,6 +337,14 @@ class MountPoint(ApiModel):
 
     replicate: bool = True
     """Include the volume in storage replication jobs."""
+
+    keep_on_recreate: bool = False
+    """Hand the volume over to the CT that replaces this one in a rolling update, with its data, instead of
+    destroying it with the CT. The replacement is created (stopped) on the same node, the old CT is stopped,
+    Proxmox VE reassigns the volume (``move_volume`` with ``target-vmid``), the replacement starts and the old
+    CT is destroyed. Needs updateStrategy RollingUpdate with maxSurge >= 1 and maxUnavailable >= 1, and a
+    storage that can rename volumes (not iSCSI). Scale-down and deleting the policy still destroy it. Changing
+    this field alone recreates no CT."""
 
     @field_validator("path")
     @classmethod
@@ -739,7 +763,8 @@ class ContainerTemplate(ApiModel):
 
     mount_points: tuple[MountPoint, ...] = Field((), max_length=32)
     """Storage-backed volumes mounted into each CT (mp0, mp1, ... in list order); created with the CT and
-    destroyed with it (a rolling update gives the new CT new, empty volumes: keep data elsewhere)."""
+    destroyed with it: a rolling update gives the new CT new, empty volumes, except those with
+    keepOnRecreate, which are handed over to the replacement with their data."""
 
     arch: Architecture | None = None
     """CT architecture when the template does not say (amd64, i386, arm64, armhf, riscv32, riscv64)."""
@@ -849,10 +874,13 @@ TEMPLATE_UPDATE_CLASSES: dict[str, UpdateClass] = {
 def template_hash(template: ContainerTemplate) -> str:
     """12 hex digits of SHA-256 over the template's Recreate-class fields (as the CRD writes them): two
     templates with the same hash make the same CT as far as only a new CT can show. Stored (signed) in
-    each CT's ownership record at create; a rolling update recreates the CTs whose hash differs. Values at
+    each CT's ownership record at create; a rolling update recreates the CTs whose hash differs (a mount point's
+    keepOnRecreate is not part of it: it says what happens to the volume, not what the CT is). Values at
     their defaults are left out, so a field a later version adds (with a default) does not change every
     CT's hash and recreate the fleet on upgrade."""
     wire = template.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    for mount_point in wire.get("mountPoints", ()):
+        mount_point.pop("keepOnRecreate", None)  # how a volume outlives its CT, not what the CT is made of
     fields = {
         name: wire.get(ContainerTemplate.model_fields[name].alias or name)
         for name, kind in sorted(TEMPLATE_UPDATE_CLASSES.items())
@@ -1137,7 +1165,12 @@ class ContainerPolicySpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=kube_schema(
-            _EXACTLY_ONE_SIZE, _RANGE_HOLDS_REPLICAS, _RANGE_HOLDS_FILL, _RANGE_HOLDS_SURGE, _SURGE_NEEDS_REPLICAS
+            _EXACTLY_ONE_SIZE,
+            _RANGE_HOLDS_REPLICAS,
+            _RANGE_HOLDS_FILL,
+            _RANGE_HOLDS_SURGE,
+            _SURGE_NEEDS_REPLICAS,
+            _KEPT_VOLUMES_NEED_HANDOVER,
         )
     )
 
@@ -1221,6 +1254,16 @@ class ContainerPolicySpec(ApiModel):
             _RANGE_HOLDS_FILL.require(
                 self.fill.max_replicas <= self.vmid_range.size,
                 f"fill.maxReplicas {self.fill.max_replicas}, vmidRange holds {self.vmid_range.size}",
+            )
+        kept = [f"mountPoints[{i}]" for i, m in enumerate(self.template.mount_points) if m.keep_on_recreate]
+        if kept:
+            strategy = self.update_strategy
+            _KEPT_VOLUMES_NEED_HANDOVER.require(
+                strategy.type is UpdateStrategyType.ROLLING_UPDATE
+                and strategy.max_surge >= 1
+                and strategy.max_unavailable >= 1,
+                f"{', '.join(kept)} keepOnRecreate; updateStrategy {strategy.type.value} maxSurge "
+                f"{strategy.max_surge} maxUnavailable {strategy.max_unavailable}",
             )
         # The API server checks the pattern's syntax; only here can every rendered name be checked.
         render_hostname(self.hostname_pattern, 0)
