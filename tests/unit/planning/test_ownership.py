@@ -143,3 +143,19 @@ def test_a_template_hash_counts_only_when_its_own_signature_verifies() -> None:
     assert forged is not None and key.template_of(3103, forged) == ""
     assert key.template_of(3104, parsed) == "", "copied onto another CT"
     assert key.template_of(3103, record) == "", "no template recorded"
+
+
+def test_the_ct_a_replacement_receives_volumes_from_counts_only_when_signed_for_that_replacement() -> None:
+    from pve_operator.planning.ownership import OwnershipKey, OwnershipRecord, parse_record
+
+    key = OwnershipKey(b"unit-test-ownership-key-32-bytes")
+    record = OwnershipRecord("apps", "web", "uid-1", 3, "2026-12-03T00:00:00Z").signed(3103, key)
+    receiving = record.with_template(3103, key, "18d310f4407a").receiving_volumes_from(3103, key, 3100)
+    parsed = parse_record("notes\n" + receiving.to_line())
+    assert parsed is not None and key.verifies(3103, parsed) and key.template_of(3103, parsed) == "18d310f4407a"
+    assert key.volumes_from_of(3103, parsed) == 3100
+    # The handover destroys the source: a hand-edited source (another CT of the policy) is not believed.
+    forged = parse_record(receiving.to_line().replace("from=3100", "from=3101"))
+    assert forged is not None and key.volumes_from_of(3103, forged) is None
+    assert key.volumes_from_of(3104, parsed) is None, "copied onto another CT"
+    assert key.volumes_from_of(3103, record) is None, "an ordinary CT receives nothing"
