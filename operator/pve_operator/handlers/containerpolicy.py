@@ -77,6 +77,7 @@ from pve_operator.planning.reconcile import (
     clone_volumes_shared,
     creation_backoffs,
     find_clone_source,
+    handover_pairs,
     plan_reconcile,
 )
 from pve_operator.planning.vmid_ranges import (
@@ -685,7 +686,10 @@ def register_ha(
     intent_ha = ha_intent(
         identity, policy.ha, policy.effective_node_weights(pool), intent.topology, strict=required is not None
     )
-    vmids = {o.index: o.vmid for o in owned if o.observation is not None and o.verified}
+    # A replacement waiting for kept volumes is registered once its handover started it: the HA manager
+    # would start it before it has them.
+    waiting = handover_pairs([o for o in owned if o.observation is not None], intent.template_hash)
+    vmids = {o.index: o.vmid for o in owned if o.observation is not None and o.verified and o.vmid not in waiting}
     try:
         plan = read_and_plan(client, intent_ha, vmids)
         done = apply_ha(client, plan)
