@@ -319,6 +319,14 @@ _LXC_CREATE_ONLY: tuple[ParamSpec, ...] = (
     ParamSpec("ha-managed", "boolean", default=False),
 )
 
+_LXC_VOLUME_KEYS_WITH_UNUSED: tuple[str, ...] = (
+    "rootfs",
+    *(f"mp{i}" for i in range(256)),
+    *(f"unused{i}" for i in range(256)),
+)
+"""pve-container ``PVE::LXC::Config->valid_volume_keys_with_unused`` (``$MAX_MOUNT_POINTS`` and
+``$MAX_UNUSED_DISKS`` are 256)."""
+
 _LXC_UPDATE_ONLY: tuple[ParamSpec, ...] = (
     NODE,
     VMID,
@@ -649,6 +657,25 @@ _ENDPOINT_LIST: tuple[EndpointSpec, ...] = (
             ParamSpec("full", "boolean"),
             ParamSpec("target", "string", format="pve-node"),
             ParamSpec("bwlimit", "number", default="clone limit from datacenter or storage config", minimum=0),
+        ),
+        proxy=True,
+    ),
+    # pve-container src/PVE/API2/LXC.pm 'move_volume'.
+    _ep(
+        "POST",
+        f"{_CT}/move_volume",
+        "move_volume",
+        (
+            NODE,
+            VMID,
+            replace(VMID, name="target-vmid", optional=True),
+            ParamSpec("volume", "string", optional=False, enum=_LXC_VOLUME_KEYS_WITH_UNUSED),
+            ParamSpec("storage", "string", format="pve-storage-id"),
+            ParamSpec("delete", "boolean", default=False),
+            ParamSpec("digest", "string", max_length=40),
+            ParamSpec("bwlimit", "number", default="clone limit from datacenter or storage config", minimum=0),
+            ParamSpec("target-volume", "string", enum=_LXC_VOLUME_KEYS_WITH_UNUSED),
+            ParamSpec("target-digest", "string", max_length=40),
         ),
         proxy=True,
     ),

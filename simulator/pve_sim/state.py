@@ -278,6 +278,21 @@ class StorageState:
             name = "base-" + name.removeprefix("vm-")
         return f"{head}{sep}{name}"
 
+    def has_rename_feature(self, volname: str) -> bool:
+        """``volume_has_feature($cfg, 'rename', $volid)`` for a CT volume (not a snapshot): every
+        plugin that can hold CT volumes declares ``rename => {current => ...}`` -- the file plugins
+        for raw/qcow2/vmdk images, not subvol directories (pve-storage ``src/PVE/Storage/Plugin.pm``,
+        ``BTRFSPlugin.pm``), ``LVMPlugin.pm`` for raw, ``LvmThinPlugin.pm``, ``ZFSPoolPlugin.pm`` and
+        ``RBDPlugin.pm`` for any current volume. A base volume (``base-``, ``basevol-``) never has it;
+        iSCSI and ZFS over iSCSI (``ZFSPlugin.pm``) have no ``rename`` at all."""
+        if is_base_volname(volname):
+            return False
+        if self.type in ("lvm", "lvmthin", "zfspool", "rbd"):
+            return True
+        if self.type in _FILE_STORAGE_TYPES:
+            return volname.endswith((".raw", ".qcow2", ".vmdk"))
+        return False
+
     def linked_clone_name(self, base_volname: str, free_name: str) -> str:
         """``clone_image``'s result for a base volume and the clone's free disk name: ZFS and RBD
         name the parent (``basevol-100-disk-0/subvol-101-disk-0``, ``base-100-disk-0/vm-101-disk-0``),
@@ -291,6 +306,7 @@ class StorageState:
 
 _FILE_STORAGE_TYPES = frozenset({"dir", "nfs", "cifs", "btrfs", "cephfs", "glusterfs"})
 _BASE_VOLNAME_RE = re.compile(r"^(?:base|basevol)-\d+-")
+_DISK_NUMBER_RE = re.compile(r"^(?:vm|subvol|base|basevol)-(\d+)-disk-(\d+)")
 _OWNER_RE = re.compile(r"^(?:vm|subvol|base|basevol)-(\d+)-")
 
 
@@ -724,6 +740,54 @@ class ClusterState:
         while f"{storage.sid}:{storage.volume_name(vmid, index)}" in used:
             index += 1
         return f"{storage.sid}:{storage.volume_name(vmid, index)}"
+
+    def volids_on(self, storage: StorageState, node: str) -> list[str]:
+        """The CT volumes on ``storage`` as ``node`` sees it (every CT's for shared storage, else
+        the node's CTs'): what the configs and their pending sections reference -- the simulator has
+        no volume that no config references."""
+        found: list[str] = []
+        for ct in self.containers.values():
+            if not storage.shared and ct.node != node:
+                continue
+            for key, value in (*ct.config.items(), *ct.pending.items()):
+                if option_family(key) not in ("rootfs", "mp", "unused"):
+                    continue
+                volid = parse_property_string(str(value), "volume").get("volume", "")
+                if volid.startswith(f"{storage.sid}:") and volid not in found:
+                    found.append(volid)
+        return found
+
+    def free_volume_name(self, storage: StorageState, vmid: int, node: str) -> str:
+        """pve-storage ``find_free_diskname``: the name a new volume of ``vmid`` gets on ``storage``
+        (as ``node`` sees it), with the lowest disk number no volume of that VMID uses there
+        (``get_next_vm_diskname`` counts ``vm-``, ``base-``, ``subvol-`` and ``basevol-`` names;
+        a linked clone ``basevol-100-disk-0/subvol-101-disk-0`` counts for 101)."""
+        taken: set[int] = set()
+        for other in self.volids_on(storage, node):
+            match = _DISK_NUMBER_RE.match(other.partition(":")[2].rpartition("/")[2])
+            if match is not None and int(match.group(1)) == vmid:
+                taken.add(int(match.group(2)))
+        index = 0
+        while index in taken:
+            index += 1
+        return storage.volume_name(vmid, index)
+
+    def rename_volume(self, volid: str, target_vmid: int, node: str) -> str:
+        """pve-storage ``src/PVE/Storage.pm`` ``rename_volume($cfg, $volid, $target_vmid)``: the
+        volume gets :meth:`free_volume_name` of ``target_vmid`` on its storage and keeps its size
+        and data. The plugins' ``rename_volume`` return ``<sid>:vm-<vmid>-disk-<N>``
+        (``LVMPlugin.pm``, inherited by LVM-thin), ``<sid>:[<base>/]subvol-<vmid>-disk-<N>``
+        (``ZFSPoolPlugin.pm``), ``<sid>:[<base>/]vm-<vmid>-disk-<N>`` (``RBDPlugin.pm``: a linked
+        clone keeps naming its base), ``<sid>:<vmid>/vm-<vmid>-disk-<N>.raw`` (``Plugin.pm``,
+        ``BTRFSPlugin.pm``). A linked clone stays one under its new name. Returns the new volume ID."""
+        sid, volname = volid.split(":", 1)
+        storage = self.storage_config(sid)
+        free = self.free_volume_name(storage, target_vmid, node)
+        base, sep, _ = volname.rpartition("/")
+        new_volid = f"{sid}:{base}{sep}{free}" if storage.type in ("zfspool", "zfs", "rbd") else f"{sid}:{free}"
+        if volid in self.linked_clones:
+            self.linked_clones[new_volid] = self.linked_clones.pop(volid)
+        return new_volid
 
     def linked_rootfs_base(self, ct: ContainerState) -> int | None:
         """The VMID of the template whose base volume ``ct``'s rootfs is a linked clone of (it still

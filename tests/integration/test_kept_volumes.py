@@ -153,3 +153,27 @@ def test_a_failing_move_starts_the_old_ct_again_and_destroys_nothing(pve_sim_ser
     assert [o.succeeded for o in outcomes if isinstance(o.action, HandOverVolumes)] == [True]
     assert 3100 not in [r["vmid"] for r in sim.proxmox().cluster.resources.get(type="vm")]
     assert _volumes(sim)[_config(sim, "srv-px1", made.vmid)["mp1"].split(",", 1)[0]] == 8 << 30
+
+
+def test_a_replacement_moved_to_another_node_follows_its_source_back_before_the_move(pve_sim_server: Any) -> None:
+    """move_volume needs both CTs on one node: a replacement migrated away meanwhile (by the pool's balancing or
+    an admin) is migrated back, stopped, and then receives the volume."""
+    sim = _sim(pve_sim_server)
+    run, kept = _start_fleet(sim)
+    (made,) = [o.action for o in _cycle(run, INTENT, NEW) if isinstance(o.action, CreateContainer)]
+    assert made.node == "srv-px1"
+    api = sim.proxmox()
+    upid = api.nodes("srv-px1").lxc(made.vmid).migrate.post(target="srv-px2")
+    run._client.wait(upid, timeout_seconds=60)
+    assert run._client.locate_container(made.vmid) == "srv-px2"
+    outcomes = [o for o in _cycle(run, INTENT, NEW) if isinstance(o.action, HandOverVolumes)]
+    assert [o.succeeded for o in outcomes] == [True], [o.message for o in outcomes]
+    assert run._client.locate_container(made.vmid) == "srv-px1"
+    config = _config(sim, "srv-px1", made.vmid)
+    assert (
+        config["mp1"].startswith(f"local-lvm:vm-{made.vmid}-disk-")
+        and _volumes(sim)[config["mp1"].split(",")[0]] == 8 << 30
+    )
+    assert api.nodes("srv-px1").lxc(made.vmid).status.current.get()["status"] == "running"
+    assert run._client.locate_container(3100) is None, "the source is destroyed once its volume moved"
+    assert kept[3100] not in _volumes(sim), "the volume was renamed for its new owner, not copied"

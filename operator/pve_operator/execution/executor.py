@@ -418,24 +418,36 @@ class PolicyExecutor:
         anything; the source is destroyed only when none of the kept volumes is left on it. A source this
         handover stopped is started again when moving its volumes fails (never left stopped)."""
         node, vmid = action.node, action.vmid
-        target_config = self._client.container_config(node, vmid)
-        self._prove_ownership(vmid, target_config)
         moved: list[str] = []
+        here = node  # where the replacement is
         if action.source_vmid is not None:
             source = action.source_vmid
             source_config = self._client.container_config(node, source)
             self._prove_ownership(source, source_config)
+            target_node = self._client.locate_container(vmid)
+            if target_node is None:
+                raise PveNotFound(f"CT {vmid}, which was to receive CT {source}'s kept volumes, is gone")
+            target_config = self._client.container_config(target_node, vmid)
+            self._prove_ownership(vmid, target_config)
             to_move = [k for k in action.keys if k in source_config and k not in target_config]
             if to_move:
+                if target_node != node:
+                    # Moved since (the pool's balancing, an admin): move_volume needs both CTs on one node, and
+                    # the replacement is stopped, so it follows its source (an offline migration).
+                    self._wait(self._client.migrate_container(target_node, vmid, target=node, restart=False))
                 self._move_volumes(node, source, vmid, to_move)
                 moved = to_move
-        target_config = self._client.container_config(node, vmid)
-        fresh = self._settle_kept_volumes(node, vmid, target_config, blueprint, moved)
-        if self._client.container_status(node, vmid).get("status") != "running":
-            self._start(node, vmid)
+            else:
+                here = target_node
+        else:
+            self._prove_ownership(vmid, self._client.container_config(node, vmid))
+        target_config = self._client.container_config(here, vmid)
+        fresh = self._settle_kept_volumes(here, vmid, target_config, blueprint, moved)
+        if self._client.container_status(here, vmid).get("status") != "running":
+            self._start(here, vmid)
         said = f"CT {vmid} received {', '.join(moved)} from CT {action.source_vmid}" if moved else f"CT {vmid}"
         if fresh:
-            said += f" (new empty {', '.join(fresh)}: the source had none)"
+            said += f" (new empty {', '.join(fresh)}: there was no volume to receive)"
         if action.source_vmid is None:
             return f"{said} started: {action.reason}"
         left = [k for k in action.keys if k in self._client.container_config(node, action.source_vmid)]

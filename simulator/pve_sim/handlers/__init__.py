@@ -6,7 +6,7 @@ Handlers receive the :class:`~pve_sim.cluster.SimCluster` and a
 :class:`~pve_sim.errors.PveApiError` with PVE's status and message. They never see HTTP.
 """
 
-from pve_sim.handlers import access, clone, cluster, ha, lxc, migrate, nodes, pools, tasks
+from pve_sim.handlers import access, clone, cluster, ha, lxc, migrate, move_volume, nodes, pools, tasks
 from pve_sim.handlers.registry import ROUTES, Perm, Route, route
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ha",
     "lxc",
     "migrate",
+    "move_volume",
     "nodes",
     "pools",
     "route",

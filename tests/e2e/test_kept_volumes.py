@@ -1,0 +1,82 @@
+"""keepOnRecreate end to end: the operator, the real API server and pve_sim.
+
+A 3-CT policy whose data volume (``mp0``) has ``keepOnRecreate`` rolls to a new ostemplate and a bigger data
+volume in the spec (``maxUnavailable: 1, maxSurge: 1``): each outdated CT gets a replacement on its node that
+waits stopped, the old CT is stopped, Proxmox VE reassigns the volume (``move_volume``), the replacement
+starts and the old CT goes. The data volumes after the rollout are the original ones (8 GiB, where a new one
+would be the new spec's 16 GiB), renamed for their new CTs; at most one CT is down at any 0.3 s sample and
+never more than 4 CTs exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ready_replicas
+from tests.e2e.test_rolling_update import NEW, OLD, _apply, _lab, _policy
+from tests.fixtures.kube import wait_for
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+STRATEGY = {"type": "RollingUpdate", "maxUnavailable": 1, "maxSurge": 1}
+
+
+def _with_data(manifest: dict[str, Any], size_gib: int) -> dict[str, Any]:
+    manifest["spec"]["replicas"] = 3
+    manifest["spec"]["template"]["mountPoints"] = [
+        {"storage": "local-lvm", "sizeGiB": size_gib, "path": "/srv/data", "backup": True, "keepOnRecreate": True}
+    ]
+    return manifest
+
+
+def _data_volumes(lab: Any) -> dict[int, str]:
+    """Each managed CT's mp0 volume ID."""
+    return {ct["vmid"]: lab.ct_config(ct["node"], ct["vmid"])["mp0"].split(",", 1)[0] for ct in lab.managed_cts()}
+
+
+def _sizes(lab: Any) -> dict[str, int]:
+    found = {}
+    for node in ("srv-px1", "srv-px2"):
+        for item in lab.sim.proxmox().nodes(node).storage("local-lvm").content.get():
+            found[item["volid"]] = int(item["size"])
+    return found
+
+
+def test_a_rollout_hands_each_data_volume_to_the_ct_that_replaces_its_owner(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    lab = _lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    _apply(lab, _with_data(_policy(OLD, strategy=STRATEGY), 8))
+    status = lab.wait_policy("web", ready_replicas(3), "3 CTs running")
+    old_hash = status["templateHash"]
+    before = _data_volumes(lab)
+    assert len(before) == 3 and all(_sizes(lab)[v] == 8 << 30 for v in before.values())
+
+    _apply(lab, _with_data(_policy(NEW, strategy=STRATEGY), 16))
+    lab.wait_policy("web", lambda s: s.get("templateHash") not in (None, old_hash), "the new template seen")
+    worst = {"running": 3, "cts": 3}
+
+    def rolled() -> bool:
+        cts = lab.managed_cts()
+        running = sum(1 for ct in cts if ct["status"] == "running" and not ct.get("lock"))
+        worst["running"] = min(worst["running"], running)
+        worst["cts"] = max(worst["cts"], len(cts))
+        current = lab.status("containerpolicy", "web")
+        return current.get("updatedReplicas") == 3 and len(cts) == 3 and running == 3
+
+    wait_for(rolled, timeout_s=420, interval_s=0.3, what="every CT replaced, its data volume handed over")
+    assert worst["running"] >= 2, f"maxUnavailable 1, but only {worst['running']} CTs ran at one sample"
+    assert worst["cts"] <= 4, f"maxSurge 1, but {worst['cts']} CTs existed at once"
+    after = _data_volumes(lab)
+    sizes = _sizes(lab)
+    for vmid, volid in after.items():
+        assert volid.startswith(f"local-lvm:vm-{vmid}-disk-"), volid
+        assert sizes[volid] == 8 << 30, f"CT {vmid} has a new volume ({sizes[volid]} B), not the handed-over one"
+    assert not [v for v in before.values() if v in sizes and v not in after.values()], "an old volume left behind"
+    status = lab.status("containerpolicy", "web")
+    handed = [a for a in status.get("recentActions") or [] if a["action"] == "HandOver" and a["result"] == "Succeeded"]
+    assert len(handed) == 3, handed
+    assert all("received mp0 from CT" in a["message"] for a in handed)
+    lab.wait_condition("containerpolicy", "web", "Progressing", "False", "Reconciled")
