@@ -284,21 +284,8 @@ def sample_pressure(
         usage = snapshot.nodes.get(node.name)
         if usage is None or not usage.online:
             memory.pressure.drop(node.name)
-            continue
-        try:
-            rows = (fetched or {}).get(node.name)
-            key = trigger.rrd_key
-            found = newest(rows, key) if rows is not None else client.node_pressure(node.name, key)
-        except PveError as exc:
-            log.warning("pressure of %s not read: %s", node.name, exc)
-            memory.pressure.drop(node.name)
-            continue
-        if found is None:
+        elif not _record_pressure(client, trigger.rrd_key, node.name, memory, (fetched or {}).get(node.name)):
             missing.add(node.name)
-            memory.pressure.drop(node.name)
-            continue
-        row_time, percent = found
-        memory.pressure.record(node.name, row_time, percent / 100)
     if missing and frozenset(missing) != memory.pressure_unavailable:
         kopf.warn(
             body,
@@ -309,6 +296,25 @@ def sample_pressure(
             ),
         )
     memory.pressure_unavailable = frozenset(missing)
+
+
+def _record_pressure(
+    client: PveClient, key: str, node: str, memory: PoolMemory, rows: Sequence[Mapping[str, Any]] | None
+) -> bool:
+    """Record the newest pressure sample of ``node`` (from ``rows`` when read this cycle, else one request);
+    False when its RRD has no ``key`` column. A failed read drops the node's samples (it waits, as if new)."""
+    try:
+        found = newest(rows, key) if rows is not None else client.node_pressure(node, key)
+    except PveError as exc:
+        log.warning("pressure of %s not read: %s", node, exc)
+        memory.pressure.drop(node)
+        return True
+    if found is None:
+        memory.pressure.drop(node)
+        return False
+    row_time, percent = found
+    memory.pressure.record(node, row_time, percent / 100)
+    return True
 
 
 def balance_executor(client: PveClient, owners: Mapping[int, PolicyIdentity], journal: Journal) -> BalanceExecutor:
@@ -339,19 +345,7 @@ def balance_pool(
     now = time.time()
     memory = pool_memory(namespace, name, uid)
     _sample(client, pool, snapshot, memory, body, now, f"{namespace}/{name}")
-    collected = collect_input(
-        namespace=namespace,
-        pool=pool,
-        status=status,
-        records_for=runtime.records_for,
-        ownership_key=runtime.ownership_key(),
-        policies=policies,
-        client=client,
-        snapshot=memory.cpu.averaged(snapshot),
-        history=memory.history,
-        last_action_at=memory.last_action_at,
-        now=now,
-    )
+    collected = _collect(namespace, pool, status, runtime, policies, client, memory.cpu.averaged(snapshot), memory, now)
     policy_of = collected.policy_of
     journal = StatusJournal(
         namespace, name, read_in_flight(status.get("inFlight")), {v: str(p["name"]) for v, p in policy_of.items()}
@@ -366,11 +360,48 @@ def balance_pool(
     started = executor.apply(to_run, run_plan.depends_on) if to_run else []
     outcomes: list[BalanceOutcome] = followed + [o for o in started if not o.deferred]
     offloaded = _record_outcomes(outcomes, records, namespace, body, memory, policy_of, snapshot, status, now)
+    _write_cycle_status(patch, status, records, _still_offloaded(offloaded, inp, to_run), journal)
+
+
+def _collect(
+    namespace: str,
+    pool: ProxmoxServerPoolSpec,
+    status: Mapping[str, Any],
+    runtime: OperatorRuntime,
+    policies: Sequence[Mapping[str, Any]],
+    client: PveClient,
+    snapshot: ClusterSnapshot,
+    memory: PoolMemory,
+    now: float,
+) -> CollectedInput:
+    """The planner's input for this cycle (``collect_input``) from the pool memory's samples and cooldowns."""
+    return collect_input(
+        namespace=namespace,
+        pool=pool,
+        status=status,
+        records_for=runtime.records_for,
+        ownership_key=runtime.ownership_key(),
+        policies=policies,
+        client=client,
+        snapshot=snapshot,
+        history=memory.history,
+        last_action_at=memory.last_action_at,
+        now=now,
+    )
+
+
+def _write_cycle_status(
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    records: Sequence[RecordedAction],
+    still_offloaded: Sequence[OffloadedContainer],
+    journal: StatusJournal,
+) -> None:
+    """recentActions (this cycle's records appended, capped), offloaded and the in-flight journal."""
     if records:
         merged = [dict(x) for x in status.get("recentActions") or []] + [r.to_dict() for r in records]
         patch.status["recentActions"] = merged[-MAX_RECENT_ACTIONS:]
-    still = _still_offloaded(offloaded, inp, to_run)
-    patch.status["offloaded"] = [o.to_dict() for o in still]
+    patch.status["offloaded"] = [o.to_dict() for o in still_offloaded]
     patch.status["inFlight"] = journal.payload()
 
 

@@ -327,30 +327,15 @@ def _observe_and_plan(
     connection = runtime.connection(namespace, pool_name, pool)
     client = connection.client
     snapshot = client.snapshot(time.time())
-    records = runtime.records_for(uid)
-    key = runtime.ownership_key()
-    counted = counted_vmids(status)
-    owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
+    owned, records, key, counted = _discover(policy, uid, client, snapshot, runtime, status)
     overlaps = _overlaps(policy, identity, pool_name, pool, pools, policies_by_pool)
     clone = _clone_source(policy, snapshot, client)
     backoffs = _creation_backoffs(status, now)
-    intent = intent_from(
-        policy,
-        pool,
-        uid,
-        int(status.get("desiredReplicas") or 0),
-        reserved_vmids=shared_vmids(overlaps),
-        busy_vmids=frozenset().union(*in_flight.get((namespace, pool_name), [])),
-        online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
-        clone=clone,
-        rollout_paused=bool(backoffs),
-        retired_tags=retired_tags(policy, status),
-    )
+    busy = frozenset[int]().union(*in_flight.get((namespace, pool_name), []))
+    intent = _cycle_intent(policy, pool, uid, status, snapshot, overlaps, busy, clone, backoffs)
     swept, runtime.drift_cursor[uid] = sweep_configs(
         client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
     )
-    pending = creations_in_progress(snapshot, policy.vmid_range.as_range(), owned)
-    plan = plan_reconcile(intent, snapshot, swept)
     cycle = PolicyCycle(
         policy=policy,
         pool=pool,
@@ -362,14 +347,54 @@ def _observe_and_plan(
         counted=counted,
         owned=owned,
         intent=intent,
-        plan=plan,
-        pending=pending,
+        plan=plan_reconcile(intent, snapshot, swept),
+        pending=creations_in_progress(snapshot, policy.vmid_range.as_range(), owned),
         overlaps=overlaps,
         backoffs=backoffs,
         clone=clone,
     )
     _gate_creations(cycle, uid)
     return cycle
+
+
+def _discover(
+    policy: ContainerPolicySpec, uid: str, client: PveClient, snapshot: Any, runtime: OperatorRuntime, status: Any
+) -> tuple[list[OwnedContainer], dict[int, Any], Any, frozenset[int]]:
+    """The CTs proven ours in this snapshot, with the record cache, the ownership key and the VMIDs status
+    counts (an unsigned record of a counted CT is signed once)."""
+    records = runtime.records_for(uid)
+    key = runtime.ownership_key()
+    counted = counted_vmids(status)
+    owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
+    return owned, records, key, counted
+
+
+def _cycle_intent(
+    policy: ContainerPolicySpec,
+    pool: ProxmoxServerPoolSpec,
+    uid: str,
+    status: Mapping[str, Any],
+    snapshot: Any,
+    overlaps: list[VmidRangeOverlap],
+    busy: frozenset[int],
+    clone: CloneFrom | None,
+    backoffs: Mapping[int, Backoff],
+) -> PolicyIntent:
+    """The planner's view of the policy this cycle: the spec with what status, the snapshot and the other
+    policies add (fill mode's count so far, shared VMIDs, CTs the pool's balancing is busy with, online
+    nodes, the clone source, a rollout paused by failing creations, tags to retire)."""
+    return intent_from(
+        policy,
+        pool,
+        uid,
+        int(status.get("desiredReplicas") or 0),
+        reserved_vmids=shared_vmids(overlaps),
+        busy_vmids=busy,
+        online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
+        clone=clone,
+        rollout_paused=bool(backoffs),
+        retired_tags=retired_tags(policy, status),
+    )
 
 
 def _creation_backoffs(status: Mapping[str, Any], now: datetime) -> dict[int, Backoff]:

@@ -293,19 +293,33 @@ def pool_monitor(
         runtime=memo.runtime,
         policies=policies,
     )
-    if sample is None:
-        return
+    if sample is not None:
+        _balance_on(sample, (ns, name, uid), dict(status), body, patch, memo.runtime, policies)
+
+
+def _balance_on(
+    sample: tuple[ProxmoxServerPoolSpec, PveClient, ClusterSnapshot],
+    identity: tuple[str, str, str],
+    status: dict[str, Any],
+    body: kopf.Body,
+    patch: kopf.Patch,
+    runtime: OperatorRuntime,
+    policies: list[Any],
+) -> None:
+    """Balance the pool on the sample the monitor just took; Proxmox trouble or a missing ownership key is
+    told (an event) and tried again next interval."""
     pool, client, snapshot = sample
+    namespace, name, uid = identity
     try:
         balance_pool(
             name=name,
-            namespace=ns,
+            namespace=namespace,
             uid=uid,
             pool=pool,
-            status=dict(status),
+            status=status,
             body=body,
             patch=patch,
-            runtime=memo.runtime,
+            runtime=runtime,
             policies=policies,
             client=client,
             snapshot=snapshot,
