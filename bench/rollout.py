@@ -10,7 +10,9 @@ one) before it runs; nothing fails. Strategies (maxUnavailable/maxSurge) are com
 
 Columns: cycles until the rollout is done (and the ratio to 1/0); the fewest CTs running at any cycle; the
 CT-cycles of missing capacity (sum over cycles of replicas minus running, the "downtime" a rollout costs);
-the most CTs that existed at once (the VMIDs and memory the strategy needs); and the CTs created. The
+the most CTs that existed at once (the VMIDs and memory the strategy needs); and the CTs created. Rows marked
+"kept volume" roll a policy with a keepOnRecreate mount point (handovers, see ``roll``); a handover's own
+downtime (stop, volume rename, start: seconds in one cycle's action) does not show at cycle granularity. The
 benchmark prints; it asserts nothing (tests/unit/planning/test_rollout_properties.py checks the bounds).
 """
 
@@ -27,6 +29,8 @@ GIB = 1024**3
 MIB = 1024**2
 NODES = ("pve01", "pve02", "pve03")
 STRATEGIES = ((1, 0), (2, 0), (3, 0), (0, 1), (1, 1), (0, 3), (2, 2))
+#: Strategies with a keepOnRecreate mount point (each needs maxUnavailable >= 1 and maxSurge >= 1).
+KEPT_STRATEGIES = ((1, 1), (2, 2), (3, 3))
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,10 @@ def _ct(vmid: int, node: str, running: bool) -> ContainerObservation:
     )
 
 
-def roll(replicas: int, max_unavailable: int, max_surge: int, start_cycles: int) -> Rollout:
+def roll(replicas: int, max_unavailable: int, max_surge: int, start_cycles: int, *, kept: bool = False) -> Rollout:
+    """One rollout, cycle by cycle. With ``kept`` the policy has a keepOnRecreate mount point: each outdated CT
+    gets a replacement created stopped on its node, and the next cycle's handover stops the old CT, moves the
+    volume, starts the replacement (running from the next cycle, like a start) and destroys the old CT."""
     intent = PolicyIntent(
         policy_uid="bench",
         vmid_range=range(3100, 3100 + replicas + max_surge),
@@ -65,6 +72,7 @@ def roll(replicas: int, max_unavailable: int, max_surge: int, start_cycles: int)
         template_hash="new",
         rollout_max_unavailable=max_unavailable,
         rollout_max_surge=max_surge,
+        kept_volumes=("mp0",) if kept else (),
     )
     fleet = {
         3100 + i: OwnedContainer(
@@ -91,8 +99,13 @@ def roll(replicas: int, max_unavailable: int, max_surge: int, start_cycles: int)
                     f"2026-01-02T{cycle:04d}",
                     _ct(action.vmid, action.node, False),
                     template_hash="new",
+                    volumes_from=action.volumes_from,
                 )
-                starts_in[action.vmid] = start_cycles
+                if action.volumes_from is None:
+                    starts_in[action.vmid] = start_cycles
+            elif kind == "HandOverVolumes":
+                fleet.pop(action.source_vmid, None)
+                starts_in[action.vmid] = 1
         max_cts = max(max_cts, len(fleet))
         # Time passes: creations under way come up.
         for vmid in list(starts_in):
@@ -117,11 +130,12 @@ def main() -> None:
     for replicas in (9, 30):
         rows = []
         baseline = roll(replicas, 1, 0, args.start_cycles)
-        for max_unavailable, max_surge in STRATEGIES:
-            r = roll(replicas, max_unavailable, max_surge, args.start_cycles)
+        runs = [(u, s, False) for u, s in STRATEGIES] + [(u, s, True) for u, s in KEPT_STRATEGIES]
+        for max_unavailable, max_surge, kept in runs:
+            r = roll(replicas, max_unavailable, max_surge, args.start_cycles, kept=kept)
             rows.append(
                 [
-                    f"{max_unavailable}/{max_surge}",
+                    f"{max_unavailable}/{max_surge}" + (" kept volume" if kept else ""),
                     str(r.cycles),
                     f"{r.cycles / baseline.cycles:.2f}",
                     f"{r.min_running}/{replicas}",
