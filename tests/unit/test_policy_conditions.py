@@ -79,3 +79,14 @@ def test_a_surge_rollout_stays_ready_and_a_scale_down_in_progress_is_still_recon
     shrinking = replace(FACTS, statuses=(*FACTS.statuses, ct(3102)))
     assert reasons(shrinking)[0] == ("Progressing", "True", "Reconciling")
     assert reasons(shrinking)[2] == ("Ready", "True", "AllReplicasReady")
+
+
+def test_a_kept_volume_handover_stays_ready_and_progressing_names_the_pairs() -> None:
+    waiting = ct(3102, ContainerState.STOPPED)
+    handing = replace(FACTS, statuses=(*FACTS.statuses, waiting), outdated=2, rolling=True, handovers={3102: 3100})
+    assert reasons(handing) == [
+        ("Progressing", "True", "RollingUpdate"),
+        ("Degraded", "False", "AsExpected"),
+        ("Ready", "True", "AllReplicasReady"),
+    ], "the replacement waits stopped for its volumes: the desired CTs still run"
+    assert policy_conditions(handing)[0].message.endswith("kept volumes being handed over: CT 3100 → 3102")

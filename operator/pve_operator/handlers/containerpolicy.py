@@ -608,6 +608,7 @@ def _cycle_facts(
         rule_refused=plan.rule_refused,
         outdated=len(plan.outdated),
         rolling=cycle.intent.rollout_max_unavailable is not None,
+        handovers=plan.handovers,
         unplaced=plan.unplaced,
         failure=failure,
         overlaps=describe_overlaps(cycle.overlaps) if cycle.overlaps else "",

@@ -36,6 +36,8 @@ class PolicyCycleFacts:
     #: CTs with an older template, and whether spec.updateStrategy rolls them (RollingUpdate).
     outdated: int = 0
     rolling: bool = False
+    #: Kept-volume handovers under way: replacement VMID -> the outdated CT whose volumes it receives.
+    handovers: Mapping[int, int] | None = None
     unplaced: int = 0
     #: (reason, message) of what failed this cycle or keeps failing; None when nothing does.
     failure: tuple[ConditionReason, str] | None = None
@@ -86,12 +88,22 @@ def _progressing(facts: PolicyCycleFacts, running: int, ready: bool) -> Conditio
         return _progress(
             progressing,
             ConditionReason.ROLLING_UPDATE,
-            f"rolling update: {facts.outdated} CT(s) with an older template to replace; {len(facts.statuses)} CTs "
-            f"exist for {facts.desired} wanted ({running} running)",
+            (
+                f"rolling update: {facts.outdated} CT(s) with an older template to replace; {len(facts.statuses)} CTs "
+                f"exist for {facts.desired} wanted ({running} running)"
+                + _handovers_said(facts.handovers)
+            )[:1024],
         )
     if not ready or len(facts.statuses) > facts.desired:
         return _progress(progressing, ConditionReason.RECONCILING, f"{running} of {facts.desired} CTs running")
     return _progress(stopped, ConditionReason.RECONCILED, f"{facts.desired} CTs in place")
+
+
+def _handovers_said(handovers: Mapping[int, int] | None) -> str:
+    if not handovers:
+        return ""
+    pairs = ", ".join(f"CT {source} → {target}" for target, source in sorted(handovers.items()))
+    return f"; kept volumes being handed over: {pairs}"
 
 
 def _progress(status: ConditionStatus, reason: ConditionReason, message: str) -> ConditionUpdate:

@@ -209,6 +209,8 @@ class ReconcilePlan:
     rule_refused: frozenset[str] = frozenset()
     #: CTs (verified) whose recorded template differs from the policy's: a rollout's work left.
     outdated: tuple[int, ...] = ()
+    #: Kept-volume handovers under way: replacement VMID -> the outdated CT it receives the volumes from.
+    handovers: Mapping[int, int] = field(default_factory=dict)
 
 
 def pool_used_fraction(
@@ -514,6 +516,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
         vmid_conflicts=tuple(sorted(conflicts, key=lambda c: c.index)),
         rule_refused=rule_refused,
         outdated=tuple(sorted(o.vmid for o in outdated)),
+        handovers={target: source.vmid for target, source in sorted(pairs.items())},
     )
 
 

@@ -71,6 +71,8 @@ def test_a_pair_gets_one_handover_the_replacement_is_not_started_on_its_own_and_
     assert not _of(StartContainer, actions), "the replacement starts only once it has the volumes"
     assert not _of(DestroyContainer, actions), "the pair counts as one CT: no surplus"
     assert not _of(CreateContainer, actions), "maxSurge 1: one handover at a time"
+    plan = plan_reconcile(KEEPING, lab(*[o.observation for o in fleet]), fleet)
+    assert plan.handovers == {3103: 3100} and plan.outdated == (3100, 3101, 3102)
 
 
 def test_a_handover_that_would_stop_a_running_source_waits_for_the_unavailability_budget() -> None:
