@@ -714,7 +714,7 @@ def register_ha(
     )
     # A replacement waiting for kept volumes is registered once its handover started it: the HA manager
     # would start it before it has them.
-    waiting = handover_pairs([o for o in owned if o.observation is not None], intent.template_hash)
+    waiting = handover_pairs([o for o in owned if o.observation is not None], intent)
     vmids = {o.index: o.vmid for o in owned if o.observation is not None and o.verified and o.vmid not in waiting}
     try:
         plan = read_and_plan(client, intent_ha, vmids)

@@ -291,7 +291,7 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
     rolling = intent.rollout_max_unavailable is not None and not intent.rollout_paused and intent.fill is None
     # Handovers of kept volumes: a replacement and the outdated CT it receives them from count as one CT
     # until the handover destroys the source; neither is a scale-down victim meanwhile.
-    pairs = handover_pairs(present, intent.template_hash)
+    pairs = handover_pairs(present, intent)
     sources = {o.vmid for o in pairs.values()}
     # Scale down: newest first (creation time, then index); while a rollout has outdated CTs (a surge CT
     # made the surplus, or replicas went down mid-rollout), outdated CTs go first, within maxUnavailable.
@@ -640,11 +640,15 @@ def _rollout(
     return actions
 
 
-def handover_pairs(present: Sequence[OwnedContainer], template_hash: str) -> dict[int, OwnedContainer]:
+def handover_pairs(present: Sequence[OwnedContainer], intent: PolicyIntent) -> dict[int, OwnedContainer]:
     """Handovers of kept volumes still to finish: replacement VMID -> the outdated CT it receives them from,
     for every CT whose record names a source that still exists (the handover destroys the source last) and
     is still outdated (a spec changed back makes the source current again: it keeps its volumes, and the
-    replacement is surplus)."""
+    replacement is surplus). None while the policy keeps no volume (keepOnRecreate turned off: a waiting
+    replacement is then an ordinary surge CT, started, and its source an outdated CT like any other)."""
+    if not intent.kept_volumes:
+        return {}
+    template_hash = intent.template_hash
     by_vmid = {o.vmid: o for o in present}
     pairs = {}
     for item in present:

@@ -234,3 +234,16 @@ def test_turning_keep_on_recreate_on_recreates_no_ct_and_the_intent_lists_the_ke
     assert intent_from(kept, pool, "uid-web", 0).kept_volumes == ("mp1",)
     assert intent_from(plain, pool, "uid-web", 0).kept_volumes == ()
     assert kept_volume_keys(blueprint_from(kept).mount_points) == ("mp1",)
+
+
+def test_turning_keep_on_recreate_off_mid_handover_starts_the_waiting_replacement_as_a_surge_ct() -> None:
+    fleet = [
+        _ct(3100, "srv-px2", 0, "old"),
+        _ct(3101, "srv-px1", 1, "old"),
+        _ct(3102, "srv-px1", 2, "old"),
+        _ct(3103, "srv-px2", 3, "new", stopped=True, volumes_from=3100),
+    ]
+    plan = plan_reconcile(replace(KEEPING, kept_volumes=()), lab(*[o.observation for o in fleet]), fleet)
+    assert plan.handovers == {} and not _of(HandOverVolumes, plan.actions)
+    assert [a.vmid for a in _of(StartContainer, plan.actions)] == [3103]
+    assert not _of(CreateContainer, plan.actions), "replicas + maxSurge CTs exist"
