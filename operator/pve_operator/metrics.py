@@ -29,7 +29,7 @@ PVE_REQUEST_SECONDS = Histogram(
 )
 ACTIONS = Counter(
     "pve_operator_actions_total",
-    "Actions on CTs by kind (Create, Start, Delete, Repair, Migrate, Offload, Restore) and result.",
+    "Actions on CTs by kind (Create, Start, Delete, Repair, HandOver, Migrate, Offload, Restore) and result.",
     ["action", "result"],
 )
 REFUSALS = Counter(
