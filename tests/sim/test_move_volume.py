@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
-from proxmoxer.core import ResourceException
 from proxmoxer.tools import Tasks
 
 from pve_sim.handlers.move_volume import RENAME_SECONDS
 from pve_sim.scenario import parse_scenario
 from tests.fixtures.sim import SimServerFactory, SimTestServer
+from tests.sim.task_support import finish, refused, task_log, task_status
 
 LAB = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "two-nodes.yaml"
 OPERATOR = ("ctoperator@pve", "operator")
@@ -105,28 +105,6 @@ def server(pve_sim_server: SimServerFactory) -> SimTestServer:
 @pytest.fixture
 def root(server: SimTestServer) -> Any:
     return server.proxmox("root@pam")
-
-
-def refused(action: Any) -> ResourceException:
-    with pytest.raises(ResourceException) as caught:
-        action()
-    return caught.value
-
-
-def task_status(api: Any, upid: str) -> dict[str, Any]:
-    result: dict[str, Any] = api.nodes(Tasks.decode_upid(upid)["node"]).tasks(upid).status.get()
-    return result
-
-
-def task_log(api: Any, upid: str) -> list[str]:
-    return [line["t"] for line in api.nodes(Tasks.decode_upid(upid)["node"]).tasks(upid).log.get(limit=0)]
-
-
-def finish(server: SimTestServer, api: Any, upid: str, seconds: float = 600) -> dict[str, Any]:
-    server.cluster.advance_clock(seconds)
-    status = task_status(api, upid)
-    assert status["status"] == "stopped", status
-    return status
 
 
 def config(api: Any, vmid: int, node: str = NODE) -> dict[str, Any]:
