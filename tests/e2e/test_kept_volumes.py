@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ready_replicas
-from tests.e2e.test_rolling_update import NEW, OLD, _apply, _lab, _policy
+from tests.e2e.test_rolling_update import NEW, OLD, _apply, _lab, _policy, rollout_watch
 from tests.fixtures.kube import wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
@@ -56,16 +56,7 @@ def test_a_rollout_hands_each_data_volume_to_the_ct_that_replaces_its_owner(
 
     _apply(lab, _with_data(_policy(NEW, strategy=STRATEGY), 16))
     lab.wait_policy("web", lambda s: s.get("templateHash") not in (None, old_hash), "the new template seen")
-    worst = {"running": 3, "cts": 3}
-
-    def rolled() -> bool:
-        cts = lab.managed_cts()
-        running = sum(1 for ct in cts if ct["status"] == "running" and not ct.get("lock"))
-        worst["running"] = min(worst["running"], running)
-        worst["cts"] = max(worst["cts"], len(cts))
-        current = lab.status("containerpolicy", "web")
-        return current.get("updatedReplicas") == 3 and len(cts) == 3 and running == 3
-
+    rolled, worst = rollout_watch(lab, 3)
     wait_for(rolled, timeout_s=420, interval_s=0.3, what="every CT replaced, its data volume handed over")
     assert worst["running"] >= 2, f"maxUnavailable 1, but only {worst['running']} CTs ran at one sample"
     assert worst["cts"] <= 4, f"maxSurge 1, but {worst['cts']} CTs existed at once"

@@ -10,6 +10,7 @@ hot change (memory) in the same run is applied in place, and OnDelete leaves out
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -50,6 +51,22 @@ def _apply(lab: Lab, manifest: dict[str, Any]) -> None:
     from tests.fixtures.operator import apply_objects
 
     apply_objects(lab.kube, lab.namespace, manifest)
+
+
+def rollout_watch(lab: Lab, replicas: int) -> tuple[Callable[[], bool], dict[str, int]]:
+    """A ``wait_for`` condition that is true once the policy ``web`` has ``replicas`` CTs, all current and
+    running, and, updated at each call, the fewest CTs running and the most CTs that existed at one sample."""
+    worst = {"running": replicas, "cts": replicas}
+
+    def rolled() -> bool:
+        cts = lab.managed_cts()
+        running = sum(1 for ct in cts if ct["status"] == "running" and not ct.get("lock"))
+        worst["running"] = min(worst["running"], running)
+        worst["cts"] = max(worst["cts"], len(cts))
+        current = lab.status("containerpolicy", "web")
+        return current.get("updatedReplicas") == replicas and len(cts) == replicas and running == replicas
+
+    return rolled, worst
 
 
 def _created_from(lab: Lab) -> dict[int, list[str]]:
@@ -160,16 +177,7 @@ def test_a_surge_rollout_keeps_every_ct_running_and_never_more_than_one_extra(
 
     _apply(lab, _policy(NEW, strategy=surge))
     lab.wait_policy("web", lambda s: s.get("templateHash") not in (None, old_hash), "the new template seen")
-    worst = {"running": 4, "cts": 4}
-
-    def rolled() -> bool:
-        cts = lab.managed_cts()
-        running = sum(1 for ct in cts if ct["status"] == "running" and not ct.get("lock"))
-        worst["running"] = min(worst["running"], running)
-        worst["cts"] = max(worst["cts"], len(cts))
-        current = lab.status("containerpolicy", "web")
-        return current.get("updatedReplicas") == 4 and len(cts) == 4 and running == 4
-
+    rolled, worst = rollout_watch(lab, 4)
     wait_for(rolled, timeout_s=300, interval_s=0.3, what="every CT replaced by one with the new template")
     assert worst["running"] >= 4, f"maxUnavailable 0, but only {worst['running']} CTs ran at one sample"
     assert worst["cts"] <= 5, f"maxSurge 1, but {worst['cts']} CTs existed at once"
