@@ -10,6 +10,7 @@ never more than 4 CTs exist.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -71,3 +72,43 @@ def test_a_rollout_hands_each_data_volume_to_the_ct_that_replaces_its_owner(
     assert len(handed) == 3, handed
     assert all("received mp0 from CT" in a["message"] for a in handed)
     lab.wait_condition("containerpolicy", "web", "Progressing", "False", "Reconciled")
+
+
+def test_an_operator_killed_in_the_middle_of_a_handover_finishes_it_after_a_restart(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """SIGKILL while the old CT is stopped and its move_volume request is held (8 s of latency): the restarted
+    operator finds the pair from the replacement's signed record, finishes the handover (or continues it), and
+    no CT is left stopped and no data volume is lost."""
+    lab = _lab(kube, kube_namespace, pve_sim_server, pve_operator_process)
+    manifest = _with_data(_policy(OLD, strategy=STRATEGY), 8)
+    manifest["spec"]["replicas"] = 2
+    _apply(lab, manifest)
+    status = lab.wait_policy("web", ready_replicas(2), "2 CTs running")
+    before = _data_volumes(lab)
+    faults = lab.sim.cluster.faults
+    faults.set_latency(8.0, path_regex=r"^/nodes/[^/]+/lxc/\d+/move_volume$")
+    manifest = _with_data(_policy(NEW, strategy=STRATEGY), 16)
+    manifest["spec"]["replicas"] = 2
+    _apply(lab, manifest)
+    lab.wait_policy("web", lambda s: s.get("templateHash") != status["templateHash"], "the new template seen")
+
+    def mid_handover() -> bool:
+        cts = lab.managed_cts()
+        return len(cts) == 3 and sum(1 for ct in cts if ct["status"] == "stopped") == 2
+
+    wait_for(mid_handover, timeout_s=120, interval_s=0.2, what="an old CT stopped beside its waiting replacement")
+    assert lab.operator is not None
+    lab.operator.kill()
+    faults.clear()
+    restarted = time.monotonic()
+    lab.operator.start()
+    rolled, worst = rollout_watch(lab, 2)
+    wait_for(rolled, timeout_s=300, interval_s=0.3, what="the rollout finished by the restarted operator")
+    recovery = time.monotonic() - restarted
+    after = _data_volumes(lab)
+    sizes = _sizes(lab)
+    assert len(after) == 2 and all(sizes[v] == 8 << 30 for v in after.values()), (after, sizes)
+    assert not [v for v in before.values() if v in sizes and v not in after.values()], "an old volume left behind"
+    assert worst["cts"] <= 3
+    print(f"\nkept-volume handover finished {recovery:.1f} s after the operator's restart")
