@@ -177,3 +177,19 @@ def test_a_replacement_moved_to_another_node_follows_its_source_back_before_the_
     assert api.nodes("srv-px1").lxc(made.vmid).status.current.get()["status"] == "running"
     assert run._client.locate_container(3100) is None, "the source is destroyed once its volume moved"
     assert kept[3100] not in _volumes(sim), "the volume was renamed for its new owner, not copied"
+
+
+def test_a_ct_still_holding_a_kept_volume_is_not_destroyed_by_a_handover(pve_sim_server: Any) -> None:
+    """The last guard of a handover: the executor re-reads the source's config right before destroying it and
+    refuses while a kept volume is still there (whatever the plan thought)."""
+    from pve_operator.planning.actions import DestroyContainer
+
+    sim = _sim(pve_sim_server)
+    run, kept = _start_fleet(sim)
+    guarded = DestroyContainer(3100, "srv-px1", True, "test", unless_holding=("mp1",))
+    (outcome,) = run.apply([guarded], NEW)
+    assert not outcome.succeeded and "still holds kept volume(s) mp1: not destroyed" in outcome.message
+    assert _config(sim, "srv-px1", 3100)["mp1"].split(",", 1)[0] == kept[3100]
+    assert sim.proxmox().nodes("srv-px1").lxc(3100).status.current.get()["status"] == "running"
+    (plain,) = run.apply([DestroyContainer(3101, "srv-px2", True, "scale down")], NEW)
+    assert plain.succeeded, "an ordinary destroy (scale-down) still takes the CT with its volumes"

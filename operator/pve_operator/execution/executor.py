@@ -31,6 +31,7 @@ from pve_operator.planning.ownership import (
     parse_record,
     remove_record,
 )
+from pve_operator.planning.pve_access import property_string, volume_of
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import (
     PveAuthenticationError,
@@ -385,6 +386,9 @@ class PolicyExecutor:
             node = moved_to
             config = self._client.container_config(node, action.vmid)
         self._prove_ownership(action.vmid, config)
+        held = [key for key in action.unless_holding if key in config]
+        if held:
+            raise HandOverIncomplete(f"CT {action.vmid} still holds kept volume(s) {', '.join(held)}: not destroyed")
         cleared = ""
         if str(config.get("protection") or "0") not in ("0", ""):
             # Proxmox VE refuses to remove a protected CT; the policy's own deliberate removal clears it.
@@ -419,29 +423,25 @@ class PolicyExecutor:
         handover stopped is started again when moving its volumes fails (never left stopped)."""
         node, vmid = action.node, action.vmid
         moved: list[str] = []
-        here = node  # where the replacement is
+        here = node if action.source_vmid is None else self._client.locate_container(vmid)  # the replacement's
+        if here is None:
+            raise PveNotFound(f"CT {vmid}, which was to receive CT {action.source_vmid}'s kept volumes, is gone")
+        target_config = self._client.container_config(here, vmid)
+        self._prove_ownership(vmid, target_config)
         if action.source_vmid is not None:
             source = action.source_vmid
             source_config = self._client.container_config(node, source)
             self._prove_ownership(source, source_config)
-            target_node = self._client.locate_container(vmid)
-            if target_node is None:
-                raise PveNotFound(f"CT {vmid}, which was to receive CT {source}'s kept volumes, is gone")
-            target_config = self._client.container_config(target_node, vmid)
-            self._prove_ownership(vmid, target_config)
             to_move = [k for k in action.keys if k in source_config and k not in target_config]
             if to_move:
-                if target_node != node:
+                if here != node:
                     # Moved since (the pool's balancing, an admin): move_volume needs both CTs on one node, and
                     # the replacement is stopped, so it follows its source (an offline migration).
-                    self._wait(self._client.migrate_container(target_node, vmid, target=node, restart=False))
+                    self._wait(self._client.migrate_container(here, vmid, target=node, restart=False))
+                    here = node
                 self._move_volumes(node, source, vmid, to_move)
                 moved = to_move
-            else:
-                here = target_node
-        else:
-            self._prove_ownership(vmid, self._client.container_config(node, vmid))
-        target_config = self._client.container_config(here, vmid)
+                target_config = self._client.container_config(here, vmid)
         fresh = self._settle_kept_volumes(here, vmid, target_config, blueprint, moved)
         if self._client.container_status(here, vmid).get("status") != "running":
             self._start(here, vmid)
@@ -450,13 +450,14 @@ class PolicyExecutor:
             said += f" (new empty {', '.join(fresh)}: there was no volume to receive)"
         if action.source_vmid is None:
             return f"{said} started: {action.reason}"
-        left = [k for k in action.keys if k in self._client.container_config(node, action.source_vmid)]
-        if left:
-            raise HandOverIncomplete(
-                f"CT {action.source_vmid} still holds kept volume(s) {', '.join(left)}: not destroyed"
-            )
         destroyed = self._destroy(
-            DestroyContainer(action.source_vmid, node, False, f"its kept volumes were handed over to CT {vmid}")
+            DestroyContainer(
+                action.source_vmid,
+                node,
+                False,
+                f"its kept volumes were handed over to CT {vmid}",
+                unless_holding=action.keys,
+            )
         )
         return f"{said}, started; {destroyed}"
 
@@ -502,8 +503,10 @@ class PolicyExecutor:
                 continue
             if key in config:
                 if key in moved:
-                    volume = str(config[key]).split(",", 1)[0].removeprefix("volume=")
-                    changes[key] = mount_point_property(mount_point, volume) + _size_option(config[key])
+                    size = property_string(config[key]).get("size")
+                    changes[key] = mount_point_property(mount_point, volume_of(config[key])) + (
+                        f",size={size}" if size else ""
+                    )
             else:
                 changes[key] = mount_point_property(mount_point)
                 fresh.append(key)
@@ -559,11 +562,3 @@ class PolicyExecutor:
 
 def _without(params: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in keys}
-
-
-def _size_option(mount_point: object) -> str:
-    """``,size=8G`` from a mount point's property string (PVE records the volume's size there), or ""."""
-    for part in str(mount_point).split(","):
-        if part.startswith("size="):
-            return f",{part}"
-    return ""

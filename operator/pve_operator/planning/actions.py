@@ -42,6 +42,8 @@ class DestroyContainer:
     running: bool
     reason: str
     kind: Literal["Delete"] = "Delete"
+    #: Refused while the CT's config still has any of these keys (kept volumes a handover has not moved).
+    unless_holding: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

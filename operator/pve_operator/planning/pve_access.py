@@ -64,6 +64,12 @@ def property_string(value: object) -> dict[str, object]:
     return result
 
 
+def volume_of(value: object) -> str:
+    """The volume of a ``rootfs``/``mpN`` property string: ``local-lvm:vm-100-disk-1`` from
+    ``local-lvm:vm-100-disk-1,mp=/srv,size=8G`` (or from ``volume=...``); a bind mount's host path as is."""
+    return str(value or "").split(",", 1)[0].removeprefix("volume=")
+
+
 @dataclass(frozen=True)
 class TagRules:
     """The cluster's tag settings, as ``GET /cluster/options`` reports them."""

@@ -53,7 +53,7 @@ from pve_operator.planning.placement import (
     place,
     with_demand,
 )
-from pve_operator.planning.pve_access import property_string
+from pve_operator.planning.pve_access import property_string, volume_of
 from pve_operator.planning.topology import TopologyRules, count_by_node
 
 MIB = 1024 * 1024
@@ -672,9 +672,7 @@ def _actionable(intent: PolicyIntent, item: OwnedContainer) -> bool:
     )
 
 
-def _handovers(
-    intent: PolicyIntent, pairs: Mapping[int, OwnedContainer], budget: int
-) -> tuple[list[Action], int]:
+def _handovers(intent: PolicyIntent, pairs: Mapping[int, OwnedContainer], budget: int) -> tuple[list[Action], int]:
     """A :class:`HandOverVolumes` for each pair whose CTs can be acted on, lowest source index first; stopping
     a source that is available (running, or offloaded on purpose) takes one of maxUnavailable's budget."""
     actions: list[Action] = []
@@ -900,7 +898,7 @@ def clone_volumes_shared(config: Mapping[str, object], shared_storages: frozense
     if storage is not None and storage not in shared_storages:
         return False
     volumes = [
-        str(value).split(",", 1)[0].removeprefix("volume=")
+        volume_of(value)
         for key, value in config.items()
         if key == "rootfs" or (key.startswith("mp") and key[2:].isdigit())
     ]
