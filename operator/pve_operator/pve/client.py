@@ -49,7 +49,7 @@ from pve_operator.pve.errors import (
     PveUnreachable,
     classify,
 )
-from pve_operator.pve.tasks import Backoff, TaskResult, Upid, wait_for_task
+from pve_operator.pve.tasks import Backoff, TaskResult, Upid, check_task, wait_for_task
 
 log = logging.getLogger(__name__)
 # proxmoxer logs request bodies at INFO; bodies can carry secrets (e.g. a CT password).
@@ -581,6 +581,11 @@ class PveClient:
         except PveError:
             return []  # the log only decorates a failure we already know about
         return [str(e.get("t", "")) for e in entries][-lines:]
+
+    def task_result(self, upid: str) -> TaskResult | None:
+        """One look at the task: None while it runs, its result when it ended OK; raises
+        :class:`PveTaskFailed` when it failed (a task PVE no longer knows: :class:`PveNotFound`)."""
+        return check_task(upid, read_status=self.task_status, read_log_tail=self.task_log_tail)
 
     def wait(self, upid: str, *, timeout_seconds: float, backoff: Backoff = DEFAULT_BACKOFF) -> TaskResult:
         return wait_for_task(

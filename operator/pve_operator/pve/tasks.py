@@ -87,6 +87,24 @@ class Backoff:
         return next_delay
 
 
+def check_task(
+    upid: str,
+    *,
+    read_status: Callable[[Upid], Mapping[str, Any]],
+    read_log_tail: Callable[[Upid], list[str]],
+) -> TaskResult | None:
+    """Look at the task once: its result when it ended OK, None while it runs; raises :class:`PveTaskFailed`
+    when it ended otherwise (the same as :func:`wait_for_task`, without waiting)."""
+    parsed = Upid.parse(upid)
+    status = read_status(parsed)
+    if status.get("status") != "stopped":
+        return None
+    result = TaskResult(parsed, str(status.get("exitstatus", "unexpected status")), 0.0)
+    if not result.ok:
+        raise PveTaskFailed(upid, result.exit_status, read_log_tail(parsed))
+    return result
+
+
 def wait_for_task(
     upid: str,
     *,

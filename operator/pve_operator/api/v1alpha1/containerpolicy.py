@@ -23,6 +23,7 @@ from .common import (
     MAX_RECENT_ACTIONS,
     MAX_VMID,
     MIN_VMID,
+    ActionKind,
     ApiModel,
     CelRule,
     Condition,
@@ -1458,6 +1459,83 @@ class PolicyHaStatus(StatusModel):
     """What was changed last, or what PVE's rules cannot express."""
 
 
+class PolicyTaskStep(StrEnum):
+    """Which Proxmox VE task of a policy action is running (:class:`PolicyTask`)."""
+
+    CREATE = "Create"
+    """``vzcreate``: the CT is being created from its OS template."""
+    CLONE = "Clone"
+    """``vzclone``: the CT is being cloned from template.clone; its settings are written when it ends."""
+    DISCARD = "Discard"
+    """``vzdestroy`` of a clone whose settings could not be written: the creation failed."""
+    START = "Start"
+    """``vzstart``/``hastart``."""
+    STOP = "Stop"
+    """``vzstop``/``hastop``: before a destroy, or before a handover moves the CT's volumes."""
+    DESTROY = "Destroy"
+    """``vzdestroy`` with purge."""
+    REBOOT = "Reboot"
+    """``vzreboot``: restart-class settings restored on a running CT take effect."""
+    MIGRATE = "Migrate"
+    """``vzmigrate``: a handover's replacement goes back to its source's node."""
+    MOVE_VOLUME = "MoveVolume"
+    """``move_volume``: a kept volume is reassigned from the outdated CT to its replacement."""
+    RESTART_SOURCE = "RestartSource"
+    """A handover failed after stopping the outdated CT: it is started again (never left stopped)."""
+
+
+class PolicyTask(StatusModel):
+    """A policy action waiting for a Proxmox VE task. Each reconcile looks at the task once (it never waits for
+    it) and, when it ended, starts the action's next task or reports the action. Written before the cycle
+    ends, so a restarted operator (or the other replica) goes on where this one stopped."""
+
+    vmid: int = Field(ge=MIN_VMID, le=MAX_VMID)
+    """VMID of the CT acted on (a handover's: the replacement's)."""
+
+    action: ActionKind
+    """Create, Start, Delete, Repair or HandOver."""
+
+    step: PolicyTaskStep
+    """Which of the action's tasks is running."""
+
+    node: str = Field(max_length=63)
+    """Node of the task (and of the CT when the action began)."""
+
+    upid: str = Field(max_length=512)
+    """Proxmox VE task ID being followed."""
+
+    started_at: Timestamp
+    """When the action began."""
+
+    reason: str = Field("", max_length=1024)
+    """Why the action was planned (told again when it ends)."""
+
+    hostname: str | None = Field(None, max_length=253)
+    """Create: the CT's host name."""
+
+    index: int | None = Field(None, ge=0)
+    """Create: the CT's replica index."""
+
+    source_vmid: int | None = Field(None, ge=MIN_VMID, le=MAX_VMID)
+    """HandOver: the outdated CT whose kept volumes move; Create: the CT the replacement receives them from."""
+
+    keys: tuple[Annotated[str, Field(max_length=8)], ...] = Field((), max_length=256)
+    """HandOver: the kept mount points (mpN) still to move; Delete: refused while the CT still holds these."""
+
+    moved: tuple[Annotated[str, Field(max_length=8)], ...] = Field((), max_length=256)
+    """HandOver: the mount points already moved."""
+
+    source_stopped: bool = False
+    """HandOver: this handover stopped the outdated CT (started again if the handover fails)."""
+
+    volume: str | None = Field(None, max_length=8)
+    """MoveVolume: the mount point being moved."""
+
+    detail: str | None = Field(None, max_length=1024)
+    """What the action's message says besides the task: why it failed (Discard, RestartSource), the settings
+    restored (Repair), the protection flag cleared (Delete), new empty volumes (HandOver)."""
+
+
 class ContainerPolicyStatus(StatusModel):
     """Observed state of the policy's CTs, written by the operator."""
 
@@ -1538,6 +1616,12 @@ class ContainerPolicyStatus(StatusModel):
     recent_actions: tuple[RecordedAction, ...] = Field((), max_length=MAX_RECENT_ACTIONS)
     """The last creations, deletions, starts and repairs of the policy's CTs, oldest first (migrations,
     offloads and restores are in the pool's recentActions and in events on this policy)."""
+
+    tasks_in_flight: tuple[PolicyTask, ...] = Field(
+        (), max_length=MAX_REPLICAS, json_schema_extra=kube_schema(list_map_keys=("vmid",))
+    )
+    """Actions waiting for a Proxmox VE task (creations, starts, deletions, restarts, volume handovers), by
+    VMID: the reconcile follows each task without waiting for it."""
 
 
 _READY = '.status.conditions[?(@.type=="Ready")]'
