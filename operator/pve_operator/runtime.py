@@ -42,6 +42,9 @@ def env_float(name: str, default: float) -> float:
 
 #: Seconds between two reconciliations of a ContainerPolicy by its timer (drift repair, fill growth).
 RECONCILE_INTERVAL_SECONDS = env_float("PVE_OPERATOR_RECONCILE_INTERVAL", 15.0)
+#: Seconds between two ticks of a ContainerPolicy's timer: a tick reconciles when the policy has Proxmox VE tasks in
+#: flight (each followed once per tick, never waited for) or RECONCILE_INTERVAL_SECONDS passed since its last cycle.
+POLICY_TICK_SECONDS = env_float("PVE_OPERATOR_POLICY_TICK", 2.0)
 #: Seconds between two timer ticks of a ProxmoxServerPool (each tick samples if the spec's interval is due).
 MONITOR_TICK_SECONDS = env_float("PVE_OPERATOR_MONITOR_TICK", 5.0)
 #: Creations and starts in flight at once per pool (the lab did one at a time, blocking on each).
@@ -88,6 +91,14 @@ class PoolConnection:
     tag_access: TagAccess | None = None
     #: Who the pool authenticates as in PVE: ``user@realm`` (password) or ``user@realm!token``.
     authid: str = ""
+    #: Per policy UID: its Proxmox VE tasks in flight (status.tasksInFlight) as its last cycle left them; the
+    #: policies of the pool share MAX_PARALLEL_TASKS task slots.
+    policy_tasks: dict[str, int] = field(default_factory=dict)
+
+    def task_slots(self, policy_uid: str) -> int:
+        """Task slots a policy may fill: MAX_PARALLEL_TASKS less the other policies' tasks in flight."""
+        others = sum(n for uid, n in self.policy_tasks.items() if uid != policy_uid)
+        return max(0, MAX_PARALLEL_TASKS - others)
 
 
 @dataclass
@@ -99,6 +110,9 @@ class OperatorRuntime:
     records: dict[str, dict[int, OwnershipRecord | ForeignClaim | None]] = field(default_factory=dict)
     #: Per policy UID: the VMID the drift sweep continues after (:func:`execution.discovery.sweep_configs`).
     drift_cursor: dict[str, int] = field(default_factory=dict)
+    #: Per policy UID: when (``time.monotonic()``) its last full reconcile ran; the policy timer ticks every
+    #: POLICY_TICK_SECONDS but reconciles only with tasks in flight or once RECONCILE_INTERVAL_SECONDS passed.
+    last_policy_cycle: dict[str, float] = field(default_factory=dict)
     #: The key that signs ownership records, once read (or created): see :meth:`ownership_key`.
     _ownership_key: OwnershipKey | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)

@@ -30,6 +30,7 @@ from pve_operator.api.v1alpha1 import (
     ContainerStatus,
     DeletionPolicy,
     FillStoppedReason,
+    PolicyTask,
     ProxmoxServerPoolSpec,
     VmidConflict,
     describe_validation_error,
@@ -99,6 +100,7 @@ from pve_operator.pve.params import (
 from pve_operator.runtime import (
     DRIFT_SWEEP_PER_CYCLE,
     MAX_PARALLEL_TASKS,
+    POLICY_TICK_SECONDS,
     RECONCILE_INTERVAL_SECONDS,
     TASK_TIMEOUT_SECONDS,
     ConfigurationError,
@@ -243,6 +245,10 @@ class PolicyCycle:
     ha_problem: PveError | None = None
     #: The template CT the policy clones from (template.clone), where it is now.
     clone: CloneFrom | None = None
+    #: The policy's PVE tasks in flight as the last cycle left them (status.tasksInFlight) ...
+    journal: list[PolicyTask] = field(default_factory=list)
+    #: ... and as this cycle leaves them (None until it acted).
+    in_flight: list[PolicyTask] | None = None
 
 
 def reconcile_policy(
@@ -270,12 +276,15 @@ def reconcile_policy(
     except ValidationError as exc:
         _report_invalid_spec(body, patch, previous, describe_validation_error(exc), now, generation)
         return
+    cycle: PolicyCycle | None = None
     try:
         cycle = _observe_and_plan(
             policy, (namespace, name, uid), pool_name, status, runtime, pools, policies_by_pool, in_flight, now
         )
         _act(cycle, (namespace, name, uid), status, runtime, reporter)
     except Exception as exc:
+        if cycle is not None and cycle.in_flight is not None:
+            _write_journal(cycle.in_flight, patch)  # tasks it started are followed, whatever failed after
         _report_error(exc, body, patch, previous, pool_name, runtime, now, generation)
         return
     RECONCILIATIONS.labels("ContainerPolicy", "ok").inc()
@@ -331,11 +340,10 @@ def _observe_and_plan(
     overlaps = _overlaps(policy, identity, pool_name, pool, pools, policies_by_pool)
     clone = _clone_source(policy, snapshot, client)
     backoffs = _creation_backoffs(status, now)
-    busy = frozenset[int]().union(*in_flight.get((namespace, pool_name), []))
+    journal = journal_of(status)
+    journaled = frozenset(t.vmid for t in journal)  # CTs this policy's own tasks are busy with
+    busy = frozenset[int]().union(*in_flight.get((namespace, pool_name), [])) | journaled
     intent = _cycle_intent(policy, pool, uid, status, snapshot, overlaps, busy, clone, backoffs)
-    swept, runtime.drift_cursor[uid] = sweep_configs(
-        client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
-    )
     cycle = PolicyCycle(
         policy=policy,
         pool=pool,
@@ -347,14 +355,38 @@ def _observe_and_plan(
         counted=counted,
         owned=owned,
         intent=intent,
-        plan=plan_reconcile(intent, snapshot, swept),
-        pending=creations_in_progress(snapshot, policy.vmid_range.as_range(), owned),
+        plan=_plan_with_drift_sweep(intent, snapshot, client, owned, runtime, uid),
+        pending=_unknown_creations(snapshot, policy, owned, journaled),
         overlaps=overlaps,
         backoffs=backoffs,
         clone=clone,
+        journal=journal,
     )
     _gate_creations(cycle, uid)
     return cycle
+
+
+def _plan_with_drift_sweep(
+    intent: PolicyIntent,
+    snapshot: Any,
+    client: PveClient,
+    owned: list[OwnedContainer],
+    runtime: OperatorRuntime,
+    uid: str,
+) -> ReconcilePlan:
+    """The plan, with the configs of the next few CTs read for drift (the sweep goes round over the cycles)."""
+    swept, runtime.drift_cursor[uid] = sweep_configs(
+        client, owned, runtime.drift_cursor.get(uid, 0), DRIFT_SWEEP_PER_CYCLE
+    )
+    return plan_reconcile(intent, snapshot, swept)
+
+
+def _unknown_creations(
+    snapshot: Any, policy: ContainerPolicySpec, owned: list[OwnedContainer], journaled: frozenset[int]
+) -> list[int]:
+    """CTs in the range being created that this policy does not follow itself (a crash before its journal was
+    written): they hold creation back until their marks are readable. Its own creations are not in the way."""
+    return [v for v in creations_in_progress(snapshot, policy.vmid_range.as_range(), owned) if v not in journaled]
 
 
 def _discover(
@@ -482,11 +514,15 @@ def _act(
         cycle.connection, PolicyIdentity(namespace, name, uid, policy.vmid_range.as_range(), cycle.key)
     )
     blueprint = _blueprint_for_cycle(cycle, namespace, runtime)
-    cycle.outcomes = executor.apply(cycle.plan.actions, blueprint, on_outcome=reporter)
+    done = executor.run_cycle(
+        cycle.journal, cycle.plan.actions, blueprint, slots=cycle.connection.task_slots(uid), on_outcome=reporter
+    )
+    cycle.outcomes, cycle.in_flight = done.outcomes, done.in_flight
+    cycle.connection.policy_tasks[uid] = len(done.in_flight)
     for outcome in cycle.outcomes:
         if isinstance(outcome.error, NotOurs) or isinstance(outcome.action, RecordTemplate):
             cycle.records.pop(outcome.action.vmid, None)  # proof lost, or the record was rewritten: read again
-    if cycle.outcomes:
+    if cycle.outcomes or cycle.in_flight != cycle.journal:
         cycle.snapshot = client.snapshot(time.time())
         cycle.owned = discover_owned(
             client,
@@ -552,6 +588,7 @@ def _report(
     for state in ContainerState:
         MANAGED_CONTAINERS.labels(namespace, name, state.value).set(sum(1 for c in statuses if c.state is state))
     _write_counts(cycle, statuses, patch)
+    _write_journal(cycle.in_flight if cycle.in_flight is not None else cycle.journal, patch)
     if outcomes:
         patch.status["recentActions"] = reporter.recent
     patch.status["ha"] = cycle.ha_status
@@ -563,6 +600,22 @@ def _report(
         kopf.warn(body, reason=ConditionReason.SPEC_WARNING, message=updates[1].message)
     _warn_on_new_degraded_reason(body, previous, updates)
     _write_conditions(patch, previous, updates, now, generation)
+
+
+def journal_of(status: Mapping[str, Any]) -> list[PolicyTask]:
+    """status.tasksInFlight as typed entries; an entry that does not parse (hand-edited) is dropped, said in the
+    log: its task is then not followed (what it left is repaired like any drift)."""
+    journal = []
+    for raw in status.get("tasksInFlight") or ():
+        try:
+            journal.append(PolicyTask.model_validate(raw))
+        except ValidationError as exc:
+            log.warning("status.tasksInFlight entry %r is not valid, not followed: %s", raw, exc)
+    return journal
+
+
+def _write_journal(in_flight: Sequence[PolicyTask], patch: kopf.Patch) -> None:
+    patch.status["tasksInFlight"] = [t.to_dict() for t in in_flight]
 
 
 def _write_counts(cycle: PolicyCycle, statuses: Sequence[ContainerStatus], patch: kopf.Patch) -> None:
@@ -864,13 +917,25 @@ def _announce(body: Any, outcome: Outcome) -> None:
 # -- Kopf handlers ------------------------------------------------------------------------------
 
 
+def _due(runtime: OperatorRuntime, uid: str, status: Mapping[str, Any]) -> bool:
+    """Whether a timer tick reconciles: while tasks are in flight (each tick follows them, so a task that
+    ended is acted on within a tick), else once RECONCILE_INTERVAL_SECONDS passed since the last cycle."""
+    if status.get("tasksInFlight"):
+        return True
+    last = runtime.last_policy_cycle.get(uid)
+    return last is None or time.monotonic() - last >= RECONCILE_INTERVAL_SECONDS
+
+
 def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
     memo = kwargs["memo"]
     meta = kwargs["meta"]
     uid = str(meta.get("uid"))
+    if not blocking and not _due(memo.runtime, uid, kwargs["status"]):
+        return
     lock = memo.runtime.lock_for(uid)
     if not lock.acquire(blocking=blocking):
         return  # a reconcile of this policy is running; the timer comes back
+    memo.runtime.last_policy_cycle[uid] = time.monotonic()
     try:
         reconcile_policy(
             name=kwargs["name"],
@@ -899,7 +964,7 @@ def policy_changed(**kwargs: Any) -> None:
     _run_reconcile(True, **kwargs)
 
 
-@kopf.timer(*POLICIES, interval=RECONCILE_INTERVAL_SECONDS, initial_delay=RECONCILE_INTERVAL_SECONDS)
+@kopf.timer(*POLICIES, interval=POLICY_TICK_SECONDS, initial_delay=POLICY_TICK_SECONDS)
 @contained(RECONCILE_INTERVAL_SECONDS)
 def policy_timer(**kwargs: Any) -> None:
     _run_reconcile(False, **kwargs)
