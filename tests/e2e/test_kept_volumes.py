@@ -67,10 +67,14 @@ def test_a_rollout_hands_each_data_volume_to_the_ct_that_replaces_its_owner(
         assert volid.startswith(f"local-lvm:vm-{vmid}-disk-"), volid
         assert sizes[volid] == 8 << 30, f"CT {vmid} has a new volume ({sizes[volid]} B), not the handed-over one"
     assert not [v for v in before.values() if v in sizes and v not in after.values()], "an old volume left behind"
-    status = lab.status("containerpolicy", "web")
-    handed = [a for a in status.get("recentActions") or [] if a["action"] == "HandOver" and a["result"] == "Succeeded"]
-    assert len(handed) == 3, handed
-    assert all("received mp0 from CT" in a["message"] for a in handed)
+    def handed() -> list[dict[str, Any]]:
+        recent = lab.status("containerpolicy", "web").get("recentActions") or []
+        return [a for a in recent if a["action"] == "HandOver" and a["result"] == "Succeeded"]
+
+    # The last handover's destroy task may end in PVE a moment before the operator's next tick looks at it.
+    wait_for(lambda: len(handed()) >= 3, timeout_s=30, interval_s=0.5, what="three HandOver records")
+    assert len(handed()) == 3, handed()
+    assert all("received mp0 from CT" in a["message"] for a in handed())
     lab.wait_condition("containerpolicy", "web", "Progressing", "False", "Reconciled")
 
 

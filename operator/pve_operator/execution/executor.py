@@ -236,16 +236,21 @@ class PolicyExecutor:
         result = CycleResult()
         for progress in self._parallel([partial(self._advance, t, blueprint) for t in journal]):
             self._collect(result, progress, on_outcome)
-        busy = {t.vmid for t in result.in_flight}
+        busy = {t.vmid for t in result.in_flight} | {t.source_vmid for t in result.in_flight if t.source_vmid}
+        tasks = len(result.in_flight)
         cloning = any(t.step is PolicyTaskStep.CLONE for t in result.in_flight)
         chosen: list[Action] = []
         for action in actions:
             is_clone = isinstance(action, CreateContainer) and blueprint.clone is not None
-            takes_slot = isinstance(action, (CreateContainer, StartContainer, DestroyContainer, HandOverVolumes))
-            if action.vmid in busy or (is_clone and cloning) or (takes_slot and len(busy) >= slots):
+            # Config-only repairs finish in the cycle; these start tasks.
+            takes_slot = isinstance(action, (CreateContainer, StartContainer, DestroyContainer, HandOverVolumes)) or (
+                isinstance(action, RestoreConfig) and action.restart
+            )
+            if action.vmid in busy or (is_clone and cloning) or (takes_slot and tasks >= slots):
                 result.deferred.append(action)
                 continue
             busy.add(action.vmid)
+            tasks += takes_slot
             cloning = cloning or is_clone
             chosen.append(action)
         for progress in self._parallel([partial(self._begin, a, blueprint) for a in chosen]):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from pve_operator.api.v1alpha1 import (
     GROUP,
     VERSION,
+    ActionKind,
     ConditionReason,
     ConditionStatus,
     ConditionType,
@@ -341,9 +342,8 @@ def _observe_and_plan(
     clone = _clone_source(policy, snapshot, client)
     backoffs = _creation_backoffs(status, now)
     journal = journal_of(status)
-    journaled = frozenset(t.vmid for t in journal)  # CTs this policy's own tasks are busy with
-    busy = frozenset[int]().union(*in_flight.get((namespace, pool_name), [])) | journaled
-    intent = _cycle_intent(policy, pool, uid, status, snapshot, overlaps, busy, clone, backoffs)
+    pool_busy = frozenset[int]().union(*in_flight.get((namespace, pool_name), []))
+    intent = _cycle_intent(policy, pool, uid, status, snapshot, overlaps, pool_busy, clone, backoffs, journal)
     cycle = PolicyCycle(
         policy=policy,
         pool=pool,
@@ -356,7 +356,7 @@ def _observe_and_plan(
         owned=owned,
         intent=intent,
         plan=_plan_with_drift_sweep(intent, snapshot, client, owned, runtime, uid),
-        pending=_unknown_creations(snapshot, policy, owned, journaled),
+        pending=_unknown_creations(snapshot, policy, owned, intent.disrupted_vmids),
         overlaps=overlaps,
         backoffs=backoffs,
         clone=clone,
@@ -411,22 +411,27 @@ def _cycle_intent(
     busy: frozenset[int],
     clone: CloneFrom | None,
     backoffs: Mapping[int, Backoff],
+    journal: Sequence[PolicyTask],
 ) -> PolicyIntent:
     """The planner's view of the policy this cycle: the spec with what status, the snapshot and the other
     policies add (fill mode's count so far, shared VMIDs, CTs the pool's balancing is busy with, online
-    nodes, the clone source, a rollout paused by failing creations, tags to retire)."""
-    return intent_from(
+    nodes, the clone source, a rollout paused by failing creations, tags to retire) and the policy's own tasks
+    in flight (those CTs are busy and not available; those being destroyed are planned as gone)."""
+    journaled = frozenset(v for t in journal for v in (t.vmid, t.source_vmid) if v)  # busy with our own tasks
+    intent = intent_from(
         policy,
         pool,
         uid,
         int(status.get("desiredReplicas") or 0),
         reserved_vmids=shared_vmids(overlaps),
-        busy_vmids=busy,
+        busy_vmids=busy | journaled,
         online_nodes=frozenset(n.name for n in snapshot.nodes.values() if n.online),
         clone=clone,
         rollout_paused=bool(backoffs),
         retired_tags=retired_tags(policy, status),
     )
+    leaving = frozenset(t.vmid for t in journal if t.action is ActionKind.DELETE)
+    return replace(intent, leaving_vmids=leaving, disrupted_vmids=journaled)
 
 
 def _creation_backoffs(status: Mapping[str, Any], now: datetime) -> dict[int, Backoff]:

@@ -120,6 +120,12 @@ class PolicyIntent:
     #: CTs the pool's balancing is migrating, offloading or restoring now (the pool's journal,
     #: ``status.inFlight``): their state is the balancer's to change until the entry is gone.
     busy_vmids: frozenset[int] = frozenset()
+    #: CTs whose destruction the policy has under way (a journaled Delete: stop, then destroy, over several
+    #: cycles): planned as already gone, as they will be, so scale-down does not pick another CT for them.
+    leaving_vmids: frozenset[int] = frozenset()
+    #: CTs a task of the policy is changing now (a creation, start, restart, handover, deletion): never counted
+    #: as available, whatever the snapshot still says, so a rollout does not take a second CT down meanwhile.
+    disrupted_vmids: frozenset[int] = frozenset()
     #: Hot config options compared with a CT's config when this cycle read it: PVE key -> the value the
     #: policy wants, normalised by :func:`pve_setting` ("" = unset, PVE's default).
     config_settings: Mapping[str, str] = field(default_factory=dict)
@@ -273,7 +279,7 @@ def _fill_target(
 
 
 def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Sequence[OwnedContainer]) -> ReconcilePlan:
-    present = [o for o in owned if o.observation is not None]
+    present = [o for o in owned if o.observation is not None and o.vmid not in intent.leaving_vmids]
     if intent.paused:
         return ReconcilePlan(actions=[], desired_replicas=intent.previous_desired or len(present))
 
@@ -597,7 +603,10 @@ def _unavailable_budget(
     available = sum(
         1
         for o in present
-        if o.observation is not None and (o.observation.running or o.offloaded) and o.vmid not in removed
+        if o.observation is not None
+        and (o.observation.running or o.offloaded)
+        and o.vmid not in removed
+        and o.vmid not in intent.disrupted_vmids
     )
     return intent.rollout_max_unavailable - max(0, desired - available)
 

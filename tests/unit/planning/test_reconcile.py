@@ -572,3 +572,34 @@ def test_which_tags_are_retired_follows_the_status_the_last_cycle_wrote() -> Non
     assert retired_tags(spec, {}) == frozenset(), "a status from before templateTags retires nothing"
     assert retired_tags(spec, {"templateTags": ["web", "blue"]}) == {"blue"}
     assert retired_tags(spec, {"templateTags": ["web", "green"], "retiredTags": ["blue", "green"]}) == {"blue"}
+
+
+# -- the policy's own tasks in flight (status.tasksInFlight) ------------------------------------------------
+
+
+def test_a_ct_whose_destruction_is_under_way_counts_as_gone_and_no_other_ct_is_destroyed_for_it() -> None:
+    # Replicas 5 -> 4 with a spread: 3105 (px2) is being stopped and destroyed over several cycles. While it is
+    # still in the snapshot, the next cycle must not pick another CT for the same surplus.
+    present = [owned(3100 + i, "srv-px1", i) for i in range(3)] + [owned(3103 + i, "srv-px2", 3 + i) for i in range(3)]
+    snapshot = lab(*[p.observation for p in present])
+    intent = replace(INTENT, replicas=5, topology=_hostname_spread(), busy_vmids=frozenset({3105}))
+    without_journal = plan_reconcile(intent, snapshot, present)
+    assert [a.vmid for a in without_journal.actions if isinstance(a, DestroyContainer)] == [3104], (
+        "the old behaviour: the CT under destruction is counted, so another goes too"
+    )
+    journaled = replace(intent, leaving_vmids=frozenset({3105}), disrupted_vmids=frozenset({3105}))
+    plan = plan_reconcile(journaled, snapshot, present)
+    assert not [a for a in plan.actions if isinstance(a, DestroyContainer)]
+    assert not creates(plan.actions) and plan.desired_replicas == 5
+
+
+def test_a_rollout_takes_no_second_ct_down_while_a_task_of_the_first_is_in_flight() -> None:
+    # 3100 is being recreated: its stop task runs, but the snapshot (PVE's figures lag) still says running.
+    present = [_stamped(3100 + i, "srv-px1", i, "old") for i in range(4)]
+    snapshot = lab(*[p.observation for p in present])
+    stopping = replace(ROLLING, leaving_vmids=frozenset({3100}), disrupted_vmids=frozenset({3100}))
+    plan = plan_reconcile(stopping, snapshot, present)
+    assert not [a for a in plan.actions if isinstance(a, DestroyContainer)], "maxUnavailable 1 is taken"
+    restarting = replace(ROLLING, disrupted_vmids=frozenset({3100}), busy_vmids=frozenset({3100}))
+    plan = plan_reconcile(restarting, snapshot, present)
+    assert not [a for a in plan.actions if isinstance(a, DestroyContainer)], "a CT being restarted is not available"

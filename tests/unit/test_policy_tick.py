@@ -1,0 +1,51 @@
+"""The policy timer ticks every POLICY_TICK_SECONDS: it reconciles while the policy has PVE tasks in flight (so a
+task that ended is followed up within a tick, and a creation burst is not held to the reconcile interval), and
+otherwise once per RECONCILE_INTERVAL_SECONDS."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pve_operator.api.v1alpha1 import ActionKind, PolicyTask, PolicyTaskStep
+from pve_operator.handlers.containerpolicy import _due, journal_of
+from pve_operator.runtime import RECONCILE_INTERVAL_SECONDS, OperatorRuntime
+
+TASK = PolicyTask(
+    vmid=3100,
+    action=ActionKind.CREATE,
+    step=PolicyTaskStep.CREATE,
+    node="srv-px1",
+    upid="UPID:srv-px1:0000A1B2:0001C3D4:6745A000:vzcreate:3100:op@pve!t:",
+    started_at="2026-12-04T05:00:00Z",  # type: ignore[arg-type]
+    reason="scale up",
+    hostname="web-00",
+    index=0,
+)
+
+
+def test_a_policy_never_reconciled_by_this_process_is_due() -> None:
+    assert _due(OperatorRuntime(), "uid-1", {})
+
+
+def test_without_tasks_in_flight_a_tick_waits_for_the_reconcile_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = OperatorRuntime()
+    runtime.last_policy_cycle["uid-1"] = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: 1000.0 + RECONCILE_INTERVAL_SECONDS - 1)
+    assert not _due(runtime, "uid-1", {"tasksInFlight": []})
+    monkeypatch.setattr(time, "monotonic", lambda: 1000.0 + RECONCILE_INTERVAL_SECONDS)
+    assert _due(runtime, "uid-1", {"tasksInFlight": []})
+
+
+def test_with_tasks_in_flight_every_tick_reconciles(monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = OperatorRuntime()
+    runtime.last_policy_cycle["uid-1"] = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: 1000.5)
+    assert _due(runtime, "uid-1", {"tasksInFlight": [TASK.to_dict()]})
+
+
+def test_the_journal_reads_back_from_status_and_a_broken_entry_is_dropped() -> None:
+    status = {"tasksInFlight": [TASK.to_dict(), {"vmid": 3101, "action": "Create"}]}
+    assert journal_of(status) == [TASK]
+    assert TASK.to_dict()["startedAt"] == "2026-12-04T05:00:00Z" and TASK.to_dict()["step"] == "Create"
