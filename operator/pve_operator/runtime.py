@@ -115,6 +115,8 @@ class OperatorRuntime:
     #: Per policy UID: when (``time.monotonic()``) its last full reconcile ran; the policy timer ticks every
     #: POLICY_TICK_SECONDS but reconciles only with tasks in flight or once RECONCILE_INTERVAL_SECONDS passed.
     last_policy_cycle: dict[str, float] = field(default_factory=dict)
+    #: Per policy UID: status fields its last cycle wrote that the next one reads (the task journal, recentActions).
+    policy_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The key that signs ownership records, once read (or created): see :meth:`ownership_key`.
     _ownership_key: OwnershipKey | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)

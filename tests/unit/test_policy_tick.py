@@ -49,3 +49,48 @@ def test_the_journal_reads_back_from_status_and_a_broken_entry_is_dropped() -> N
     status = {"tasksInFlight": [TASK.to_dict(), {"vmid": 3101, "action": "Create"}]}
     assert journal_of(status) == [TASK]
     assert TASK.to_dict()["startedAt"] == "2026-12-04T05:00:00Z" and TASK.to_dict()["step"] == "Create"
+
+
+def test_a_cycle_reads_the_journal_the_previous_cycle_wrote_even_before_kopf_hands_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A spec change waiting for the lock while the timer's cycle runs gets Kopf's arguments from before that
+    cycle's status write: with the stale journal it would take an ended task's next step a second time."""
+    import kopf
+
+    from pve_operator.handlers import containerpolicy
+
+    seen: list[object] = []
+
+    def fake_reconcile(**kwargs: object) -> None:
+        status = kwargs["status"]
+        assert isinstance(status, dict)
+        seen.append(status.get("tasksInFlight"))
+        patch = kwargs["patch"]
+        assert isinstance(patch, kopf.Patch)
+        patch.status["tasksInFlight"] = [] if status.get("tasksInFlight") else [TASK.to_dict()]
+
+    monkeypatch.setattr(containerpolicy, "reconcile_policy", fake_reconcile)
+    runtime = OperatorRuntime()
+
+    class Memo:
+        pass
+
+    memo = Memo()
+    memo.runtime = runtime  # type: ignore[attr-defined]
+    stale_kwargs = {
+        "memo": memo,
+        "meta": {"uid": "uid-1", "generation": 1},
+        "name": "web",
+        "namespace": "apps",
+        "spec": {},
+        "status": {},  # Kopf's copy, from before either cycle
+        "body": {},
+        "pool_specs": {},
+        "policies_by_pool": {},
+        "pool_operations_in_flight": {},
+    }
+    containerpolicy._run_reconcile(True, **stale_kwargs, patch=kopf.Patch())
+    containerpolicy._run_reconcile(True, **stale_kwargs, patch=kopf.Patch())
+    assert seen == [None, [TASK.to_dict()]]
+    assert runtime.policy_status["uid-1"]["tasksInFlight"] == [], "the second cycle's journal is the one kept"

@@ -234,6 +234,10 @@ class PolicyExecutor:
         flight. An action on a CT with a task in flight, a clone while another clone of the same template
         runs, and actions beyond the slots are deferred. Returns what ended, the new journal, the deferred."""
         result = CycleResult()
+        if self._dry_run:
+            result.outcomes = self.apply(actions, blueprint)
+            result.in_flight = list(journal)
+            return result
         for progress in self._parallel([partial(self._advance, t, blueprint) for t in journal]):
             self._collect(result, progress, on_outcome)
         busy = {t.vmid for t in result.in_flight} | {t.source_vmid for t in result.in_flight if t.source_vmid}

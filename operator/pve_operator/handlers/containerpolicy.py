@@ -931,16 +931,26 @@ def _due(runtime: OperatorRuntime, uid: str, status: Mapping[str, Any]) -> bool:
     return last is None or time.monotonic() - last >= RECONCILE_INTERVAL_SECONDS
 
 
+#: Status fields a cycle reads back from the one before: what this process wrote last is used, not the copy in
+#: Kopf's arguments, which a cycle that ran just before (the timer's, while a spec change waited for the lock)
+#: may not have reached yet. A stale journal would take an ended task's next step twice.
+_CARRIED_STATUS = ("tasksInFlight", "recentActions")
+
+
 def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
     memo = kwargs["memo"]
     meta = kwargs["meta"]
     uid = str(meta.get("uid"))
-    if not blocking and not _due(memo.runtime, uid, kwargs["status"]):
+    runtime: OperatorRuntime = memo.runtime
+    carried = runtime.policy_status.get(uid, {})
+    status = {**dict(kwargs["status"]), **carried}
+    if not blocking and not _due(runtime, uid, status):
         return
-    lock = memo.runtime.lock_for(uid)
+    lock = runtime.lock_for(uid)
     if not lock.acquire(blocking=blocking):
         return  # a reconcile of this policy is running; the timer comes back
-    memo.runtime.last_policy_cycle[uid] = time.monotonic()
+    status = {**dict(kwargs["status"]), **runtime.policy_status.get(uid, {})}  # as the last cycle left it
+    runtime.last_policy_cycle[uid] = time.monotonic()
     try:
         reconcile_policy(
             name=kwargs["name"],
@@ -948,7 +958,7 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
             uid=uid,
             generation=meta.get("generation"),
             spec=dict(kwargs["spec"]),
-            status=dict(kwargs["status"]),
+            status=status,
             body=kwargs["body"],
             patch=kwargs["patch"],
             runtime=memo.runtime,
@@ -957,6 +967,11 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
             in_flight=kwargs["pool_operations_in_flight"],
         )
     finally:
+        written = kwargs["patch"].status
+        runtime.policy_status[uid] = {
+            **runtime.policy_status.get(uid, {}),
+            **{key: written[key] for key in _CARRIED_STATUS if key in written},
+        }
         lock.release()
 
 
@@ -1015,7 +1030,8 @@ def policy_deleted(
     failed = [o for o in outcomes if not o.succeeded]
     if failed:
         raise kopf.TemporaryError(f"deletion waits: {failed[0].message}", delay=30)
-    runtime.records.pop(uid, None)
+    for remembered in (runtime.records, runtime.policy_status, runtime.last_policy_cycle):
+        remembered.pop(uid, None)
 
 
 def _remove_owned(
