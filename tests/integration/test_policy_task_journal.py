@@ -103,3 +103,13 @@ def test_a_failed_task_ends_its_action_as_failed_with_pves_reason(pve_sim_server
     (outcome,) = _follow_to_the_end(sim, executor(sim), cycle.in_flight)
     assert not outcome.succeeded
     assert outcome.message.startswith("Create CT 3100 failed") and "simulated storage error" in outcome.message
+
+
+def test_apply_reports_two_actions_on_one_ct_in_their_order(pve_sim_server: Any) -> None:
+    """The second action on a CT begins in the cycle its first ends in: each outcome goes to its own action."""
+    sim = pve_sim_server(time_scale=0.0)
+    create = creates(1)[0]
+    start = StartContainer(3100, "srv-px1", "stopped outside the operator")
+    made, started = executor(sim).apply([create, start], BLUEPRINT)
+    assert made.action is create and made.succeeded and made.message.startswith("created and started CT 3100")
+    assert started.action is start and started.skipped and "running again" in started.message

@@ -200,16 +200,17 @@ class PolicyExecutor:
         results: dict[int, Outcome] = {}
         waiting = list(enumerate(actions))
         journal: list[PolicyTask] = []
-        by_vmid: dict[int, int] = {}  # the action (its position) whose task the journal follows, by VMID
+        # By VMID, the positions of the begun actions not ended yet, oldest first (outcomes come in that order).
+        by_vmid: dict[int, list[int]] = {}
         delay = 0.25
         while waiting or journal:
             cycle = self.run_cycle(journal, [a for _, a in waiting], blueprint, slots=self._max_workers)
             begun = {id(a) for a in [a for _, a in waiting]} - {id(a) for a in cycle.deferred}
             for position, action in waiting:
                 if id(action) in begun:
-                    by_vmid.setdefault(action.vmid, position)
+                    by_vmid.setdefault(action.vmid, []).append(position)
             for outcome in cycle.outcomes:
-                position = by_vmid.pop(outcome.action.vmid)
+                position = by_vmid[outcome.action.vmid].pop(0)
                 results[position] = replace(outcome, action=actions[position])
                 if on_outcome is not None:
                     _tell(on_outcome, results[position])
