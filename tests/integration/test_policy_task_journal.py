@@ -113,3 +113,24 @@ def test_apply_reports_two_actions_on_one_ct_in_their_order(pve_sim_server: Any)
     made, started = executor(sim).apply([create, start], BLUEPRINT)
     assert made.action is create and made.succeeded and made.message.startswith("created and started CT 3100")
     assert started.action is start and started.skipped and "running again" in started.message
+
+
+def test_a_task_pve_cannot_be_asked_about_stays_in_flight_and_is_followed_later(pve_sim_server: Any) -> None:
+    """A 5xx or an unreachable node on the status read says nothing about the task: the entry stays."""
+    sim = pve_sim_server(time_scale=1.0)
+    sim.cluster.clock.freeze()
+    run = executor(sim)
+    cycle = _cycle(run, creates(1))
+    sim.cluster.advance_clock(10)  # the create has ended in PVE
+    sim.cluster.faults.add_request_fault(
+        method="GET",
+        path_regex=r"^/nodes/[^/]+/tasks/[^/]+/status$",
+        status=596,
+        message="Connection timed out",
+        count=20,
+    )
+    looked = run.run_cycle(cycle.in_flight, [], BLUEPRINT, slots=4)  # the client's read retries fail too
+    assert looked.outcomes == [] and looked.in_flight == cycle.in_flight, "not failed, not forgotten"
+    sim.cluster.faults.clear()
+    (outcome,) = _follow_to_the_end(sim, run, looked.in_flight)
+    assert outcome.succeeded and outcome.message.startswith("created and started CT 3100")

@@ -326,8 +326,13 @@ class PolicyExecutor:
         with self._guard(action, task) as guard:
             try:
                 ended = self._task_ended(task)
-            except PveError as exc:
+            except (PveTaskFailed, PveTaskTimeout, PveHaNotConverging) as exc:
                 guard.progress = self._task_failed(task, exc)
+                return guard.progress
+            except PveError as exc:
+                # PVE could not be asked (unreachable, a 5xx): the task is not affected; looked at next cycle.
+                log.info("cannot look at the %s task of CT %s yet: %s", task.step, task.vmid, exc)
+                guard.progress = Progress(task=task)
                 return guard.progress
             if not ended:
                 guard.progress = Progress(task=task)
@@ -335,8 +340,8 @@ class PolicyExecutor:
             try:
                 guard.progress = self._next_step(task, action, blueprint)
             except PveError as exc:
-                if is_config_lock_timeout(exc):
-                    raise  # the guard keeps the entry: this step is tried again next cycle
+                if is_config_lock_timeout(exc) or isinstance(exc, PveUnreachable):
+                    raise  # the guard keeps the entry: the next step is derived again next cycle
                 guard.progress = self._task_failed(task, exc)
         return guard.progress
 
@@ -840,6 +845,10 @@ class _ActionGuard:
         if not isinstance(exc, PveError):
             return False
         action = self._action
+        if self._task is not None and isinstance(exc, PveUnreachable):
+            log.info("%s CT %s goes on next cycle: %s", action.kind, action.vmid, exc)
+            self.progress = Progress(task=self._task)
+            return True
         if is_config_lock_timeout(exc):
             # A task (start, migrate, backup...) holds the CT's config lock: the CT is busy, not broken.
             log.info("%s CT %s waits: a task holds its config lock (%s)", action.kind, action.vmid, exc)
