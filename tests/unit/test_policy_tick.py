@@ -94,3 +94,30 @@ def test_a_cycle_reads_the_journal_the_previous_cycle_wrote_even_before_kopf_han
     containerpolicy._run_reconcile(True, **stale_kwargs, patch=kopf.Patch())
     assert seen == [None, [TASK.to_dict()]]
     assert runtime.policy_status["uid-1"]["tasksInFlight"] == [], "the second cycle's journal is the one kept"
+
+
+def test_a_ct_the_policy_is_creating_counts_for_its_index_before_pve_shows_its_marks() -> None:
+    """In a create's first moments PVE lists the CT with only ``lock: create``. Without the journal, its index
+    looks free and its VMID taken: the next cycle made a second CT with the same host name under another VMID
+    (the chaos suite's duplicate)."""
+    from dataclasses import replace
+
+    from pve_operator.handlers.containerpolicy import being_created
+    from pve_operator.planning.actions import CreateContainer
+    from pve_operator.planning.model import ContainerStatus
+    from pve_operator.planning.reconcile import plan_reconcile
+    from tests.builders import build_ct
+    from tests.unit.planning.test_reconcile import INTENT, lab, owned
+
+    present = [owned(3100 + i, "srv-px1", i) for i in range(4)]
+    creating = PolicyTask.model_validate({**TASK.to_dict(), "vmid": 3104, "index": 4})
+    snapshot = lab(
+        *[p.observation for p in present],
+        build_ct(3104, "srv-px1", status=ContainerStatus.STOPPED, lock="create"),
+    )
+    intent = replace(INTENT, replicas=5)
+    before = [a for a in plan_reconcile(intent, snapshot, present).actions if isinstance(a, CreateContainer)]
+    assert [a.index for a in before] == [4] and before[0].vmid != 3104, "the old planning: index 4 under another VMID"
+    counted = present + being_created([creating], present, snapshot)
+    assert [(o.vmid, o.index) for o in counted[4:]] == [(3104, 4)]
+    assert not [a for a in plan_reconcile(intent, snapshot, counted).actions if isinstance(a, CreateContainer)]

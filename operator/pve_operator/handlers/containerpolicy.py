@@ -398,7 +398,27 @@ def _discover(
     key = runtime.ownership_key()
     counted = counted_vmids(status)
     owned = discover_owned(client, snapshot, uid, policy.vmid_range.as_range(), records, key=key, counted=counted)
-    return owned, records, key, counted
+    return owned + being_created(journal_of(status), owned, snapshot), records, key, counted
+
+
+def being_created(
+    journal: Sequence[PolicyTask], owned: Sequence[OwnedContainer], snapshot: Any
+) -> list[OwnedContainer]:
+    """The CTs this policy's own creations are making that PVE does not show with their marks yet (the first
+    moments of a create: only ``lock: create``): counted with the index they are created for, so the planner
+    neither creates a second CT for that index under another VMID nor acts on them (they are locked)."""
+    proven = {o.vmid for o in owned}
+    return [
+        OwnedContainer(
+            vmid=task.vmid,
+            index=task.index or 0,
+            created_at=rfc3339(task.started_at),
+            observation=snapshot.containers[task.vmid],
+            volumes_from=task.source_vmid,
+        )
+        for task in journal
+        if task.action is ActionKind.CREATE and task.vmid not in proven and task.vmid in snapshot.containers
+    ]
 
 
 def _cycle_intent(
@@ -538,9 +558,10 @@ def _act(
             key=cycle.key,
             counted=cycle.counted,
         )
-    cycle.ha_status, cycle.ha_problem = register_ha(
-        client, policy, cycle.pool, cycle.intent, identity, cycle.owned, status
-    )
+    # A CT still being created is registered with the HA stack once it exists: the HA manager would start it.
+    creating = {t.vmid for t in done.in_flight if t.action is ActionKind.CREATE}
+    ready = [o for o in cycle.owned if o.vmid not in creating]
+    cycle.ha_status, cycle.ha_problem = register_ha(client, policy, cycle.pool, cycle.intent, identity, ready, status)
 
 
 def _policy_executor(connection: Any, identity: PolicyIdentity) -> PolicyExecutor:
