@@ -134,3 +134,17 @@ def test_a_task_pve_cannot_be_asked_about_stays_in_flight_and_is_followed_later(
     sim.cluster.faults.clear()
     (outcome,) = _follow_to_the_end(sim, run, looked.in_flight)
     assert outcome.succeeded and outcome.message.startswith("created and started CT 3100")
+
+
+def test_a_ct_that_loses_its_marks_while_it_stops_is_not_destroyed(pve_sim_server: Any) -> None:
+    """The destroy comes a cycle after the stop: ownership is proved again right before it."""
+    sim = pve_sim_server(time_scale=1.0)
+    run = executor(sim)
+    assert all(o.succeeded for o in run.apply(creates(1), BLUEPRINT))
+    sim.cluster.clock.freeze()
+    cycle = _cycle(run, [DestroyContainer(3100, "srv-px1", True, "scale down")])
+    sim.cluster.advance_clock(30)  # the stop ends; someone takes the marks off before the next cycle looks
+    sim.proxmox().nodes("srv-px1").lxc(3100).config.put(delete="tags")
+    (outcome,) = _follow_to_the_end(sim, run, cycle.in_flight)
+    assert not outcome.succeeded and "not provably owned" in outcome.message
+    assert sim.proxmox().nodes("srv-px1").lxc(3100).config.get(), "left in place"

@@ -356,7 +356,10 @@ class PolicyExecutor:
                 task = task.model_copy(update={"moved": (*task.moved, task.volume)})
             return self._hand_over_next(task, blueprint)
         if task.action is ActionKind.DELETE and task.step is PolicyTaskStep.STOP:
-            return self._follow(action, self._destroy_stopped(Upid.parse(task.upid).node, task.vmid), task=task)
+            node = Upid.parse(task.upid).node
+            # A cycle or more since the proof: the CT must still prove itself ours right before the destroy.
+            self._prove_ownership(task.vmid, self._client.container_config(node, task.vmid))
+            return self._follow(action, self._destroy_stopped(node, task.vmid), task=task)
         return Progress(Outcome(action, True, self._finished(task)))
 
     def _finished(self, task: PolicyTask) -> str:
