@@ -447,6 +447,10 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
             if candidate_index not in taken_indices:
                 indices.append(candidate_index)
             candidate_index += 1
+        # An index whose CT this policy is destroying (a rollout's recreation, a deletion under way) comes
+        # back once that CT is gone, with its own VMID: created now, it would take another one.
+        leaving_indices = {o.index for o in owned if o.vmid in intent.leaving_vmids and o.observation is not None}
+        indices = [i for i in indices if i not in leaving_indices]
         counts: dict[str, int] = {}
         for item in present:
             assert item.observation is not None
@@ -492,8 +496,8 @@ def plan_reconcile(intent: PolicyIntent, snapshot: ClusterSnapshot, owned: Seque
                     vmid=vmids[index], node=node, index=index, hostname=intent.hostname_for(index), reason=reason
                 )
             )
-        unplaced = missing - min(placement.placed, len(vmids))
-        if placement.placed < missing:
+        unplaced = len(indices) - min(placement.placed, len(vmids))
+        if placement.placed < len(indices):
             refusals = placement.refusals
             rule_refused = placement.rule_refused
             if intent.fill is not None:

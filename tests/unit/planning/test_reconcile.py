@@ -603,3 +603,17 @@ def test_a_rollout_takes_no_second_ct_down_while_a_task_of_the_first_is_in_fligh
     restarting = replace(ROLLING, disrupted_vmids=frozenset({3100}), busy_vmids=frozenset({3100}))
     plan = plan_reconcile(restarting, snapshot, present)
     assert not [a for a in plan.actions if isinstance(a, DestroyContainer)], "a CT being restarted is not available"
+
+
+def test_a_ct_being_recreated_by_a_rollout_comes_back_with_its_vmid_only_once_it_is_gone() -> None:
+    # Seen in the rolling-update e2e: 3100's stop and destroy run over several cycles. Planned as gone while
+    # still listed, its index looked free and its VMID taken, so index 0 came back as 3199.
+    present = [_stamped(3100 + i, "srv-px1", i, "old") for i in range(4)]
+    snapshot = lab(*[p.observation for p in present])
+    destroying = replace(ROLLING, leaving_vmids=frozenset({3100}), disrupted_vmids=frozenset({3100}))
+    plan = plan_reconcile(destroying, snapshot, present)
+    assert not creates(plan.actions), "index 0 waits for its CT to be gone, rather than take another VMID"
+    assert not plan.placement_refusals, "waiting for a destroy is not a placement refusal"
+    gone = lab(*[p.observation for p in present[1:]])
+    plan = plan_reconcile(ROLLING, gone, present[1:])
+    assert [(a.vmid, a.index) for a in creates(plan.actions)] == [(3100, 0)]
