@@ -155,6 +155,47 @@ def test_operator_killed_mid_creation_converges_without_duplicates(
     assert operator.starts == 2
 
 
+def test_a_deletion_is_journaled_and_an_operator_killed_in_the_middle_finishes_it(
+    kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
+) -> None:
+    """Issue 10: the deletion finalizer starts each CT's stop and destroy, journals them in
+    status.tasksInFlight and comes back, instead of waiting for them. A restarted operator (or the other
+    replica) goes on from that journal: every CT of the policy goes, nothing else does."""
+    data = lab_scenario_data()
+    data["timing"].update(stopSeconds=8, destroySeconds=8)  # the kill lands mid-deletion
+    sim = pve_sim_server(_scenario_from(data, kube_namespace), time_scale=1.0)
+    connect_pool(kube, kube_namespace, sim)
+    operator = pve_operator_process(kube_namespace, PVE_OPERATOR_MAX_PARALLEL_TASKS="2")
+    lab = Lab(kube, kube_namespace, sim, operator)
+    lab.wait_condition("proxmoxserverpool", "lab", "Ready", "True", "Connected")
+    lab.apply_policy("web", replicas=4)
+    lab.wait_policy("web", ready_replicas(4), "4 CTs", timeout_s=120)
+
+    lab.kube.kubectl("delete", "ctp", "web", "-n", lab.namespace, "--wait=false")
+
+    def deleting() -> list[dict[str, Any]]:
+        tasks = lab.status("containerpolicy", "web").get("tasksInFlight") or []
+        return [t for t in tasks if t["action"] == "Delete"]
+
+    wait_for(lambda: bool(deleting()), timeout_s=60, what="the deletion's tasks journaled in status")
+    assert len(deleting()) <= 2, "no more tasks than PVE_OPERATOR_MAX_PARALLEL_TASKS"
+    assert {t["step"] for t in deleting()} <= {"Stop", "Destroy"}
+    operator.kill()
+    left_when_killed = len(lab.managed_cts())
+    assert left_when_killed > 0, "killed in the middle of the deletion"
+    operator.start()
+
+    def gone() -> bool:
+        found = lab.kube.kubectl("get", "ctp", "web", "-n", lab.namespace, check=False)
+        return found.returncode != 0 and "NotFound" in found.stderr
+
+    wait_for(gone, timeout_s=120, what="the policy deleted after the restart")
+    assert lab.managed_cts() == [], "every CT of the policy destroyed"
+    foreign = {ct["vmid"]: ct for ct in lab.cts()}[FOREIGN_VMID]
+    assert foreign["status"] == "running", "the foreign CT in the range survives"
+    assert operator.starts == 2
+
+
 def test_fill_mode_stops_where_the_limit_says_split_by_weight(
     kube: Any, kube_namespace: str, installed_crds: Any, pve_sim_server: Any, pve_operator_process: Any
 ) -> None:

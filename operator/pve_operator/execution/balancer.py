@@ -1,16 +1,19 @@
 """Execute a balancing plan (migrate, offload, restore) with a journal, and repair after a crash.
 
 Each action is journaled *before* it starts (``journal.begin``) and cleared when it ends
-(``journal.finish``). Offloads and restores are short and waited for; a migration is started, its
-UPID journaled (``journal.started``), and later cycles look at its task once each (:meth:`follow`)
-until it ends, so no cycle waits behind a long migration. A restarted operator passes journal entries
-without a task to :meth:`repair`, which finishes or reverts them. The invariants:
+(``journal.finish``). No action is waited for: its first PVE task is started, its UPID journaled
+(``journal.started``), and later cycles look at the task once each (:meth:`follow`) until the action
+ends, so no cycle waits behind a long migration, a slow shutdown or a restore's copy. A restore that
+moves the CT has two tasks: the stopped migration, then the start (the journal's UPID is replaced). A
+restarted operator passes journal entries without a task to :meth:`repair`, which finishes or reverts
+them. The invariants:
 
 * a CT that was running before a migration is running after it, whatever failed;
 * an offload marks the CT (tag) before stopping it, so drift repair never restarts it, and removes
   the mark again if the CT could not be stopped;
 * a restore removes the mark only once the CT runs;
-* nothing is stopped unless the CT's own config proves it belongs to the policy the plan says.
+* nothing is stopped or started unless the CT's own config proves, at that moment, that it belongs to
+  the policy the plan says.
 """
 
 from __future__ import annotations
@@ -20,23 +23,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from pve_operator.api.v1alpha1 import InFlightOperation
+from pve_operator.api.v1alpha1 import ActionKind, InFlightOperation
 from pve_operator.execution.executor import NotOurs, PolicyIdentity
 from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
 from pve_operator.planning.ownership import OFFLOADED_TAG, is_owned, normalize_tags
 from pve_operator.pve.client import PveClient
-from pve_operator.pve.errors import PveError, PveNotFound
+from pve_operator.pve.errors import PveConflict, PveError, PveNotFound
 from pve_operator.pve.ha import (
     HA_CONVERGE_SECONDS,
     HA_REQUEST_TASKS,
     PveHaNotConverging,
     ct_resource,
+    ha_request_pending,
     start_and_wait,
-    wait_done,
 )
-from pve_operator.pve.tasks import Upid
+from pve_operator.pve.tasks import TaskResult, Upid
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +56,29 @@ class Journal(Protocol):
     def finish(self, vmid: int) -> None: ...
 
 
+def journal_entry(action: BalanceAction, policy: str | None, started_at: datetime) -> InFlightOperation:
+    """The ``status.inFlight`` entry of an action about to start (its UPID comes with ``Journal.started``)."""
+    return InFlightOperation(
+        vmid=action.vmid,
+        action=ActionKind(action.kind),
+        policy=policy,
+        source_node=action.node,
+        target_node=getattr(action, "target", None),
+        was_running=bool(getattr(action, "running", False)),
+        started_at=started_at.replace(microsecond=0),
+        reason=action.reason[:1024],
+    )
+
+
 @dataclass(frozen=True)
 class BalanceOutcome:
     action: BalanceAction
     succeeded: bool
     message: str
     error: PveError | None = None
-    #: The migration's task outlived our deadline and still runs in PVE: neither done nor failed.
-    #: Its journal entry stays, and the next cycles follow it until the CT is unlocked.
+    #: Started, not ended: its journal entry stays, and the next cycles follow its task until it ends.
     in_progress: bool = False
-    #: Not started: it depends on a migration still running; the next cycle plans it again.
+    #: Not started: it depends on an action still running; the next cycle plans it again.
     deferred: bool = False
 
 
@@ -135,20 +152,23 @@ class BalanceExecutor:
         return [outcomes[a.vmid] for a in actions]
 
     def _run(self, action: BalanceAction) -> BalanceOutcome:
+        """Start the action's first task (journaled) and come back: later cycles follow it."""
         self._journal.begin(action)
         still_running = False
         try:
             if isinstance(action, MigrateContainer):
-                # Started, not waited for: later cycles follow its task (follow()), and the pool's
-                # safety net (offload) never waits behind a long migration.
                 message = self._start_migration(action)
-                still_running = True
-                return BalanceOutcome(action, False, message, in_progress=True)
             elif isinstance(action, OffloadContainer):
-                message = self._offload(action)
+                message = self._start_offload(action)
             else:
-                message = self._restore(action)
-            return BalanceOutcome(action, True, message)
+                started = self._start_restore(action)
+                if started is None:  # it was running already: nothing to follow
+                    return BalanceOutcome(
+                        action, True, self._restored(action.vmid, action.node, action.target, action.reason)
+                    )
+                message = started
+            still_running = True
+            return BalanceOutcome(action, False, message, in_progress=True)
         except PveError as exc:
             log.warning("%s CT %s failed: %s", action.kind, action.vmid, exc)
             return BalanceOutcome(action, False, f"{action.kind} CT {action.vmid} failed: {exc}", error=exc)
@@ -212,62 +232,73 @@ class BalanceExecutor:
         return f"migration of CT {action.vmid} {action.node} → {action.target} started{mode}: {action.reason}"
 
     def follow(self, entries: Sequence[InFlightOperation]) -> list[BalanceOutcome]:
-        """Look once at each journaled migration's task: outcomes for those that ended (the CT left
-        running if it ran before, whatever happened), nothing for those still running."""
+        """Look once at each journaled action's task: outcomes for the actions that ended, nothing for those
+        still running (a restore whose migration ended starts the CT and stays in flight)."""
         outcomes: list[BalanceOutcome] = []
         for entry in entries:
-            if entry.action != "Migrate" or not entry.upid:
+            if not entry.upid:
                 continue
-            action = MigrateContainer(
-                vmid=entry.vmid,
-                node=entry.source_node,
-                target=entry.target_node or "",
-                running=entry.was_running,
-                reason=entry.reason or "journaled migration ended",
-                source_percent_before=0.0,
-                source_percent_after=0.0,
-                target_percent_before=0.0,
-                target_percent_after=0.0,
-            )
-            try:
-                task = self._client.task_status(Upid.parse(entry.upid))
-            except PveNotFound:
-                task = {"status": "stopped", "exitstatus": "task not found"}
-            except PveError as exc:
-                log.info("cannot look at the migration of CT %s yet: %s", entry.vmid, exc)
-                continue
-            if task.get("status") != "stopped":
-                continue
-            exit_status = str(task.get("exitstatus") or "")
-            if exit_status == "OK" and self._ha_move_pending(entry):
-                continue  # the HA manager has the request but has not moved the CT yet
-            try:
-                recovered = self._ensure_running(entry.vmid) if entry.was_running else ""
-            except PveError as exc:
-                recovered = f"CT {entry.vmid} could not be started again: {exc}"
-            finally:
-                self._journal.finish(entry.vmid)
-            if exit_status == "OK" and entry.upid and Upid.parse(entry.upid).type in HA_REQUEST_TASKS:
-                resource = ct_resource(self._client, entry.vmid)
-                if resource is not None and resource.get("node") != entry.target_node:
-                    error = PveHaNotConverging(
-                        f"CT {entry.vmid} is managed by Proxmox VE's HA stack: its hamigrate request to "
-                        f"{entry.target_node} was accepted, but after {HA_CONVERGE_SECONDS:.0f} s it is still on "
-                        f"{resource.get('node')} (hastate {resource.get('hastate') or 'unknown'})"
-                    )
-                    outcomes.append(BalanceOutcome(action, False, f"Migrate CT {entry.vmid} failed: {error}"))
-                    continue
-            if exit_status == "OK":
-                message = f"migrated CT {entry.vmid} {entry.source_node} → {entry.target_node}" + (
-                    " (restart mode)" if entry.was_running else ""
-                )
-                message += f": {entry.reason}" if entry.reason else ""
-                outcomes.append(BalanceOutcome(action, True, message))
+            if entry.action == "Migrate":
+                outcome = self._follow_migration(entry)
+            elif entry.action == "Offload":
+                outcome = self._follow_offload(entry)
             else:
-                why = self._task_error(entry.upid, exit_status)
-                message = f"Migrate CT {entry.vmid} failed: {why}" + (f"; {recovered}" if recovered else "")
-                outcomes.append(BalanceOutcome(action, False, message))
+                outcome = self._follow_restore(entry)
+            if outcome is not None:
+                outcomes.append(outcome)
         return outcomes
+
+    def _follow_migration(self, entry: InFlightOperation) -> BalanceOutcome | None:
+        """The CT left running if it ran before, whatever happened."""
+        if entry.upid is None:
+            return None
+        action = MigrateContainer(
+            vmid=entry.vmid,
+            node=entry.source_node,
+            target=entry.target_node or "",
+            running=entry.was_running,
+            reason=entry.reason or "journaled migration ended",
+            source_percent_before=0.0,
+            source_percent_after=0.0,
+            target_percent_before=0.0,
+            target_percent_after=0.0,
+        )
+        try:
+            task = self._client.task_status(Upid.parse(entry.upid))
+        except PveNotFound:
+            task = {"status": "stopped", "exitstatus": "task not found"}
+        except PveError as exc:
+            log.info("cannot look at the migration of CT %s yet: %s", entry.vmid, exc)
+            return None
+        if task.get("status") != "stopped":
+            return None
+        exit_status = str(task.get("exitstatus") or "")
+        if exit_status == "OK" and self._ha_move_pending(entry):
+            return None  # the HA manager has the request but has not moved the CT yet
+        try:
+            recovered = self._ensure_running(entry.vmid) if entry.was_running else ""
+        except PveError as exc:
+            recovered = f"CT {entry.vmid} could not be started again: {exc}"
+        finally:
+            self._journal.finish(entry.vmid)
+        if exit_status == "OK" and entry.upid and Upid.parse(entry.upid).type in HA_REQUEST_TASKS:
+            resource = ct_resource(self._client, entry.vmid)
+            if resource is not None and resource.get("node") != entry.target_node:
+                error = PveHaNotConverging(
+                    f"CT {entry.vmid} is managed by Proxmox VE's HA stack: its hamigrate request to "
+                    f"{entry.target_node} was accepted, but after {HA_CONVERGE_SECONDS:.0f} s it is still on "
+                    f"{resource.get('node')} (hastate {resource.get('hastate') or 'unknown'})"
+                )
+                return BalanceOutcome(action, False, f"Migrate CT {entry.vmid} failed: {error}")
+        if exit_status == "OK":
+            message = f"migrated CT {entry.vmid} {entry.source_node} → {entry.target_node}" + (
+                " (restart mode)" if entry.was_running else ""
+            )
+            message += f": {entry.reason}" if entry.reason else ""
+            return BalanceOutcome(action, True, message)
+        why = self._task_error(entry.upid, exit_status)
+        message = f"Migrate CT {entry.vmid} failed: {why}" + (f"; {recovered}" if recovered else "")
+        return BalanceOutcome(action, False, message)
 
     def _ha_move_pending(self, entry: InFlightOperation) -> bool:
         """For an ``hamigrate`` request (an HA-managed CT): True while the CT is not yet on its target and
@@ -300,39 +331,160 @@ class BalanceExecutor:
             return f"{exit_status} ({errors[-1]})"[:512]
         return exit_status
 
-    def _offload(self, action: OffloadContainer) -> str:
+    def _look(
+        self, entry: InFlightOperation, *, status: str | None = None, node: str | None = None
+    ) -> tuple[bool, str] | None:
+        """One look at the entry's task: None while it runs (or cannot be read now), else (ended OK, why not).
+        An HA request's OK counts once the HA manager carried it out: the CT ``status``, or on ``node``."""
+        assert entry.upid is not None
+        upid = Upid.parse(entry.upid)
+        try:
+            task = self._client.task_status(upid)
+            if task.get("status") != "stopped":
+                return None
+            result = TaskResult(upid, str(task.get("exitstatus") or ""), 0.0)
+            if not result.ok:
+                return False, self._task_error(entry.upid, result.exit_status)
+            if ha_request_pending(self._client, upid, entry.vmid, status=status, node=node, now=self._clock()):
+                return None
+        except PveNotFound:
+            return False, "task not found (Proxmox VE no longer knows it)"
+        except PveHaNotConverging as exc:
+            return False, str(exc)
+        except PveError as exc:
+            log.info("cannot look at the %s of CT %s yet: %s", entry.action, entry.vmid, exc)
+            return None
+        return True, ""
+
+    def _start_offload(self, action: OffloadContainer) -> str:
+        """Mark the CT offloaded, then start its shutdown (PVE forces the stop after offloadShutdownTimeout).
+        A shutdown PVE refuses leaves the CT running, so the mark goes again."""
         config = self._config_proving_ownership(action.node, action.vmid)
         self._set_offloaded_tag(action.node, action.vmid, config, True)
         try:
             upid = self._client.shutdown_container(
                 action.node, action.vmid, timeout_seconds=self._offload_timeout, force_stop=True
             )
-            wait_done(self._client, upid, vmid=action.vmid, timeout_seconds=self._task_timeout, status="stopped")
         except PveError:
-            status = self._client.container_status(action.node, action.vmid).get("status")
-            if status == "running":  # not stopped after all: it is not offloaded either
-                self._set_offloaded_tag(
-                    action.node, action.vmid, self._client.container_config(action.node, action.vmid), False
-                )
+            self._unmark_if_running(action.node, action.vmid)
             raise
-        return f"offloaded (stopped) CT {action.vmid} on {action.node}: {action.reason}"
+        self._journal.started(action.vmid, upid)
+        return (
+            f"offload of CT {action.vmid} on {action.node} started (shutdown, forced after "
+            f"{self._offload_timeout} s): {action.reason}"
+        )
 
-    def _restore(self, action: RestoreContainer) -> str:
-        node = action.node
+    def _unmark_if_running(self, node: str, vmid: int) -> bool:
+        """An offload that did not stop the CT: remove the offloaded mark (the CT proven ours again)."""
+        if self._client.container_status(node, vmid).get("status") != "running":
+            return False
+        self._set_offloaded_tag(node, vmid, self._config_proving_ownership(node, vmid), False)
+        return True
+
+    def _follow_offload(self, entry: InFlightOperation) -> BalanceOutcome | None:
+        """The shutdown ended: the CT stopped is offloaded (whatever the task said: a forced stop is fine);
+        a CT still running is not, and loses the mark."""
+        action = OffloadContainer(
+            vmid=entry.vmid,
+            node=entry.source_node,
+            reason=entry.reason or "journaled offload",
+            source_percent_before=0.0,
+            source_percent_after=0.0,
+        )
+        ended = self._look(entry, status="stopped")
+        if ended is None:
+            return None
+        why = ended[1]
+        try:
+            found = self._where(entry.vmid)
+            if found is None:
+                outcome = BalanceOutcome(action, False, f"Offload CT {entry.vmid} failed: the CT is gone")
+            elif found[1] == "stopped":
+                message = f"offloaded (stopped) CT {entry.vmid} on {found[0]}" + (
+                    f": {entry.reason}" if entry.reason else ""
+                )
+                outcome = BalanceOutcome(action, True, message)
+            else:
+                unmarked = "; offloaded mark removed" if self._unmark_if_running(found[0], entry.vmid) else ""
+                failure = why or f"CT {entry.vmid} is {found[1]}"
+                outcome = BalanceOutcome(action, False, f"Offload CT {entry.vmid} failed: {failure}{unmarked}")
+        except PveError as exc:
+            log.info("the offload of CT %s ended, but its state cannot be read yet: %s", entry.vmid, exc)
+            return None
+        self._journal.finish(entry.vmid)
+        return outcome
+
+    def _start_restore(self, action: RestoreContainer) -> str | None:
+        """A restore's first task: the stopped migration to the target when it moves, else the start. None when
+        the CT turned out to run already (its mark is removed: nothing to follow)."""
         if action.moves:
-            wait_done(
-                self._client,
-                self._client.migrate_container(node, action.vmid, target=action.target, restart=False),
-                vmid=action.vmid,
-                timeout_seconds=self._task_timeout,
-                node=action.target,
+            self._config_proving_ownership(action.node, action.vmid)
+            upid = self._client.migrate_container(action.node, action.vmid, target=action.target, restart=False)
+            self._journal.started(action.vmid, upid)
+            return (
+                f"restore of CT {action.vmid} started: moving it {action.node} → {action.target} (stopped), "
+                f"then starting it: {action.reason}"
             )
-            node = action.target
-        config = self._config_proving_ownership(node, action.vmid)
-        start_and_wait(self._client, node, action.vmid, timeout_seconds=self._task_timeout)
-        self._set_offloaded_tag(node, action.vmid, config, False)
-        moved = f" after moving it {action.node} → {action.target}" if action.moves else ""
-        return f"restored (started) CT {action.vmid} on {node}{moved}: {action.reason}"
+        if self._begin_start(action.vmid, action.node) is None:
+            return None
+        return f"restore of CT {action.vmid} on {action.node} started: {action.reason}"
+
+    def _begin_start(self, vmid: int, node: str) -> str | None:
+        """Start an offloaded CT (proven ours now) and journal the task; None when it runs already (its mark
+        removed then)."""
+        config = self._config_proving_ownership(node, vmid)
+        try:
+            upid = self._client.start_container(node, vmid)
+        except PveConflict as exc:
+            if not exc.already_running:
+                raise
+            self._set_offloaded_tag(node, vmid, config, False)
+            return None
+        self._journal.started(vmid, upid)
+        return upid
+
+    def _follow_restore(self, entry: InFlightOperation) -> BalanceOutcome | None:
+        """The migration ended: start the CT on its target (the entry stays, with the start's UPID). The start
+        ended: the CT runs, and loses the offloaded mark."""
+        assert entry.upid is not None
+        target = entry.target_node or entry.source_node
+        action = RestoreContainer(
+            vmid=entry.vmid,
+            node=entry.source_node,
+            target=target,
+            reason=entry.reason or "journaled restore",
+            expected_memory_used_bytes=0,
+            expected_cpu_used_fraction=0.0,
+            source_percent_before=0.0,
+            source_percent_after=0.0,
+            target_percent_before=0.0,
+            target_percent_after=0.0,
+        )
+        moving = Upid.parse(entry.upid).type in ("vzmigrate", "hamigrate")
+        ended = self._look(entry, node=target) if moving else self._look(entry, status="running")
+        if ended is None:
+            return None
+        ok, why = ended
+        restored = BalanceOutcome(action, True, self._restored(entry.vmid, entry.source_node, target, entry.reason))
+        try:
+            if ok and moving:
+                if self._begin_start(entry.vmid, target) is not None:
+                    return None  # the start is followed next
+                outcome = restored
+            elif ok:
+                self._set_offloaded_tag(target, entry.vmid, self._config_proving_ownership(target, entry.vmid), False)
+                outcome = restored
+            else:
+                outcome = BalanceOutcome(action, False, f"Restore CT {entry.vmid} failed: {why}")
+        except PveError as exc:
+            outcome = BalanceOutcome(action, False, f"Restore CT {entry.vmid} failed: {exc}", error=exc)
+        self._journal.finish(entry.vmid)
+        return outcome
+
+    @staticmethod
+    def _restored(vmid: int, source: str, node: str, reason: str | None) -> str:
+        moved = f" after moving it {source} → {node}" if source != node else ""
+        return f"restored (started) CT {vmid} on {node}{moved}" + (f": {reason}" if reason else "")
 
     # -- crash repair -----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from pve_operator.api.v1alpha1 import (
 from pve_operator.api.v1alpha1.common import format_epoch, parse_epoch
 from pve_operator.execution.discovery import discover_owned
 from pve_operator.execution.executor import PolicyIdentity
+from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
 from pve_operator.planning.balancing import (
     PINNED_TAG,
     BalancingInput,
@@ -37,11 +38,14 @@ from pve_operator.planning.balancing import (
     with_stray_nodes,
 )
 from pve_operator.planning.balancing.inputs import migration_failures_from
+from pve_operator.planning.balancing.restore import expected_usage
+from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, pool_measure
 from pve_operator.planning.ownership import OFFLOADED_TAG, ForeignClaim, OwnershipKey, OwnershipRecord
 from pve_operator.planning.topology import TopologyInputs, TopologyRules, pool_labels, rules_for
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import PveAuthenticationError, PveError, PvePermissionError, PveUnreachable
+from pve_operator.pve.tasks import Upid
 
 #: A policy annotation that pins all its CTs (never migrated or offloaded), like the pinned tag per CT.
 PINNED_ANNOTATION = f"{GROUP}/pinned"
@@ -287,3 +291,71 @@ def read_offloaded(raw: Any) -> list[OffloadedContainer]:
         except ValidationError as exc:
             log.warning("status.offloaded entry %s ignored: %s", item, exc)
     return entries
+
+
+def project_in_flight(inp: BalancingInput, entries: Sequence[InFlightOperation]) -> BalancingInput:
+    """The planner's input with the journaled actions still in flight (``status.inFlight`` entries with a task)
+    planned as done: PVE's figures lag behind a migration, a shutdown, a start, and planning against the lag
+    would relieve the same overload twice (offload a second CT for it, restore two CTs onto the same room).
+    Their CTs are left alone, and migrations (a restore's copy too) count against the targets' inbound limit."""
+    still = [e for e in entries if e.upid]
+    if not still:
+        return inp
+    moving_to = {e.vmid: str(e.target_node) for e in still if _moves(e)}
+    return replace(
+        inp,
+        snapshot=project(inp.snapshot, [a for e in still if (a := journaled_action(e, inp)) is not None]),
+        in_flight=InFlight(
+            migrations=moving_to,
+            other_vmids=(inp.in_flight.other_vmids | {e.vmid for e in still}) - set(moving_to),
+        ),
+    )
+
+
+def _moves(entry: InFlightOperation) -> bool:
+    """A migration, or a restore still moving its CT (its task the migration, not yet the start)."""
+    if entry.action == "Migrate":
+        return True
+    moving = entry.action == "Restore" and bool(entry.target_node) and entry.target_node != entry.source_node
+    return moving and entry.upid is not None and Upid.parse(entry.upid).type in ("vzmigrate", "hamigrate")
+
+
+def journaled_action(entry: InFlightOperation, inp: BalancingInput) -> BalanceAction | None:
+    """An action still in flight, as the planner projects it (its figures are not needed there; a restore
+    adds what the planner expects the CT to use once started)."""
+    if entry.action == "Migrate":
+        return MigrateContainer(
+            vmid=entry.vmid,
+            node=entry.source_node,
+            target=str(entry.target_node),
+            running=entry.was_running,
+            reason="in flight",
+            source_percent_before=0.0,
+            source_percent_after=0.0,
+            target_percent_before=0.0,
+            target_percent_after=0.0,
+        )
+    if entry.action == "Offload":
+        return OffloadContainer(
+            vmid=entry.vmid,
+            node=entry.source_node,
+            reason="in flight",
+            source_percent_before=0.0,
+            source_percent_after=0.0,
+        )
+    ct, managed = inp.snapshot.containers.get(entry.vmid), inp.managed.get(entry.vmid)
+    if ct is None or managed is None:
+        return None
+    memory, cpu = expected_usage(ct, managed)
+    return RestoreContainer(
+        vmid=entry.vmid,
+        node=entry.source_node,
+        target=entry.target_node or entry.source_node,
+        reason="in flight",
+        expected_memory_used_bytes=memory,
+        expected_cpu_used_fraction=cpu,
+        source_percent_before=0.0,
+        source_percent_after=0.0,
+        target_percent_before=0.0,
+        target_percent_after=0.0,
+    )

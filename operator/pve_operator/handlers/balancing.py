@@ -36,12 +36,13 @@ from pve_operator.api.v1alpha1 import (
     Recommendation,
     RecordedAction,
 )
-from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, Journal
+from pve_operator.execution.balancer import BalanceExecutor, BalanceOutcome, Journal, journal_entry
 from pve_operator.execution.executor import PolicyIdentity
 from pve_operator.execution.pool_input import (
     CollectedInput,
     collect_input,
     policy_summary,
+    project_in_flight,
     read_in_flight,
     read_offloaded,
 )
@@ -50,14 +51,12 @@ from pve_operator.planning.actions import BalanceAction, MigrateContainer, Offlo
 from pve_operator.planning.balancing import (
     BalancePlan,
     BalancingInput,
-    InFlight,
     PressureTrigger,
     Refusal,
     plan_balance,
 )
 from pve_operator.planning.balancing.cpu_window import CpuWindow
 from pve_operator.planning.balancing.rrd_history import PressureSamples, newest, recent_rows, recent_samples
-from pve_operator.planning.balancing.state import project
 from pve_operator.planning.model import ClusterSnapshot, pool_measure
 from pve_operator.pve.client import PveClient
 from pve_operator.pve.errors import PveError
@@ -150,16 +149,7 @@ class StatusJournal:
         )
 
     def begin(self, action: BalanceAction) -> None:
-        entry = InFlightOperation(
-            vmid=action.vmid,
-            action=ActionKind(action.kind),
-            policy=self._owners.get(action.vmid),
-            source_node=action.node,
-            target_node=getattr(action, "target", None),
-            was_running=bool(getattr(action, "running", False)),
-            started_at=datetime.now(UTC).replace(microsecond=0),
-            reason=action.reason[:1024],
-        )
+        entry = journal_entry(action, self._owners.get(action.vmid), datetime.now(UTC))
         with self._lock:
             self._entries[action.vmid] = entry
             self._write()
@@ -448,9 +438,9 @@ def _follow_in_flight(
     body: Any,
     now: float,
 ) -> tuple[BalancingInput, list[BalanceOutcome]]:
-    """Follow the migrations earlier cycles started (one task-status read each), repair what a previous
-    operator process left in flight without a task to follow, and return the planner's input with what
-    still migrates projected as done."""
+    """Follow the actions earlier cycles started (one task-status read each; a restore whose move ended
+    starts its CT), repair what a previous operator process left in flight without a task to follow, and
+    return the planner's input with what is still in flight projected as done."""
     inp = collected.input
     entries = journal.entries
     followed = [_with_planned_figures(o, status) for o in executor.follow([e for e in entries if e.upid])]
@@ -459,19 +449,8 @@ def _follow_in_flight(
         for message in executor.repair(leftovers, lambda vmid: vmid in collected.locked):
             kopf.info(body, reason="Repaired", message=message)
         journal.drop([e.vmid for e in leftovers if e.vmid not in collected.locked])
-    # What is still migrating is planned as done (PVE's figures lag behind a migration), and counts
-    # against the targets' inbound limit.
-    journaled = {x.vmid for x in journal.entries}
-    still_migrating = {e.vmid: e for e in entries if e.upid and e.action == "Migrate" and e.vmid in journaled}
-    if still_migrating:
-        inp = replace(
-            inp,
-            snapshot=project(inp.snapshot, [_journaled_migration(e) for e in still_migrating.values()]),
-            in_flight=InFlight(
-                migrations={v: str(e.target_node) for v, e in still_migrating.items()},
-                other_vmids=inp.in_flight.other_vmids - set(still_migrating),
-            ),
-        )
+    still = [e for e in journal.entries if e.upid]  # as followed: a restore may have gone on to its start
+    inp = project_in_flight(inp, still)
     # Pressure samples of nodes a migration just ended on (off or onto) show the pressure it was meant
     # to end; those of nodes a migration is still under way on describe neither the snapshot (projected
     # as done) nor the future: neither counts until rows from after the move arrive.
@@ -479,7 +458,8 @@ def _follow_in_flight(
         if not outcome.in_progress:
             for moved_on in (outcome.action.node, getattr(outcome.action, "target", outcome.action.node)):
                 memory.pressure.forget(str(moved_on), now)
-    moving = {e.source_node for e in still_migrating.values()} | {str(e.target_node) for e in still_migrating.values()}
+    # Likewise the nodes an offload or restore is under way on: their pressure is about to change.
+    moving = {e.source_node for e in still} | {str(e.target_node) for e in still if e.target_node}
     return replace(inp, pressure_history=memory.pressure.history(excluding=moving)), followed
 
 
@@ -586,9 +566,14 @@ def _record_outcomes(
         _tell_outcome(outcome, [body] + ([_policy_body(namespace, owner)] if owner else []))
         if outcome.in_progress or outcome.succeeded:
             memory.last_action_at[action.vmid] = now  # the cooldown starts with the migration, done or not
+        if isinstance(action, OffloadContainer) and outcome.in_progress:
+            # What the CT uses now, before its shutdown: restore counts it at this size.
+            offloaded[action.vmid] = _offloaded_record(action, snapshot, now)
+        elif isinstance(action, OffloadContainer) and not outcome.succeeded:
+            offloaded.pop(action.vmid, None)
         if outcome.succeeded:
             touched_nodes |= {action.node, getattr(action, "target", action.node)}
-            if isinstance(action, OffloadContainer):
+            if isinstance(action, OffloadContainer) and action.vmid not in offloaded:
                 offloaded[action.vmid] = _offloaded_record(action, snapshot, now)
             elif isinstance(action, RestoreContainer):
                 offloaded.pop(action.vmid, None)
@@ -650,41 +635,36 @@ def ha_summary(inp: BalancingInput) -> dict[str, Any] | None:
 
 
 def _with_planned_figures(outcome: BalanceOutcome, status: Mapping[str, Any]) -> BalanceOutcome:
-    """A followed migration's outcome with the figures its start recorded (recentActions' InProgress
-    entry), so the Succeeded/Failed record says what the planner expected, as a waited one did."""
+    """A followed action's outcome with the figures its start recorded (recentActions' InProgress entry), so
+    the Succeeded/Failed record says what the planner expected, as a waited one did."""
+    kind = outcome.action.kind
     started = next(
         (
             a
             for a in reversed(status.get("recentActions") or [])
-            if a.get("vmid") == outcome.action.vmid and a.get("action") == "Migrate" and a.get("result") == "InProgress"
+            if a.get("vmid") == outcome.action.vmid and a.get("action") == kind and a.get("result") == "InProgress"
         ),
         None,
     )
-    if started is None or not isinstance(outcome.action, MigrateContainer):
+    if started is None:
         return outcome
-    action = replace(
-        outcome.action,
-        source_percent_before=float(started.get("sourcePercentBefore") or 0.0),
-        source_percent_after=float(started.get("sourcePercentAfter") or 0.0),
-        target_percent_before=float(started.get("targetPercentBefore") or 0.0),
-        target_percent_after=float(started.get("targetPercentAfter") or 0.0),
-    )
+
+    def figure(key: str) -> float:
+        return float(started.get(key) or 0.0)
+
+    before, after = figure("sourcePercentBefore"), figure("sourcePercentAfter")
+    action: BalanceAction
+    if isinstance(outcome.action, OffloadContainer):
+        action = replace(outcome.action, source_percent_before=before, source_percent_after=after)
+    else:
+        action = replace(
+            outcome.action,
+            source_percent_before=before,
+            source_percent_after=after,
+            target_percent_before=figure("targetPercentBefore"),
+            target_percent_after=figure("targetPercentAfter"),
+        )
     return replace(outcome, action=action)
-
-
-def _journaled_migration(entry: InFlightOperation) -> MigrateContainer:
-    """A migration still running, as the planner projects it (figures unknown, not needed there)."""
-    return MigrateContainer(
-        vmid=entry.vmid,
-        node=entry.source_node,
-        target=str(entry.target_node),
-        running=entry.was_running,
-        reason="in flight",
-        source_percent_before=0.0,
-        source_percent_after=0.0,
-        target_percent_before=0.0,
-        target_percent_after=0.0,
-    )
 
 
 def _policy_name(policy_of: Mapping[int, Mapping[str, Any]], vmid: int) -> str | None:

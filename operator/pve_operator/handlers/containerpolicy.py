@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 from kubernetes import client as kube_client
@@ -1011,6 +1011,11 @@ def policy_timer(**kwargs: Any) -> None:
     _run_reconcile(False, **kwargs)
 
 
+#: How soon a policy's deletion looks at its stop and destroy tasks again (each look that finds CTs left is a
+#: "failed temporarily" line in the log and an event: not every policy tick).
+DELETION_TICK_SECONDS = max(2.0, POLICY_TICK_SECONDS)
+
+
 @kopf.on.delete(*POLICIES)
 @contained(30)
 def policy_deleted(
@@ -1026,33 +1031,65 @@ def policy_deleted(
     """Delete: stop and destroy every CT of ours. Retain: remove our marks (and spec.ha's registration)
     and leave them.
 
-    The finalizer stays until this succeeds: while PVE is unreachable, deletion waits (and says so),
-    because CTs of ours may still exist.
+    Like a reconcile, each call starts tasks (journaled in ``status.tasksInFlight``) and comes back: the
+    finalizer is called again every tick until no CT of ours is left. It stays while PVE is unreachable
+    (and says so), because CTs of ours may still exist.
     """
     runtime: OperatorRuntime = memo.runtime
     namespace = namespaced(namespace)
     uid = str(meta.get("uid"))
     raw = dict(spec)
-    pool_name = str(raw.get("poolRef", {}).get("name", ""))
-    status = dict(kwargs.get("status") or {})
+    status = {**dict(kwargs.get("status") or {}), **runtime.policy_status.get(uid, {})}
     with runtime.lock_for(uid):
         try:
-            outcomes = _remove_owned(runtime, kwargs["pool_specs"], (namespace, name, uid), raw, status, body)
+            removal = _remove_owned(runtime, kwargs["pool_specs"], (namespace, name, uid), raw, status, body)
         except (PolicyBlocked, ConfigurationError, PveError) as exc:
-            message = f"deletion waits: {_error_updates(exc, pool_name, runtime)[0].message}"
-            kopf.warn(body, reason="DeletionBlocked", message=message)
-            # Say it where Argo CD and `kubectl get` look, too: the CTs may still exist.
-            blocked: Updates = [
-                ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.DELETION_BLOCKED, message)
-            ]
-            previous = parse_conditions(status.get("conditions"))
-            _write_conditions(patch, previous, blocked, now_utc(), meta.get("generation"))
-            raise kopf.TemporaryError(message, delay=30) from None
-    failed = [o for o in outcomes if not o.succeeded]
+            _deletion_blocked(exc, str(raw.get("poolRef", {}).get("name", "")), runtime, status, meta, body, patch)
+        _write_journal(removal.in_flight, patch)
+        runtime.policy_status[uid] = {
+            **runtime.policy_status.get(uid, {}),
+            "tasksInFlight": patch.status["tasksInFlight"],
+        }
+    failed = [o for o in removal.outcomes if not o.succeeded]
     if failed:
         raise kopf.TemporaryError(f"deletion waits: {failed[0].message}", delay=30)
+    if removal.left:
+        # Kopf's way for a finalizer to come back (it logs this as a handler failing temporarily): the tasks
+        # are looked at again, not waited for.
+        message = f"deletion in progress: {len(removal.left)} CT(s) of ours being stopped and destroyed"
+        raise kopf.TemporaryError(message, delay=DELETION_TICK_SECONDS)
     for remembered in (runtime.records, runtime.policy_status, runtime.last_policy_cycle):
         remembered.pop(uid, None)
+
+
+def _deletion_blocked(
+    exc: Exception,
+    pool_name: str,
+    runtime: OperatorRuntime,
+    status: Mapping[str, Any],
+    meta: Any,
+    body: Any,
+    patch: kopf.Patch,
+) -> NoReturn:
+    """Deletion cannot go on now (PVE unreachable, no ownership key, a creation nobody follows): an event, and
+    Degraded where Argo CD and `kubectl get` look (the CTs may still exist); tried again in 30 s."""
+    message = f"deletion waits: {_error_updates(exc, pool_name, runtime)[0].message}"
+    kopf.warn(body, reason="DeletionBlocked", message=message)
+    blocked: Updates = [
+        ConditionUpdate(ConditionType.DEGRADED, ConditionStatus.TRUE, ConditionReason.DELETION_BLOCKED, message)
+    ]
+    _write_conditions(patch, parse_conditions(status.get("conditions")), blocked, now_utc(), meta.get("generation"))
+    raise kopf.TemporaryError(message, delay=30) from None
+
+
+@dataclass
+class _Removal:
+    """One call's share of a policy's deletion: the actions that ended, the journal to write back, and the
+    VMIDs still being removed (a task in flight, or no task slot yet)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    in_flight: list[PolicyTask] = field(default_factory=list)
+    left: set[int] = field(default_factory=set)
 
 
 def _remove_owned(
@@ -1062,9 +1099,10 @@ def _remove_owned(
     raw: dict[str, Any],
     status: Mapping[str, Any],
     body: Any,
-) -> list[Outcome]:
+) -> _Removal:
     """The policy's deletion in PVE: destroy its CTs (deletionPolicy Delete; purge also removes their HA
-    resources) or release them (Retain: ownership marks and spec.ha's registration removed)."""
+    resources) or release them (Retain: ownership marks and spec.ha's registration removed). Destruction is
+    stop, then destroy, journaled: this starts and advances tasks, it does not wait for them."""
     namespace, name, uid = identity
     pool_name = str(raw.get("poolRef", {}).get("name", ""))
     vmid_range = range(int(raw["vmidRange"]["start"]), int(raw["vmidRange"]["end"]) + 1)
@@ -1074,7 +1112,9 @@ def _remove_owned(
     snapshot = client.snapshot(time.time())
     key = runtime.ownership_key()
     owned = discover_owned(client, snapshot, uid, vmid_range, {}, key=key, counted=counted_vmids(status))
-    pending = creations_in_progress(snapshot, vmid_range, owned)
+    journal = journal_of(status)
+    journaled = {t.vmid for t in journal}
+    pending = [v for v in creations_in_progress(snapshot, vmid_range, owned) if v not in journaled]
     if pending:
         raise PolicyBlocked(
             ConditionReason.WAITING_FOR_CREATION, f"CT(s) {', '.join(map(str, pending))} are still being created"
@@ -1086,14 +1126,19 @@ def _remove_owned(
         for item in owned:
             assert item.observation is not None
             kopf.info(body, reason="Released", message=executor.release(item.vmid, item.observation.node))
-        return []
+        return _Removal()
     actions: list[Action] = [
         DestroyContainer(vmid=o.vmid, node=o.observation.node, running=o.observation.running, reason="policy deleted")
         for o in owned
         if o.observation is not None
     ]
-    return executor.apply(
+    done = executor.run_cycle(
+        journal,
         actions,
         blueprint_from(ContainerPolicySpec.model_validate(raw)),
+        slots=connection.task_slots(uid),
         on_outcome=lambda outcome: _announce(body, outcome),
     )
+    connection.policy_tasks[uid] = len(done.in_flight)
+    left = {t.vmid for t in done.in_flight} | {a.vmid for a in done.deferred}
+    return _Removal(done.outcomes, done.in_flight, left)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pve_operator.pve.errors import PveConflict, PveError
-from pve_operator.pve.tasks import TaskResult
+from pve_operator.pve.tasks import TaskResult, Upid
 
 #: Task types that only hand a request to the HA manager (pve-container's ``ha*`` workers).
 HA_REQUEST_TASKS = frozenset({"hastart", "hastop", "hamigrate", "harelocate"})
@@ -98,6 +98,33 @@ def wait_done(
             )
         sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+def ha_request_pending(
+    client: _Client, upid: Upid, vmid: int, *, status: str | None = None, node: str | None = None, now: float
+) -> bool:
+    """For a task that ended OK, one look without waiting: True while it was an HA request the HA manager has
+    not carried out yet (the CT ``status`` in its own ``status/current``, on ``node`` in ``/cluster/resources``)
+    and still has time (:data:`HA_CONVERGE_SECONDS` from the request, ``now`` in epoch seconds); raises
+    :class:`PveHaNotConverging` after that. False for any other task, and for a CT that is gone."""
+    if upid.type not in HA_REQUEST_TASKS or (status is None and node is None):
+        return False
+    entry = ct_resource(client, vmid)
+    if entry is None:
+        return False
+    here = str(entry.get("node") or "")
+    state = str(client.container_status(here, vmid).get("status") or "") if status is not None else ""
+    if (status is None or state == status) and (node is None or here == node):
+        return False
+    if now - upid.starttime < HA_CONVERGE_SECONDS:
+        return True
+    wanted = " and ".join(part for part in (status, f"on {node}" if node else None) if part)
+    raise PveHaNotConverging(
+        f"CT {vmid} is managed by Proxmox VE's HA stack: its {upid.type} request was accepted, but after "
+        f"{HA_CONVERGE_SECONDS:.0f} s the CT is {state or 'unknown'} on {here} (hastate "
+        f"{entry.get('hastate') or 'unknown'}), not {wanted}; check `ha-manager status`",
+        request=f"HA request {upid.type} for ct:{vmid}",
+    )
 
 
 def start_and_wait(client: _Client, node: str, vmid: int, *, timeout_seconds: float) -> None:

@@ -651,8 +651,8 @@ class InFlightOperation(StatusModel):
     """Why the action was planned (told again in the event when it ends)."""
 
     upid: str | None = Field(None, max_length=512)
-    """Proxmox VE task of a migration, followed at every sample until it ends (the pool's cycle never
-    waits for it: offloads and restores go on meanwhile)."""
+    """Proxmox VE task the action is waiting for (a migration; an offload's shutdown; a restore's copy, then
+    its start), looked at once per sample until it ends: the pool's cycle never waits for it."""
 
 
 class OffloadedContainer(StatusModel):
