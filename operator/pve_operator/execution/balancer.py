@@ -139,7 +139,8 @@ class BalanceExecutor:
                     outcomes[skipped.vmid] = BalanceOutcome(
                         skipped,
                         False,
-                        f"{skipped.kind} CT {skipped.vmid} waits for the migration of CT {waiting[0]}",
+                        f"{skipped.kind} CT {skipped.vmid} waits for the {outcomes[waiting[0]].action.kind.lower()} "
+                        f"of CT {waiting[0]}",
                         deferred=True,
                     )
                     continue
