@@ -1082,6 +1082,23 @@ def _deletion_blocked(
     raise kopf.TemporaryError(message, delay=30) from None
 
 
+def _release_owned(
+    executor: PolicyExecutor,
+    client: PveClient,
+    identity: tuple[str, str, str],
+    owned: Sequence[OwnedContainer],
+    status: Mapping[str, Any],
+    body: Any,
+) -> None:
+    """deletionPolicy Retain: spec.ha's registration and the ownership marks removed; the CTs stay."""
+    namespace, name, uid = identity
+    if status.get("ha"):
+        apply_ha(client, read_and_plan(client, HaIntent(namespace, name, uid, None, ()), {}))
+    for item in owned:
+        assert item.observation is not None
+        kopf.info(body, reason="Released", message=executor.release(item.vmid, item.observation.node))
+
+
 @dataclass
 class _Removal:
     """One call's share of a policy's deletion: the actions that ended, the journal to write back, and the
@@ -1112,21 +1129,30 @@ def _remove_owned(
     snapshot = client.snapshot(time.time())
     key = runtime.ownership_key()
     owned = discover_owned(client, snapshot, uid, vmid_range, {}, key=key, counted=counted_vmids(status))
-    journal = journal_of(status)
-    journaled = {t.vmid for t in journal}
-    pending = [v for v in creations_in_progress(snapshot, vmid_range, owned) if v not in journaled]
-    if pending:
+    journal, retain = journal_of(status), raw.get("deletionPolicy") == DeletionPolicy.RETAIN.value
+    # A creation this policy follows itself is finished and then destroyed; Retain waits for it to end.
+    followed = set() if retain else {t.vmid for t in journal}
+    if pending := [v for v in creations_in_progress(snapshot, vmid_range, owned) if v not in followed]:
         raise PolicyBlocked(
             ConditionReason.WAITING_FOR_CREATION, f"CT(s) {', '.join(map(str, pending))} are still being created"
         )
     executor = _policy_executor(connection, PolicyIdentity(namespace, name, uid, vmid_range, key))
-    if raw.get("deletionPolicy") == DeletionPolicy.RETAIN.value:
-        if status.get("ha"):
-            apply_ha(client, read_and_plan(client, HaIntent(namespace, name, uid, None, ()), {}))
-        for item in owned:
-            assert item.observation is not None
-            kopf.info(body, reason="Released", message=executor.release(item.vmid, item.observation.node))
+    if retain:
+        _release_owned(executor, client, identity, owned, status, body)
         return _Removal()
+    return _destroy_owned(executor, connection, uid, journal, owned, raw, body)
+
+
+def _destroy_owned(
+    executor: PolicyExecutor,
+    connection: Any,
+    uid: str,
+    journal: list[PolicyTask],
+    owned: Sequence[OwnedContainer],
+    raw: dict[str, Any],
+    body: Any,
+) -> _Removal:
+    """deletionPolicy Delete: advance the journal, and start stop→destroy of the CTs in the free task slots."""
     actions: list[Action] = [
         DestroyContainer(vmid=o.vmid, node=o.observation.node, running=o.observation.running, reason="policy deleted")
         for o in owned
