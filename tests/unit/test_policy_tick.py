@@ -121,3 +121,35 @@ def test_a_ct_the_policy_is_creating_counts_for_its_index_before_pve_shows_its_m
     counted = present + being_created([creating], present, snapshot)
     assert [(o.vmid, o.index) for o in counted[4:]] == [(3104, 4)]
     assert not [a for a in plan_reconcile(intent, snapshot, counted).actions if isinstance(a, CreateContainer)]
+
+
+def test_a_policy_being_deleted_is_not_reconciled_by_its_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deletion finalizer now comes back every 2 s instead of holding the policy's lock until every CT is
+    gone; a timer tick in between must not plan (and create) CTs the finalizer is destroying."""
+    import kopf
+
+    from pve_operator.handlers import containerpolicy
+
+    reconciled: list[str] = []
+    monkeypatch.setattr(containerpolicy, "reconcile_policy", lambda **kwargs: reconciled.append(str(kwargs["name"])))
+
+    class Memo:
+        runtime = OperatorRuntime()
+
+    kwargs = {
+        "memo": Memo(),
+        "name": "web",
+        "namespace": "apps",
+        "spec": {},
+        "status": {},
+        "body": {},
+        "pool_specs": {},
+        "policies_by_pool": {},
+        "pool_operations_in_flight": {},
+    }
+    deleting = {"uid": "uid-1", "generation": 1, "deletionTimestamp": "2026-12-04T10:00:00Z"}
+    containerpolicy._run_reconcile(False, **kwargs, meta=deleting, patch=kopf.Patch())
+    containerpolicy._run_reconcile(True, **kwargs, meta=deleting, patch=kopf.Patch())
+    assert reconciled == []
+    containerpolicy._run_reconcile(True, **kwargs, meta={"uid": "uid-2", "generation": 1}, patch=kopf.Patch())
+    assert reconciled == ["web"]

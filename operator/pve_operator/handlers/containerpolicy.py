@@ -965,6 +965,8 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
     runtime: OperatorRuntime = memo.runtime
     carried = runtime.policy_status.get(uid, {})
     status = {**dict(kwargs["status"]), **carried}
+    if meta.get("deletionTimestamp"):
+        return  # being deleted: the finalizer destroys (or releases) the CTs; nothing is planned any more
     if not blocking and not _due(runtime, uid, status):
         return
     lock = runtime.lock_for(uid)
