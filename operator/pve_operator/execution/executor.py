@@ -49,7 +49,7 @@ from pve_operator.pve.errors import (
     PveUnreachable,
     is_config_lock_timeout,
 )
-from pve_operator.pve.ha import HA_REQUEST_TASKS, PveHaNotConverging, ct_resource
+from pve_operator.pve.ha import PveHaNotConverging
 from pve_operator.pve.params import (
     ContainerBlueprint,
     clone_params,
@@ -414,27 +414,10 @@ class PolicyExecutor:
             if self._clock() - started > self._task_timeout:
                 raise PveTaskTimeout(task.upid, self._clock() - started)
             return False
-        if result.upid.type not in HA_REQUEST_TASKS:
-            return True
         wanted = {PolicyTaskStep.START: "running", PolicyTaskStep.STOP: "stopped"}.get(task.step)
         of_source = task.action is ActionKind.HAND_OVER and task.step is PolicyTaskStep.STOP
         vmid = task.source_vmid if of_source and task.source_vmid is not None else task.vmid
-        resource = ct_resource(self._client, vmid)
-        if resource is None or wanted is None:
-            return True
-        here = str(resource.get("node"))
-        state = str(self._client.container_status(here, vmid).get("status") or "")
-        if state == wanted:
-            return True
-        if self._clock() - started < ha.HA_CONVERGE_SECONDS:
-            return False
-        raise PveHaNotConverging(
-            f"CT {vmid} is managed by Proxmox VE's HA stack: its {result.upid.type} request was accepted, but after "
-            f"{ha.HA_CONVERGE_SECONDS:.0f} s the CT is {state or 'unknown'} on {here} "
-            f"(hastate {resource.get('hastate') or 'unknown'}), "
-            f"not {wanted}; check `ha-manager status`",
-            request=f"HA request {result.upid.type} for ct:{vmid}",
-        )
+        return not ha.ha_request_pending(self._client, result.upid, vmid, status=wanted, now=self._clock())
 
     def _task_failed(self, task: PolicyTask, exc: PveError) -> Progress:
         """A journaled task failed: repair what the action changed (a clone is removed again, a handover's

@@ -75,29 +75,13 @@ def wait_done(
     converge_seconds = HA_CONVERGE_SECONDS if converge_seconds is None else converge_seconds
     if result.upid.type not in HA_REQUEST_TASKS or (status is None and node is None):
         return result
-    deadline = monotonic() + converge_seconds
-    delay = 0.5
-    while True:
-        entry = ct_resource(client, vmid)
-        if entry is None:
-            return result
-        # The node comes from the cluster's config list (moves show at once); the status from the CT's
-        # own node: /cluster/resources reports it as pvestatd last broadcast it, seconds behind.
-        here = str(entry.get("node") or "")
-        state = str(client.container_status(here, vmid).get("status") or "") if status is not None else ""
-        if (status is None or state == status) and (node is None or here == node):
-            return result
-        if monotonic() >= deadline:
-            wanted = " and ".join(part for part in (status, f"on {node}" if node else None) if part)
-            raise PveHaNotConverging(
-                f"CT {vmid} is managed by Proxmox VE's HA stack: its {result.upid.type} request was accepted, "
-                f"but after {converge_seconds:.0f} s the CT is {state or 'unknown'} on {here} (hastate "
-                f"{entry.get('hastate') or 'unknown'}), not {wanted}; check `ha-manager status` (a disabled or "
-                "failed resource, no quorum or a fence in progress keeps the HA manager from acting)",
-                request=f"HA request {result.upid.type} for ct:{vmid}",
-            )
+    started, delay = monotonic(), 0.5
+    while not _carried_out(
+        client, result.upid.type, vmid, status=status, node=node, waited=monotonic() - started, limit=converge_seconds
+    ):
         sleep(delay)
         delay = min(delay * 2, 5.0)
+    return result
 
 
 def ha_request_pending(
@@ -109,21 +93,33 @@ def ha_request_pending(
     :class:`PveHaNotConverging` after that. False for any other task, and for a CT that is gone."""
     if upid.type not in HA_REQUEST_TASKS or (status is None and node is None):
         return False
+    waited = now - upid.starttime
+    return not _carried_out(client, upid.type, vmid, status=status, node=node, waited=waited, limit=HA_CONVERGE_SECONDS)
+
+
+def _carried_out(
+    client: _Client, request: str, vmid: int, *, status: str | None, node: str | None, waited: float, limit: float
+) -> bool:
+    """One look: whether the CT is ``status`` on ``node`` (each when given), or gone (its stop or its move no
+    longer matters). Not yet after ``limit`` seconds: :class:`PveHaNotConverging`."""
     entry = ct_resource(client, vmid)
     if entry is None:
-        return False
+        return True
+    # The node comes from the cluster's config list (moves show at once); the status from the CT's own
+    # node: /cluster/resources reports it as pvestatd last broadcast it, seconds behind.
     here = str(entry.get("node") or "")
     state = str(client.container_status(here, vmid).get("status") or "") if status is not None else ""
     if (status is None or state == status) and (node is None or here == node):
-        return False
-    if now - upid.starttime < HA_CONVERGE_SECONDS:
         return True
+    if waited < limit:
+        return False
     wanted = " and ".join(part for part in (status, f"on {node}" if node else None) if part)
     raise PveHaNotConverging(
-        f"CT {vmid} is managed by Proxmox VE's HA stack: its {upid.type} request was accepted, but after "
-        f"{HA_CONVERGE_SECONDS:.0f} s the CT is {state or 'unknown'} on {here} (hastate "
-        f"{entry.get('hastate') or 'unknown'}), not {wanted}; check `ha-manager status`",
-        request=f"HA request {upid.type} for ct:{vmid}",
+        f"CT {vmid} is managed by Proxmox VE's HA stack: its {request} request was accepted, but after "
+        f"{limit:.0f} s the CT is {state or 'unknown'} on {here} (hastate {entry.get('hastate') or 'unknown'}), "
+        f"not {wanted}; check `ha-manager status` (a disabled or failed resource, no quorum or a fence in "
+        "progress keeps the HA manager from acting)",
+        request=f"HA request {request} for ct:{vmid}",
     )
 
 
