@@ -203,9 +203,7 @@ def to_structural(
 
 def model_schema(model: type[BaseModel], *, with_defaults: bool = True) -> dict[str, Any]:
     """The structural CRD schema of one model (spec or status)."""
-    raw: JsonSchemaValue = model.model_json_schema(
-        by_alias=True, mode="validation", schema_generator=_CrdJsonSchema
-    )
+    raw: JsonSchemaValue = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_CrdJsonSchema)
     return to_structural(raw, raw.get("$defs", {}), with_defaults=with_defaults)
 
 
@@ -233,8 +231,7 @@ def openapi_schema(resource: CustomResource) -> dict[str, Any]:
         "required": ["spec"],
         "properties": {
             "apiVersion": {
-                "description": "Versioned schema of this representation of an object: "
-                f"{resource.api_version}.",
+                "description": f"Versioned schema of this representation of an object: {resource.api_version}.",
                 "type": "string",
             },
             "kind": {

@@ -373,9 +373,7 @@ def drift(output: Path, rendered: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     summary = (__doc__ or "").split("\n")[0]
     parser = argparse.ArgumentParser(prog="python -m pve_operator.api.docgen", description=summary)
-    parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"the reference file ({DEFAULT_OUTPUT})"
-    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"the reference file ({DEFAULT_OUTPUT})")
     parser.add_argument(
         "--check", action="store_true", help="compare with the file instead of writing; exit 1 on drift"
     )

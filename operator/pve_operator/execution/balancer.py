@@ -70,6 +70,43 @@ def journal_entry(action: BalanceAction, policy: str | None, started_at: datetim
     )
 
 
+def journaled_action(
+    entry: InFlightOperation, *, expected_memory_used_bytes: int = 0, expected_cpu_used_fraction: float = 0.0
+) -> BalanceAction:
+    """The action a ``status.inFlight`` entry carries out, as far as the entry tells it: for outcomes and events
+    (the planner's figures are not journaled), and for the planner's projection of what is still in flight
+    (a restore then with the usage expected of its CT once started)."""
+    reason = entry.reason or f"journaled {entry.action.value.lower()}"
+    if entry.action is ActionKind.MIGRATE:
+        return MigrateContainer(
+            vmid=entry.vmid,
+            node=entry.source_node,
+            target=entry.target_node or "",
+            running=entry.was_running,
+            reason=reason,
+            source_percent_before=0.0,
+            source_percent_after=0.0,
+            target_percent_before=0.0,
+            target_percent_after=0.0,
+        )
+    if entry.action is ActionKind.OFFLOAD:
+        return OffloadContainer(
+            vmid=entry.vmid, node=entry.source_node, reason=reason, source_percent_before=0.0, source_percent_after=0.0
+        )
+    return RestoreContainer(
+        vmid=entry.vmid,
+        node=entry.source_node,
+        target=entry.target_node or entry.source_node,
+        reason=reason,
+        expected_memory_used_bytes=expected_memory_used_bytes,
+        expected_cpu_used_fraction=expected_cpu_used_fraction,
+        source_percent_before=0.0,
+        source_percent_after=0.0,
+        target_percent_before=0.0,
+        target_percent_after=0.0,
+    )
+
+
 @dataclass(frozen=True)
 class BalanceOutcome:
     action: BalanceAction
@@ -253,17 +290,7 @@ class BalanceExecutor:
         """The CT left running if it ran before, whatever happened."""
         if entry.upid is None:
             return None
-        action = MigrateContainer(
-            vmid=entry.vmid,
-            node=entry.source_node,
-            target=entry.target_node or "",
-            running=entry.was_running,
-            reason=entry.reason or "journaled migration ended",
-            source_percent_before=0.0,
-            source_percent_after=0.0,
-            target_percent_before=0.0,
-            target_percent_after=0.0,
-        )
+        action = journaled_action(entry)
         try:
             task = self._client.task_status(Upid.parse(entry.upid))
         except PveNotFound:
@@ -385,13 +412,7 @@ class BalanceExecutor:
     def _follow_offload(self, entry: InFlightOperation) -> BalanceOutcome | None:
         """The shutdown ended: the CT stopped is offloaded (whatever the task said: a forced stop is fine);
         a CT still running is not, and loses the mark."""
-        action = OffloadContainer(
-            vmid=entry.vmid,
-            node=entry.source_node,
-            reason=entry.reason or "journaled offload",
-            source_percent_before=0.0,
-            source_percent_after=0.0,
-        )
+        action = journaled_action(entry)
         ended = self._look(entry, status="stopped")
         if ended is None:
             return None
@@ -449,18 +470,7 @@ class BalanceExecutor:
         ended: the CT runs, and loses the offloaded mark."""
         assert entry.upid is not None
         target = entry.target_node or entry.source_node
-        action = RestoreContainer(
-            vmid=entry.vmid,
-            node=entry.source_node,
-            target=target,
-            reason=entry.reason or "journaled restore",
-            expected_memory_used_bytes=0,
-            expected_cpu_used_fraction=0.0,
-            source_percent_before=0.0,
-            source_percent_after=0.0,
-            target_percent_before=0.0,
-            target_percent_after=0.0,
-        )
+        action = journaled_action(entry)
         moving = Upid.parse(entry.upid).type in ("vzmigrate", "hamigrate")
         ended = self._look(entry, node=target) if moving else self._look(entry, status="running")
         if ended is None:

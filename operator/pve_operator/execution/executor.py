@@ -132,6 +132,11 @@ class CycleResult:
     in_flight: list[PolicyTask] = field(default_factory=list)
     deferred: list[Action] = field(default_factory=list)
 
+    @property
+    def left(self) -> set[int]:
+        """VMIDs still being acted on: a task in flight, or no task slot yet."""
+        return {t.vmid for t in self.in_flight} | {a.vmid for a in self.deferred}
+
 
 def action_of(task: PolicyTask) -> Action:
     """The action a journal entry carries out, as the planner wrote it (for outcomes, events, status)."""

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from pve_operator.api.v1alpha1 import (
     GROUP,
+    ActionKind,
     AutomationMode,
     InFlightOperation,
     OffloadedContainer,
@@ -23,9 +24,10 @@ from pve_operator.api.v1alpha1 import (
     ProxmoxServerPoolSpec,
 )
 from pve_operator.api.v1alpha1.common import format_epoch, parse_epoch
+from pve_operator.execution.balancer import journaled_action
 from pve_operator.execution.discovery import discover_owned
 from pve_operator.execution.executor import PolicyIdentity
-from pve_operator.planning.actions import BalanceAction, MigrateContainer, OffloadContainer, RestoreContainer
+from pve_operator.planning.actions import BalanceAction
 from pve_operator.planning.balancing import (
     PINNED_TAG,
     BalancingInput,
@@ -304,7 +306,7 @@ def project_in_flight(inp: BalancingInput, entries: Sequence[InFlightOperation])
     moving_to = {e.vmid: str(e.target_node) for e in still if _moves(e)}
     return replace(
         inp,
-        snapshot=project(inp.snapshot, [a for e in still if (a := journaled_action(e, inp)) is not None]),
+        snapshot=project(inp.snapshot, [a for e in still if (a := _projected(e, inp)) is not None]),
         in_flight=InFlight(
             migrations=moving_to,
             other_vmids=(inp.in_flight.other_vmids | {e.vmid for e in still}) - set(moving_to),
@@ -314,48 +316,19 @@ def project_in_flight(inp: BalancingInput, entries: Sequence[InFlightOperation])
 
 def _moves(entry: InFlightOperation) -> bool:
     """A migration, or a restore still moving its CT (its task the migration, not yet the start)."""
-    if entry.action == "Migrate":
+    if entry.action is ActionKind.MIGRATE:
         return True
-    moving = entry.action == "Restore" and bool(entry.target_node) and entry.target_node != entry.source_node
+    moving = entry.action is ActionKind.RESTORE and bool(entry.target_node) and entry.target_node != entry.source_node
     return moving and entry.upid is not None and Upid.parse(entry.upid).type in ("vzmigrate", "hamigrate")
 
 
-def journaled_action(entry: InFlightOperation, inp: BalancingInput) -> BalanceAction | None:
-    """An action still in flight, as the planner projects it (its figures are not needed there; a restore
-    adds what the planner expects the CT to use once started)."""
-    if entry.action == "Migrate":
-        return MigrateContainer(
-            vmid=entry.vmid,
-            node=entry.source_node,
-            target=str(entry.target_node),
-            running=entry.was_running,
-            reason="in flight",
-            source_percent_before=0.0,
-            source_percent_after=0.0,
-            target_percent_before=0.0,
-            target_percent_after=0.0,
-        )
-    if entry.action == "Offload":
-        return OffloadContainer(
-            vmid=entry.vmid,
-            node=entry.source_node,
-            reason="in flight",
-            source_percent_before=0.0,
-            source_percent_after=0.0,
-        )
+def _projected(entry: InFlightOperation, inp: BalancingInput) -> BalanceAction | None:
+    """An action still in flight, as the planner projects it: a restore adds what the planner expects its CT
+    to use once started (None when the CT is no longer ours or gone: nothing to project)."""
+    if entry.action is not ActionKind.RESTORE:
+        return journaled_action(entry)
     ct, managed = inp.snapshot.containers.get(entry.vmid), inp.managed.get(entry.vmid)
     if ct is None or managed is None:
         return None
     memory, cpu = expected_usage(ct, managed)
-    return RestoreContainer(
-        vmid=entry.vmid,
-        node=entry.source_node,
-        target=entry.target_node or entry.source_node,
-        reason="in flight",
-        expected_memory_used_bytes=memory,
-        expected_cpu_used_fraction=cpu,
-        source_percent_before=0.0,
-        source_percent_after=0.0,
-        target_percent_before=0.0,
-        target_percent_after=0.0,
-    )
+    return journaled_action(entry, expected_memory_used_bytes=memory, expected_cpu_used_fraction=cpu)

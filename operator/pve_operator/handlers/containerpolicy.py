@@ -40,7 +40,14 @@ from pve_operator.api.v1alpha1.common import full_match, parse_epoch
 from pve_operator.api.v1alpha1.containerpolicy import SSH_PUBLIC_KEY, PolicyHaStatus
 from pve_operator.api.v1alpha1.serverpool import parse_endpoint
 from pve_operator.execution.discovery import creations_in_progress, discover_owned, sweep_configs
-from pve_operator.execution.executor import NotOurs, Outcome, PolicyExecutor, PolicyIdentity, TemplateNotFound
+from pve_operator.execution.executor import (
+    CycleResult,
+    NotOurs,
+    Outcome,
+    PolicyExecutor,
+    PolicyIdentity,
+    TemplateNotFound,
+)
 from pve_operator.execution.ha_registration import apply_ha, read_and_plan
 from pve_operator.execution.policy_input import blueprint_from, intent_from, retired_tags, template_tags
 from pve_operator.handlers.common import POLICIES, contained, namespaced
@@ -990,12 +997,17 @@ def _run_reconcile(blocking: bool, **kwargs: Any) -> None:
             in_flight=kwargs["pool_operations_in_flight"],
         )
     finally:
-        written = kwargs["patch"].status
-        runtime.policy_status[uid] = {
-            **runtime.policy_status.get(uid, {}),
-            **{key: written[key] for key in _CARRIED_STATUS if key in written},
-        }
+        _carry_status(runtime, uid, kwargs["patch"])
         lock.release()
+
+
+def _carry_status(runtime: OperatorRuntime, uid: str, patch: kopf.Patch) -> None:
+    """Keep what this call wrote of :data:`_CARRIED_STATUS` for the next call (Kopf's copy may lag behind)."""
+    written = patch.status
+    runtime.policy_status[uid] = {
+        **runtime.policy_status.get(uid, {}),
+        **{key: written[key] for key in _CARRIED_STATUS if key in written},
+    }
 
 
 @kopf.on.resume(*POLICIES)
@@ -1048,10 +1060,7 @@ def policy_deleted(
         except (PolicyBlocked, ConfigurationError, PveError) as exc:
             _deletion_blocked(exc, str(raw.get("poolRef", {}).get("name", "")), runtime, status, meta, body, patch)
         _write_journal(removal.in_flight, patch)
-        runtime.policy_status[uid] = {
-            **runtime.policy_status.get(uid, {}),
-            "tasksInFlight": patch.status["tasksInFlight"],
-        }
+        _carry_status(runtime, uid, patch)
     failed = [o for o in removal.outcomes if not o.succeeded]
     if failed:
         raise kopf.TemporaryError(f"deletion waits: {failed[0].message}", delay=30)
@@ -1101,16 +1110,6 @@ def _release_owned(
         kopf.info(body, reason="Released", message=executor.release(item.vmid, item.observation.node))
 
 
-@dataclass
-class _Removal:
-    """One call's share of a policy's deletion: the actions that ended, the journal to write back, and the
-    VMIDs still being removed (a task in flight, or no task slot yet)."""
-
-    outcomes: list[Outcome] = field(default_factory=list)
-    in_flight: list[PolicyTask] = field(default_factory=list)
-    left: set[int] = field(default_factory=set)
-
-
 def _remove_owned(
     runtime: OperatorRuntime,
     pool_specs: Mapping[Any, Any],
@@ -1118,7 +1117,7 @@ def _remove_owned(
     raw: dict[str, Any],
     status: Mapping[str, Any],
     body: Any,
-) -> _Removal:
+) -> CycleResult:
     """The policy's deletion in PVE: destroy its CTs (deletionPolicy Delete; purge also removes their HA
     resources) or release them (Retain: ownership marks and spec.ha's registration removed). Destruction is
     stop, then destroy, journaled: this starts and advances tasks, it does not wait for them."""
@@ -1141,7 +1140,7 @@ def _remove_owned(
     executor = _policy_executor(connection, PolicyIdentity(namespace, name, uid, vmid_range, key))
     if retain:
         _release_owned(executor, client, identity, owned, status, body)
-        return _Removal()
+        return CycleResult()
     return _destroy_owned(executor, connection, uid, journal, owned, raw, body)
 
 
@@ -1153,7 +1152,7 @@ def _destroy_owned(
     owned: Sequence[OwnedContainer],
     raw: dict[str, Any],
     body: Any,
-) -> _Removal:
+) -> CycleResult:
     """deletionPolicy Delete: advance the journal, and start stop→destroy of the CTs in the free task slots."""
     actions: list[Action] = [
         DestroyContainer(vmid=o.vmid, node=o.observation.node, running=o.observation.running, reason="policy deleted")
@@ -1168,5 +1167,4 @@ def _destroy_owned(
         on_outcome=lambda outcome: _announce(body, outcome),
     )
     connection.policy_tasks[uid] = len(done.in_flight)
-    left = {t.vmid for t in done.in_flight} | {a.vmid for a in done.deferred}
-    return _Removal(done.outcomes, done.in_flight, left)
+    return done

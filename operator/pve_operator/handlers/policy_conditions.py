@@ -90,8 +90,7 @@ def _progressing(facts: PolicyCycleFacts, running: int, ready: bool) -> Conditio
             ConditionReason.ROLLING_UPDATE,
             (
                 f"rolling update: {facts.outdated} CT(s) with an older template to replace; {len(facts.statuses)} CTs "
-                f"exist for {facts.desired} wanted ({running} running)"
-                + _handovers_said(facts.handovers)
+                f"exist for {facts.desired} wanted ({running} running)" + _handovers_said(facts.handovers)
             )[:1024],
         )
     if not ready or len(facts.statuses) > facts.desired:

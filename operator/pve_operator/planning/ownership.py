@@ -267,9 +267,7 @@ def is_owned(
 ) -> bool:
     """All three marks agree (range, tags, the record's UID) and the record's signature verifies."""
     return (
-        verdict(
-            vmid=vmid, tags=tags, description=description, policy_uid=policy_uid, vmid_range=vmid_range, key=key
-        )
+        verdict(vmid=vmid, tags=tags, description=description, policy_uid=policy_uid, vmid_range=vmid_range, key=key)
         is Verdict.OWNED
     )
 

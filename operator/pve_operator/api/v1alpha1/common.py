@@ -51,8 +51,7 @@ CONFIG_KEY = "^[-._a-zA-Z0-9]+$"
 """A key of a Secret's or ConfigMap's data: ``ca.crt``, ``tokenSecret``."""
 
 LABEL_KEY = (
-    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 """A Kubernetes label key (a qualified name): an optional DNS subdomain prefix and ``/``, then a name of
 letters, digits, ``-``, ``_``, ``.`` starting and ending with a letter or digit: ``topology.pve/rack``, ``zone``."""
@@ -75,8 +74,7 @@ LabelValue = Annotated[
 ]
 
 _CONDITION_TYPE = (
-    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 _CONDITION_REASON = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
