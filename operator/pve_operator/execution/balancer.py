@@ -44,6 +44,9 @@ from pve_operator.pve.tasks import TaskResult, Upid
 
 log = logging.getLogger(__name__)
 
+#: The task types of a migration (``hamigrate``: an HA-managed CT's request): a restore's first step when it moves.
+MIGRATION_TASKS = frozenset({"vzmigrate", "hamigrate"})
+
 
 class Journal(Protocol):
     """Where in-flight operations are recorded (the pool's status, written through the API)."""
@@ -471,7 +474,7 @@ class BalanceExecutor:
         assert entry.upid is not None
         target = entry.target_node or entry.source_node
         action = journaled_action(entry)
-        moving = Upid.parse(entry.upid).type in ("vzmigrate", "hamigrate")
+        moving = Upid.parse(entry.upid).type in MIGRATION_TASKS
         ended = self._look(entry, node=target) if moving else self._look(entry, status="running")
         if ended is None:
             return None

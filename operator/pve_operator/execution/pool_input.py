@@ -24,7 +24,7 @@ from pve_operator.api.v1alpha1 import (
     ProxmoxServerPoolSpec,
 )
 from pve_operator.api.v1alpha1.common import format_epoch, parse_epoch
-from pve_operator.execution.balancer import journaled_action
+from pve_operator.execution.balancer import MIGRATION_TASKS, journaled_action
 from pve_operator.execution.discovery import discover_owned
 from pve_operator.execution.executor import PolicyIdentity
 from pve_operator.planning.actions import BalanceAction
@@ -319,7 +319,7 @@ def _moves(entry: InFlightOperation) -> bool:
     if entry.action is ActionKind.MIGRATE:
         return True
     moving = entry.action is ActionKind.RESTORE and bool(entry.target_node) and entry.target_node != entry.source_node
-    return moving and entry.upid is not None and Upid.parse(entry.upid).type in ("vzmigrate", "hamigrate")
+    return moving and entry.upid is not None and Upid.parse(entry.upid).type in MIGRATION_TASKS
 
 
 def _projected(entry: InFlightOperation, inp: BalancingInput) -> BalanceAction | None:
